@@ -1,0 +1,28 @@
+//! tweedie: score-based generative modelling.
+//!
+//! The modules follow the pipeline: `process` (x_t = α_t x0 + σ_t ε) → `objective` (score matching)
+//! → `train` → `sample` (reverse SDE / probability-flow ODE) → `metrics` and `plot`. `target` holds
+//! distributions with exact scores and densities, `nn` the score networks, `score` the `ScoreModel`
+//! trait that samplers accept, `data` the data sets and file formats, `config` the TOML run config.
+
+pub mod config;
+pub mod data;
+pub mod metrics;
+pub mod nn;
+pub mod objective;
+pub mod plot;
+pub mod process;
+pub mod sample;
+pub mod score;
+pub mod target;
+pub mod train;
+
+/// The compute device: CPU, or CUDA when built with `--features cuda`.
+pub fn device(name: &str) -> anyhow::Result<candle_core::Device> {
+    match name {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        "cuda" if cfg!(feature = "cuda") => Ok(candle_core::Device::new_cuda(0)?),
+        "cuda" => anyhow::bail!("this tweedie was built without CUDA; rebuild with `cargo build --release --features cuda`"),
+        other => anyhow::bail!("unknown device '{other}'; valid: cpu, cuda"),
+    }
+}

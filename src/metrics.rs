@@ -1,0 +1,393 @@
+//! Sample-quality metrics: exact and sliced Wasserstein-2, MMD, mode statistics, Fisher divergence.
+
+use crate::data::Points;
+use anyhow::{anyhow, bail, Result};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+
+fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum()
+}
+
+/// Checks that two point sets are non-empty, finite, and of equal size and dimension.
+fn check_pair(what: &str, a: &Points, b: &Points, same_n: bool) -> Result<()> {
+    if a.n == 0 || b.n == 0 {
+        bail!(
+            "{what}: empty point set (n = {} and {}); pass at least one point",
+            a.n,
+            b.n
+        );
+    }
+    if a.d != b.d {
+        bail!(
+            "{what}: dimensions differ ({} vs {}); compare sets of the same dimension",
+            a.d,
+            b.d
+        );
+    }
+    if same_n && a.n != b.n {
+        bail!(
+            "{what}: sample sizes differ ({} vs {}); subsample both sets to the same n",
+            a.n,
+            b.n
+        );
+    }
+    a.check_finite(&format!("{what}: first set"))?;
+    b.check_finite(&format!("{what}: second set"))
+}
+
+/// Squared exact 2-Wasserstein distance W2² = min_σ (1/n) Σ_i ‖a_i − b_σ(i)‖² between two
+/// equal-size empirical measures, solved as an optimal assignment (Jonker–Volgenant, O(n³)
+/// time, n² memory).
+pub fn w2_squared_exact(a: &Points, b: &Points) -> Result<f64> {
+    check_pair("w2_exact", a, b, true)?;
+    let n = a.n;
+    let mut cost = Vec::with_capacity(n * n);
+    for i in 0..n {
+        for j in 0..n {
+            cost.push(sq_dist(a.row(i), b.row(j)));
+        }
+    }
+    // Normalise to [0, 1]: lapjv compares reduced costs with an absolute epsilon.
+    let scale = cost.iter().cloned().fold(0.0, f64::max);
+    if scale == 0.0 {
+        return Ok(0.0);
+    }
+    let m = lapjv::Matrix::from_shape_vec((n, n), cost.iter().map(|c| c / scale).collect())?;
+    let (row_to_col, _) =
+        lapjv::lapjv(&m).map_err(|e| anyhow!("w2_exact: assignment solver failed: {e}"))?;
+    let total: f64 = row_to_col
+        .iter()
+        .enumerate()
+        .map(|(i, &j)| cost[i * n + j])
+        .sum();
+    Ok(total / n as f64)
+}
+
+/// Exact 2-Wasserstein distance W2 (not squared) = sqrt of [`w2_squared_exact`].
+pub fn w2_exact(a: &Points, b: &Points) -> Result<f64> {
+    Ok(w2_squared_exact(a, b)?.sqrt())
+}
+
+/// Sliced W2 = sqrt( mean over `n_proj` random unit directions θ of W2²(θᵀa, θᵀb) ), the 1-D
+/// W2² being the mean squared difference of the sorted projections; equal n required,
+/// directions drawn from a ChaCha8 stream seeded by `seed`.
+pub fn sliced_w2(a: &Points, b: &Points, n_proj: usize, seed: u64) -> Result<f64> {
+    check_pair("sliced_w2", a, b, true)?;
+    if n_proj == 0 {
+        bail!("sliced_w2: n_proj is 0; use at least one projection (e.g. 256)");
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let project = |x: &Points, th: &[f64]| -> Vec<f64> {
+        let mut p: Vec<f64> = (0..x.n)
+            .map(|i| x.row(i).iter().zip(th).map(|(u, v)| u * v).sum())
+            .collect();
+        p.sort_by(f64::total_cmp);
+        p
+    };
+    let mut acc = 0.0;
+    for _ in 0..n_proj {
+        let mut th: Vec<f64> = (0..a.d)
+            .map(|_| rand::Rng::sample(&mut rng, StandardNormal))
+            .collect();
+        let norm = th.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-300);
+        th.iter_mut().for_each(|v| *v /= norm);
+        let (pa, pb) = (project(a, &th), project(b, &th));
+        acc += pa
+            .iter()
+            .zip(&pb)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f64>()
+            / a.n as f64;
+    }
+    Ok((acc / n_proj as f64).sqrt())
+}
+
+/// Unbiased MMD² with the RBF kernel k(x,y) = exp(−‖x−y‖²/(2h²)):
+/// (1/(m(m−1))) Σ_{i≠j} k(a_i,a_j) + (1/(n(n−1))) Σ_{i≠j} k(b_i,b_j) − (2/(mn)) Σ_{i,j} k(a_i,b_j).
+/// `h` defaults to the median pairwise distance among the first ≤ 2000 points of `b` (the
+/// reference sample). Returns `(mmd2, h)`; can be slightly negative when the laws agree.
+pub fn mmd2_rbf(a: &Points, b: &Points, bandwidth: Option<f64>) -> Result<(f64, f64)> {
+    check_pair("mmd2_rbf", a, b, false)?;
+    if a.n < 2 || b.n < 2 {
+        bail!("mmd2_rbf: the unbiased estimator needs at least 2 points per set");
+    }
+    let h = match bandwidth {
+        Some(h) if h.is_finite() && h > 0.0 => h,
+        Some(h) => bail!("mmd2_rbf: bandwidth {h} must be positive and finite"),
+        None => {
+            let m = b.n.min(2000);
+            let mut d: Vec<f64> = (0..m)
+                .flat_map(|i| (0..i).map(move |j| (i, j)))
+                .map(|(i, j)| sq_dist(b.row(i), b.row(j)).sqrt())
+                .collect();
+            d.sort_by(f64::total_cmp);
+            let med = d[d.len() / 2];
+            if med <= 0.0 {
+                bail!("mmd2_rbf: median pairwise distance of the reference set is 0 (repeated points); pass an explicit bandwidth");
+            }
+            med
+        }
+    };
+    let g = -0.5 / (h * h);
+    let within = |x: &Points| -> f64 {
+        let mut s = 0.0;
+        for i in 0..x.n {
+            for j in 0..i {
+                s += (g * sq_dist(x.row(i), x.row(j))).exp();
+            }
+        }
+        2.0 * s / (x.n as f64 * (x.n as f64 - 1.0))
+    };
+    let mut cross = 0.0;
+    for i in 0..a.n {
+        for j in 0..b.n {
+            cross += (g * sq_dist(a.row(i), b.row(j))).exp();
+        }
+    }
+    let mmd2 = within(a) + within(b) - 2.0 * cross / (a.n as f64 * b.n as f64);
+    Ok((mmd2, h))
+}
+
+/// Index of the centre nearest to `p` (squared Euclidean; first on ties).
+fn nearest(p: &[f64], centres: &[Vec<f64>]) -> usize {
+    let mut best = (0, f64::INFINITY);
+    for (k, c) in centres.iter().enumerate() {
+        let d = sq_dist(p, c);
+        if d < best.1 {
+            best = (k, d);
+        }
+    }
+    best.0
+}
+
+/// Sample-set metrics against a reference set, computed on the first k points of each.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SampleMetrics {
+    /// k = min(n_samples, n_reference, max_points): points used from each set.
+    pub n_points: usize,
+    /// Exact W2 (not squared), see [`w2_exact`].
+    pub w2: f64,
+    /// Sliced W2, see [`sliced_w2`].
+    pub sliced_w2: f64,
+    /// Unbiased RBF MMD², see [`mmd2_rbf`] (median-heuristic bandwidth on the reference).
+    pub mmd2: f64,
+    /// The MMD bandwidth h that was used.
+    pub mmd_bandwidth: f64,
+}
+
+/// The first `k` rows of `x`.
+fn head(x: &Points, k: usize) -> Points {
+    Points {
+        n: k,
+        d: x.d,
+        data: x.data[..k * x.d].to_vec(),
+    }
+}
+
+/// Exact W2, sliced W2 (`n_proj` directions from `seed`) and MMD² of `samples` against
+/// `reference`, each set truncated to its first k = min(n, m, `max_points`) points.
+pub fn compare(
+    samples: &Points,
+    reference: &Points,
+    max_points: usize,
+    n_proj: usize,
+    seed: u64,
+) -> Result<SampleMetrics> {
+    if max_points == 0 {
+        bail!("compare: max_points is 0; use at least 2 points");
+    }
+    let k = samples.n.min(reference.n).min(max_points);
+    let (a, b) = (head(samples, k), head(reference, k));
+    let (mmd2, mmd_bandwidth) = mmd2_rbf(&a, &b, None)?;
+    Ok(SampleMetrics {
+        n_points: k,
+        w2: w2_exact(&a, &b)?,
+        sliced_w2: sliced_w2(&a, &b, n_proj, seed)?,
+        mmd2,
+        mmd_bandwidth,
+    })
+}
+
+/// Fraction of the points of `x` whose nearest centre (Euclidean) is each of `centres`
+/// (each centre must have length `x.d`); all zeros when `x` is empty.
+pub fn mode_fractions(x: &Points, centres: &[Vec<f64>]) -> Vec<f64> {
+    let mut counts = vec![0.0; centres.len()];
+    if centres.is_empty() {
+        return counts;
+    }
+    for i in 0..x.n {
+        counts[nearest(x.row(i), centres)] += 1.0;
+    }
+    counts.iter().map(|c| c / (x.n.max(1)) as f64).collect()
+}
+
+/// Mean of the points of `x` assigned (nearest centre) to each centre; `None` for a centre
+/// that received no points.
+pub fn mode_means(x: &Points, centres: &[Vec<f64>]) -> Vec<Option<Vec<f64>>> {
+    let mut sums = vec![vec![0.0; x.d]; centres.len()];
+    let mut counts = vec![0usize; centres.len()];
+    if centres.is_empty() {
+        return Vec::new();
+    }
+    for i in 0..x.n {
+        let k = nearest(x.row(i), centres);
+        counts[k] += 1;
+        sums[k].iter_mut().zip(x.row(i)).for_each(|(s, v)| *s += v);
+    }
+    sums.into_iter()
+        .zip(counts)
+        .map(|(s, c)| (c > 0).then(|| s.iter().map(|v| v / c as f64).collect()))
+        .collect()
+}
+
+/// Fisher divergence estimate (1/n) Σ_i ½‖s_model(x_i) − s_true(x_i)‖² (with the ½ factor;
+/// rows must correspond). Returns NaN if the shapes differ or n = 0.
+pub fn fisher_divergence(s_model: &Points, s_true: &Points) -> f64 {
+    if s_model.n != s_true.n || s_model.d != s_true.d || s_model.n == 0 {
+        return f64::NAN;
+    }
+    0.5 * sq_dist(&s_model.data, &s_true.data) / s_model.n as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    fn random_points(n: usize, d: usize, seed: u64) -> Points {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let data = (0..n * d).map(|_| rng.sample(StandardNormal)).collect();
+        Points::new(n, d, data).unwrap()
+    }
+
+    fn brute_w2_sq(a: &Points, b: &Points) -> f64 {
+        fn rec(a: &Points, b: &Points, i: usize, used: &mut Vec<bool>, acc: f64, best: &mut f64) {
+            if i == a.n {
+                *best = best.min(acc);
+                return;
+            }
+            for j in 0..b.n {
+                if !used[j] {
+                    used[j] = true;
+                    rec(a, b, i + 1, used, acc + sq_dist(a.row(i), b.row(j)), best);
+                    used[j] = false;
+                }
+            }
+        }
+        let mut best = f64::INFINITY;
+        rec(a, b, 0, &mut vec![false; b.n], 0.0, &mut best);
+        best / a.n as f64
+    }
+
+    #[test]
+    fn w2_matches_brute_force() {
+        for seed in 0..50 {
+            let d = 1 + (seed as usize % 3);
+            let a = random_points(6, d, seed);
+            let b = random_points(6, d, 1000 + seed).scaled(2.0);
+            let w = w2_squared_exact(&a, &b).unwrap();
+            let bf = brute_w2_sq(&a, &b);
+            assert!(
+                (w - bf).abs() < 1e-10 * bf.max(1.0),
+                "seed {seed}: {w} vs {bf}"
+            );
+        }
+        // Ties: integer grid points with many equal costs.
+        let a = Points::new(6, 1, vec![0.0, 0.0, 1.0, 1.0, 2.0, 2.0]).unwrap();
+        let b = Points::new(6, 1, vec![1.0, 1.0, 1.0, 0.0, 2.0, 2.0]).unwrap();
+        assert!((w2_squared_exact(&a, &b).unwrap() - brute_w2_sq(&a, &b)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn w2_one_d_closed_form_and_invariants() {
+        let n = 500;
+        let a = random_points(n, 1, 1);
+        let b = random_points(n, 1, 2).scaled(3.0);
+        let (mut sa, mut sb) = (a.data.clone(), b.data.clone());
+        sa.sort_by(f64::total_cmp);
+        sb.sort_by(f64::total_cmp);
+        let closed = (sa
+            .iter()
+            .zip(&sb)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f64>()
+            / n as f64)
+            .sqrt();
+        let w = w2_exact(&a, &b).unwrap();
+        assert!((w - closed).abs() < 1e-9, "{w} vs {closed}");
+        let s = sliced_w2(&a, &b, 7, 3).unwrap();
+        assert!((s - closed).abs() < 1e-9, "{s} vs {closed}");
+
+        let x = random_points(300, 2, 5);
+        assert!(w2_exact(&x, &x).unwrap() < 1e-12);
+        let c = [3.0, -4.0];
+        let mut y = x.clone();
+        y.data
+            .iter_mut()
+            .enumerate()
+            .for_each(|(k, v)| *v += c[k % 2]);
+        assert!((w2_exact(&x, &y).unwrap() - 5.0).abs() < 1e-9);
+        // Tiny scales still solve correctly (costs are normalised before lapjv).
+        let (xs, ys) = (
+            random_points(40, 2, 8).scaled(1e-9),
+            random_points(40, 2, 9).scaled(1e-9),
+        );
+        let big = w2_exact(&xs.scaled(1e9), &ys.scaled(1e9)).unwrap();
+        assert!((w2_exact(&xs, &ys).unwrap() * 1e9 - big).abs() < 1e-6 * big);
+
+        assert!(w2_exact(&x, &random_points(299, 2, 1)).is_err());
+        assert!(w2_exact(&x, &random_points(300, 3, 1)).is_err());
+        assert!(w2_exact(
+            &Points::new(0, 2, vec![]).unwrap(),
+            &Points::new(0, 2, vec![]).unwrap()
+        )
+        .is_err());
+        let mut bad = x.clone();
+        bad.data[7] = f64::NAN;
+        assert!(w2_exact(&x, &bad).is_err());
+        assert!(sliced_w2(&x, &y, 0, 0).is_err());
+    }
+
+    #[test]
+    fn mmd_behaviour() {
+        let a = random_points(400, 2, 11);
+        let b = random_points(400, 2, 12);
+        let (same, h) = mmd2_rbf(&a, &b, None).unwrap();
+        assert!(same.abs() < 0.01, "{same}");
+        assert!(
+            (h - 2f64.sqrt() * (2.0 * 2f64.ln()).sqrt()).abs() < 0.15,
+            "h = {h}"
+        );
+        let mut c = b.clone();
+        c.data.iter_mut().step_by(2).for_each(|v| *v += 1.0);
+        let (shifted, _) = mmd2_rbf(&c, &b, None).unwrap();
+        assert!(shifted > 0.05, "{shifted}");
+        assert!(mmd2_rbf(&a, &b, Some(-1.0)).is_err());
+        let (_, h2) = mmd2_rbf(&a, &b, Some(0.7)).unwrap();
+        assert_eq!(h2, 0.7);
+
+        let r = compare(&c, &b, 300, 50, 0).unwrap();
+        assert_eq!(r.n_points, 300);
+        assert!(r.w2 > 0.3 && r.sliced_w2 > 0.1 && r.mmd2 > 0.05, "{r:?}");
+        assert!(compare(&c, &b, 0, 50, 0).is_err());
+    }
+
+    #[test]
+    fn modes_and_fisher() {
+        let x = Points::new(4, 2, vec![0.1, 0.0, -0.1, 0.2, 9.0, 10.0, 0.0, 0.0]).unwrap();
+        let centres = vec![vec![0.0, 0.0], vec![10.0, 10.0], vec![-50.0, 0.0]];
+        assert_eq!(mode_fractions(&x, &centres), vec![0.75, 0.25, 0.0]);
+        let m = mode_means(&x, &centres);
+        let m0 = m[0].as_ref().unwrap();
+        assert!(m0[0].abs() < 1e-12 && (m0[1] - 0.2 / 3.0).abs() < 1e-12);
+        assert_eq!(m[1], Some(vec![9.0, 10.0]));
+        assert_eq!(m[2], None);
+        assert!(mode_means(&x, &[]).is_empty() && mode_fractions(&x, &[]).is_empty());
+        let s = Points::new(2, 2, vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+        let t = Points::new(2, 2, vec![1.0, 0.0, 3.0, 5.0]).unwrap();
+        assert!((fisher_divergence(&s, &t) - 0.5 * (4.0 + 1.0) / 2.0).abs() < 1e-15);
+        assert!(fisher_divergence(&s, &x).is_nan());
+    }
+}

@@ -1,0 +1,278 @@
+//! Score networks: an MLP on [x, embed(t)] whose output is read through a `Parameterisation`.
+
+use crate::process::{Process, ProcessConfig};
+use crate::score::{column, Parameterisation, ScoreModel};
+use anyhow::{bail, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use rand::Rng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+/// Hidden-layer nonlinearity.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    Silu,
+    Softplus,
+    Tanh,
+}
+
+impl Activation {
+    fn apply(&self, z: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Activation::Silu => candle_nn::ops::silu(z)?,
+            // softplus(z) = max(z, 0) + log(1 + e^{−|z|}), stable for large |z|
+            Activation::Softplus => (z.relu()? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?,
+            Activation::Tanh => z.tanh()?,
+        })
+    }
+}
+
+/// Time embedding of t ∈ [t_min, T].
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Embedding {
+    /// [sin 2πWt, cos 2πWt] with fixed W ~ N(0, scale²) (score_sde's GaussianFourierProjection).
+    Fourier,
+    /// Transformer-style [sin(1000 t ω_k), cos(1000 t ω_k)], ω_k = 10000^{−k/K} (DDPM).
+    Sinusoidal,
+}
+
+/// Architecture of the MLP family (the `[model]` table of a run config).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Arch {
+    /// Hidden width.
+    pub width: usize,
+    /// Number of hidden layers.
+    pub depth: usize,
+    pub activation: Activation,
+    pub embedding: Embedding,
+    /// Number of embedding features (even).
+    pub embed_dim: usize,
+    /// Standard deviation of the Fourier frequencies.
+    pub fourier_scale: f64,
+    pub parameterisation: Parameterisation,
+}
+
+impl Default for Arch {
+    /// The peer's network: 32 Fourier features (scale 16), 3×128 SiLU, ε-prediction.
+    fn default() -> Self {
+        Arch {
+            width: 128,
+            depth: 3,
+            activation: Activation::Silu,
+            embedding: Embedding::Fourier,
+            embed_dim: 32,
+            fourier_scale: 16.0,
+            parameterisation: Parameterisation::Eps,
+        }
+    }
+}
+
+/// Everything needed to rebuild a score network; stored in every checkpoint.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Data dimension d.
+    pub dim: usize,
+    pub arch: Arch,
+    pub process: ProcessConfig,
+}
+
+impl ModelConfig {
+    /// The default architecture for data of dimension `dim` under `process`.
+    pub fn default_for(dim: usize, process: ProcessConfig) -> Self {
+        ModelConfig {
+            dim,
+            arch: Arch::default(),
+            process,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        let a = &self.arch;
+        if self.dim == 0 || a.width == 0 || a.depth == 0 {
+            bail!("model dim, width and depth must be positive");
+        }
+        if a.embed_dim == 0 || a.embed_dim % 2 != 0 {
+            bail!(
+                "model embed_dim must be a positive even number, got {}",
+                a.embed_dim
+            );
+        }
+        Ok(())
+    }
+}
+
+/// An MLP score network s_θ(x, t) with its process (needed to turn outputs into scores).
+pub struct ScoreNet {
+    pub config: ModelConfig,
+    /// Trainable parameters in a fixed order: layers.{i}.weight [out, in], layers.{i}.bias [out].
+    pub params: Vec<(String, Var)>,
+    /// Fixed embedding frequencies [embed_dim/2] ("embed.W", saved but not trained).
+    pub embed_w: Tensor,
+    process: Box<dyn Process>,
+    device: Device,
+}
+
+impl ScoreNet {
+    /// New network with PyTorch's default initialisation U(±1/√fan_in), drawn from `rng`.
+    pub fn new(config: ModelConfig, rng: &mut impl Rng, device: &Device) -> Result<Self> {
+        config.check()?;
+        let half = config.arch.embed_dim / 2;
+        let w: Vec<f32> = match config.arch.embedding {
+            Embedding::Fourier => (0..half)
+                .map(|_| {
+                    let z: f64 = StandardNormal.sample(rng);
+                    (z * config.arch.fourier_scale) as f32
+                })
+                .collect(),
+            Embedding::Sinusoidal => (0..half)
+                .map(|k| 10000f64.powf(-(k as f64) / half as f64) as f32)
+                .collect(),
+        };
+        let embed_w = Tensor::from_vec(w, half, device)?;
+        let mut params = Vec::new();
+        let mut fan_in = config.dim + config.arch.embed_dim;
+        for i in 0..=config.arch.depth {
+            let out = if i == config.arch.depth {
+                config.dim
+            } else {
+                config.arch.width
+            };
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            let mut uniform = |len: usize| -> Vec<f32> {
+                (0..len)
+                    .map(|_| rng.random_range(-bound..bound) as f32)
+                    .collect()
+            };
+            let weight = Tensor::from_vec(uniform(out * fan_in), (out, fan_in), device)?;
+            let bias = Tensor::from_vec(uniform(out), out, device)?;
+            params.push((format!("layers.{i}.weight"), Var::from_tensor(&weight)?));
+            params.push((format!("layers.{i}.bias"), Var::from_tensor(&bias)?));
+            fan_in = out;
+        }
+        let process = config.process.build()?;
+        Ok(ScoreNet {
+            config,
+            params,
+            embed_w,
+            process,
+            device: device.clone(),
+        })
+    }
+
+    /// The process the network was trained for.
+    pub fn process(&self) -> &dyn Process {
+        self.process.as_ref()
+    }
+
+    /// Device the parameters live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Embedding features [n, embed_dim] of times t [n].
+    fn embed(&self, t: &Tensor) -> Result<Tensor> {
+        let t = t.to_dtype(DType::F32)?.unsqueeze(1)?;
+        let scale = match self.config.arch.embedding {
+            Embedding::Fourier => 2.0 * std::f64::consts::PI,
+            Embedding::Sinusoidal => 1000.0,
+        };
+        let proj = t
+            .broadcast_mul(&self.embed_w.unsqueeze(0)?)?
+            .affine(scale, 0.0)?;
+        Ok(Tensor::cat(&[proj.sin()?, proj.cos()?], 1)?)
+    }
+
+    /// Raw network output (in the configured parameterisation) for x [n, d] f32 and t [n].
+    pub fn forward(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
+        let (_, d) = x.dims2()?;
+        if d != self.config.dim {
+            bail!(
+                "input has dimension {d} but the network was built for {}",
+                self.config.dim
+            );
+        }
+        let mut h = Tensor::cat(&[x.to_dtype(DType::F32)?, self.embed(t)?], 1)?;
+        let layers = self.params.len() / 2;
+        for i in 0..layers {
+            let (w, b) = (
+                self.params[2 * i].1.as_tensor(),
+                self.params[2 * i + 1].1.as_tensor(),
+            );
+            h = h.matmul(&w.t()?)?.broadcast_add(b)?;
+            if i + 1 < layers {
+                h = self.config.arch.activation.apply(&h)?;
+            }
+        }
+        Ok(h)
+    }
+
+    /// Per-row α_t and σ_t as [n, 1] f32 columns.
+    pub fn coefficients(&self, t: &Tensor) -> Result<(Tensor, Tensor)> {
+        let p = self.process();
+        Ok((
+            column(t, DType::F32, |t| p.alpha(t))?,
+            column(t, DType::F32, |t| p.sigma(t))?,
+        ))
+    }
+
+    /// Number of trainable scalars.
+    pub fn num_params(&self) -> usize {
+        self.params.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+}
+
+impl ScoreModel for ScoreNet {
+    fn score(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
+        let xf = x.to_dtype(DType::F32)?;
+        let out = self.forward(&xf, t)?;
+        let (alpha, sigma) = self.coefficients(t)?;
+        Ok(self
+            .config
+            .arch
+            .parameterisation
+            .to_score(&out, &xf, &alpha, &sigma)?
+            .to_dtype(x.dtype())?)
+    }
+    fn dim(&self) -> usize {
+        self.config.dim
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn shapes_and_parameter_count_match_the_peer() -> Result<()> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let net = ScoreNet::new(
+            ModelConfig::default_for(2, ProcessConfig::vp_default()),
+            &mut rng,
+            &Device::Cpu,
+        )?;
+        // the PyTorch reference's ScoreMLP has 37,762 parameters
+        assert_eq!(net.num_params(), 37_762);
+        let x = Tensor::zeros((5, 2), DType::F32, &Device::Cpu)?;
+        let t = Tensor::full(0.5f32, 5, &Device::Cpu)?;
+        assert_eq!(net.score(&x, &t)?.dims(), &[5, 2]);
+        let bad = Tensor::zeros((5, 3), DType::F32, &Device::Cpu)?;
+        assert!(net.forward(&bad, &t).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn activations_are_correct() -> Result<()> {
+        let z = Tensor::new(&[-30.0f32, -1.0, 0.0, 2.0, 40.0], &Device::Cpu)?;
+        let sp: Vec<f32> = Activation::Softplus.apply(&z)?.to_vec1()?;
+        for (v, x) in sp.iter().zip([-30.0f32, -1.0, 0.0, 2.0, 40.0]) {
+            let want = (1.0f64 + (x as f64).exp()).ln() as f32;
+            assert!((v - want).abs() < 1e-5, "{v} vs {want}");
+        }
+        Ok(())
+    }
+}

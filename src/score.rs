@@ -1,0 +1,148 @@
+//! The `ScoreModel` trait that samplers, likelihoods and metrics meet at, and the conversions
+//! between the score and the other parameterisations (ε, x0, v) in one place.
+
+use crate::process::Process;
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Anything that gives s(x, t) ≈ ∇x log p_t(x): exact targets, trained networks, estimators.
+pub trait ScoreModel {
+    /// Score at x [n, d] and per-row times t [n]; returns [n, d] in x's dtype and device.
+    fn score(&self, x: &Tensor, t: &Tensor) -> Result<Tensor>;
+    /// Data dimension d.
+    fn dim(&self) -> usize;
+}
+
+/// What a network's output means (score_sde / EDM / Salimans & Ho conventions).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Parameterisation {
+    /// ε̂ (noise prediction): s = −ε̂/σ_t.
+    Eps,
+    /// x̂0 (data prediction): s = (α_t x̂0 − x)/σ_t².
+    X0,
+    /// v̂ = α_t ε − σ_t x0 (velocity): ε̂ = (σ_t x + α_t v̂)/(α_t² + σ_t²), then as ε.
+    V,
+    /// The score itself.
+    Score,
+}
+
+impl Parameterisation {
+    /// Score from the network output `out` at x, with per-row α_t and σ_t as [n, 1] tensors.
+    pub fn to_score(
+        &self,
+        out: &Tensor,
+        x: &Tensor,
+        alpha: &Tensor,
+        sigma: &Tensor,
+    ) -> Result<Tensor> {
+        Ok(match self {
+            Parameterisation::Eps => out.broadcast_div(sigma)?.neg()?,
+            Parameterisation::X0 => out
+                .broadcast_mul(alpha)?
+                .sub(x)?
+                .broadcast_div(&sigma.sqr()?)?,
+            Parameterisation::V => {
+                let norm = (alpha.sqr()? + sigma.sqr()?)?;
+                let eps =
+                    (x.broadcast_mul(sigma)? + out.broadcast_mul(alpha)?)?.broadcast_div(&norm)?;
+                eps.broadcast_div(sigma)?.neg()?
+            }
+            Parameterisation::Score => out.clone(),
+        })
+    }
+
+    /// The regression target for x_t = α x0 + σ ε in this parameterisation.
+    pub fn target(
+        &self,
+        x0: &Tensor,
+        eps: &Tensor,
+        alpha: &Tensor,
+        sigma: &Tensor,
+    ) -> Result<Tensor> {
+        Ok(match self {
+            Parameterisation::Eps => eps.clone(),
+            Parameterisation::X0 => x0.clone(),
+            Parameterisation::V => (eps.broadcast_mul(alpha)? - x0.broadcast_mul(sigma)?)?,
+            Parameterisation::Score => eps.broadcast_div(sigma)?.neg()?,
+        })
+    }
+
+    /// c(t) with ‖s − s*‖ = c(t)·‖out − out*‖: turns an output error into a score error.
+    pub fn score_error_scale(&self, alpha: f64, sigma: f64) -> f64 {
+        match self {
+            Parameterisation::Eps => 1.0 / sigma,
+            Parameterisation::X0 => alpha / (sigma * sigma),
+            Parameterisation::V => alpha / ((alpha * alpha + sigma * sigma) * sigma),
+            Parameterisation::Score => 1.0,
+        }
+    }
+}
+
+/// Per-row [n, 1] columns of f(t) evaluated at the times in t [n].
+pub fn column(t: &Tensor, dtype: DType, f: impl Fn(f64) -> f64) -> Result<Tensor> {
+    let ts: Vec<f64> = t.to_dtype(DType::F64)?.to_vec1()?;
+    let v: Vec<f64> = ts.into_iter().map(f).collect();
+    let n = v.len();
+    Ok(Tensor::from_vec(v, (n, 1), t.device())?.to_dtype(dtype)?)
+}
+
+/// Tweedie's formula: x̂0 = E[x0 | x_t] = (x_t + σ_t² s(x_t, t))/α_t.
+pub fn denoise(
+    model: &dyn ScoreModel,
+    process: &dyn Process,
+    x: &Tensor,
+    t: &Tensor,
+) -> Result<Tensor> {
+    let s = model.score(x, t)?;
+    let alpha = column(t, x.dtype(), |t| process.alpha(t))?;
+    let sigma2 = column(t, x.dtype(), |t| process.sigma(t).powi(2))?;
+    Ok((x + s.broadcast_mul(&sigma2)?)?.broadcast_div(&alpha)?)
+}
+
+/// A [n] tensor filled with time t.
+pub fn times(t: f64, n: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    Ok(Tensor::full(t, n, device)?.to_dtype(dtype)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every parameterisation's target maps to the same score −ε/σ, and the error scale is right.
+    #[test]
+    fn parameterisations_agree_on_the_score() -> Result<()> {
+        let dev = Device::Cpu;
+        let x0 = Tensor::new(&[[0.3f64, -1.2], [2.0, 0.5]], &dev)?;
+        let eps = Tensor::new(&[[1.1f64, 0.4], [-0.7, 0.2]], &dev)?;
+        let (a, s) = (0.8f64, 0.45f64);
+        let alpha = Tensor::new(&[[a], [a]], &dev)?;
+        let sigma = Tensor::new(&[[s], [s]], &dev)?;
+        let x = (x0.affine(a, 0.0)? + eps.affine(s, 0.0)?)?;
+        let want = eps.affine(-1.0 / s, 0.0)?;
+        for p in [
+            Parameterisation::Eps,
+            Parameterisation::X0,
+            Parameterisation::V,
+            Parameterisation::Score,
+        ] {
+            let target = p.target(&x0, &eps, &alpha, &sigma)?;
+            let got = p.to_score(&target, &x, &alpha, &sigma)?;
+            let err = (got - &want)?.abs()?.max_all()?.to_scalar::<f64>()?;
+            assert!(err < 1e-12, "{p:?}: {err}");
+            // perturb the output by δ and check ‖Δs‖ = c‖δ‖
+            let delta = Tensor::new(&[[1e-3f64, 0.0], [0.0, 0.0]], &dev)?;
+            let moved = p.to_score(&(target + &delta)?, &x, &alpha, &sigma)?;
+            let ds = (moved
+                - p.to_score(&p.target(&x0, &eps, &alpha, &sigma)?, &x, &alpha, &sigma)?)?
+            .sqr()?
+            .sum_all()?
+            .to_scalar::<f64>()?
+            .sqrt();
+            let c = p.score_error_scale(a, s);
+            assert!((ds - c * 1e-3).abs() < 1e-9, "{p:?}: {ds} vs {}", c * 1e-3);
+        }
+        Ok(())
+    }
+}

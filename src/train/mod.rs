@@ -1,0 +1,369 @@
+//! The training loop: DSM on batches, Adam/AdamW with warm-up and clipping, EMA, a progress bar, a
+//! JSONL metrics log, atomic checkpoints and exact resume.
+
+pub mod adam;
+pub mod checkpoint;
+
+use crate::config::RunConfig;
+use crate::data::{self, Points};
+use crate::nn::{ModelConfig, ScoreNet};
+use crate::objective::dsm_loss;
+use adam::{collect_grads, ema_decay_at, ema_update, global_norm, Adam, AdamStep};
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use checkpoint::{Checkpoint, RngState};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// File names inside a run folder.
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+/// Metrics log, one JSON object per line.
+pub const METRICS_LOG: &str = "metrics.jsonl";
+
+/// Training data: fresh toy draws every step, or minibatches of a fixed data set.
+pub enum DataSource {
+    /// A 2-D toy by name.
+    Toy(String),
+    /// Points loaded from a file (already divided by the data scale).
+    Points(Points),
+}
+
+impl DataSource {
+    /// Resolves `data.source`: a toy name, else a `.npy`/`.csv` path (checked for NaN).
+    pub fn open(source: &str, scale: f64) -> Result<Self> {
+        if data::TOY_NAMES.contains(&source) {
+            return Ok(DataSource::Toy(source.to_string()));
+        }
+        let path = Path::new(source);
+        if path.extension().is_none() {
+            bail!(
+                "data source '{source}' is neither a toy ({}) nor a .npy/.csv file",
+                data::TOY_NAMES.join(", ")
+            );
+        }
+        let pts = data::read_points(path)?;
+        if pts.n == 0 {
+            bail!("{source}: the data set is empty");
+        }
+        pts.check_finite(source)?;
+        Ok(DataSource::Points(pts.scaled(1.0 / scale)))
+    }
+
+    /// Data dimension.
+    pub fn dim(&self) -> usize {
+        match self {
+            DataSource::Toy(_) => 2,
+            DataSource::Points(p) => p.d,
+        }
+    }
+
+    /// A batch of n points [n, d] (f32), in model space (divided by `scale`).
+    pub fn batch(
+        &self,
+        n: usize,
+        scale: f64,
+        rng: &mut impl Rng,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let pts = match self {
+            DataSource::Toy(name) => data::toy(name, n, rng)?.scaled(1.0 / scale),
+            DataSource::Points(p) => {
+                let mut v = Vec::with_capacity(n * p.d);
+                for _ in 0..n {
+                    v.extend_from_slice(p.row(rng.random_range(0..p.n)));
+                }
+                Points::new(n, p.d, v)?
+            }
+        };
+        Ok(Tensor::from_vec(pts.to_f32(), (n, pts.d), device)?)
+    }
+}
+
+/// Options of one call to `train` that are not part of the run's config.
+#[derive(Default)]
+pub struct TrainOptions {
+    /// Continue from the run folder's checkpoint.
+    pub resume: bool,
+    /// Hide the progress bar.
+    pub quiet: bool,
+    /// Stop (as if killed) after this many steps of this call, without a final checkpoint.
+    pub stop_after: Option<usize>,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Serialize)]
+pub struct TrainSummary {
+    pub steps: usize,
+    /// Mean loss over the last logging window.
+    pub final_loss: f64,
+    pub wall_seconds: f64,
+    pub steps_per_second: f64,
+    pub checkpoint: PathBuf,
+}
+
+#[derive(Serialize)]
+struct LogLine {
+    step: usize,
+    loss: f64,
+    lr: f64,
+    grad_norm: f64,
+    steps_per_sec: f64,
+}
+
+/// Rebuilds a network from a checkpoint's weights (EMA weights if `ema`).
+pub fn net_from_checkpoint(ck: &Checkpoint, ema: bool, device: &Device) -> Result<ScoreNet> {
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut net = ScoreNet::new(ck.model.clone(), &mut rng, device)?;
+    let src = if ema { &ck.ema } else { &ck.params };
+    for ((name, var), t) in net.params.iter().zip(src) {
+        if var.dims() != t.dims() {
+            bail!(
+                "tensor {name} has shape {:?}, the model config implies {:?}",
+                t.dims(),
+                var.dims()
+            );
+        }
+        var.set(&t.to_device(device)?)?;
+    }
+    if ck.embed_w.dims() != net.embed_w.dims() {
+        bail!(
+            "embed.W has shape {:?}, expected {:?}",
+            ck.embed_w.dims(),
+            net.embed_w.dims()
+        );
+    }
+    net.embed_w = ck.embed_w.to_device(device)?;
+    Ok(net)
+}
+
+/// Loads a checkpoint's network for sampling (EMA weights if `ema`).
+pub fn load_net(path: &Path, ema: bool, device: &Device) -> Result<(ScoreNet, Checkpoint)> {
+    let ck = Checkpoint::load(path)?;
+    let net = net_from_checkpoint(&ck, ema, device)
+        .with_context(|| format!("{}: weights do not match the model config", path.display()))?;
+    Ok((net, ck))
+}
+
+/// Trains a score network with continuous-time DSM and writes checkpoints into `run_dir`.
+pub fn train(
+    cfg: &RunConfig,
+    run_dir: &Path,
+    opts: &TrainOptions,
+    device: &Device,
+) -> Result<TrainSummary> {
+    cfg.validate()?;
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("{}: cannot create run folder", run_dir.display()))?;
+    let source = DataSource::open(&cfg.data.source, cfg.data.scale)?;
+    let ck_path = run_dir.join(CHECKPOINT);
+    let log_path = run_dir.join(METRICS_LOG);
+    let t = &cfg.train;
+
+    let (net, mut adam, mut ema, mut rng, start) = if opts.resume {
+        let ck = Checkpoint::load(&ck_path)?;
+        if ck.model.dim != source.dim() {
+            bail!(
+                "{}: checkpoint is for {}-D data but {} has dimension {}",
+                ck_path.display(),
+                ck.model.dim,
+                cfg.data.source,
+                source.dim()
+            );
+        }
+        if ck.run.model != cfg.model || ck.run.process != cfg.process {
+            bail!("{}: the checkpoint's model or process differs from the config; resume with the config in {}", ck_path.display(), run_dir.join("config.toml").display());
+        }
+        let net = net_from_checkpoint(&ck, false, device)?;
+        let to_dev = |v: &[Tensor]| {
+            v.iter()
+                .map(|x| Ok(x.to_device(device)?))
+                .collect::<Result<Vec<_>>>()
+        };
+        let adam = Adam {
+            m: to_dev(&ck.adam_m)?,
+            v: to_dev(&ck.adam_v)?,
+            step: ck.step,
+        };
+        truncate_log(&log_path, ck.step)?;
+        (net, adam, to_dev(&ck.ema)?, ck.rng.restore()?, ck.step)
+    } else {
+        let mut rng = ChaCha8Rng::seed_from_u64(t.seed);
+        let net = ScoreNet::new(
+            ModelConfig {
+                dim: source.dim(),
+                arch: cfg.model.clone(),
+                process: cfg.process.clone(),
+            },
+            &mut rng,
+            device,
+        )?;
+        let adam = Adam::new(&net.params)?;
+        let ema = net
+            .params
+            .iter()
+            .map(|(_, p)| Ok(p.as_tensor().copy()?))
+            .collect::<Result<Vec<_>>>()?;
+        let _ = std::fs::remove_file(&log_path);
+        (net, adam, ema, rng, 0)
+    };
+    std::fs::write(run_dir.join("config.toml"), cfg.to_toml()?)
+        .with_context(|| format!("{}: cannot write config", run_dir.display()))?;
+    if start >= t.steps {
+        bail!(
+            "{}: the checkpoint is already at step {start} of {}; raise train.steps to continue",
+            ck_path.display(),
+            t.steps
+        );
+    }
+
+    let save = |step: usize, rng: &ChaCha8Rng, adam: &Adam, ema: &[Tensor]| -> Result<()> {
+        Checkpoint {
+            model: net.config.clone(),
+            run: cfg.clone(),
+            step,
+            rng: RngState::of(rng),
+            names: net.params.iter().map(|(n, _)| n.clone()).collect(),
+            params: net
+                .params
+                .iter()
+                .map(|(_, p)| p.as_tensor().clone())
+                .collect(),
+            ema: ema.to_vec(),
+            adam_m: adam.m.clone(),
+            adam_v: adam.v.clone(),
+            embed_w: net.embed_w.clone(),
+        }
+        .save(&ck_path)
+    };
+
+    let bar = progress_bar(t.steps, start, opts.quiet);
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("{}: cannot open", log_path.display()))?;
+    let began = Instant::now();
+    let (mut window_loss, mut window_n, mut window_start) = (0.0f64, 0usize, Instant::now());
+    let mut last_loss = f64::NAN;
+    let mut last_saved = start;
+    for step in start..t.steps {
+        if opts.stop_after.is_some_and(|k| step - start >= k) {
+            bar.abandon();
+            return Ok(TrainSummary {
+                steps: step,
+                final_loss: last_loss,
+                wall_seconds: began.elapsed().as_secs_f64(),
+                steps_per_second: f64::NAN,
+                checkpoint: ck_path,
+            });
+        }
+        let x0 = source.batch(t.batch, cfg.data.scale, &mut rng, device)?;
+        let loss = dsm_loss(&net, t.weighting, &x0, &mut rng)?;
+        let loss_val = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        let grads = collect_grads(&net.params, &loss.backward()?)?;
+        let norm = global_norm(&grads)?;
+        if !loss_val.is_finite() || !norm.is_finite() {
+            bar.abandon();
+            bail!(
+                "training diverged at step {step} (loss {loss_val}, gradient norm {norm}); the last good checkpoint is {} (step {last_saved}); lower train.lr or set train.grad_clip",
+                ck_path.display()
+            );
+        }
+        let lr = t.lr
+            * if t.warmup > 0 {
+                ((step + 1) as f64 / t.warmup as f64).min(1.0)
+            } else {
+                1.0
+            };
+        let grad_scale = if t.grad_clip > 0.0 && norm > t.grad_clip {
+            t.grad_clip / norm
+        } else {
+            1.0
+        };
+        adam.update(
+            &net.params,
+            &grads,
+            &AdamStep {
+                lr,
+                beta1: t.beta1,
+                beta2: t.beta2,
+                eps: t.adam_eps,
+                weight_decay: t.weight_decay,
+                grad_scale,
+            },
+        )?;
+        ema_update(&mut ema, &net.params, ema_decay_at(t.ema_decay, step))?;
+
+        window_loss += loss_val;
+        window_n += 1;
+        let done = step + 1;
+        if done % t.log_every == 0 || done == t.steps {
+            let rate = window_n as f64 / window_start.elapsed().as_secs_f64();
+            last_loss = window_loss / window_n as f64;
+            let line = LogLine {
+                step: done,
+                loss: last_loss,
+                lr,
+                grad_norm: norm,
+                steps_per_sec: rate,
+            };
+            writeln!(log, "{}", serde_json::to_string(&line)?)?;
+            bar.set_message(format!("loss {last_loss:.4}"));
+            (window_loss, window_n, window_start) = (0.0, 0, Instant::now());
+        }
+        if done % t.checkpoint_every == 0 || done == t.steps {
+            save(done, &rng, &adam, &ema)?;
+            last_saved = done;
+        }
+        bar.inc(1);
+    }
+    bar.finish();
+    let wall = began.elapsed().as_secs_f64();
+    Ok(TrainSummary {
+        steps: t.steps,
+        final_loss: last_loss,
+        wall_seconds: wall,
+        steps_per_second: (t.steps - start) as f64 / wall,
+        checkpoint: ck_path,
+    })
+}
+
+/// A progress bar on stderr with the loss and steps/s (hidden when `quiet` or not a terminal).
+pub fn progress_bar(len: usize, pos: usize, quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len as u64).with_position(pos as u64);
+    let style = indicatif::ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar
+}
+
+/// Drops log lines past `step` so a resumed run's log has no duplicates.
+fn truncate_log(path: &Path, step: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s as usize <= step)
+        })
+        .collect();
+    let mut out = kept.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    std::fs::write(path, out).with_context(|| format!("{}: cannot rewrite", path.display()))
+}
