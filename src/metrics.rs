@@ -175,7 +175,17 @@ pub struct SampleMetrics {
     pub mmd2: f64,
     /// The MMD bandwidth h that was used.
     pub mmd_bandwidth: f64,
+    /// Number of random directions of the sliced W2.
+    pub sliced_projections: usize,
+    /// The definitions, written beside the numbers in every report.
+    pub definitions: &'static str,
 }
+
+/// How `SampleMetrics` are defined, stated in every JSON report.
+pub const METRIC_DEFINITIONS: &str = "w2: exact 2-Wasserstein distance (not squared) between the two k-point empirical measures, \
+by optimal assignment on squared Euclidean costs; sliced_w2: sqrt of the mean over random unit directions of the 1-D W2²; \
+mmd2: unbiased MMD² with the RBF kernel exp(-|x-y|²/(2h²)), h = median pairwise distance of the reference; \
+all in data units, on the first k points of each set";
 
 /// The first `k` rows of `x`.
 fn head(x: &Points, k: usize) -> Points {
@@ -207,6 +217,8 @@ pub fn compare(
         sliced_w2: sliced_w2(&a, &b, n_proj, seed)?,
         mmd2,
         mmd_bandwidth,
+        sliced_projections: n_proj,
+        definitions: METRIC_DEFINITIONS,
     })
 }
 
