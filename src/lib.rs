@@ -10,6 +10,7 @@ pub mod data;
 pub mod metrics;
 pub mod nn;
 pub mod objective;
+pub mod ode;
 pub mod plot;
 pub mod process;
 pub mod sample;

@@ -95,7 +95,7 @@ impl ModelConfig {
         if self.dim == 0 || a.width == 0 || a.depth == 0 {
             bail!("model dim, width and depth must be positive");
         }
-        if a.embed_dim == 0 || a.embed_dim % 2 != 0 {
+        if a.embed_dim == 0 || !a.embed_dim.is_multiple_of(2) {
             bail!(
                 "model embed_dim must be a positive even number, got {}",
                 a.embed_dim

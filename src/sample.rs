@@ -272,7 +272,7 @@ mod tests {
 
     #[test]
     fn bad_names_and_steps_are_errors() {
-        let err = by_name("rk5").err().expect("unknown").to_string();
+        let err = by_name("rk5").map(|_| ()).expect_err("unknown").to_string();
         assert!(err.contains("em, euler, heun"), "{err}");
         let p = ProcessConfig::vp_default().build().expect("vp");
         assert!(uniform_grid(p.as_ref(), 0).is_err());

@@ -224,7 +224,7 @@ impl GaussianMixture {
         sigma: f64,
     ) -> Result<(Vec<f64>, Vec<f64>)> {
         let d = self.d;
-        if x.len() % d != 0 {
+        if !x.len().is_multiple_of(d) {
             bail!(
                 "points have {} values, not a multiple of the mixture's dimension {d}",
                 x.len()

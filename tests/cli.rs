@@ -6,13 +6,20 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn tweedie(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tweedie")).args(args).output().expect("run tweedie")
+    Command::new(env!("CARGO_BIN_EXE_tweedie"))
+        .args(args)
+        .output()
+        .expect("run tweedie")
 }
 
 /// Asserts a clean failure: exit code 1, one `error:` line mentioning every `needle`, no panic.
 fn assert_clean_error(out: &Output, needles: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "expected exit 1, stderr: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected exit 1, stderr: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "panicked: {stderr}");
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
@@ -38,7 +45,8 @@ fn write_npy_f32(path: &Path, rows: usize, cols: usize, values: impl Fn(usize) -
     std::fs::write(path, bytes).expect("write npy");
 }
 
-const SMALL: &str = "[model]\nwidth = 16\ndepth = 2\n[train]\nbatch = 64\nlog_every = 10\ncheckpoint_every = 20\n";
+const SMALL: &str =
+    "[model]\nwidth = 16\ndepth = 2\n[train]\nbatch = 64\nlog_every = 10\ncheckpoint_every = 20\n";
 
 fn small_config(dir: &Path, steps: usize) -> PathBuf {
     let p = dir.join("small.toml");
@@ -50,19 +58,38 @@ fn small_config(dir: &Path, steps: usize) -> PathBuf {
 fn missing_and_malformed_npy_are_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("nope.npy");
-    let out = tweedie(&["eval", "--samples", missing.to_str().unwrap(), "--reference", missing.to_str().unwrap()]);
+    let out = tweedie(&[
+        "eval",
+        "--samples",
+        missing.to_str().unwrap(),
+        "--reference",
+        missing.to_str().unwrap(),
+    ]);
     assert_clean_error(&out, &["nope.npy"]);
 
     let junk = dir.path().join("junk.npy");
     std::fs::write(&junk, b"this is not numpy at all").unwrap();
-    let out = tweedie(&["train", "--data", junk.to_str().unwrap(), "--out", dir.path().join("r").to_str().unwrap(), "--quiet"]);
+    let out = tweedie(&[
+        "train",
+        "--data",
+        junk.to_str().unwrap(),
+        "--out",
+        dir.path().join("r").to_str().unwrap(),
+        "--quiet",
+    ]);
     assert_clean_error(&out, &["junk.npy"]);
 
     let truncated = dir.path().join("trunc.npy");
     write_npy_f32(&truncated, 100, 2, |i| i as f32);
     let bytes = std::fs::read(&truncated).unwrap();
     std::fs::write(&truncated, &bytes[..bytes.len() - 50]).unwrap();
-    let out = tweedie(&["eval", "--samples", truncated.to_str().unwrap(), "--reference", truncated.to_str().unwrap()]);
+    let out = tweedie(&[
+        "eval",
+        "--samples",
+        truncated.to_str().unwrap(),
+        "--reference",
+        truncated.to_str().unwrap(),
+    ]);
     assert_clean_error(&out, &["trunc.npy"]);
 }
 
@@ -71,7 +98,16 @@ fn nan_in_data_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("nan.npy");
     write_npy_f32(&data, 50, 2, |i| if i == 37 { f32::NAN } else { i as f32 });
-    let out = tweedie(&["train", "--data", data.to_str().unwrap(), "--out", dir.path().join("r").to_str().unwrap(), "--steps", "5", "--quiet"]);
+    let out = tweedie(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        dir.path().join("r").to_str().unwrap(),
+        "--steps",
+        "5",
+        "--quiet",
+    ]);
     assert_clean_error(&out, &["nan.npy", "row 18", "NaN"]);
 }
 
@@ -80,7 +116,13 @@ fn unknown_config_key_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, "[train]\nsteps = 10\nlearning_rate = 0.1\n").unwrap();
-    let out = tweedie(&["train", "--config", cfg.to_str().unwrap(), "--out", dir.path().join("r").to_str().unwrap()]);
+    let out = tweedie(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        dir.path().join("r").to_str().unwrap(),
+    ]);
     assert_clean_error(&out, &["bad.toml", "learning_rate"]);
 }
 
@@ -90,34 +132,98 @@ fn checkpoint_problems_are_named() {
     let run = dir.path().join("run");
     let run_s = run.to_str().unwrap();
     let cfg = small_config(dir.path(), 20);
-    let out = tweedie(&["train", "--config", cfg.to_str().unwrap(), "--out", run_s, "--quiet"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tweedie(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        run_s,
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // a 3-D data set for a 2-D checkpoint
     let data3 = dir.path().join("three.npy");
     write_npy_f32(&data3, 40, 3, |i| (i % 7) as f32);
-    let out = tweedie(&["train", "--out", run_s, "--resume", "--data", data3.to_str().unwrap(), "--steps", "40", "--quiet"]);
+    let out = tweedie(&[
+        "train",
+        "--out",
+        run_s,
+        "--resume",
+        "--data",
+        data3.to_str().unwrap(),
+        "--steps",
+        "40",
+        "--quiet",
+    ]);
     assert_clean_error(&out, &["checkpoint.safetensors", "2-D", "dimension 3"]);
 
     // a truncated checkpoint
     let ck = run.join("checkpoint.safetensors");
     let bytes = std::fs::read(&ck).unwrap();
     std::fs::write(&ck, &bytes[..bytes.len() / 2]).unwrap();
-    let out = tweedie(&["sample", "--run", run_s, "--n", "10", "--steps", "5", "--out", dir.path().join("s.npy").to_str().unwrap()]);
+    let out = tweedie(&[
+        "sample",
+        "--run",
+        run_s,
+        "--n",
+        "10",
+        "--steps",
+        "5",
+        "--out",
+        dir.path().join("s.npy").to_str().unwrap(),
+    ]);
     assert_clean_error(&out, &["checkpoint.safetensors"]);
     // a file that is not a checkpoint at all
     std::fs::write(&ck, b"garbage").unwrap();
-    let out = tweedie(&["train", "--out", run_s, "--resume", "--steps", "40", "--quiet"]);
+    let out = tweedie(&[
+        "train", "--out", run_s, "--resume", "--steps", "40", "--quiet",
+    ]);
     assert_clean_error(&out, &["checkpoint.safetensors"]);
 }
 
 #[test]
 fn bad_names_list_the_valid_ones() {
-    let out = tweedie(&["sample", "--target", "ncsn2", "--sampler", "rk9", "--n", "5", "--steps", "3", "--out", "/dev/null"]);
+    let out = tweedie(&[
+        "sample",
+        "--target",
+        "ncsn2",
+        "--sampler",
+        "rk9",
+        "--n",
+        "5",
+        "--steps",
+        "3",
+        "--out",
+        "/dev/null",
+    ]);
     assert_clean_error(&out, &["rk9", "em, euler, heun"]);
-    let out = tweedie(&["sample", "--target", "ncsn3", "--n", "5", "--steps", "3", "--out", "/dev/null"]);
+    let out = tweedie(&[
+        "sample",
+        "--target",
+        "ncsn3",
+        "--n",
+        "5",
+        "--steps",
+        "3",
+        "--out",
+        "/dev/null",
+    ]);
     assert_clean_error(&out, &["ncsn3", "ncsn2"]);
-    let out = tweedie(&["train", "--data", "chequerboard", "--steps", "3", "--quiet", "--out", "/tmp/never"]);
+    let out = tweedie(&[
+        "train",
+        "--data",
+        "chequerboard",
+        "--steps",
+        "3",
+        "--quiet",
+        "--out",
+        "/tmp/never",
+    ]);
     assert_clean_error(&out, &["chequerboard", "checkerboard"]);
 }
 
@@ -131,14 +237,32 @@ fn killed_training_resumes_exactly() {
     let cfg_s = cfg.to_str().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
 
-    let out = tweedie(&["train", "--config", cfg_s, "--out", a.to_str().unwrap(), "--quiet"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tweedie(&[
+        "train",
+        "--config",
+        cfg_s,
+        "--out",
+        a.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // the same run, killed once a checkpoint (but not the last) exists
     let big = dir.path().join("long.toml");
     std::fs::write(&big, format!("{SMALL}steps = 1000000\n")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tweedie"))
-        .args(["train", "--config", big.to_str().unwrap(), "--out", b.to_str().unwrap(), "--quiet"])
+        .args([
+            "train",
+            "--config",
+            big.to_str().unwrap(),
+            "--out",
+            b.to_str().unwrap(),
+            "--quiet",
+        ])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -153,10 +277,25 @@ fn killed_training_resumes_exactly() {
     let bytes = std::fs::read(&ck).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let killed_at: usize = meta.metadata().as_ref().unwrap()["step"].parse().unwrap();
-    assert!(killed_at > 0 && killed_at < steps, "killed run's checkpoint is at step {killed_at}");
+    assert!(
+        killed_at > 0 && killed_at < steps,
+        "killed run's checkpoint is at step {killed_at}"
+    );
     // resume with the original step budget (flags override the run's config)
-    let out = tweedie(&["train", "--out", b.to_str().unwrap(), "--resume", "--steps", &steps.to_string(), "--quiet"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tweedie(&[
+        "train",
+        "--out",
+        b.to_str().unwrap(),
+        "--resume",
+        "--steps",
+        &steps.to_string(),
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let load = |p: &Path| std::fs::read(p.join("checkpoint.safetensors")).unwrap();
     let (fa, fb) = (load(&a), load(&b));
@@ -166,6 +305,10 @@ fn killed_training_resumes_exactly() {
     names.sort();
     assert!(names.len() >= 8);
     for name in names {
-        assert_eq!(ta.tensor(name).unwrap().data(), tb.tensor(name).unwrap().data(), "tensor {name} differs after resume");
+        assert_eq!(
+            ta.tensor(name).unwrap().data(),
+            tb.tensor(name).unwrap().data(),
+            "tensor {name} differs after resume"
+        );
     }
 }

@@ -337,16 +337,46 @@ pub fn train(
 
 /// For VE: warns when σ_max is small against the spread of 2000 data points (model space).
 /// Draws from a copy of the generator so that the run's random stream is unchanged.
-fn prior_warning(cfg: &RunConfig, source: &DataSource, rng: &ChaCha8Rng, device: &Device) -> Result<Option<String>> {
-    let crate::process::ProcessConfig::Ve { sigma_min, sigma_max, t_min } = cfg.process else { return Ok(None) };
-    let x: Vec<f32> = source.batch(2000, cfg.data.scale, &mut rng.clone(), device)?.flatten_all()?.to_vec1()?;
+fn prior_warning(
+    cfg: &RunConfig,
+    source: &DataSource,
+    rng: &ChaCha8Rng,
+    device: &Device,
+) -> Result<Option<String>> {
+    let crate::process::ProcessConfig::Ve {
+        sigma_min,
+        sigma_max,
+        t_min,
+    } = cfg.process
+    else {
+        return Ok(None);
+    };
+    let x: Vec<f32> = source
+        .batch(2000, cfg.data.scale, &mut rng.clone(), device)?
+        .flatten_all()?
+        .to_vec1()?;
     let d = source.dim();
     let rows: Vec<&[f32]> = x.chunks(d).collect();
-    let dist = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(u, v)| ((u - v) as f64).powi(2)).sum::<f64>().sqrt();
+    let dist = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(u, v)| ((u - v) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
     let zero = vec![0.0f32; d];
     let max_norm = rows.iter().map(|r| dist(r, &zero)).fold(0.0, f64::max);
-    let max_pair = rows.iter().flat_map(|a| rows.iter().map(move |b| (a, b))).map(|(a, b)| dist(a, b)).fold(0.0, f64::max);
-    Ok(crate::process::Ve { sigma_min, sigma_max, t_min }.prior_mismatch_warning(max_pair, max_norm))
+    let max_pair = rows
+        .iter()
+        .flat_map(|a| rows.iter().map(move |b| (a, b)))
+        .map(|(a, b)| dist(a, b))
+        .fold(0.0, f64::max);
+    Ok(crate::process::Ve {
+        sigma_min,
+        sigma_max,
+        t_min,
+    }
+    .prior_mismatch_warning(max_pair, max_norm))
 }
 
 /// A progress bar on stderr with the loss and steps/s (hidden when `quiet` or not a terminal).
