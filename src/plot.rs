@@ -219,6 +219,48 @@ where
     Ok(())
 }
 
+/// Writes a PNG (~640×640) of 2-D sampler trajectories: one faint line per path from its start
+/// (the prior draw) to its end (the sample), with the end points marked.
+pub fn trajectories(path: &Path, title: &str, paths: &[Vec<(f64, f64)>]) -> Result<()> {
+    let p = path.display();
+    let all: Vec<f64> = paths
+        .iter()
+        .flatten()
+        .flat_map(|&(x, y)| [x, y])
+        .filter(|v| v.is_finite())
+        .collect();
+    if all.is_empty() {
+        bail!("{p}: no finite trajectory points to draw");
+    }
+    let ends = Points::new(all.len() / 2, 2, all)?;
+    let (x0, x1) = auto_range(&[("", &ends)], 0);
+    let (y0, y1) = auto_range(&[("", &ends)], 1);
+    register_font()?;
+    let draw = || -> Result<()> {
+        let root = BitMapBackend::new(path, (640, 640)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(28)
+            .y_label_area_size(40)
+            .build_cartesian_2d(x0..x1, y0..y1)?;
+        chart.configure_mesh().light_line_style(WHITE).draw()?;
+        for tr in paths {
+            chart.draw_series(LineSeries::new(tr.iter().copied(), BLUE.mix(0.25)))?;
+        }
+        chart.draw_series(
+            paths
+                .iter()
+                .filter_map(|tr| tr.last())
+                .map(|&(x, y)| Circle::new((x, y), 2, RED.mix(0.8).filled())),
+        )?;
+        root.present()?;
+        Ok(())
+    };
+    draw().with_context(|| format!("{p}: writing the trajectory plot failed"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -201,7 +201,7 @@ fn bad_names_list_the_valid_ones() {
         "--out",
         "/dev/null",
     ]);
-    assert_clean_error(&out, &["rk9", "em, euler, heun"]);
+    assert_clean_error(&out, &["rk9", "em, reverse_diffusion, ancestral"]);
     let out = tweedie(&[
         "sample",
         "--target",

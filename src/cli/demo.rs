@@ -11,7 +11,8 @@ use tweedie::config::RunConfig;
 use tweedie::data::{self, Points};
 use tweedie::metrics;
 use tweedie::plot;
-use tweedie::sample::{self, Trace};
+use tweedie::sample::grid::Grid;
+use tweedie::sample::{self, Options, Plan, Trace};
 use tweedie::train::{self, TrainOptions, CHECKPOINT, METRICS_LOG};
 
 #[derive(Parser)]
@@ -79,11 +80,17 @@ pub fn run(a: Args) -> Result<()> {
             ..Default::default()
         };
         let started = std::time::Instant::now();
+        let plan = Plan {
+            sampler,
+            grid: Grid::Uniform,
+            steps,
+            options: Options::default(),
+            denoise_final: false,
+        };
         let x = sample::generate(
             &net,
             net.process(),
-            sampler,
-            steps,
+            &plan,
             a.n,
             &mut rng,
             &device,

@@ -9,12 +9,14 @@ use std::sync::Arc;
 use std::time::Instant;
 use tweedie::data::{self, Points};
 use tweedie::process::{Process, ProcessConfig};
-use tweedie::sample::{self, Trace};
+use tweedie::sample::grid::Grid;
+use tweedie::sample::{self, Options, Plan, Trace};
 use tweedie::score::ScoreModel;
 use tweedie::target::{ExactScore, GaussianMixture};
 use tweedie::train::{self, CHECKPOINT};
 
 #[derive(Parser)]
+#[command(after_help = sampler_help())]
 pub struct Args {
     /// Run folder of `tweedie train` (uses RUN/checkpoint.safetensors).
     #[arg(long, conflicts_with = "target")]
@@ -28,12 +30,64 @@ pub struct Args {
     /// σ_max for --target with the VE process.
     #[arg(long, default_value_t = 100.0)]
     sigma_max: f64,
-    /// Sampler: em (reverse SDE, Euler–Maruyama), euler or heun (probability-flow ODE).
+    /// Sampler (see the list below): em, reverse_diffusion, ancestral, pc, langevin,
+    /// annealed_langevin, euler, heun, rk4, dopri5, ddim, dpm1, dpm2, dpm3, dpmpp_2m, dpmpp_3m, edm.
     #[arg(long, default_value = "em")]
     sampler: String,
-    /// Solver steps (uniform in t from T to t_min).
+    /// Solver steps N (the grid has N + 1 times from T to t_min; dopri5 ignores it).
     #[arg(long, default_value_t = 1000)]
     steps: usize,
+    /// Time grid: uniform, quadratic, logsnr, karras (ρ = 7) or karras:RHO.
+    #[arg(long, default_value = "uniform")]
+    grid: String,
+    /// Finish with one Tweedie denoising step x̂0 = (x + σ² s)/α at t_min (+1 NFE).
+    #[arg(long)]
+    denoise: bool,
+    /// dopri5: relative tolerance.
+    #[arg(long, default_value_t = 1e-5)]
+    rtol: f64,
+    /// dopri5: absolute tolerance.
+    #[arg(long, default_value_t = 1e-5)]
+    atol: f64,
+    /// dopri5: give up after this many score evaluations.
+    #[arg(long, default_value_t = 10_000)]
+    max_nfe: usize,
+    /// ddim: η (0 deterministic, 1 DDPM-like noise).
+    #[arg(long, default_value_t = 0.0)]
+    eta: f64,
+    /// pc: predictor (em, reverse_diffusion, ancestral).
+    #[arg(long, default_value = "reverse_diffusion")]
+    predictor: String,
+    /// pc: signal-to-noise ratio of the Langevin corrector.
+    #[arg(long, default_value_t = 0.16)]
+    snr: f64,
+    /// pc: corrector steps per time step.
+    #[arg(long, default_value_t = 1)]
+    corrector_steps: usize,
+    /// annealed_langevin: base step ε (step ε σ_t²/σ_{t_min}²).
+    #[arg(long, default_value_t = 2e-5)]
+    langevin_eps: f64,
+    /// langevin, annealed_langevin: steps per grid step / noise level.
+    #[arg(long, default_value_t = 10)]
+    langevin_steps: usize,
+    /// langevin: step δ.
+    #[arg(long, default_value_t = 0.01)]
+    langevin_step: f64,
+    /// edm: S_churn (0: deterministic).
+    #[arg(long, default_value_t = 0.0)]
+    s_churn: f64,
+    /// edm: churn only for σ ≥ S_min.
+    #[arg(long, default_value_t = 0.0)]
+    s_min: f64,
+    /// edm: churn only for σ ≤ S_max.
+    #[arg(long, default_value_t = f64::INFINITY)]
+    s_max: f64,
+    /// edm: S_noise.
+    #[arg(long, default_value_t = 1.0)]
+    s_noise: f64,
+    /// Also write a PNG of the trajectories of the first 200 samples (2-D only).
+    #[arg(long)]
+    trajectory: Option<PathBuf>,
     /// Number of samples.
     #[arg(long, short, default_value_t = 2000)]
     n: usize,
@@ -98,16 +152,38 @@ pub fn run(a: Args) -> Result<()> {
             "give either --run DIR (a trained model) or --target NAME (an exact mixture score)"
         ),
     };
+    let plan = Plan {
+        sampler: &a.sampler,
+        grid: Grid::parse(&a.grid)?,
+        steps: a.steps,
+        denoise_final: a.denoise,
+        options: Options {
+            rtol: a.rtol,
+            atol: a.atol,
+            max_nfe: a.max_nfe,
+            eta: a.eta,
+            predictor: a.predictor.clone(),
+            snr: a.snr,
+            corrector_steps: a.corrector_steps,
+            langevin_eps: a.langevin_eps,
+            langevin_steps: a.langevin_steps,
+            langevin_step: a.langevin_step,
+            s_churn: a.s_churn,
+            s_min: a.s_min,
+            s_max: a.s_max,
+            s_noise: a.s_noise,
+        },
+    };
     let started = Instant::now();
     let mut trace = Trace {
         bar: Some(train::progress_bar(a.steps, 0, false)),
+        keep: a.trajectory.is_some(),
         ..Default::default()
     };
     let x = sample::generate(
         model.as_ref(),
         process.as_ref(),
-        &a.sampler,
-        a.steps,
+        &plan,
         a.n,
         &mut rng,
         &device,
@@ -120,14 +196,41 @@ pub fn run(a: Args) -> Result<()> {
     let pts = Points::from_f32(a.n, model.dim(), &v)?.scaled(scale);
     data::write_npy(&a.out, &pts, false)?;
     eprintln!(
-        "{} samples with {} ({} steps, NFE {}) in {:.2} s -> {}",
+        "{} samples with {} ({} steps, {} grid, NFE {}) in {:.2} s -> {}",
         a.n,
         a.sampler,
         a.steps,
+        a.grid,
         trace.nfe,
         started.elapsed().as_secs_f64(),
         a.out.display()
     );
+    if let Some(path) = &a.trajectory {
+        if model.dim() != 2 {
+            bail!(
+                "--trajectory draws 2-D data only; these samples have dimension {}",
+                model.dim()
+            );
+        }
+        let k = a.n.min(200);
+        let mut paths = vec![Vec::new(); k];
+        for (_, state) in &trace.states {
+            let v: Vec<f64> = state
+                .narrow(0, 0, k)?
+                .to_dtype(candle_core::DType::F64)?
+                .flatten_all()?
+                .to_vec1()?;
+            for (i, path) in paths.iter_mut().enumerate() {
+                path.push((v[2 * i] * scale, v[2 * i + 1] * scale));
+            }
+        }
+        tweedie::plot::trajectories(
+            path,
+            &format!("{k} trajectories ({}, NFE {})", a.sampler, trace.nfe),
+            &paths,
+        )?;
+        eprintln!("trajectories -> {}", path.display());
+    }
     if let Some(png) = &a.png {
         let title = format!("{} samples ({}, NFE {})", a.n, a.sampler, trace.nfe);
         match &reference {
@@ -139,4 +242,13 @@ pub fn run(a: Args) -> Result<()> {
         eprintln!("figure -> {}", png.display());
     }
     Ok(())
+}
+
+/// The sampler list for `--help`.
+fn sampler_help() -> String {
+    let mut s = String::from("Samplers:\n");
+    for (name, _, what) in sample::SAMPLERS {
+        s.push_str(&format!("  {name:<18} {what}\n"));
+    }
+    s
 }
