@@ -317,6 +317,17 @@ pub fn decode(
     transport(model, process, z, t1, t0, &opts.solver)
 }
 
+/// Mean and standard error (sample s.d./√n) of per-point values; s.e. 0 for fewer than 2.
+pub fn mean_and_sem(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    if v.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, (var / n).sqrt())
+}
+
 /// Uniform dequantisation of 8-bit data into [lo, hi]^D and the bits per dimension it implies.
 ///
 /// Pixels k ∈ {0, …, 255}^D become y = k + u, u ~ U[0, 1)^D, and the data coordinates

@@ -190,10 +190,8 @@ fn hutchinson_is_unbiased() {
                         .collect::<Vec<_>>()
                 })
                 .collect();
-            let m = diffs.len() as f64;
-            let mean = diffs.iter().sum::<f64>() / m;
-            let sd = (diffs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (m - 1.0)).sqrt();
-            let se = sd / m.sqrt();
+            let (mean, se) = mean_and_sem(&diffs);
+            let sd = se * (diffs.len() as f64).sqrt();
             eprintln!(
                 "{probe:?} K={k:2}: bias {mean:+.4} ± {se:.4} (s.e.), per-point s.d. {sd:.4} nats"
             );
