@@ -1,5 +1,6 @@
 //! Score networks: an MLP on [x, embed(t)] whose output is read through a `Parameterisation`.
 
+use crate::likelihood::DivergenceModel;
 use crate::process::{Process, ProcessConfig};
 use crate::score::{column, Parameterisation, ScoreModel};
 use anyhow::{bail, Result};
@@ -25,6 +26,22 @@ impl Activation {
             Activation::Softplus => (z.relu()? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?,
             Activation::Tanh => z.tanh()?,
         })
+    }
+
+    /// The activation and its derivative at z: silu' = σ(z)(1 + z(1 − σ(z))), softplus' = σ(z),
+    /// tanh' = 1 − tanh².
+    fn apply_with_derivative(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
+        let h = self.apply(z)?;
+        let dh = match self {
+            Activation::Silu => {
+                let sig = candle_nn::ops::sigmoid(z)?;
+                let one_minus = sig.affine(-1.0, 1.0)?;
+                (&sig * ((z * one_minus)? + 1.0)?)?
+            }
+            Activation::Softplus => candle_nn::ops::sigmoid(z)?,
+            Activation::Tanh => h.sqr()?.affine(-1.0, 1.0)?,
+        };
+        Ok((h, dh))
     }
 }
 
@@ -188,13 +205,40 @@ impl ScoreNet {
 
     /// Raw network output (in the configured parameterisation) for x [n, d] f32 and t [n].
     pub fn forward(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
-        let (_, d) = x.dims2()?;
+        Ok(self.run(x, t, None)?.0)
+    }
+
+    /// Raw output [n, d] and its forward-mode tangents J·v [m, n, d] along directions v [m, n, d],
+    /// J = ∂out/∂x at fixed t (exact, not finite differences): a linear layer maps a tangent to
+    /// v Wᵀ (no bias; the time embedding has no x-dependence, so only W's first d columns act on
+    /// the input tangent) and an activation to act'(z) ⊙ v.
+    pub fn forward_with_tangents(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        v: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let (out, tan) = self.run(x, t, Some(v))?;
+        Ok((out, tan.expect("tangents requested")))
+    }
+
+    /// The MLP, optionally pushing tangents v [m, n, d] forward alongside.
+    fn run(&self, x: &Tensor, t: &Tensor, v: Option<&Tensor>) -> Result<(Tensor, Option<Tensor>)> {
+        let (n, d) = x.dims2()?;
         if d != self.config.dim {
             bail!(
                 "input has dimension {d} but the network was built for {}",
                 self.config.dim
             );
         }
+        let m = match v.map(|v| v.dims3()).transpose()? {
+            Some((m, vn, vd)) if (vn, vd) == (n, d) => m,
+            Some(shape) => bail!("tangents have shape {shape:?}, expected [m, {n}, {d}]"),
+            None => 0,
+        };
+        let mut tan = v
+            .map(|v| v.to_dtype(DType::F32)?.reshape((m * n, d)))
+            .transpose()?;
         let mut h = Tensor::cat(&[x.to_dtype(DType::F32)?, self.embed(t)?], 1)?;
         let layers = self.params.len() / 2;
         for i in 0..layers {
@@ -203,11 +247,28 @@ impl ScoreNet {
                 self.params[2 * i + 1].1.as_tensor(),
             );
             h = h.matmul(&w.t()?)?.broadcast_add(b)?;
+            if let Some(v) = tan.as_mut() {
+                let w_in = if i == 0 {
+                    w.narrow(1, 0, d)?.contiguous()?
+                } else {
+                    w.clone()
+                };
+                *v = v.matmul(&w_in.t()?)?;
+            }
             if i + 1 < layers {
-                h = self.config.arch.activation.apply(&h)?;
+                let (a, da) = self.config.arch.activation.apply_with_derivative(&h)?;
+                if let Some(v) = tan.as_mut() {
+                    let width = da.dims()[1];
+                    *v = v
+                        .reshape((m, n, width))?
+                        .broadcast_mul(&da)?
+                        .reshape((m * n, width))?;
+                }
+                h = a;
             }
         }
-        Ok(h)
+        let out_dim = h.dims()[1];
+        Ok((h, tan.map(|v| v.reshape((m, n, out_dim))).transpose()?))
     }
 
     /// Per-row α_t and σ_t as [n, 1] f32 columns.
@@ -242,6 +303,28 @@ impl ScoreModel for ScoreNet {
     }
 }
 
+/// Forward-mode tangents through the MLP, read through the parameterisation: every conversion
+/// s = A·out + B·x is linear in (out, x), so J_s v = to_score(J_out v, v) — for ε̂: −J_ε v/σ; for
+/// x̂0: (α J_x0 v − v)/σ²; for v̂: −(σ v + α J_v v)/((α² + σ²) σ); the score as is.
+impl DivergenceModel for ScoreNet {
+    fn score_and_quadratic_forms(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        v: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let xf = x.to_dtype(DType::F32)?;
+        let vf = v.to_dtype(DType::F32)?;
+        let (out, tan) = self.forward_with_tangents(&xf, t, &vf)?;
+        let (alpha, sigma) = self.coefficients(t)?;
+        let p = self.config.arch.parameterisation;
+        let s = p.to_score(&out, &xf, &alpha, &sigma)?;
+        let js_v = p.to_score(&tan, &vf, &alpha, &sigma)?;
+        let q = (js_v * &vf)?.sum(2)?;
+        Ok((s.to_dtype(x.dtype())?, q.to_dtype(x.dtype())?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +345,71 @@ mod tests {
         assert_eq!(net.score(&x, &t)?.dims(), &[5, 2]);
         let bad = Tensor::zeros((5, 3), DType::F32, &Device::Cpu)?;
         assert!(net.forward(&bad, &t).is_err());
+        Ok(())
+    }
+
+    /// The forward-mode divergence and probe forms of the score equal central finite differences
+    /// of the score (f32, h = 1e-2) for every activation and parameterisation.
+    #[test]
+    fn tangent_divergence_matches_finite_differences() -> Result<()> {
+        let dev = Device::Cpu;
+        let (n, d) = (4, 3);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let xv: Vec<f64> = (0..n * d).map(|_| rng.sample(StandardNormal)).collect();
+        let x = Tensor::from_vec(xv, (n, d), &dev)?;
+        let t = Tensor::new(&[0.3f64, 0.05, 0.6, 0.9], &dev)?;
+        let v = Tensor::from_vec(
+            (0..n * d)
+                .map(|i| if i % 3 == 1 { -1.0f64 } else { 1.0 })
+                .collect::<Vec<_>>(),
+            (1, n, d),
+            &dev,
+        )?;
+        let h = 1e-2;
+        for activation in [Activation::Silu, Activation::Softplus, Activation::Tanh] {
+            for parameterisation in [
+                Parameterisation::Eps,
+                Parameterisation::X0,
+                Parameterisation::V,
+                Parameterisation::Score,
+            ] {
+                let mut config = ModelConfig::default_for(d, ProcessConfig::vp_default());
+                config.arch = Arch {
+                    width: 32,
+                    depth: 2,
+                    activation,
+                    parameterisation,
+                    ..Arch::default()
+                };
+                let net = ScoreNet::new(config, &mut rng, &dev)?;
+                // J·u by central differences, [n, d]
+                let jvp = |u: &Tensor| -> Result<Tensor> {
+                    let sp = net.score(&(&x + (u * h)?)?, &t)?;
+                    let sm = net.score(&(&x - (u * h)?)?, &t)?;
+                    Ok(((sp - sm)? / (2.0 * h))?)
+                };
+                let mut fd_div = Tensor::zeros(n, DType::F64, &dev)?;
+                for j in 0..d {
+                    let e = Tensor::zeros((n, d), DType::F64, &dev)?.slice_assign(
+                        &[0..n, j..j + 1],
+                        &Tensor::ones((n, 1), DType::F64, &dev)?,
+                    )?;
+                    fd_div = (fd_div + jvp(&e)?.narrow(1, j, 1)?.squeeze(1)?)?;
+                }
+                let (_, div) = net.score_and_divergence(&x, &t)?;
+                let (_, q) = net.score_and_quadratic_forms(&x, &t, &v)?;
+                let fd_q = (jvp(&v.squeeze(0)?)? * v.squeeze(0)?)?.sum(1)?;
+                for (got, want) in [(div, fd_div), (q.squeeze(0)?, fd_q)] {
+                    let (got, want): (Vec<f64>, Vec<f64>) = (got.to_vec1()?, want.to_vec1()?);
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!(
+                            (g - w).abs() < 1e-3 * (1.0 + w.abs()),
+                            "{activation:?} {parameterisation:?}: {got:?} vs fd {want:?}"
+                        );
+                    }
+                }
+            }
+        }
         Ok(())
     }
 

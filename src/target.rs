@@ -5,6 +5,7 @@
 //! is tested against, so precision matters more than speed. (Uses `data::Points` as its plain array.)
 
 use crate::data::Points;
+use crate::likelihood::DivergenceModel;
 use crate::process::Process;
 use crate::score::ScoreModel;
 use anyhow::{bail, Result};
@@ -28,11 +29,36 @@ pub struct GaussianMixture {
     d: usize,
 }
 
-/// One component of p_t, factorised: mean α μ, Cholesky factor L of α²Σ + σ²I, log w − ½ log det.
+/// One component of p_t, factorised: mean α μ, Cholesky factor L of α²Σ + σ²I, log w − ½ log det,
+/// and tr P of the precision P = (α²Σ + σ²I)⁻¹.
 struct Factor {
     mean: Vec<f64>,
     chol: Vec<f64>,
     log_norm: f64,
+    trace_prec: f64,
+}
+
+/// Solves L y = b in place (`y` holds b on entry) for a lower-triangular row-major d×d L.
+fn forward_solve(l: &[f64], d: usize, y: &mut [f64]) {
+    for i in 0..d {
+        let s: f64 = (0..i).map(|k| l[i * d + k] * y[k]).sum();
+        y[i] = (y[i] - s) / l[i * d + i];
+    }
+}
+
+/// Maximal runs of equal consecutive times (a component factorisation is reused within a run).
+fn time_runs(t: &[f64]) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < t.len() {
+        let mut j = i + 1;
+        while j < t.len() && t[j] == t[i] {
+            j += 1;
+        }
+        runs.push(i..j);
+        i = j;
+    }
+    runs
 }
 
 /// Lower Cholesky factor of a symmetric positive-definite row-major d×d matrix.
@@ -167,10 +193,21 @@ impl GaussianMixture {
                     .collect();
                 let chol = cholesky(&cov, d)?;
                 let half_logdet: f64 = (0..d).map(|i| chol[i * d + i].ln()).sum();
+                // tr P = ‖L⁻¹‖²_F, column by column
+                let mut col = vec![0.0; d];
+                let mut trace_prec = 0.0;
+                for j in 0..d {
+                    col.iter_mut()
+                        .enumerate()
+                        .for_each(|(i, c)| *c = f64::from(i == j));
+                    forward_solve(&chol, d, &mut col);
+                    trace_prec += col.iter().map(|c| c * c).sum::<f64>();
+                }
                 Ok(Factor {
                     mean: m.iter().map(|v| alpha * v).collect(),
                     chol,
                     log_norm: w.ln() - half_logdet - 0.5 * d as f64 * LN_2PI,
+                    trace_prec,
                 })
             })
             .collect()
@@ -190,10 +227,10 @@ impl GaussianMixture {
         let mut y = vec![0.0; d];
         for f in factors {
             // y = L⁻¹(x − m), z = L⁻ᵀ y = Σ⁻¹(x − m)
-            for i in 0..d {
-                let s: f64 = (0..i).map(|k| f.chol[i * d + k] * y[k]).sum();
-                y[i] = (x[i] - f.mean[i] - s) / f.chol[i * d + i];
-            }
+            y.iter_mut()
+                .zip(x.iter().zip(&f.mean))
+                .for_each(|(y, (x, m))| *y = x - m);
+            forward_solve(&f.chol, d, &mut y);
             let quad: f64 = y.iter().map(|v| v * v).sum();
             let start = prec_diffs.len();
             prec_diffs.extend(std::iter::repeat_n(0.0, d));
@@ -248,6 +285,69 @@ impl GaussianMixture {
         Ok((logp, score))
     }
 
+    /// Exact score s = ∇ log p_t and second-order terms of log p_t at one time's (α, σ) for rows of
+    /// `x` (row-major n×d). With P_k the precision of component k of p_t, z_k = P_k(x − α μ_k) and
+    /// r_k the responsibilities, the Hessian is H = Σ_k r_k (z_k z_kᵀ − P_k) − s sᵀ, so
+    /// - `probes = None`: the Laplacian tr H = Σ_k r_k (‖z_k‖² − tr P_k) − ‖s‖², one per row [n];
+    /// - `probes = Some(v)`, v row-major [m, n, d]: the forms vᵀ H v = Σ_k r_k ((z_k·v)² − vᵀP_k v)
+    ///   − (s·v)² for each probe of each row, [m, n] row-major.
+    pub fn score_and_curvature_at(
+        &self,
+        x: &[f64],
+        alpha: f64,
+        sigma: f64,
+        probes: Option<&[f64]>,
+    ) -> Result<(Vec<f64>, Vec<f64>)> {
+        let d = self.d;
+        let n = x.len() / d;
+        if x.len() != n * d {
+            bail!(
+                "points have {} values, not a multiple of the mixture's dimension {d}",
+                x.len()
+            );
+        }
+        let m = match probes {
+            Some(v) if n > 0 && v.len() % (n * d) == 0 => v.len() / (n * d),
+            Some(v) => bail!("{} probe values do not fill [m, {n}, {d}]", v.len()),
+            None => 1,
+        };
+        let factors = self.factors(alpha, sigma)?;
+        let mut score = vec![0.0; x.len()];
+        let mut out = vec![0.0; m * n];
+        let (mut logits, mut pd) = (Vec::new(), Vec::new());
+        let mut buf = vec![0.0; d];
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(a, b)| a * b).sum::<f64>();
+        for i in 0..n {
+            let s = &mut score[i * d..(i + 1) * d];
+            let logp =
+                Self::eval_point(&factors, &x[i * d..(i + 1) * d], d, s, &mut logits, &mut pd);
+            let s = &*s;
+            let r: Vec<f64> = logits.iter().map(|l| (l - logp).exp()).collect();
+            let z = |k: usize| &pd[k * d..(k + 1) * d];
+            match probes {
+                None => {
+                    out[i] = (0..factors.len())
+                        .map(|k| r[k] * (dot(z(k), z(k)) - factors[k].trace_prec))
+                        .sum::<f64>()
+                        - dot(s, s);
+                }
+                Some(v) => {
+                    for p in 0..m {
+                        let v = &v[(p * n + i) * d..(p * n + i + 1) * d];
+                        let mut q = -dot(s, v).powi(2);
+                        for (k, f) in factors.iter().enumerate() {
+                            buf.copy_from_slice(v);
+                            forward_solve(&f.chol, d, &mut buf);
+                            q += r[k] * (dot(z(k), v).powi(2) - dot(&buf, &buf));
+                        }
+                        out[p * n + i] = q;
+                    }
+                }
+            }
+        }
+        Ok((score, out))
+    }
+
     /// Exact log p_t(x) and score for per-row times (factorisations are reused across equal times).
     pub fn log_prob_and_score(
         &self,
@@ -265,20 +365,14 @@ impl GaussianMixture {
         }
         let mut logp = Vec::with_capacity(t.len());
         let mut score = Vec::with_capacity(x.len());
-        let mut i = 0;
-        while i < t.len() {
-            let mut j = i + 1;
-            while j < t.len() && t[j] == t[i] {
-                j += 1;
-            }
+        for r in time_runs(t) {
             let (l, s) = self.log_prob_and_score_at(
-                &x[i * d..j * d],
-                process.alpha(t[i]),
-                process.sigma(t[i]),
+                &x[r.start * d..r.end * d],
+                process.alpha(t[r.start]),
+                process.sigma(t[r.start]),
             )?;
             logp.extend(l);
             score.extend(s);
-            i = j;
         }
         Ok((logp, score))
     }
@@ -348,6 +442,81 @@ impl ScoreModel for ExactScore {
     }
 }
 
+impl ExactScore {
+    /// Score [n, d] and `score_and_curvature_at` per row time: Laplacian [n] or probe forms [m, n].
+    fn curvature(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        probes: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        let (n, d) = x.dims2()?;
+        if d != self.mixture.dim() {
+            bail!(
+                "points have dimension {d}, the mixture has {}",
+                self.mixture.dim()
+            );
+        }
+        let xs: Vec<f64> = x.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+        let ts: Vec<f64> = t.to_dtype(DType::F64)?.to_vec1()?;
+        let pv: Option<Vec<f64>> = probes
+            .map(|v| v.to_dtype(DType::F64)?.flatten_all()?.to_vec1())
+            .transpose()?;
+        let m = pv.as_ref().map_or(1, |v| v.len() / (n * d).max(1));
+        let (mut score, mut curv) = (vec![0.0; n * d], vec![0.0; m * n]);
+        for r in time_runs(&ts) {
+            let sub: Option<Vec<f64>> = pv.as_ref().map(|v| {
+                (0..m)
+                    .flat_map(|p| {
+                        v[(p * n + r.start) * d..(p * n + r.end) * d]
+                            .iter()
+                            .copied()
+                    })
+                    .collect()
+            });
+            let p = self.process.as_ref();
+            let (s, c) = self.mixture.score_and_curvature_at(
+                &xs[r.start * d..r.end * d],
+                p.alpha(ts[r.start]),
+                p.sigma(ts[r.start]),
+                sub.as_deref(),
+            )?;
+            score[r.start * d..r.end * d].copy_from_slice(&s);
+            for (p, chunk) in c.chunks(r.len()).enumerate() {
+                curv[p * n + r.start..p * n + r.end].copy_from_slice(chunk);
+            }
+        }
+        let dev = x.device();
+        let score = Tensor::from_vec(score, (n, d), dev)?.to_dtype(x.dtype())?;
+        let curv = Tensor::from_vec(curv, m * n, dev)?;
+        let curv = if probes.is_some() {
+            curv.reshape((m, n))?
+        } else {
+            curv
+        };
+        Ok((score, curv.to_dtype(x.dtype())?))
+    }
+}
+
+/// Analytic: the Laplacian and Hessian forms of log p_t (`GaussianMixture::score_and_curvature_at`).
+impl DivergenceModel for ExactScore {
+    fn score_and_quadratic_forms(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        v: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let (m, n, d) = v.dims3()?;
+        if (n, d) != x.dims2()? {
+            bail!("probes have shape [{m}, {n}, {d}], points {:?}", x.dims());
+        }
+        self.curvature(x, t, Some(v))
+    }
+    fn score_and_divergence(&self, x: &Tensor, t: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.curvature(x, t, None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,6 +554,55 @@ mod tests {
                             "{} t={t} x={x:?}: fd {fd} vs {}",
                             p.name(),
                             sc[i]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The Laplacian and the Hessian forms vᵀHv equal central finite differences of the score.
+    #[test]
+    fn curvature_matches_finite_differences() {
+        let gm = GaussianMixture::anisotropic3();
+        let pts = [[-1.0, 0.5], [2.5, 1.0], [0.3, -2.0], [4.0, 4.0]];
+        let probes = [[1.0, -1.0], [0.3, 2.0]];
+        let h = 1e-5;
+        for p in processes() {
+            for &t in &[p.t_min(), 0.05, 0.3, 0.9] {
+                let (a, s) = (p.alpha(t), p.sigma(t));
+                let score = |x: [f64; 2]| gm.log_prob_and_score_at(&x, a, s).unwrap().1;
+                // ∂s/∂x · v by central differences
+                let jv = |x: [f64; 2], v: [f64; 2]| -> Vec<f64> {
+                    let (sp, sm) = (
+                        score([x[0] + h * v[0], x[1] + h * v[1]]),
+                        score([x[0] - h * v[0], x[1] - h * v[1]]),
+                    );
+                    sp.iter()
+                        .zip(&sm)
+                        .map(|(p, m)| (p - m) / (2.0 * h))
+                        .collect()
+                };
+                for x in pts {
+                    let (_, lap) = gm.score_and_curvature_at(&x, a, s, None).unwrap();
+                    let fd = jv(x, [1.0, 0.0])[0] + jv(x, [0.0, 1.0])[1];
+                    let tol = 1e-5 * (1.0 + fd.abs());
+                    assert!(
+                        (lap[0] - fd).abs() < tol,
+                        "{} t={t} x={x:?}: Laplacian {} vs fd {fd}",
+                        p.name(),
+                        lap[0]
+                    );
+                    let flat: Vec<f64> = probes.iter().flatten().copied().collect();
+                    let (_, q) = gm.score_and_curvature_at(&x, a, s, Some(&flat)).unwrap();
+                    for (k, v) in probes.iter().enumerate() {
+                        let fd: f64 = jv(x, *v).iter().zip(v).map(|(a, b)| a * b).sum();
+                        let tol = 1e-5 * (1.0 + fd.abs());
+                        assert!(
+                            (q[k] - fd).abs() < tol,
+                            "{} t={t} x={x:?} v={v:?}: {} vs fd {fd}",
+                            p.name(),
+                            q[k]
                         );
                     }
                 }

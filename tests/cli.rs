@@ -312,3 +312,53 @@ fn killed_training_resumes_exactly() {
         );
     }
 }
+
+/// `tweedie nll` with an exact mixture score reproduces the true NLL of the same points and writes
+/// per-point values and JSON; NaN, a wrong dimension, bad tolerances and non-8-bit data given
+/// `--dequantise` are one-line errors.
+#[test]
+fn nll_of_an_exact_target() {
+    use rand::SeedableRng;
+    let dir = tempfile::tempdir().unwrap();
+    let n = 200;
+    let x = tweedie::target::GaussianMixture::anisotropic3()
+        .sample(n, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1))
+        .to_f32();
+    let data = dir.path().join("x.npy");
+    write_npy_f32(&data, n, 2, |i| x[i]);
+    let (lp, json) = (dir.path().join("lp.npy"), dir.path().join("nll.json"));
+    let path = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let base = ["nll", "--target", "anisotropic3", "--data"];
+    let mut args: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+    args.push(path(&data));
+    args.extend(["--out", &path(&lp), "--json", &path(&json)].map(String::from));
+    let out = tweedie(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("true NLL"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let mae = report["mean_abs_error"].as_f64().unwrap();
+    assert!(mae < 3e-3, "mean |error| {mae}");
+    assert_eq!(tweedie::data::read_npy(&lp).unwrap().n, n);
+
+    let bad = dir.path().join("bad.npy");
+    let run_bad = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.push(bad.to_str().unwrap());
+        a.extend_from_slice(extra);
+        tweedie(&a)
+    };
+    write_npy_f32(&bad, 4, 2, |i| if i == 5 { f32::NAN } else { 0.0 });
+    assert_clean_error(&run_bad(&[]), &["bad.npy", "row 2", "NaN"]);
+    write_npy_f32(&bad, 4, 3, |_| 0.0);
+    assert_clean_error(&run_bad(&[]), &["bad.npy", "dimension 3", "dimension 2"]);
+    write_npy_f32(&bad, 4, 2, |i| i as f32 * 0.5);
+    assert_clean_error(&run_bad(&["--rtol", "-1"]), &["rtol"]);
+    assert_clean_error(&run_bad(&["--dequantise", "-1,1"]), &["0..=255", "0.5"]);
+    assert_clean_error(&run_bad(&["--dequantise", "1"]), &["LO,HI"]);
+}

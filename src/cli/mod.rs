@@ -2,6 +2,7 @@
 
 mod demo;
 mod eval;
+mod nll;
 mod sample;
 mod train;
 
@@ -25,6 +26,8 @@ enum Command {
     Sample(sample::Args),
     /// Compare a sample set with a reference set: exact W2, sliced W2, MMD² (JSON).
     Eval(eval::Args),
+    /// Per-point log-likelihoods (NLL ± s.e., bits/dim) through the probability-flow ODE.
+    Nll(nll::Args),
     /// Train on a 2-D toy for about a minute, sample, and write samples, figures and metrics.
     Demo(demo::Args),
 }
@@ -35,6 +38,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train::run(a),
         Command::Sample(a) => sample::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Nll(a) => nll::run(a),
         Command::Demo(a) => demo::run(a),
     }
 }
