@@ -2,7 +2,7 @@
 //! rejected by name. Command-line flags override it.
 
 use crate::nn::Arch;
-use crate::objective::Weighting;
+use crate::objective::ObjectiveConfig;
 use crate::process::ProcessConfig;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,8 @@ pub struct DataConfig {
     pub source: String,
     /// The network sees x / scale (e.g. 50 for gmm40, as iDEM); samples are mapped back.
     pub scale: f64,
+    /// Optional `.npy`/`.csv` of per-sample forces F = ∇log p0 = −∇E beside a data file (same shape).
+    pub forces: Option<String>,
 }
 
 impl Default for DataConfig {
@@ -23,6 +25,7 @@ impl Default for DataConfig {
         DataConfig {
             source: "checkerboard".into(),
             scale: 1.0,
+            forces: None,
         }
     }
 }
@@ -51,8 +54,6 @@ pub struct TrainConfig {
     pub grad_clip: f64,
     /// EMA decay of the weights; the effective decay is min(decay, (1+k)/(10+k)) at step k.
     pub ema_decay: f64,
-    /// DSM weighting λ(t).
-    pub weighting: Weighting,
     /// Seed of the run's random generator (initialisation, data, t and ε draws).
     pub seed: u64,
     /// Steps between lines of metrics.jsonl.
@@ -74,7 +75,6 @@ impl Default for TrainConfig {
             weight_decay: 0.0,
             grad_clip: 0.0,
             ema_decay: 0.999,
-            weighting: Weighting::Sigma2,
             seed: 0,
             log_every: 100,
             checkpoint_every: 1000,
@@ -89,6 +89,7 @@ pub struct RunConfig {
     pub data: DataConfig,
     pub model: Arch,
     pub process: ProcessConfig,
+    pub objective: ObjectiveConfig,
     pub train: TrainConfig,
 }
 
@@ -98,6 +99,7 @@ impl Default for RunConfig {
             data: DataConfig::default(),
             model: Arch::default(),
             process: ProcessConfig::vp_default(),
+            objective: ObjectiveConfig::default(),
             train: TrainConfig::default(),
         }
     }
@@ -156,7 +158,7 @@ impl RunConfig {
         for (ok, msg) in checks {
             anyhow::ensure!(ok, "{msg}");
         }
-        self.process.build()?;
+        self.objective.check(self.process.build()?.as_ref())?;
         Ok(())
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod data;
+pub mod experiment;
 pub mod likelihood;
 pub mod metrics;
 pub mod nn;

@@ -131,6 +131,8 @@ pub struct ScoreNet {
     pub embed_w: Tensor,
     process: Box<dyn Process>,
     device: Device,
+    /// Compute dtype: f32 for training and sampling; f64 for exact gradient checks.
+    dtype: DType,
 }
 
 impl ScoreNet {
@@ -177,12 +179,28 @@ impl ScoreNet {
             embed_w,
             process,
             device: device.clone(),
+            dtype: DType::F32,
         })
     }
 
     /// The process the network was trained for.
     pub fn process(&self) -> &dyn Process {
         self.process.as_ref()
+    }
+
+    /// The same network computing in `dtype` (parameters converted; f64 for gradient checks).
+    pub fn to_dtype(mut self, dtype: DType) -> Result<Self> {
+        for (_, v) in self.params.iter_mut() {
+            *v = Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?;
+        }
+        self.embed_w = self.embed_w.to_dtype(dtype)?;
+        self.dtype = dtype;
+        Ok(self)
+    }
+
+    /// Compute dtype of the parameters.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// Device the parameters live on.
@@ -192,7 +210,7 @@ impl ScoreNet {
 
     /// Embedding features [n, embed_dim] of times t [n].
     fn embed(&self, t: &Tensor) -> Result<Tensor> {
-        let t = t.to_dtype(DType::F32)?.unsqueeze(1)?;
+        let t = t.to_dtype(self.dtype)?.unsqueeze(1)?;
         let scale = match self.config.arch.embedding {
             Embedding::Fourier => 2.0 * std::f64::consts::PI,
             Embedding::Sinusoidal => 1000.0,
@@ -237,9 +255,9 @@ impl ScoreNet {
             None => 0,
         };
         let mut tan = v
-            .map(|v| v.to_dtype(DType::F32)?.reshape((m * n, d)))
+            .map(|v| v.to_dtype(self.dtype)?.reshape((m * n, d)))
             .transpose()?;
-        let mut h = Tensor::cat(&[x.to_dtype(DType::F32)?, self.embed(t)?], 1)?;
+        let mut h = Tensor::cat(&[x.to_dtype(self.dtype)?, self.embed(t)?], 1)?;
         let layers = self.params.len() / 2;
         for i in 0..layers {
             let (w, b) = (
@@ -275,8 +293,8 @@ impl ScoreNet {
     pub fn coefficients(&self, t: &Tensor) -> Result<(Tensor, Tensor)> {
         let p = self.process();
         Ok((
-            column(t, DType::F32, |t| p.alpha(t))?,
-            column(t, DType::F32, |t| p.sigma(t))?,
+            column(t, self.dtype, |t| p.alpha(t))?,
+            column(t, self.dtype, |t| p.sigma(t))?,
         ))
     }
 
@@ -288,7 +306,7 @@ impl ScoreNet {
 
 impl ScoreModel for ScoreNet {
     fn score(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
-        let xf = x.to_dtype(DType::F32)?;
+        let xf = x.to_dtype(self.dtype)?;
         let out = self.forward(&xf, t)?;
         let (alpha, sigma) = self.coefficients(t)?;
         Ok(self
@@ -313,8 +331,8 @@ impl DivergenceModel for ScoreNet {
         t: &Tensor,
         v: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
-        let xf = x.to_dtype(DType::F32)?;
-        let vf = v.to_dtype(DType::F32)?;
+        let xf = x.to_dtype(self.dtype)?;
+        let vf = v.to_dtype(self.dtype)?;
         let (out, tan) = self.forward_with_tangents(&xf, t, &vf)?;
         let (alpha, sigma) = self.coefficients(t)?;
         let p = self.config.arch.parameterisation;

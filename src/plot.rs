@@ -195,6 +195,8 @@ where
         .configure_mesh()
         .x_desc(x_label)
         .y_desc(y_label)
+        .y_labels(10)
+        .y_label_formatter(&|v| format!("{v:.3}"))
         .label_style(("sans-serif", 15))
         .draw()?;
     for (k, (name, pts)) in series.iter().enumerate() {

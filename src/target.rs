@@ -173,6 +173,21 @@ impl GaussianMixture {
         }
     }
 
+    /// The mixture of x·factor: means·factor, covariances·factor².
+    pub fn scaled(&self, factor: f64) -> Result<Self> {
+        let means = self
+            .means
+            .iter()
+            .map(|m| m.iter().map(|v| v * factor).collect())
+            .collect();
+        let covs = self
+            .covs
+            .iter()
+            .map(|c| c.iter().map(|v| v * factor * factor).collect())
+            .collect();
+        Self::new(self.weights.clone(), means, covs)
+    }
+
     /// Data dimension d.
     pub fn dim(&self) -> usize {
         self.d

@@ -2,6 +2,7 @@
 
 mod demo;
 mod eval;
+mod experiment;
 mod nll;
 mod sample;
 mod train;
@@ -28,6 +29,8 @@ enum Command {
     Eval(eval::Args),
     /// Per-point log-likelihoods (NLL ± s.e., bits/dim) through the probability-flow ODE.
     Nll(nll::Args),
+    /// Comparisons with exact answers (samplers: W2 vs NFE) as Markdown, JSON and PNG.
+    Experiment(experiment::Args),
     /// Train on a 2-D toy for about a minute, sample, and write samples, figures and metrics.
     Demo(demo::Args),
 }
@@ -40,5 +43,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Nll(a) => nll::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Experiment(a) => experiment::run(a),
     }
 }

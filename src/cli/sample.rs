@@ -37,8 +37,9 @@ pub struct Args {
     /// Solver steps N (the grid has N + 1 times from T to t_min; dopri5 ignores it).
     #[arg(long, default_value_t = 1000)]
     steps: usize,
-    /// Time grid: uniform, quadratic, logsnr, karras (ρ = 7) or karras:RHO.
-    #[arg(long, default_value = "uniform")]
+    /// Time grid: auto (the sampler's own: logsnr for ddim/dpm*, karras for edm, else uniform),
+    /// uniform, quadratic, logsnr, karras (ρ = 7) or karras:RHO.
+    #[arg(long, default_value = "auto")]
     grid: String,
     /// Finish with one Tweedie denoising step x̂0 = (x + σ² s)/α at t_min (+1 NFE).
     #[arg(long)]
@@ -154,7 +155,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     let plan = Plan {
         sampler: &a.sampler,
-        grid: Grid::parse(&a.grid)?,
+        grid: Grid::parse(&a.grid, &a.sampler)?,
         steps: a.steps,
         denoise_final: a.denoise,
         options: Options {

@@ -5,7 +5,7 @@ use clap::Parser;
 use std::path::PathBuf;
 use tweedie::config::RunConfig;
 use tweedie::nn::Activation;
-use tweedie::objective::Weighting;
+use tweedie::objective::{ObjectiveConfig, Weighting};
 use tweedie::process::ProcessConfig;
 use tweedie::score::Parameterisation;
 use tweedie::train::{self, TrainOptions};
@@ -56,9 +56,19 @@ pub struct Args {
     /// What the network outputs (converted to the score in one place).
     #[arg(long, value_enum)]
     parameterisation: Option<Parameterisation>,
-    /// DSM weighting λ(t): sigma2 (ε-MSE), g2 (likelihood weighting), one.
-    #[arg(long, value_enum)]
-    weighting: Option<Weighting>,
+    /// Objective, e.g. dsm, dsm_level, ncsn, esm, ism, ssm, ssm_vr, fd_ssm, force, mixed
+    /// (continuous ones use --weighting; single-level ones --level-t; full control in [objective]).
+    #[arg(long)]
+    objective: Option<String>,
+    /// Weighting λ(t) of continuous objectives: sigma2 (ε-MSE), g2 (likelihood weighting), one.
+    #[arg(long, value_enum, default_value = "sigma2")]
+    weighting: Weighting,
+    /// Time (noise level) of single-level objectives.
+    #[arg(long, default_value_t = 0.01)]
+    level_t: f64,
+    /// Per-sample forces F = ∇log p0 (.npy/.csv, same shape as --data) for force / mixed / esm.
+    #[arg(long)]
+    forces: Option<String>,
     /// Continue from OUT/checkpoint.safetensors exactly where it stopped (config from OUT/config.toml).
     #[arg(long)]
     resume: bool,
@@ -83,6 +93,12 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(d) = a.data {
         cfg.data.source = d;
     }
+    if let Some(f) = a.forces {
+        cfg.data.forces = Some(f);
+    }
+    if let Some(o) = &a.objective {
+        cfg.objective = ObjectiveConfig::from_name(o, a.weighting, a.level_t)?;
+    }
     if let Some(s) = a.data_scale {
         cfg.data.scale = s;
     }
@@ -94,7 +110,6 @@ pub fn run(a: Args) -> Result<()> {
     a.batch.inspect(|v| t.batch = *v);
     a.lr.inspect(|v| t.lr = *v);
     a.seed.inspect(|v| t.seed = *v);
-    a.weighting.inspect(|v| t.weighting = *v);
     let m = &mut cfg.model;
     a.width.inspect(|v| m.width = *v);
     a.depth.inspect(|v| m.depth = *v);

@@ -17,12 +17,23 @@ pub enum Grid {
 }
 
 /// Names accepted by `Grid::parse`.
-pub const GRIDS: &str = "uniform, quadratic, logsnr, karras (ρ = 7), karras:RHO";
+pub const GRIDS: &str = "auto, uniform, quadratic, logsnr, karras (ρ = 7), karras:RHO";
+
+/// The grid each sampler was designed for: log-SNR for DDIM and DPM-Solver(++) (Lu et al. 2022),
+/// Karras ρ = 7 for EDM, uniform in t for the SDE, Langevin and Runge–Kutta samplers (score_sde).
+pub fn recommended(sampler: &str) -> Grid {
+    match sampler {
+        "ddim" | "dpm1" | "dpm2" | "dpm3" | "dpmpp_2m" | "dpmpp_3m" => Grid::LogSnr,
+        "edm" => Grid::Karras(7.0),
+        _ => Grid::Uniform,
+    }
+}
 
 impl Grid {
-    /// Parses `uniform`, `quadratic`, `logsnr`, `karras` or `karras:RHO`.
-    pub fn parse(s: &str) -> Result<Self> {
+    /// Parses `auto` (the sampler's recommended grid), `uniform`, `quadratic`, `logsnr`, `karras` or `karras:RHO`.
+    pub fn parse(s: &str, sampler: &str) -> Result<Self> {
         Ok(match s {
+            "auto" => recommended(sampler),
             "uniform" => Grid::Uniform,
             "quadratic" => Grid::Quadratic,
             "logsnr" => Grid::LogSnr,
@@ -140,8 +151,8 @@ mod tests {
             .to_string()
             .contains("must reach t_min"));
         assert!(check(&[1.0, 1.0, 1e-3], p.as_ref()).is_err());
-        assert!(Grid::parse("karras:-1").is_err());
-        assert_eq!(Grid::parse("karras:5").unwrap(), Grid::Karras(5.0));
+        assert!(Grid::parse("karras:-1", "em").is_err());
+        assert_eq!(Grid::parse("karras:5", "em").unwrap(), Grid::Karras(5.0));
         assert!(Grid::Uniform.times(p.as_ref(), 0).is_err());
     }
 }

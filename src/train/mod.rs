@@ -3,85 +3,31 @@
 
 pub mod adam;
 pub mod checkpoint;
+pub mod source;
 
 use crate::config::RunConfig;
-use crate::data::{self, Points};
 use crate::nn::{ModelConfig, ScoreNet};
-use crate::objective::dsm_loss;
+use crate::objective::ObjectiveConfig;
+use crate::process::Process;
+use crate::score::ScoreModel;
+use crate::target::ExactScore;
 use adam::{collect_grads, ema_decay_at, ema_update, global_norm, Adam, AdamStep};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use checkpoint::{Checkpoint, RngState};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+pub use source::DataSource;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// File names inside a run folder.
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 /// Metrics log, one JSON object per line.
 pub const METRICS_LOG: &str = "metrics.jsonl";
-
-/// Training data: fresh toy draws every step, or minibatches of a fixed data set.
-pub enum DataSource {
-    /// A 2-D toy by name.
-    Toy(String),
-    /// Points loaded from a file (already divided by the data scale).
-    Points(Points),
-}
-
-impl DataSource {
-    /// Resolves `data.source`: a toy name, else a `.npy`/`.csv` path (checked for NaN).
-    pub fn open(source: &str, scale: f64) -> Result<Self> {
-        if data::TOY_NAMES.contains(&source) {
-            return Ok(DataSource::Toy(source.to_string()));
-        }
-        let path = Path::new(source);
-        if path.extension().is_none() {
-            bail!(
-                "data source '{source}' is neither a toy ({}) nor a .npy/.csv file",
-                data::TOY_NAMES.join(", ")
-            );
-        }
-        let pts = data::read_points(path)?;
-        if pts.n == 0 {
-            bail!("{source}: the data set is empty");
-        }
-        pts.check_finite(source)?;
-        Ok(DataSource::Points(pts.scaled(1.0 / scale)))
-    }
-
-    /// Data dimension.
-    pub fn dim(&self) -> usize {
-        match self {
-            DataSource::Toy(_) => 2,
-            DataSource::Points(p) => p.d,
-        }
-    }
-
-    /// A batch of n points [n, d] (f32), in model space (divided by `scale`).
-    pub fn batch(
-        &self,
-        n: usize,
-        scale: f64,
-        rng: &mut impl Rng,
-        device: &Device,
-    ) -> Result<Tensor> {
-        let pts = match self {
-            DataSource::Toy(name) => data::toy(name, n, rng)?.scaled(1.0 / scale),
-            DataSource::Points(p) => {
-                let mut v = Vec::with_capacity(n * p.d);
-                for _ in 0..n {
-                    v.extend_from_slice(p.row(rng.random_range(0..p.n)));
-                }
-                Points::new(n, p.d, v)?
-            }
-        };
-        Ok(Tensor::from_vec(pts.to_f32(), (n, pts.d), device)?)
-    }
-}
 
 /// Options of one call to `train` that are not part of the run's config.
 #[derive(Default)]
@@ -148,7 +94,7 @@ pub fn load_net(path: &Path, ema: bool, device: &Device) -> Result<(ScoreNet, Ch
     Ok((net, ck))
 }
 
-/// Trains a score network with continuous-time DSM and writes checkpoints into `run_dir`.
+/// Trains a score network with the configured objective and writes checkpoints into `run_dir`.
 pub fn train(
     cfg: &RunConfig,
     run_dir: &Path,
@@ -158,7 +104,15 @@ pub fn train(
     cfg.validate()?;
     std::fs::create_dir_all(run_dir)
         .with_context(|| format!("{}: cannot create run folder", run_dir.display()))?;
-    let source = DataSource::open(&cfg.data.source, cfg.data.scale)?;
+    let source = DataSource::open(&cfg.data)?;
+    let process: Arc<dyn Process> = Arc::from(cfg.process.build()?);
+    if cfg.objective.needs_forces() && !source.has_forces() {
+        bail!("objective '{}' needs per-sample forces: train on a mixture target ({}) or give data.forces", cfg.objective.name(), crate::target::TARGET_NAMES.join(", "));
+    }
+    let truth = source.mixture().map(|m| ExactScore {
+        mixture: m.clone(),
+        process: process.clone(),
+    });
     let ck_path = run_dir.join(CHECKPOINT);
     let log_path = run_dir.join(METRICS_LOG);
     let t = &cfg.train;
@@ -210,7 +164,7 @@ pub fn train(
         let _ = std::fs::remove_file(&log_path);
         (net, adam, ema, rng, 0)
     };
-    if let Some(warning) = prior_warning(cfg, &source, &rng, device)? {
+    if let Some(warning) = prior_warning(cfg, &source, &rng)? {
         eprintln!("warning: {warning}");
     }
     std::fs::write(run_dir.join("config.toml"), cfg.to_toml()?)
@@ -264,42 +218,24 @@ pub fn train(
                 checkpoint: ck_path,
             });
         }
-        let x0 = source.batch(t.batch, cfg.data.scale, &mut rng, device)?;
-        let loss = dsm_loss(&net, t.weighting, &x0, &mut rng)?;
-        let loss_val = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-        let grads = collect_grads(&net.params, &loss.backward()?)?;
-        let norm = global_norm(&grads)?;
-        if !loss_val.is_finite() || !norm.is_finite() {
-            bar.abandon();
-            bail!(
-                "training diverged at step {step} (loss {loss_val}, gradient norm {norm}); the last good checkpoint is {} (step {last_saved}); lower train.lr or set train.grad_clip",
-                ck_path.display()
-            );
-        }
-        let lr = t.lr
-            * if t.warmup > 0 {
-                ((step + 1) as f64 / t.warmup as f64).min(1.0)
-            } else {
-                1.0
-            };
-        let grad_scale = if t.grad_clip > 0.0 && norm > t.grad_clip {
-            t.grad_clip / norm
-        } else {
-            1.0
-        };
-        adam.update(
-            &net.params,
-            &grads,
-            &AdamStep {
-                lr,
-                beta1: t.beta1,
-                beta2: t.beta2,
-                eps: t.adam_eps,
-                weight_decay: t.weight_decay,
-                grad_scale,
-            },
+        let batch = source.batch(
+            t.batch,
+            cfg.data.scale,
+            &mut rng,
+            device,
+            truth.as_ref().map(|m| m as &dyn ScoreModel),
         )?;
-        ema_update(&mut ema, &net.params, ema_decay_at(t.ema_decay, step))?;
+        let loss = cfg.objective.loss(&net, &batch, &mut rng)?;
+        let (loss_val, norm, lr) = match optimise(&net, &mut adam, &mut ema, &loss, t, step) {
+            Ok(v) => v,
+            Err(e) => {
+                bar.abandon();
+                return Err(e.context(format!(
+                    "the last good checkpoint is {} (step {last_saved})",
+                    ck_path.display()
+                )));
+            }
+        };
 
         window_loss += loss_val;
         window_n += 1;
@@ -337,12 +273,7 @@ pub fn train(
 
 /// For VE: warns when σ_max is small against the spread of 2000 data points (model space).
 /// Draws from a copy of the generator so that the run's random stream is unchanged.
-fn prior_warning(
-    cfg: &RunConfig,
-    source: &DataSource,
-    rng: &ChaCha8Rng,
-    device: &Device,
-) -> Result<Option<String>> {
+fn prior_warning(cfg: &RunConfig, source: &DataSource, rng: &ChaCha8Rng) -> Result<Option<String>> {
     let crate::process::ProcessConfig::Ve {
         sigma_min,
         sigma_max,
@@ -351,20 +282,17 @@ fn prior_warning(
     else {
         return Ok(None);
     };
-    let x: Vec<f32> = source
-        .batch(2000, cfg.data.scale, &mut rng.clone(), device)?
-        .flatten_all()?
-        .to_vec1()?;
-    let d = source.dim();
-    let rows: Vec<&[f32]> = x.chunks(d).collect();
-    let dist = |a: &[f32], b: &[f32]| {
+    let pts = source.points(2000, cfg.data.scale, &mut rng.clone())?;
+    let d = pts.d;
+    let rows: Vec<&[f64]> = (0..pts.n.min(2000)).map(|i| pts.row(i)).collect();
+    let dist = |a: &[f64], b: &[f64]| {
         a.iter()
             .zip(b)
-            .map(|(u, v)| ((u - v) as f64).powi(2))
+            .map(|(u, v)| (u - v).powi(2))
             .sum::<f64>()
             .sqrt()
     };
-    let zero = vec![0.0f32; d];
+    let zero = vec![0.0f64; d];
     let max_norm = rows.iter().map(|r| dist(r, &zero)).fold(0.0, f64::max);
     let max_pair = rows
         .iter()
@@ -377,6 +305,71 @@ fn prior_warning(
         t_min,
     }
     .prior_mismatch_warning(max_pair, max_norm))
+}
+
+/// One optimisation step on `loss`: backward, global-norm clipping, Adam(W) with linear warm-up,
+/// EMA. Returns (loss, gradient norm, learning rate); a non-finite loss or gradient is an error
+/// and leaves the weights untouched.
+pub fn optimise(
+    net: &ScoreNet,
+    adam: &mut Adam,
+    ema: &mut [Tensor],
+    loss: &Tensor,
+    t: &crate::config::TrainConfig,
+    step: usize,
+) -> Result<(f64, f64, f64)> {
+    let loss_val = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+    let grads = collect_grads(&net.params, &loss.backward()?)?;
+    let norm = global_norm(&grads)?;
+    if !loss_val.is_finite() || !norm.is_finite() {
+        bail!("training diverged at step {step} (loss {loss_val}, gradient norm {norm}); lower train.lr or set train.grad_clip");
+    }
+    let lr = t.lr
+        * if t.warmup > 0 {
+            ((step + 1) as f64 / t.warmup as f64).min(1.0)
+        } else {
+            1.0
+        };
+    let grad_scale = if t.grad_clip > 0.0 && norm > t.grad_clip {
+        t.grad_clip / norm
+    } else {
+        1.0
+    };
+    let h = AdamStep {
+        lr,
+        beta1: t.beta1,
+        beta2: t.beta2,
+        eps: t.adam_eps,
+        weight_decay: t.weight_decay,
+        grad_scale,
+    };
+    adam.update(&net.params, &grads, &h)?;
+    ema_update(ema, &net.params, ema_decay_at(t.ema_decay, step))?;
+    Ok((loss_val, norm, lr))
+}
+
+/// Trains `net` in memory (no files, no EMA kept): for tests and experiments. Returns the losses.
+pub fn fit(
+    net: &ScoreNet,
+    objective: &ObjectiveConfig,
+    source: &DataSource,
+    truth: Option<&dyn ScoreModel>,
+    t: &crate::config::TrainConfig,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<f64>> {
+    let mut adam = Adam::new(&net.params)?;
+    let mut ema: Vec<Tensor> = Vec::new();
+    let no_ema = crate::config::TrainConfig {
+        ema_decay: 0.0,
+        ..t.clone()
+    };
+    let mut losses = Vec::with_capacity(t.steps);
+    for step in 0..t.steps {
+        let batch = source.batch(t.batch, 1.0, rng, net.device(), truth)?;
+        let loss = objective.loss(net, &batch, rng)?;
+        losses.push(optimise(net, &mut adam, &mut ema, &loss, &no_ema, step)?.0);
+    }
+    Ok(losses)
 }
 
 /// A progress bar on stderr with the loss and steps/s (hidden when `quiet` or not a terminal).

@@ -1,0 +1,251 @@
+//! Training objectives: every form of score matching of the notes behind one `Objective` interface.
+//!
+//! Regression objectives (`regression`) share one shape: a per-sample score target s*(x_t) and
+//! weight, regressed in the network's own output space. Stein objectives (`stein`) need the
+//! network's input-Jacobian and get it exactly by forward-mode tangents, so one reverse pass gives
+//! exact parameter gradients. Single-level objectives learn ∇ log p_t at one fixed time t (noise
+//! level σ_t): their data are x_t = α_t x0 + σ_t ε with x0 from the data set.
+
+pub mod diagnostics;
+pub mod regression;
+pub mod stein;
+
+use crate::nn::ScoreNet;
+use crate::process::Process;
+use crate::score::ScoreModel;
+use anyhow::{bail, Result};
+use candle_core::Tensor;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// The weighting λ(t) of the score error in continuous-time objectives.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Weighting {
+    /// λ(t) = σ_t²: ε-prediction MSE (Ho et al. 2020; score_sde's default).
+    Sigma2,
+    /// λ(t) = g(t)²: the likelihood weighting (Song et al. 2021b, bounds the NLL).
+    G2,
+    /// λ(t) = 1.
+    One,
+}
+
+impl Weighting {
+    /// λ(t) for a process.
+    pub fn lambda(&self, p: &dyn Process, t: f64) -> f64 {
+        match self {
+            Weighting::Sigma2 => p.sigma(t).powi(2),
+            Weighting::G2 => p.g2(t),
+            Weighting::One => 1.0,
+        }
+    }
+}
+
+/// Distribution of the random projections v of sliced score matching (all with E[v vᵀ] = I).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Projection {
+    /// Independent ±1 entries.
+    Rademacher,
+    /// Standard normal entries.
+    Gaussian,
+    /// Uniform on the sphere of radius √d.
+    Sphere,
+}
+
+/// Which objective to train with (the `[objective]` table; `kind` selects).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ObjectiveConfig {
+    /// Continuous-time DSM: E_t λ(t)·½‖s(x_t, t) + ε/σ_t‖², t ~ U(t_min, T) (Song et al. 2021, eq. 7).
+    Dsm { weighting: Weighting },
+    /// DSM at the single level t (Vincent 2011): ½σ_t²‖s(x_t, t) + ε/σ_t‖².
+    DsmLevel { t: f64 },
+    /// NCSN: DSM on `levels` times spaced uniformly in t (geometric σ for VE), λ = σ² (Song & Ermon 2019).
+    Ncsn { levels: usize },
+    /// Explicit score matching at level t: ½‖s(x_t, t) − ∇log p_t(x_t)‖², with the exact score
+    /// of a known target, or at t_min with the data's per-sample scores (forces).
+    Esm { t: f64 },
+    /// Implicit (Hyvärinen 2005) score matching at level t: ½‖s‖² + div s, exact divergence.
+    Ism { t: f64 },
+    /// Sliced score matching at level t (Song et al. 2019): vᵀ∇(vᵀs) + ½(vᵀs)², or with
+    /// `variance_reduced` + ½‖s‖² in place of ½(vᵀs)²; `projections` per sample.
+    Ssm {
+        t: f64,
+        projection: Projection,
+        projections: usize,
+        variance_reduced: bool,
+    },
+    /// Finite-difference SSM (Pang et al. 2020): only s(x ± εv), with u± = vᵀs(x ± εv):
+    /// (u₊ − u₋)/(2ε) + ⅛(u₊ + u₋)².
+    FdSsm {
+        t: f64,
+        projection: Projection,
+        eps: f64,
+    },
+    /// Force / target score matching (note 000; De Bortoli et al. 2024): λ(t)·½‖s(x_t, t) − F(x0)/α_t‖².
+    Force { weighting: Weighting },
+    /// DSM and force targets blended by noise level: s* = w(t)(−ε/σ_t) + (1 − w(t)) F(x0)/α_t,
+    /// w(t) = σ_t²/(α_t² + σ_t²): the force target at low noise, the noise target at high noise.
+    Mixed { weighting: Weighting },
+}
+
+impl Default for ObjectiveConfig {
+    fn default() -> Self {
+        ObjectiveConfig::Dsm {
+            weighting: Weighting::Sigma2,
+        }
+    }
+}
+
+impl ObjectiveConfig {
+    /// Names accepted by `from_name`.
+    pub const NAMES: &'static str =
+        "dsm, dsm_level, ncsn, esm, ism, ssm, ssm_vr, fd_ssm, force, mixed";
+
+    /// An objective by name with default settings: `weighting` for continuous ones, level `t`
+    /// for single-level ones (SSM: 1 Rademacher projection; FD-SSM: ε = 0.01; NCSN: 10 levels).
+    pub fn from_name(name: &str, weighting: Weighting, t: f64) -> Result<Self> {
+        Ok(match name {
+            "dsm" => ObjectiveConfig::Dsm { weighting },
+            "dsm_level" => ObjectiveConfig::DsmLevel { t },
+            "ncsn" => ObjectiveConfig::Ncsn { levels: 10 },
+            "esm" => ObjectiveConfig::Esm { t },
+            "ism" => ObjectiveConfig::Ism { t },
+            "ssm" | "ssm_vr" => ObjectiveConfig::Ssm {
+                t,
+                projection: Projection::Rademacher,
+                projections: 1,
+                variance_reduced: name == "ssm_vr",
+            },
+            "fd_ssm" => ObjectiveConfig::FdSsm {
+                t,
+                projection: Projection::Rademacher,
+                eps: 0.01,
+            },
+            "force" => ObjectiveConfig::Force { weighting },
+            "mixed" => ObjectiveConfig::Mixed { weighting },
+            other => bail!("unknown objective '{other}'; valid: {}", Self::NAMES),
+        })
+    }
+
+    /// Short name, as in tables.
+    pub fn name(&self) -> String {
+        match self {
+            ObjectiveConfig::Dsm { weighting } => format!("dsm ({weighting:?})").to_lowercase(),
+            ObjectiveConfig::DsmLevel { .. } => "dsm (one level)".into(),
+            ObjectiveConfig::Ncsn { levels } => format!("ncsn ({levels} levels)"),
+            ObjectiveConfig::Esm { .. } => "esm".into(),
+            ObjectiveConfig::Ism { .. } => "ism".into(),
+            ObjectiveConfig::Ssm {
+                variance_reduced,
+                projection,
+                ..
+            } => format!(
+                "{} ({projection:?})",
+                if *variance_reduced { "ssm-vr" } else { "ssm" }
+            )
+            .to_lowercase(),
+            ObjectiveConfig::FdSsm { .. } => "fd-ssm".into(),
+            ObjectiveConfig::Force { .. } => "force".into(),
+            ObjectiveConfig::Mixed { .. } => "mixed (dsm+force)".into(),
+        }
+    }
+
+    /// The fixed time of a single-level objective (None: all of [t_min, T]).
+    pub fn level(&self) -> Option<f64> {
+        match *self {
+            ObjectiveConfig::DsmLevel { t }
+            | ObjectiveConfig::Esm { t }
+            | ObjectiveConfig::Ism { t } => Some(t),
+            ObjectiveConfig::Ssm { t, .. } | ObjectiveConfig::FdSsm { t, .. } => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Whether the objective needs per-sample forces ∇log p0(x0).
+    pub fn needs_forces(&self) -> bool {
+        matches!(
+            self,
+            ObjectiveConfig::Force { .. } | ObjectiveConfig::Mixed { .. }
+        )
+    }
+
+    /// Checks the parameters against the process.
+    pub fn check(&self, p: &dyn Process) -> Result<()> {
+        if let Some(t) = self.level() {
+            if !(t >= p.t_min() && t <= p.t_max()) {
+                bail!(
+                    "objective.t = {t} lies outside the process's [t_min, T] = [{}, {}]",
+                    p.t_min(),
+                    p.t_max()
+                );
+            }
+        }
+        match *self {
+            ObjectiveConfig::Ncsn { levels } if levels < 1 => {
+                bail!("objective.levels must be at least 1")
+            }
+            ObjectiveConfig::Ssm { projections, .. } if projections < 1 => {
+                bail!("objective.projections must be at least 1")
+            }
+            ObjectiveConfig::FdSsm { eps, .. } if !(eps > 0.0) => {
+                bail!("objective.eps must be positive")
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// One Monte-Carlo estimate of the loss on a batch (a scalar with gradients).
+    pub fn loss(&self, net: &ScoreNet, batch: &Batch, rng: &mut ChaCha8Rng) -> Result<Tensor> {
+        let (_, d) = batch.x0.dims2()?;
+        if d != net.config.dim {
+            bail!(
+                "data have dimension {d} but the network expects {}",
+                net.config.dim
+            );
+        }
+        match *self {
+            ObjectiveConfig::Dsm { weighting } => regression::dsm(net, weighting, batch, rng),
+            ObjectiveConfig::DsmLevel { t } => regression::dsm_level(net, t, batch, rng),
+            ObjectiveConfig::Ncsn { levels } => regression::ncsn(net, levels, batch, rng),
+            ObjectiveConfig::Esm { t } => regression::esm(net, t, batch, rng),
+            ObjectiveConfig::Force { weighting } => {
+                regression::force(net, weighting, batch, rng, false)
+            }
+            ObjectiveConfig::Mixed { weighting } => {
+                regression::force(net, weighting, batch, rng, true)
+            }
+            ObjectiveConfig::Ism { t } => stein::ism(net, t, batch, rng),
+            ObjectiveConfig::Ssm {
+                t,
+                projection,
+                projections,
+                variance_reduced,
+            } => stein::ssm(
+                net,
+                t,
+                projection,
+                projections,
+                variance_reduced,
+                batch,
+                rng,
+            ),
+            ObjectiveConfig::FdSsm { t, projection, eps } => {
+                stein::fd_ssm(net, t, projection, eps, batch, rng)
+            }
+        }
+    }
+}
+
+/// A training batch: data x0 [n, d] (model space) and what is known about them.
+pub struct Batch<'a> {
+    pub x0: Tensor,
+    /// Per-sample data scores ∇log p0(x0) = F(x0) (forces, at temperature 1), when known.
+    pub force: Option<Tensor>,
+    /// The exact diffused score ∇log p_t, when the data come from a known target.
+    pub truth: Option<&'a dyn ScoreModel>,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,145 @@
+//! Where training batches come from: fresh toy draws, exact mixture draws (with exact forces and
+//! diffused scores), or minibatches of a data file (with optional per-sample forces).
+
+use crate::config::DataConfig;
+use crate::data::{self, Points};
+use crate::objective::Batch;
+use crate::score::ScoreModel;
+use crate::target::{GaussianMixture, TARGET_NAMES};
+use anyhow::{bail, Result};
+use candle_core::{Device, Tensor};
+use rand::Rng;
+use std::path::Path;
+
+/// Training data, in model space (divided by `data.scale`).
+pub enum DataSource {
+    /// A 2-D toy by name, drawn afresh every step.
+    Toy(String),
+    /// A Gaussian-mixture target (model space), drawn exactly, with exact forces ∇log p0.
+    Mixture(GaussianMixture),
+    /// Points from a file, with per-sample forces when `data.forces` names a second file.
+    Points { x: Points, forces: Option<Points> },
+}
+
+fn load(path: &str, scale: f64) -> Result<Points> {
+    let pts = data::read_points(Path::new(path))?;
+    if pts.n == 0 {
+        bail!("{path}: the data set is empty");
+    }
+    pts.check_finite(path)?;
+    Ok(pts.scaled(1.0 / scale))
+}
+
+impl DataSource {
+    /// Resolves `data.source`: a mixture target name, a toy name, else a `.npy`/`.csv` path.
+    pub fn open(cfg: &DataConfig) -> Result<Self> {
+        let source = cfg.source.as_str();
+        if TARGET_NAMES.contains(&source) {
+            return Ok(DataSource::Mixture(
+                GaussianMixture::named(source)?.scaled(1.0 / cfg.scale)?,
+            ));
+        }
+        if data::TOY_NAMES.contains(&source) {
+            return Ok(DataSource::Toy(source.to_string()));
+        }
+        if Path::new(source).extension().is_none() {
+            bail!("data source '{source}' is neither a toy ({}), a mixture target ({}) nor a .npy/.csv file", data::TOY_NAMES.join(", "), TARGET_NAMES.join(", "));
+        }
+        let x = load(source, cfg.scale)?;
+        let forces = match &cfg.forces {
+            Some(f) => {
+                // forces are scores: they scale inversely to the data
+                let forces = load(f, 1.0 / cfg.scale)?;
+                if (forces.n, forces.d) != (x.n, x.d) {
+                    bail!(
+                        "{f}: forces have shape [{}, {}] but the data {source} have [{}, {}]",
+                        forces.n,
+                        forces.d,
+                        x.n,
+                        x.d
+                    );
+                }
+                Some(forces)
+            }
+            None => None,
+        };
+        Ok(DataSource::Points { x, forces })
+    }
+
+    /// Data dimension.
+    pub fn dim(&self) -> usize {
+        match self {
+            DataSource::Toy(_) => 2,
+            DataSource::Mixture(m) => m.dim(),
+            DataSource::Points { x, .. } => x.d,
+        }
+    }
+
+    /// Whether batches carry per-sample forces.
+    pub fn has_forces(&self) -> bool {
+        matches!(
+            self,
+            DataSource::Mixture(_)
+                | DataSource::Points {
+                    forces: Some(_),
+                    ..
+                }
+        )
+    }
+
+    /// The mixture target, when the data are one.
+    pub fn mixture(&self) -> Option<&GaussianMixture> {
+        match self {
+            DataSource::Mixture(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Up to `n` points of the data for quick statistics (model space).
+    pub fn points(&self, n: usize, scale: f64, rng: &mut impl Rng) -> Result<Points> {
+        Ok(match self {
+            DataSource::Toy(name) => data::toy(name, n, rng)?.scaled(1.0 / scale),
+            DataSource::Mixture(m) => m.sample(n, rng),
+            DataSource::Points { x, .. } => x.clone(),
+        })
+    }
+
+    /// A batch of n points [n, d] (f32, model space), with forces when known; `truth` is passed on.
+    pub fn batch<'a>(
+        &self,
+        n: usize,
+        scale: f64,
+        rng: &mut impl Rng,
+        device: &Device,
+        truth: Option<&'a dyn ScoreModel>,
+    ) -> Result<Batch<'a>> {
+        let to_tensor = |p: &Points| -> Result<Tensor> {
+            Ok(Tensor::from_vec(p.to_f32(), (p.n, p.d), device)?)
+        };
+        let (x, f) = match self {
+            DataSource::Toy(name) => (data::toy(name, n, rng)?.scaled(1.0 / scale), None),
+            DataSource::Mixture(m) => {
+                let x = m.sample(n, rng);
+                let (_, score) = m.log_prob_and_score_at(&x.data, 1.0, 0.0)?;
+                let f = Points::new(n, x.d, score)?;
+                (x, Some(f))
+            }
+            DataSource::Points { x, forces } => {
+                let rows: Vec<usize> = (0..n).map(|_| rng.random_range(0..x.n)).collect();
+                let pick = |p: &Points| {
+                    Points::new(
+                        n,
+                        p.d,
+                        rows.iter().flat_map(|&i| p.row(i).to_vec()).collect(),
+                    )
+                };
+                (pick(x)?, forces.as_ref().map(pick).transpose()?)
+            }
+        };
+        Ok(Batch {
+            x0: to_tensor(&x)?,
+            force: f.as_ref().map(to_tensor).transpose()?,
+            truth,
+        })
+    }
+}
