@@ -4,6 +4,7 @@ mod demo;
 mod eval;
 mod nll;
 mod sample;
+mod source;
 mod train;
 
 use anyhow::Result;
