@@ -19,40 +19,8 @@ use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::StandardNormal;
 
-/// A score model that can also give the divergence of its score ∇·s = tr(∂s/∂x).
-pub trait DivergenceModel: ScoreModel {
-    /// Score s [n, d] at x [n, d], t [n], and the quadratic forms q[k, i] = v_kiᵀ (∂s/∂x)(x_i) v_ki
-    /// [m, n] for directions v [m, n, d] (exact Jacobian-vector products, x's dtype).
-    fn score_and_quadratic_forms(
-        &self,
-        x: &Tensor,
-        t: &Tensor,
-        v: &Tensor,
-    ) -> Result<(Tensor, Tensor)>;
-
-    /// Score s [n, d] and the exact divergence ∇·s [n]; by default the sum of the quadratic forms
-    /// of the d unit vectors (d Jacobian-vector products, batched).
-    fn score_and_divergence(&self, x: &Tensor, t: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (n, d) = x.dims2()?;
-        let eye = Tensor::eye(d, x.dtype(), x.device())?
-            .unsqueeze(1)?
-            .broadcast_as((d, n, d))?
-            .contiguous()?;
-        let (s, q) = self.score_and_quadratic_forms(x, t, &eye)?;
-        Ok((s, q.sum(0)?))
-    }
-}
-
-/// Distribution of the Hutchinson probes (both have E[v vᵀ] = I).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Probe {
-    /// Uniform ±1 entries (the lower-variance choice).
-    Rademacher,
-    /// Standard normal entries.
-    Gaussian,
-}
+pub use crate::score::{DivergenceModel, Probe};
 
 /// How ∇·s is computed along the trajectory.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -190,7 +158,7 @@ fn checked_points(model: &dyn ScoreModel, x: &Tensor) -> Result<Tensor> {
     Ok(x)
 }
 
-/// Probes [m, n, d] (f64): point i's m probes are drawn together, in point order.
+/// Probes [m, n, d] (f64) from ChaCha8 seeded with `seed` (see `score::probes`).
 pub fn draw_probes(
     m: usize,
     n: usize,
@@ -199,25 +167,15 @@ pub fn draw_probes(
     seed: u64,
     device: &candle_core::Device,
 ) -> Result<Tensor> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut v = vec![0.0f64; m * n * d];
-    for i in 0..n {
-        for k in 0..m {
-            for j in 0..d {
-                v[(k * n + i) * d + j] = match probe {
-                    Probe::Rademacher => {
-                        if rng.random::<bool>() {
-                            1.0
-                        } else {
-                            -1.0
-                        }
-                    }
-                    Probe::Gaussian => rng.sample(StandardNormal),
-                };
-            }
-        }
-    }
-    Ok(Tensor::from_vec(v, (m, n, d), device)?)
+    crate::score::probes(
+        probe,
+        m,
+        n,
+        d,
+        &mut ChaCha8Rng::seed_from_u64(seed),
+        DType::F64,
+        device,
+    )
 }
 
 /// log p_{t_min}(x) per point of x [n, d] (model coordinates) by the probability-flow ODE from

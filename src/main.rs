@@ -10,6 +10,12 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // candle asks for its thread count on every matmul, reading RAYON_NUM_THREADS or else counting
+    // CPUs through /proc and cgroup files each time; answer once, before any thread exists.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
     let args = cli::Cli::parse();
     if let Err(e) = cli::run(args) {
         // One line: the outermost context first, then its causes.

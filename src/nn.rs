@@ -1,8 +1,7 @@
 //! Score networks: an MLP on [x, embed(t)] whose output is read through a `Parameterisation`.
 
-use crate::likelihood::DivergenceModel;
 use crate::process::{Process, ProcessConfig};
-use crate::score::{column, Parameterisation, ScoreModel};
+use crate::score::{column, DivergenceModel, Parameterisation, ScoreModel};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng;

@@ -4,6 +4,9 @@
 use crate::process::Process;
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 /// Anything that gives s(x, t) ≈ ∇x log p_t(x): exact targets, trained networks, estimators.
@@ -12,6 +15,79 @@ pub trait ScoreModel {
     fn score(&self, x: &Tensor, t: &Tensor) -> Result<Tensor>;
     /// Data dimension d.
     fn dim(&self) -> usize;
+}
+
+/// A score model that can also give the divergence of its score ∇·s = tr(∂s/∂x).
+pub trait DivergenceModel: ScoreModel {
+    /// Score s [n, d] at x [n, d], t [n], and the quadratic forms q[k, i] = v_kiᵀ (∂s/∂x)(x_i) v_ki
+    /// [m, n] for directions v [m, n, d] (exact Jacobian-vector products, x's dtype).
+    fn score_and_quadratic_forms(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        v: &Tensor,
+    ) -> Result<(Tensor, Tensor)>;
+
+    /// Score s [n, d] and the exact divergence ∇·s [n]; by default the sum of the quadratic forms
+    /// of the d unit vectors (d Jacobian-vector products, batched).
+    fn score_and_divergence(&self, x: &Tensor, t: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (n, d) = x.dims2()?;
+        let eye = Tensor::eye(d, x.dtype(), x.device())?
+            .unsqueeze(1)?
+            .broadcast_as((d, n, d))?
+            .contiguous()?;
+        let (s, q) = self.score_and_quadratic_forms(x, t, &eye)?;
+        Ok((s, q.sum(0)?))
+    }
+}
+
+/// Distribution of random probe / projection directions v, all with E[v vᵀ] = I (Hutchinson
+/// trace estimates, sliced score matching).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Probe {
+    /// Independent ±1 entries (the lower-variance choice).
+    Rademacher,
+    /// Standard normal entries.
+    Gaussian,
+    /// Uniform on the sphere of radius √d.
+    Sphere,
+}
+
+/// m probes per point, [m, n, d]: point i's m probes are drawn together, in point order, so a
+/// point's probes do not depend on how many points follow it.
+pub fn probes(
+    kind: Probe,
+    m: usize,
+    n: usize,
+    d: usize,
+    rng: &mut ChaCha8Rng,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
+    let mut v = vec![0.0f64; m * n * d];
+    for i in 0..n {
+        for k in 0..m {
+            let row = &mut v[(k * n + i) * d..(k * n + i + 1) * d];
+            for e in row.iter_mut() {
+                *e = match kind {
+                    Probe::Rademacher => {
+                        if rng.random::<bool>() {
+                            1.0
+                        } else {
+                            -1.0
+                        }
+                    }
+                    Probe::Gaussian | Probe::Sphere => StandardNormal.sample(rng),
+                };
+            }
+            if kind == Probe::Sphere {
+                let norm = row.iter().map(|e| e * e).sum::<f64>().sqrt().max(1e-300);
+                row.iter_mut().for_each(|e| *e *= (d as f64).sqrt() / norm);
+            }
+        }
+    }
+    Ok(Tensor::from_vec(v, (m, n, d), device)?.to_dtype(dtype)?)
 }
 
 /// What a network's output means (score_sde / EDM / Salimans & Ho conventions).

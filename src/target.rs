@@ -5,9 +5,8 @@
 //! is tested against, so precision matters more than speed. (Uses `data::Points` as its plain array.)
 
 use crate::data::Points;
-use crate::likelihood::DivergenceModel;
 use crate::process::Process;
-use crate::score::ScoreModel;
+use crate::score::{DivergenceModel, ScoreModel};
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
 use rand::Rng;
@@ -438,15 +437,7 @@ pub struct ExactScore {
 
 impl ScoreModel for ExactScore {
     fn score(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
-        let (n, d) = x.dims2()?;
-        if d != self.mixture.dim() {
-            bail!(
-                "points have dimension {d}, the mixture has {}",
-                self.mixture.dim()
-            );
-        }
-        let xs: Vec<f64> = x.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
-        let ts: Vec<f64> = t.to_dtype(DType::F64)?.to_vec1()?;
+        let (n, d, xs, ts) = self.inputs(x, t)?;
         let (_, s) = self
             .mixture
             .log_prob_and_score(self.process.as_ref(), &xs, &ts)?;
@@ -458,13 +449,8 @@ impl ScoreModel for ExactScore {
 }
 
 impl ExactScore {
-    /// Score [n, d] and `score_and_curvature_at` per row time: Laplacian [n] or probe forms [m, n].
-    fn curvature(
-        &self,
-        x: &Tensor,
-        t: &Tensor,
-        probes: Option<&Tensor>,
-    ) -> Result<(Tensor, Tensor)> {
+    /// (n, d, x, t) as f64 vectors, checking x's dimension against the mixture's.
+    fn inputs(&self, x: &Tensor, t: &Tensor) -> Result<(usize, usize, Vec<f64>, Vec<f64>)> {
         let (n, d) = x.dims2()?;
         if d != self.mixture.dim() {
             bail!(
@@ -474,6 +460,17 @@ impl ExactScore {
         }
         let xs: Vec<f64> = x.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
         let ts: Vec<f64> = t.to_dtype(DType::F64)?.to_vec1()?;
+        Ok((n, d, xs, ts))
+    }
+
+    /// Score [n, d] and `score_and_curvature_at` per row time: Laplacian [n] or probe forms [m, n].
+    fn curvature(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        probes: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        let (n, d, xs, ts) = self.inputs(x, t)?;
         let pv: Option<Vec<f64>> = probes
             .map(|v| v.to_dtype(DType::F64)?.flatten_all()?.to_vec1())
             .transpose()?;

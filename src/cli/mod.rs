@@ -5,6 +5,7 @@ mod eval;
 mod experiment;
 mod nll;
 mod sample;
+mod source;
 mod train;
 
 use anyhow::Result;

@@ -1,6 +1,7 @@
 //! `tweedie nll`: per-point log-likelihoods of data through the probability-flow ODE, for a
 //! trained run or an exact mixture score; mean NLL ± standard error, NFE, and bits/dim for 8-bit data.
 
+use super::source::ModelSource;
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use clap::{Parser, ValueEnum};
@@ -15,9 +16,8 @@ use tweedie::likelihood::{
     self, mean_and_sem, Dequantisation, Divergence, DivergenceModel, Options, Probe, Solver,
 };
 use tweedie::ode::{Method, Tolerance};
-use tweedie::process::{Process, ProcessConfig};
+use tweedie::process::Process;
 use tweedie::target::{ExactScore, GaussianMixture};
-use tweedie::train::{self, CHECKPOINT};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum DivergenceKind {
@@ -39,18 +39,8 @@ enum SolverKind {
 #[derive(Parser)]
 #[command(allow_negative_numbers = true)]
 pub struct Args {
-    /// Run folder of `tweedie train` (uses RUN/checkpoint.safetensors and its process).
-    #[arg(long, conflicts_with = "target")]
-    run: Option<PathBuf>,
-    /// Use the exact score of a known mixture instead: ncsn2, anisotropic3, gmm40, 8gaussians.
-    #[arg(long)]
-    target: Option<String>,
-    /// Process for --target: vp, subvp, cosine, ve.
-    #[arg(long, default_value = "vp")]
-    process: String,
-    /// σ_max for --target with the VE process.
-    #[arg(long, default_value_t = 100.0)]
-    sigma_max: f64,
+    #[command(flatten)]
+    model: ModelSource,
     /// Points [n, d] in data coordinates (.npy or .csv); with --dequantise, 8-bit integers.
     #[arg(long)]
     data: PathBuf,
@@ -94,9 +84,6 @@ pub struct Args {
     /// Write the summary as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Use the raw weights instead of the EMA weights.
-    #[arg(long)]
-    no_ema: bool,
     /// Compute device: cpu or cuda.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -156,18 +143,18 @@ type Setup = (
 );
 
 fn setup(a: &Args, device: &candle_core::Device) -> Result<Setup> {
-    Ok(match (&a.run, &a.target) {
+    let source = &a.model;
+    Ok(match (&source.run, &source.target) {
         (Some(run), None) => {
-            let (net, ck) = train::load_net(&run.join(CHECKPOINT), !a.no_ema, device)?;
+            let (net, ck) = source.load_run(run, device)?;
             let process: Arc<dyn Process> = Arc::from(ck.model.process.build()?);
-            let source = ck.run.data.source.clone();
-            let truth = move |x: &Points| data::toy_log_prob(&source, x);
+            let toy = ck.run.data.source.clone();
+            let truth = move |x: &Points| data::toy_log_prob(&toy, x);
             (Box::new(net), process, ck.run.data.scale, Box::new(truth))
         }
         (None, Some(name)) => {
             let mixture = GaussianMixture::named(name)?;
-            let process: Arc<dyn Process> =
-                Arc::from(ProcessConfig::from_name(&a.process, a.sigma_max)?.build()?);
+            let process = source.target_process()?;
             let truth = {
                 let m = mixture.clone();
                 move |x: &Points| m.log_prob(x).ok()
@@ -178,9 +165,7 @@ fn setup(a: &Args, device: &candle_core::Device) -> Result<Setup> {
             };
             (Box::new(model), process, 1.0, Box::new(truth))
         }
-        _ => bail!(
-            "give either --run DIR (a trained model) or --target NAME (an exact mixture score)"
-        ),
+        _ => return Err(ModelSource::neither()),
     })
 }
 

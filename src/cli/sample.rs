@@ -1,5 +1,6 @@
 //! `tweedie sample`: samples from a trained run (its checkpoint) or from an exact mixture score.
 
+use super::source::ModelSource;
 use anyhow::{bail, Result};
 use clap::Parser;
 use rand::SeedableRng;
@@ -8,28 +9,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use tweedie::data::{self, Points};
-use tweedie::process::{Process, ProcessConfig};
+use tweedie::process::Process;
 use tweedie::sample::grid::Grid;
 use tweedie::sample::{self, Options, Plan, Trace};
 use tweedie::score::ScoreModel;
 use tweedie::target::{ExactScore, GaussianMixture};
-use tweedie::train::{self, CHECKPOINT};
+use tweedie::train;
 
 #[derive(Parser)]
 #[command(after_help = sampler_help())]
 pub struct Args {
-    /// Run folder of `tweedie train` (uses RUN/checkpoint.safetensors).
-    #[arg(long, conflicts_with = "target")]
-    run: Option<PathBuf>,
-    /// Sample with the exact score of a known mixture instead: ncsn2, anisotropic3, gmm40, 8gaussians.
-    #[arg(long)]
-    target: Option<String>,
-    /// Process for --target: vp, subvp, cosine, ve (a run uses the process it was trained with).
-    #[arg(long, default_value = "vp")]
-    process: String,
-    /// σ_max for --target with the VE process.
-    #[arg(long, default_value_t = 100.0)]
-    sigma_max: f64,
+    #[command(flatten)]
+    model: ModelSource,
     /// Sampler (see the list below): em, reverse_diffusion, ancestral, pc, langevin,
     /// annealed_langevin, euler, heun, rk4, dopri5, ddim, dpm1, dpm2, dpm3, dpmpp_2m, dpmpp_3m, edm.
     #[arg(long, default_value = "em")]
@@ -95,9 +86,6 @@ pub struct Args {
     /// Seed of the prior draw and the sampler's noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Use the raw weights instead of the EMA weights.
-    #[arg(long)]
-    no_ema: bool,
     /// Output .npy file, [n, d] f32, in data coordinates.
     #[arg(long, short, default_value = "samples.npy")]
     out: PathBuf,
@@ -118,9 +106,9 @@ pub fn run(a: Args) -> Result<()> {
         Arc<dyn Process>,
         f64,
         Option<Points>,
-    ) = match (&a.run, &a.target) {
+    ) = match (&a.model.run, &a.model.target) {
         (Some(run), None) => {
-            let (net, ck) = train::load_net(&run.join(CHECKPOINT), !a.no_ema, &device)?;
+            let (net, ck) = a.model.load_run(run, &device)?;
             let process: Arc<dyn Process> = Arc::from(ck.model.process.build()?);
             let reference = data::TOY_NAMES
                 .contains(&ck.run.data.source.as_str())
@@ -136,8 +124,7 @@ pub fn run(a: Args) -> Result<()> {
         }
         (None, Some(name)) => {
             let mixture = GaussianMixture::named(name)?;
-            let process: Arc<dyn Process> =
-                Arc::from(ProcessConfig::from_name(&a.process, a.sigma_max)?.build()?);
+            let process = a.model.target_process()?;
             let reference = Some(mixture.sample(a.n, &mut ChaCha8Rng::seed_from_u64(a.seed + 1)));
             (
                 Box::new(ExactScore {
@@ -149,9 +136,7 @@ pub fn run(a: Args) -> Result<()> {
                 reference,
             )
         }
-        _ => bail!(
-            "give either --run DIR (a trained model) or --target NAME (an exact mixture score)"
-        ),
+        _ => return Err(ModelSource::neither()),
     };
     let plan = Plan {
         sampler: &a.sampler,

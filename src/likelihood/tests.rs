@@ -2,6 +2,7 @@ use super::*;
 use crate::process::ProcessConfig;
 use crate::target::{ExactScore, GaussianMixture};
 use candle_core::Device;
+use rand_distr::StandardNormal;
 use std::sync::Arc;
 
 const T_MIN: f64 = 1e-5;

@@ -41,17 +41,7 @@ impl Weighting {
     }
 }
 
-/// Distribution of the random projections v of sliced score matching (all with E[v vᵀ] = I).
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Projection {
-    /// Independent ±1 entries.
-    Rademacher,
-    /// Standard normal entries.
-    Gaussian,
-    /// Uniform on the sphere of radius √d.
-    Sphere,
-}
+pub use crate::score::Probe as Projection;
 
 /// Which objective to train with (the `[objective]` table; `kind` selects).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -189,7 +179,7 @@ impl ObjectiveConfig {
             ObjectiveConfig::Ssm { projections, .. } if projections < 1 => {
                 bail!("objective.projections must be at least 1")
             }
-            ObjectiveConfig::FdSsm { eps, .. } if !(eps > 0.0) => {
+            ObjectiveConfig::FdSsm { eps, .. } if eps.is_nan() || eps <= 0.0 => {
                 bail!("objective.eps must be positive")
             }
             _ => Ok(()),

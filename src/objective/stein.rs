@@ -4,39 +4,13 @@
 //! ordinary differentiable ops, so one reverse pass gives the exact parameter gradients, second-order
 //! terms included (candle's double backward would silently drop them: DESIGN.md).
 
-use super::regression::{gaussian, noise};
+use super::regression::noise;
 use super::{Batch, Projection};
-use crate::likelihood::DivergenceModel;
 use crate::nn::ScoreNet;
+use crate::score::{probes, DivergenceModel};
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
-use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-
-/// m projections per sample, [m, n, d] f32, each with E[v vᵀ] = I.
-pub fn projections(
-    kind: Projection,
-    m: usize,
-    n: usize,
-    d: usize,
-    rng: &mut ChaCha8Rng,
-    dev: &Device,
-) -> Result<Tensor> {
-    Ok(match kind {
-        Projection::Rademacher => {
-            let v: Vec<f32> = (0..m * n * d)
-                .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
-                .collect();
-            Tensor::from_vec(v, (m, n, d), dev)?
-        }
-        Projection::Gaussian => gaussian(m * n, d, rng, dev)?.reshape((m, n, d))?,
-        Projection::Sphere => {
-            let g = gaussian(m * n, d, rng, dev)?;
-            let norm = g.sqr()?.sum_keepdim(1)?.sqrt()?;
-            (g.broadcast_div(&norm)? * (d as f64).sqrt())?.reshape((m, n, d))?
-        }
-    })
-}
 
 /// The d basis directions e_j for every sample, [d, n, d].
 fn basis(n: usize, d: usize, dtype: DType, dev: &Device) -> Result<Tensor> {
@@ -68,7 +42,7 @@ pub fn ssm(
 ) -> Result<Tensor> {
     let (n, d) = b.x0.dims2()?;
     let z = noise(net, &b.x0, vec![t; n], rng)?;
-    let v = projections(kind, m, n, d, rng, b.x0.device())?.to_dtype(net.dtype())?;
+    let v = probes(kind, m, n, d, rng, net.dtype(), b.x0.device())?;
     let (s, q) = net.score_and_quadratic_forms(&z.xt, &z.t, &v)?;
     let quad = if variance_reduced {
         (s.sqr()?.sum(1)? * 0.5)?
@@ -93,9 +67,7 @@ pub fn fd_ssm(
 ) -> Result<Tensor> {
     let (n, d) = b.x0.dims2()?;
     let z = noise(net, &b.x0, vec![t; n], rng)?;
-    let v = projections(kind, 1, n, d, rng, b.x0.device())?
-        .squeeze(0)?
-        .to_dtype(net.dtype())?;
+    let v = probes(kind, 1, n, d, rng, net.dtype(), b.x0.device())?.squeeze(0)?;
     let x2 = Tensor::cat(&[(&z.xt + (&v * eps)?)?, (&z.xt - (&v * eps)?)?], 0)?;
     let t2 = Tensor::cat(&[&z.t, &z.t], 0)?;
     let s2 = crate::score::ScoreModel::score(net, &x2, &t2)?;

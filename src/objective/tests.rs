@@ -134,7 +134,7 @@ fn parameter_gradients_match_finite_differences() {
                 let top = g[order[0]].abs();
                 for &i in order.iter().take(4).filter(|&&i| g[i].abs() > 0.05 * top) {
                     let h = 1e-5 * base[i].abs().max(0.1);
-                    let mut at = |delta: f64| {
+                    let at = |delta: f64| {
                         let mut v = base.clone();
                         v[i] += delta;
                         var.set(&Tensor::from_vec(v, shape.clone(), &Device::Cpu).unwrap())

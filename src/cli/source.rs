@@ -1,0 +1,54 @@
+//! The model a command reads: a trained run (`--run`) or an exact mixture score (`--target`).
+
+use anyhow::Result;
+use candle_core::Device;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tweedie::nn::ScoreNet;
+use tweedie::process::{Process, ProcessConfig};
+use tweedie::train::{self, checkpoint::Checkpoint, CHECKPOINT};
+
+/// `--run DIR` or `--target NAME --process P`, shared by the commands that evaluate a score.
+#[derive(clap::Args)]
+pub struct ModelSource {
+    /// Run folder of `tweedie train` (uses RUN/checkpoint.safetensors and its process).
+    #[arg(long, conflicts_with = "target")]
+    pub run: Option<PathBuf>,
+    /// Use the exact score of a known mixture instead: ncsn2, anisotropic3, gmm40, 8gaussians.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Process for --target: vp, subvp, cosine, ve (a run uses the process it was trained with).
+    #[arg(long, default_value = "vp")]
+    pub process: String,
+    /// σ_max for --target with the VE process.
+    #[arg(long, default_value_t = 100.0)]
+    pub sigma_max: f64,
+    /// Use a run's raw weights instead of its EMA weights.
+    #[arg(long)]
+    pub no_ema: bool,
+}
+
+impl ModelSource {
+    /// The network of run folder `run` (EMA weights unless --no-ema) and its checkpoint.
+    pub fn load_run(
+        &self,
+        run: &std::path::Path,
+        device: &Device,
+    ) -> Result<(ScoreNet, Checkpoint)> {
+        train::load_net(&run.join(CHECKPOINT), !self.no_ema, device)
+    }
+
+    /// The process of --process and --sigma-max (for --target).
+    pub fn target_process(&self) -> Result<Arc<dyn Process>> {
+        Ok(Arc::from(
+            ProcessConfig::from_name(&self.process, self.sigma_max)?.build()?,
+        ))
+    }
+
+    /// The error when neither or both of --run and --target are given.
+    pub fn neither() -> anyhow::Error {
+        anyhow::anyhow!(
+            "give either --run DIR (a trained model) or --target NAME (an exact mixture score)"
+        )
+    }
+}
