@@ -263,6 +263,64 @@ pub fn trajectories(path: &Path, title: &str, paths: &[Vec<(f64, f64)>]) -> Resu
     draw().with_context(|| format!("{p}: writing the trajectory plot failed"))
 }
 
+/// Writes a PNG of side-by-side 2-D vector fields (~480×480 per panel): at each point an arrow
+/// segment along its vector, all scaled by one common factor so that the 90th-percentile length
+/// over all panels spans `max_len` data units; longer arrows are clipped to that length.
+pub fn vector_fields(path: &Path, panels: &[(&str, &Points, &Points)], max_len: f64) -> Result<()> {
+    let p = path.display();
+    if panels.is_empty() {
+        bail!("{p}: vector_fields needs at least one panel");
+    }
+    for (title, at, v) in panels {
+        if at.d != 2 || v.d != 2 || at.n != v.n {
+            bail!("{p}: panel '{title}' needs 2-D points and as many 2-D vectors");
+        }
+    }
+    let mut lens: Vec<f64> = panels
+        .iter()
+        .flat_map(|(_, _, v)| (0..v.n).map(|i| v.row(i)[0].hypot(v.row(i)[1])))
+        .filter(|l| l.is_finite())
+        .collect();
+    lens.sort_by(f64::total_cmp);
+    let reference = lens.get(lens.len() * 9 / 10).copied().unwrap_or(0.0);
+    let k = if reference > 0.0 {
+        max_len / reference
+    } else {
+        0.0
+    };
+    let ((x0, x1), (y0, y1)) = {
+        let at: Vec<(&str, &Points)> = panels.iter().map(|(t, a, _)| (*t, *a)).collect();
+        (auto_range(&at, 0), auto_range(&at, 1))
+    };
+    register_font()?;
+    let draw = || -> Result<()> {
+        let root = BitMapBackend::new(path, (480 * panels.len() as u32, 480)).into_drawing_area();
+        root.fill(&WHITE)?;
+        for (area, (title, at, v)) in root.split_evenly((1, panels.len())).iter().zip(panels) {
+            let mut chart = ChartBuilder::on(area)
+                .caption(*title, ("sans-serif", 20))
+                .margin(12)
+                .x_label_area_size(28)
+                .y_label_area_size(40)
+                .build_cartesian_2d(x0..x1, y0..y1)?;
+            chart.configure_mesh().light_line_style(WHITE).draw()?;
+            for i in 0..at.n {
+                let (a, d) = (at.row(i), v.row(i));
+                if d.iter().all(|c| c.is_finite()) {
+                    let clip = (max_len / (k * d[0].hypot(d[1])).max(1e-300)).min(1.0);
+                    let end = (a[0] + clip * k * d[0], a[1] + clip * k * d[1]);
+                    chart
+                        .draw_series(LineSeries::new([(a[0], a[1]), end], BLUE.stroke_width(1)))?;
+                    chart.draw_series([Circle::new(end, 1, BLUE.filled())])?;
+                }
+            }
+        }
+        root.present()?;
+        Ok(())
+    };
+    draw().with_context(|| format!("{p}: writing the vector-field plot failed"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -362,3 +362,64 @@ fn nll_of_an_exact_target() {
     assert_clean_error(&run_bad(&["--dequantise", "-1,1"]), &["0..=255", "0.5"]);
     assert_clean_error(&run_bad(&["--dequantise", "1"]), &["LO,HI"]);
 }
+
+/// Every objective trains from the command line on a mixture target; force without forces is a clean error.
+#[test]
+fn objectives_train_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(dir.path(), 5);
+    for obj in [
+        "dsm",
+        "dsm_level",
+        "ncsn",
+        "esm",
+        "ism",
+        "ssm",
+        "ssm_vr",
+        "fd_ssm",
+        "force",
+        "mixed",
+    ] {
+        let out = tweedie(&[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data",
+            "anisotropic3",
+            "--objective",
+            obj,
+            "--out",
+            dir.path().join(obj).to_str().unwrap(),
+            "--quiet",
+        ]);
+        assert!(
+            out.status.success(),
+            "{obj}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = tweedie(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data",
+        "checkerboard",
+        "--objective",
+        "force",
+        "--out",
+        dir.path().join("f").to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_clean_error(&out, &["force", "forces"]);
+    let out = tweedie(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--objective",
+        "sm",
+        "--out",
+        dir.path().join("g").to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_clean_error(&out, &["sm", "ssm_vr"]);
+}

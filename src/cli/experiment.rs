@@ -13,6 +13,37 @@ pub struct Args {
 
 #[derive(Subcommand)]
 enum Which {
+    /// Every score-matching objective with the same data and budget: Fisher divergence to the
+    /// exact score, final loss, speed, and a figure of learned vs exact score fields.
+    Objectives {
+        /// Mixture target with exact scores: anisotropic3, ncsn2, gmm40, 8gaussians.
+        #[arg(long, default_value = "anisotropic3")]
+        target: String,
+        /// Training steps per objective.
+        #[arg(long, default_value_t = 3000)]
+        steps: usize,
+        /// Batch size.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Hidden width (3 layers).
+        #[arg(long, default_value_t = 64)]
+        width: usize,
+        /// Learning rate.
+        #[arg(long, default_value_t = 2e-3)]
+        lr: f64,
+        /// Noise level t of the single-level objectives.
+        #[arg(long, default_value_t = 0.05)]
+        level: f64,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output folder.
+        #[arg(long, default_value = "docs/experiments")]
+        out: PathBuf,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Every sampler at several NFE budgets on the 40-mode mixture with exact scores: W2 vs NFE.
     Samplers {
         /// Samples per run (and size of the exact reference set).
@@ -39,6 +70,31 @@ enum Which {
 
 pub fn run(a: Args) -> Result<()> {
     match a.which {
+        Which::Objectives {
+            target,
+            steps,
+            batch,
+            width,
+            lr,
+            level,
+            seed,
+            out,
+            quiet,
+        } => {
+            let s = experiment::objectives::Settings {
+                target,
+                steps,
+                batch,
+                width,
+                lr,
+                level,
+                seed,
+                quiet,
+            };
+            experiment::objectives::run(&s, &out)?;
+            print!("{}", std::fs::read_to_string(out.join("objectives.md"))?);
+            Ok(())
+        }
         Which::Samplers {
             n,
             budgets,

@@ -1,16 +1,21 @@
 //! Experiments that compare methods on targets with exact answers and write tables and figures
 //! (`tweedie experiment ...`). Long-running by design: they are commands, not tests.
 
+pub mod objectives;
 pub mod samplers;
 
 use anyhow::{Context, Result};
 use std::path::Path;
 
+/// Creates an output folder, with the path in any error.
+pub fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))
+}
+
 /// Writes a text file, creating its folder, with the path in any error.
 pub fn write_text(path: &Path, text: &str) -> Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create folder", dir.display()))?;
+        create_dir(dir)?;
     }
     std::fs::write(path, text).with_context(|| format!("{}: cannot write", path.display()))
 }

@@ -69,6 +69,7 @@ fn gmm40_model_space() -> Result<GaussianMixture> {
 
 /// Runs every sampler at every NFE budget; writes samplers.{md,json,png} into `out`.
 pub fn run(settings: &Settings, out: &Path) -> Result<Vec<Row>> {
+    super::create_dir(out)?;
     let process: Arc<dyn Process> = Arc::from(ProcessConfig::vp_default().build()?);
     let mixture = gmm40_model_space()?;
     let model = ExactScore {
