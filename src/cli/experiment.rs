@@ -13,6 +13,34 @@ pub struct Args {
 
 #[derive(Subcommand)]
 enum Which {
+    /// Note 004's open questions: noise schedule × weighting vs consistency and sample quality,
+    /// and the learned score's error against the true log-density (low-density regions).
+    Schedules {
+        /// Training steps per cell.
+        #[arg(long, default_value_t = 3000)]
+        steps: usize,
+        /// Batch size.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Hidden width (3 layers).
+        #[arg(long, default_value_t = 64)]
+        width: usize,
+        /// Learning rate.
+        #[arg(long, default_value_t = 2e-3)]
+        lr: f64,
+        /// Samples per model for W2 and mode weights.
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output folder.
+        #[arg(long, default_value = "docs/experiments")]
+        out: PathBuf,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Every score-matching objective with the same data and budget: Fisher divergence to the
     /// exact score, final loss, speed, and a figure of learned vs exact score fields.
     Objectives {
@@ -70,6 +98,12 @@ enum Which {
 
 pub fn run(a: Args) -> Result<()> {
     match a.which {
+        Which::Schedules { steps, batch, width, lr, n, seed, out, quiet } => {
+            let s = experiment::schedules::Settings { steps, batch, width, lr, n, seed, quiet };
+            experiment::schedules::run(&s, &out)?;
+            print!("{}", std::fs::read_to_string(out.join("schedules.md"))?);
+            Ok(())
+        }
         Which::Objectives {
             target,
             steps,

@@ -3,6 +3,7 @@
 
 pub mod objectives;
 pub mod samplers;
+pub mod schedules;
 
 use anyhow::{Context, Result};
 use std::path::Path;
