@@ -142,7 +142,7 @@ pub fn run(a: Args) -> Result<()> {
         summary.final_loss
     );
     println!(
-        "exact W2 to {} fresh data points (data units, lapjv assignment):",
+        "exact W2 to {} fresh data points (data units, exact optimal assignment):",
         a.n
     );
     println!("  data vs data (floor)      W2 = {:.4}", floor.w2);

@@ -98,8 +98,25 @@ enum Which {
 
 pub fn run(a: Args) -> Result<()> {
     match a.which {
-        Which::Schedules { steps, batch, width, lr, n, seed, out, quiet } => {
-            let s = experiment::schedules::Settings { steps, batch, width, lr, n, seed, quiet };
+        Which::Schedules {
+            steps,
+            batch,
+            width,
+            lr,
+            n,
+            seed,
+            out,
+            quiet,
+        } => {
+            let s = experiment::schedules::Settings {
+                steps,
+                batch,
+                width,
+                lr,
+                n,
+                seed,
+                quiet,
+            };
             experiment::schedules::run(&s, &out)?;
             print!("{}", std::fs::read_to_string(out.join("schedules.md"))?);
             Ok(())

@@ -63,17 +63,48 @@ pub struct LowDensity {
 fn processes() -> Vec<ProcessConfig> {
     vec![
         ProcessConfig::vp_default(),
-        ProcessConfig::Subvp { beta_min: 0.1, beta_max: 20.0, t_min: 1e-3 },
-        ProcessConfig::Cosine { s: 0.008, t_min: 1e-3, t_max: 0.999 },
-        ProcessConfig::Ve { sigma_min: 0.01, sigma_max: 20.0, t_min: 1e-3 },
+        ProcessConfig::Subvp {
+            beta_min: 0.1,
+            beta_max: 20.0,
+            t_min: 1e-3,
+        },
+        ProcessConfig::Cosine {
+            s: 0.008,
+            t_min: 1e-3,
+            t_max: 0.999,
+        },
+        ProcessConfig::Ve {
+            sigma_min: 0.01,
+            sigma_max: 20.0,
+            t_min: 1e-3,
+        },
     ]
 }
 
-fn sample_quality(net: &ScoreNet, reference: &Points, n: usize, seed: u64) -> Result<[(f64, f64); 2]> {
+fn sample_quality(
+    net: &ScoreNet,
+    reference: &Points,
+    n: usize,
+    seed: u64,
+) -> Result<[(f64, f64); 2]> {
     let mut out = [(0.0, 0.0); 2];
     for (k, (sampler, steps)) in [("dpmpp_2m", 50), ("em", 500)].into_iter().enumerate() {
-        let plan = Plan { sampler, grid: recommended(sampler), steps, options: Options::default(), denoise_final: false };
-        let x = sample::generate(net, net.process(), &plan, n, &mut ChaCha8Rng::seed_from_u64(seed), &Device::Cpu, &mut Trace::default())?;
+        let plan = Plan {
+            sampler,
+            grid: recommended(sampler),
+            steps,
+            options: Options::default(),
+            denoise_final: false,
+        };
+        let x = sample::generate(
+            net,
+            net.process(),
+            &plan,
+            n,
+            &mut ChaCha8Rng::seed_from_u64(seed),
+            &Device::Cpu,
+            &mut Trace::default(),
+        )?;
         let pts = Points::new(n, 2, x.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?)?;
         let frac = mode_fractions(&pts, &[vec![5.0, 5.0], vec![-5.0, -5.0]])[0];
         out[k] = (w2_exact(&pts, reference)?, (frac - 0.8).abs());
@@ -84,39 +115,92 @@ fn sample_quality(net: &ScoreNet, reference: &Points, n: usize, seed: u64) -> Re
 /// Score error binned by the true log-density on a 60×60 grid over [−10, 10]² at time t.
 fn low_density(net: &ScoreNet, truth: &ExactScore, t: f64) -> Result<LowDensity> {
     let m = 60;
-    let pts: Vec<f64> = (0..m * m).flat_map(|k| [-10.0 + 20.0 * (k % m) as f64 / (m - 1) as f64, -10.0 + 20.0 * (k / m) as f64 / (m - 1) as f64]).collect();
-    let (logp, exact) = truth.mixture.log_prob_and_score_at(&pts, truth.process.alpha(t), truth.process.sigma(t))?;
+    let pts: Vec<f64> = (0..m * m)
+        .flat_map(|k| {
+            [
+                -10.0 + 20.0 * (k % m) as f64 / (m - 1) as f64,
+                -10.0 + 20.0 * (k / m) as f64 / (m - 1) as f64,
+            ]
+        })
+        .collect();
+    let (logp, exact) = truth.mixture.log_prob_and_score_at(
+        &pts,
+        truth.process.alpha(t),
+        truth.process.sigma(t),
+    )?;
     let x = Tensor::from_vec(pts, (m * m, 2), &Device::Cpu)?;
-    let s: Vec<f64> = net.score(&x, &times(t, m * m, DType::F64, &Device::Cpu)?)?.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+    let s: Vec<f64> = net
+        .score(&x, &times(t, m * m, DType::F64, &Device::Cpu)?)?
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1()?;
     let width = 10.0;
     let mut bins: std::collections::BTreeMap<i64, (f64, usize)> = Default::default();
     for i in 0..m * m {
-        let err = 0.5 * ((s[2 * i] - exact[2 * i]).powi(2) + (s[2 * i + 1] - exact[2 * i + 1]).powi(2));
+        let err =
+            0.5 * ((s[2 * i] - exact[2 * i]).powi(2) + (s[2 * i + 1] - exact[2 * i + 1]).powi(2));
         let e = bins.entry((logp[i] / width).floor() as i64).or_default();
         e.0 += err;
         e.1 += 1;
     }
-    Ok(LowDensity { t, bins: bins.into_iter().map(|(b, (sum, c))| ((b as f64 + 0.5) * width, sum / c as f64, c)).collect() })
+    Ok(LowDensity {
+        t,
+        bins: bins
+            .into_iter()
+            .map(|(b, (sum, c))| ((b as f64 + 0.5) * width, sum / c as f64, c))
+            .collect(),
+    })
 }
 
 /// Runs the sweep on NCSN's two-mode mixture; writes schedules.{md,json} and low_density.png.
 pub fn run(s: &Settings, out: &Path) -> Result<(Vec<Row>, Vec<LowDensity>)> {
     super::create_dir(out)?;
-    let source = DataSource::open(&DataConfig { source: "ncsn2".into(), scale: 1.0, forces: None })?;
+    let source = DataSource::open(&DataConfig {
+        source: "ncsn2".into(),
+        scale: 1.0,
+        forces: None,
+    })?;
     let mixture = source.mixture().expect("ncsn2 is a mixture").clone();
     let reference = mixture.sample(s.n, &mut ChaCha8Rng::seed_from_u64(s.seed + 11));
-    let tc = TrainConfig { steps: s.steps, batch: s.batch, lr: s.lr, ..Default::default() };
+    let tc = TrainConfig {
+        steps: s.steps,
+        batch: s.batch,
+        lr: s.lr,
+        ..Default::default()
+    };
     let weightings = [Weighting::Sigma2, Weighting::G2, Weighting::One];
     let bar = crate::train::progress_bar(processes().len() * weightings.len(), 0, s.quiet);
     let (mut rows, mut low) = (Vec::new(), Vec::new());
     for pc in processes() {
         let process: Arc<dyn Process> = Arc::from(pc.build()?);
-        let truth = ExactScore { mixture: mixture.clone(), process: process.clone() };
+        let truth = ExactScore {
+            mixture: mixture.clone(),
+            process: process.clone(),
+        };
         for w in weightings {
-            let arch = Arch { width: s.width, ..Default::default() };
-            let net = ScoreNet::new(ModelConfig { dim: 2, arch, process: pc.clone() }, &mut ChaCha8Rng::seed_from_u64(s.seed), &Device::Cpu)?;
-            fit(&net, &ObjectiveConfig::Dsm { weighting: w }, &source, Some(&truth), &tc, &mut ChaCha8Rng::seed_from_u64(s.seed + 1))?;
-            let [(w2_ode, weight_error_ode), (w2_sde, weight_error_sde)] = sample_quality(&net, &reference, s.n, s.seed + 2)?;
+            let arch = Arch {
+                width: s.width,
+                ..Default::default()
+            };
+            let net = ScoreNet::new(
+                ModelConfig {
+                    dim: 2,
+                    arch,
+                    process: pc.clone(),
+                },
+                &mut ChaCha8Rng::seed_from_u64(s.seed),
+                &Device::Cpu,
+            )?;
+            fit(
+                &net,
+                &ObjectiveConfig::Dsm { weighting: w },
+                &source,
+                Some(&truth),
+                &tc,
+                &mut ChaCha8Rng::seed_from_u64(s.seed + 1),
+            )?;
+            let [(w2_ode, weight_error_ode), (w2_sde, weight_error_sde)] =
+                sample_quality(&net, &reference, s.n, s.seed + 2)?;
             rows.push(Row {
                 process: process.name().into(),
                 weighting: format!("{w:?}").to_lowercase(),
@@ -135,12 +219,21 @@ pub fn run(s: &Settings, out: &Path) -> Result<(Vec<Row>, Vec<LowDensity>)> {
         }
     }
     bar.finish_and_clear();
-    let floor = w2_exact(&mixture.sample(s.n, &mut ChaCha8Rng::seed_from_u64(s.seed + 12)), &reference)?;
+    let floor = w2_exact(
+        &mixture.sample(s.n, &mut ChaCha8Rng::seed_from_u64(s.seed + 12)),
+        &reference,
+    )?;
     write_report(s, &rows, &low, floor, out)?;
     Ok((rows, low))
 }
 
-fn write_report(s: &Settings, rows: &[Row], low: &[LowDensity], floor: f64, out: &Path) -> Result<()> {
+fn write_report(
+    s: &Settings,
+    rows: &[Row],
+    low: &[LowDensity],
+    floor: f64,
+    out: &Path,
+) -> Result<()> {
     let mut md = format!(
         "# Noise schedules, weightings and low-density regions (note 004's open questions)\n\n\
          Generated by `tweedie experiment schedules --steps {} --batch {} --width {} --lr {} --n {} --seed {}`. \
@@ -156,7 +249,13 @@ fn write_report(s: &Settings, rows: &[Row], low: &[LowDensity], floor: f64, out:
     for r in rows {
         md.push_str(&format!(
             "| {} | {} | {:.4} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
-            r.process, r.weighting, r.fisher_over_t, r.w2_ode, r.w2_sde, r.weight_error_ode, r.weight_error_sde
+            r.process,
+            r.weighting,
+            r.fisher_over_t,
+            r.w2_ode,
+            r.w2_sde,
+            r.weight_error_ode,
+            r.weight_error_sde
         ));
     }
     md.push_str(
@@ -171,10 +270,31 @@ fn write_report(s: &Settings, rows: &[Row], low: &[LowDensity], floor: f64, out:
         }
     }
     md.push_str("\n![score error versus log-density](low_density.png)\n");
-    let series: Vec<(String, Vec<(f64, f64)>)> = low.iter().map(|l| (format!("t = {}", l.t), l.bins.iter().map(|b| (b.0, b.1)).collect())).collect();
-    let refs: Vec<(&str, Vec<(f64, f64)>)> = series.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
-    plot::line_plot(&out.join("low_density.png"), "Learned score error vs true log-density (VP, λ = σ²)", "log p_t(x) (nats, bin centre)", "mean ½‖s_θ − ∇log p_t‖²", &refs, true)?;
+    let series: Vec<(String, Vec<(f64, f64)>)> = low
+        .iter()
+        .map(|l| {
+            (
+                format!("t = {}", l.t),
+                l.bins.iter().map(|b| (b.0, b.1)).collect(),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, Vec<(f64, f64)>)> = series
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.clone()))
+        .collect();
+    plot::line_plot(
+        &out.join("low_density.png"),
+        "Learned score error vs true log-density (VP, λ = σ²)",
+        "log p_t(x) (nats, bin centre)",
+        "mean ½‖s_θ − ∇log p_t‖²",
+        &refs,
+        true,
+    )?;
     write_text(&out.join("schedules.md"), &md)?;
     let json = serde_json::json!({"rows": rows, "low_density": low, "floor_w2": floor});
-    write_text(&out.join("schedules.json"), &serde_json::to_string_pretty(&json)?)
+    write_text(
+        &out.join("schedules.json"),
+        &serde_json::to_string_pretty(&json)?,
+    )
 }
