@@ -84,6 +84,9 @@ enum Which {
             default_value = "10,20,50,100,200,500,1000"
         )]
         budgets: Vec<usize>,
+        /// Independent repeats per cell (mean ± standard error).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
         /// Seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -149,6 +152,7 @@ pub fn run(a: Args) -> Result<()> {
         Which::Samplers {
             n,
             budgets,
+            repeats,
             seed,
             out,
             quiet,
@@ -158,6 +162,7 @@ pub fn run(a: Args) -> Result<()> {
                     n,
                     budgets,
                     seed,
+                    repeats,
                     quiet,
                 },
                 &out,
