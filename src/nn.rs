@@ -27,6 +27,24 @@ impl Activation {
         })
     }
 
+    /// The activation and its first two derivatives at z: silu'' = σ(1 − σ)(2 + z(1 − 2σ)),
+    /// softplus'' = σ(1 − σ), tanh'' = −2 tanh (1 − tanh²).
+    fn apply_with_derivatives(&self, z: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let (h, dh) = self.apply_with_derivative(z)?;
+        let ddh = match self {
+            Activation::Silu | Activation::Softplus => {
+                let sig = candle_nn::ops::sigmoid(z)?;
+                let s1 = (&sig * sig.affine(-1.0, 1.0)?)?;
+                match self {
+                    Activation::Silu => (s1 * ((z * sig.affine(-2.0, 1.0)?)? + 2.0)?)?,
+                    _ => s1,
+                }
+            }
+            Activation::Tanh => (&h * dh.affine(-2.0, 0.0)?)?,
+        };
+        Ok((h, dh, ddh))
+    }
+
     /// The activation and its derivative at z: silu' = σ(z)(1 + z(1 − σ(z))), softplus' = σ(z),
     /// tanh' = 1 − tanh².
     fn apply_with_derivative(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -155,7 +173,12 @@ impl ScoreNet {
         let mut fan_in = config.dim + config.arch.embed_dim;
         for i in 0..=config.arch.depth {
             let out = if i == config.arch.depth {
-                config.dim
+                // an energy network outputs one scalar f_θ(x, t)
+                if config.arch.parameterisation == Parameterisation::Energy {
+                    1
+                } else {
+                    config.dim
+                }
             } else {
                 config.arch.width
             };
@@ -220,9 +243,89 @@ impl ScoreNet {
         Ok(Tensor::cat(&[proj.sin()?, proj.cos()?], 1)?)
     }
 
-    /// Raw network output (in the configured parameterisation) for x [n, d] f32 and t [n].
+    /// Raw network output (in the configured parameterisation) for x [n, d] and t [n]; for an
+    /// energy network, ∇x f_θ (d forward-mode tangents).
     pub fn forward(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
+        if self.config.arch.parameterisation == Parameterisation::Energy {
+            return Ok(self.energy_jets(x, t, None)?.1);
+        }
         Ok(self.run(x, t, None)?.0)
+    }
+
+    /// The scalar f_θ(x, t) [n] of an energy network (−energy: the score is its gradient).
+    pub fn energy(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
+        if self.config.arch.parameterisation != Parameterisation::Energy {
+            bail!(
+                "this network predicts a vector ({:?}), not an energy",
+                self.config.arch.parameterisation
+            );
+        }
+        Ok(self.run(x, t, None)?.0.squeeze(1)?)
+    }
+
+    /// For an energy network: f [n, 1], ∇x f [n, d] and, for directions v [m, n, d], the second
+    /// directional derivatives vᵀ(∇²f)v [m, n], by first- and second-order forward-mode tangents:
+    /// a linear layer maps both to ·Wᵀ (no bias); an activation maps a tangent ż to a'(z)ż and the
+    /// second-order z̈ to a''(z)ż² + a'(z)z̈. Ordinary differentiable ops: exact parameter gradients.
+    pub fn energy_jets(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        v: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        let (n, d) = x.dims2()?;
+        let m = v.map_or(0, |v| v.dims()[0]);
+        // first-order tangents: the d unit vectors (for the gradient), then the m directions v
+        let eye = Tensor::eye(d, self.dtype, x.device())?
+            .unsqueeze(1)?
+            .broadcast_as((d, n, d))?;
+        let dirs = match v {
+            Some(v) => Tensor::cat(&[eye, v.to_dtype(self.dtype)?], 0)?,
+            None => eye.contiguous()?,
+        };
+        let k = d + m;
+        let mut tan = dirs.reshape((k * n, d))?;
+        let mut second: Option<Tensor> = None;
+        let mut h = Tensor::cat(&[x.to_dtype(self.dtype)?, self.embed(t)?], 1)?;
+        let layers = self.params.len() / 2;
+        for i in 0..layers {
+            let (w, b) = (
+                self.params[2 * i].1.as_tensor(),
+                self.params[2 * i + 1].1.as_tensor(),
+            );
+            h = h.matmul(&w.t()?)?.broadcast_add(b)?;
+            let w_in = if i == 0 {
+                w.narrow(1, 0, d)?.contiguous()?
+            } else {
+                w.clone()
+            };
+            tan = tan.matmul(&w_in.t()?)?;
+            second = second.map(|s| s.matmul(&w_in.t()?)).transpose()?;
+            if i + 1 < layers {
+                let (a, da, dda) = self.config.arch.activation.apply_with_derivatives(&h)?;
+                let width = da.dims()[1];
+                let t3 = tan.reshape((k, n, width))?;
+                if m > 0 {
+                    let tv = t3.narrow(0, d, m)?;
+                    let mut s2 = tv.sqr()?.broadcast_mul(&dda)?;
+                    if let Some(s) = &second {
+                        s2 = (s2 + s.reshape((m, n, width))?.broadcast_mul(&da)?)?;
+                    }
+                    second = Some(s2.reshape((m * n, width))?);
+                }
+                tan = t3.broadcast_mul(&da)?.reshape((k * n, width))?;
+                h = a;
+            }
+        }
+        let t3 = tan.reshape((k, n))?;
+        let grad = t3.narrow(0, 0, d)?.t()?.contiguous()?;
+        let q = match (m, second) {
+            (0, _) => None,
+            (_, Some(s)) => Some(s.reshape((m, n))?),
+            // a network without hidden layers is linear: no curvature
+            (_, None) => Some(Tensor::zeros((m, n), self.dtype, x.device())?),
+        };
+        Ok((h, grad, q))
     }
 
     /// Raw output [n, d] and its forward-mode tangents J·v [m, n, d] along directions v [m, n, d],
@@ -332,6 +435,11 @@ impl DivergenceModel for ScoreNet {
     ) -> Result<(Tensor, Tensor)> {
         let xf = x.to_dtype(self.dtype)?;
         let vf = v.to_dtype(self.dtype)?;
+        if self.config.arch.parameterisation == Parameterisation::Energy {
+            let (_, grad, q) = self.energy_jets(&xf, t, Some(&vf))?;
+            let q = q.expect("directions given");
+            return Ok((grad.to_dtype(x.dtype())?, q.to_dtype(x.dtype())?));
+        }
         let (out, tan) = self.forward_with_tangents(&xf, t, &vf)?;
         let (alpha, sigma) = self.coefficients(t)?;
         let p = self.config.arch.parameterisation;
@@ -365,6 +473,36 @@ mod tests {
         Ok(())
     }
 
+    /// An energy network's score is the gradient of its scalar output (f64 central differences).
+    #[test]
+    fn energy_score_is_the_gradient_of_the_energy() -> Result<()> {
+        let dev = Device::Cpu;
+        let mut config = ModelConfig::default_for(3, ProcessConfig::vp_default());
+        config.arch = Arch {
+            width: 16,
+            depth: 2,
+            activation: Activation::Tanh,
+            parameterisation: Parameterisation::Energy,
+            ..Arch::default()
+        };
+        let net = ScoreNet::new(config, &mut rand_chacha::ChaCha8Rng::seed_from_u64(2), &dev)?
+            .to_dtype(DType::F64)?;
+        let x = Tensor::new(&[[0.3f64, -1.0, 0.5], [1.2, 0.1, -0.4]], &dev)?;
+        let t = Tensor::new(&[0.2f64, 0.7], &dev)?;
+        let s: Vec<Vec<f64>> = net.score(&x, &t)?.to_vec2()?;
+        for j in 0..3 {
+            let h = 1e-6;
+            let e = Tensor::zeros((2, 3), DType::F64, &dev)?
+                .slice_assign(&[0..2, j..j + 1], &Tensor::full(h, (2, 1), &dev)?)?;
+            let fd = ((net.energy(&(&x + &e)?, &t)? - net.energy(&(&x - &e)?, &t)?)? / (2.0 * h))?;
+            for (f, row) in fd.to_vec1::<f64>()?.iter().zip(&s) {
+                assert!((f - row[j]).abs() < 1e-7, "∂f/∂x_{j}: fd {f} vs {}", row[j]);
+            }
+        }
+        assert_eq!(net.energy(&x, &t)?.dims(), &[2]);
+        Ok(())
+    }
+
     /// The forward-mode divergence and probe forms of the score equal central finite differences
     /// of the score (f32, h = 1e-2) for every activation and parameterisation.
     #[test]
@@ -389,6 +527,7 @@ mod tests {
                 Parameterisation::X0,
                 Parameterisation::V,
                 Parameterisation::Score,
+                Parameterisation::Energy,
             ] {
                 let mut config = ModelConfig::default_for(d, ProcessConfig::vp_default());
                 config.arch = Arch {

@@ -102,6 +102,9 @@ pub enum Parameterisation {
     V,
     /// The score itself.
     Score,
+    /// A scalar f_θ(x, t) (a negative energy) whose input-gradient is the score: s = ∇x f_θ.
+    /// The network's `forward` then returns ∇x f_θ, so the conversions are those of `Score`.
+    Energy,
 }
 
 impl Parameterisation {
@@ -125,7 +128,7 @@ impl Parameterisation {
                     (x.broadcast_mul(sigma)? + out.broadcast_mul(alpha)?)?.broadcast_div(&norm)?;
                 eps.broadcast_div(sigma)?.neg()?
             }
-            Parameterisation::Score => out.clone(),
+            Parameterisation::Score | Parameterisation::Energy => out.clone(),
         })
     }
 
@@ -146,7 +149,7 @@ impl Parameterisation {
                 let norm = (alpha.sqr()? + sigma.sqr()?)?;
                 (eps.broadcast_mul(&norm)? - x.broadcast_mul(sigma)?)?.broadcast_div(alpha)?
             }
-            Parameterisation::Score => s.clone(),
+            Parameterisation::Score | Parameterisation::Energy => s.clone(),
         })
     }
 
@@ -162,7 +165,9 @@ impl Parameterisation {
             Parameterisation::Eps => eps.clone(),
             Parameterisation::X0 => x0.clone(),
             Parameterisation::V => (eps.broadcast_mul(alpha)? - x0.broadcast_mul(sigma)?)?,
-            Parameterisation::Score => eps.broadcast_div(sigma)?.neg()?,
+            Parameterisation::Score | Parameterisation::Energy => {
+                eps.broadcast_div(sigma)?.neg()?
+            }
         })
     }
 
@@ -172,7 +177,7 @@ impl Parameterisation {
             Parameterisation::Eps => 1.0 / sigma,
             Parameterisation::X0 => alpha / (sigma * sigma),
             Parameterisation::V => alpha / ((alpha * alpha + sigma * sigma) * sigma),
-            Parameterisation::Score => 1.0,
+            Parameterisation::Score | Parameterisation::Energy => 1.0,
         }
     }
 }
