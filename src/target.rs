@@ -429,6 +429,35 @@ impl GaussianMixture {
     }
 }
 
+/// A Boltzmann target p ∝ exp(−E): energy E(x) and force F(x) = −∇E(x) for rows of x (row-major).
+/// At temperature 1 the force is the score: F = ∇log p.
+pub trait Potential {
+    /// Dimension d of a configuration.
+    fn dim(&self) -> usize;
+    /// E(x) per row, up to an additive constant.
+    fn energy(&self, x: &[f64]) -> Result<Vec<f64>>;
+    /// F(x) = −∇E(x) per row, row-major like x.
+    fn force(&self, x: &[f64]) -> Result<Vec<f64>>;
+}
+
+/// A mixture as a Boltzmann target: E = −log p (normalised, so exp(−E) integrates to 1).
+impl Potential for GaussianMixture {
+    fn dim(&self) -> usize {
+        self.d
+    }
+    fn energy(&self, x: &[f64]) -> Result<Vec<f64>> {
+        Ok(self
+            .log_prob_and_score_at(x, 1.0, 0.0)?
+            .0
+            .into_iter()
+            .map(|l| -l)
+            .collect())
+    }
+    fn force(&self, x: &[f64]) -> Result<Vec<f64>> {
+        Ok(self.log_prob_and_score_at(x, 1.0, 0.0)?.1)
+    }
+}
+
 /// The exact score of a mixture diffused by a process, as a `ScoreModel`.
 pub struct ExactScore {
     pub mixture: GaussianMixture,
@@ -677,6 +706,39 @@ mod tests {
             .map(|k| gm.weights[k] * (gm.covs[k][1] + gm.means[k][0] * gm.means[k][1]))
             .sum();
         assert!((exx - want_xx).abs() < 0.03, "E[xy] {exx} vs {want_xx}");
+    }
+
+    /// The sign convention: for the quadratic energy E(x) = ½ xᵀΣ⁻¹x of N(0, Σ), the force is
+    /// −∇E = −Σ⁻¹x, equal to the score ∇log p, and to −∇E by finite differences.
+    #[test]
+    fn force_is_minus_energy_gradient_and_the_score() {
+        let g = GaussianMixture::gaussian(vec![0.0, 0.0], vec![2.0, 0.5, 0.5, 1.0]).unwrap();
+        let x = [0.7, -1.3];
+        let f = g.force(&x).unwrap();
+        // Σ⁻¹ = [[1, −0.5], [−0.5, 2]] / 1.75
+        let want = [
+            -(0.7 - 0.5 * -1.3) / 1.75,
+            -(-0.5 * 0.7 + 2.0 * -1.3) / 1.75,
+        ];
+        for i in 0..2 {
+            assert!(
+                (f[i] - want[i]).abs() < 1e-12,
+                "force {f:?} vs −Σ⁻¹x {want:?}"
+            );
+            let h = 1e-6;
+            let (mut xp, mut xm) = (x, x);
+            xp[i] += h;
+            xm[i] -= h;
+            let fd = -(g.energy(&xp).unwrap()[0] - g.energy(&xm).unwrap()[0]) / (2.0 * h);
+            assert!(
+                (fd - f[i]).abs() < 1e-8,
+                "−∂E/∂x_{i} {fd} vs force {}",
+                f[i]
+            );
+        }
+        let (_, score) = g.log_prob_and_score_at(&x, 1.0, 0.0).unwrap();
+        assert_eq!(score, f);
+        assert!(f[0] < 0.0, "the force points back towards the mode");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use crate::config::DataConfig;
 use crate::data::{self, Points};
 use crate::objective::Batch;
 use crate::score::ScoreModel;
-use crate::target::{GaussianMixture, TARGET_NAMES};
+use crate::target::{GaussianMixture, Potential, TARGET_NAMES};
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use rand::Rng;
@@ -15,7 +15,7 @@ use std::path::Path;
 pub enum DataSource {
     /// A 2-D toy by name, drawn afresh every step.
     Toy(String),
-    /// A Gaussian-mixture target (model space), drawn exactly, with exact forces ∇log p0.
+    /// A Gaussian-mixture target (model space), drawn exactly, with exact forces from its `Potential`.
     Mixture(GaussianMixture),
     /// Points from a file, with per-sample forces when `data.forces` names a second file.
     Points { x: Points, forces: Option<Points> },
@@ -120,8 +120,7 @@ impl DataSource {
             DataSource::Toy(name) => (data::toy(name, n, rng)?.scaled(1.0 / scale), None),
             DataSource::Mixture(m) => {
                 let x = m.sample(n, rng);
-                let (_, score) = m.log_prob_and_score_at(&x.data, 1.0, 0.0)?;
-                let f = Points::new(n, x.d, score)?;
+                let f = Points::new(n, x.d, m.force(&x.data)?)?;
                 (x, Some(f))
             }
             DataSource::Points { x, forces } => {
