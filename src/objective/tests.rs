@@ -113,6 +113,7 @@ fn parameter_gradients_match_finite_differences() {
             (Parameterisation::Eps, Activation::Silu),
             (Parameterisation::X0, Activation::Tanh),
             (Parameterisation::Score, Activation::Softplus),
+            (Parameterisation::Energy, Activation::Silu),
         ] {
             let net = small_net(param, act, k as u64)
                 .to_dtype(DType::F64)

@@ -1,7 +1,7 @@
 //! Adam / AdamW (Kingma & Ba 2015; Loshchilov & Hutter 2019) and an EMA of the weights, with state
 //! that checkpoints can save and restore exactly.
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 
@@ -24,15 +24,14 @@ pub struct AdamStep {
     pub grad_scale: f64,
 }
 
-/// The gradients of `params` in order; a parameter the loss does not reach is an error.
+/// The gradients of `params` in order; a parameter the loss does not depend on (an energy
+/// network's output bias: the score ∇x f ignores it) gets a zero gradient.
 pub fn collect_grads(params: &[(String, Var)], grads: &GradStore) -> Result<Vec<Tensor>> {
     params
         .iter()
-        .map(|(name, var)| {
-            grads
-                .get(var.as_tensor())
-                .cloned()
-                .ok_or_else(|| anyhow!("no gradient for parameter {name}"))
+        .map(|(_, var)| match grads.get(var.as_tensor()) {
+            Some(g) => Ok(g.clone()),
+            None => Ok(var.as_tensor().zeros_like()?),
         })
         .collect()
 }
