@@ -140,7 +140,8 @@ pub fn line_plot(
     let (x0, x1) = lim(|q| q.0);
     let (y0, y1) = lim(|q| q.1);
     register_font()?;
-    let res = if log_y {
+    // plotters puts no tick labels on a log axis spanning less than a decade: use a linear one there
+    let res = if log_y && y1 > 10.0 * y0 {
         draw_lines(
             path,
             title,
