@@ -208,7 +208,12 @@ pub fn log_prob(
                 (s, q.mean(0)?)
             }
         };
-        let (s, div_s) = (s.to_dtype(DType::F64)?, div_s.to_dtype(DType::F64)?);
+        // detached: a network's outputs carry its autograd graph (its weights are `Var`s), which
+        // the solver's state would otherwise keep alive from every earlier stage
+        let (s, div_s) = (
+            s.detach().to_dtype(DType::F64)?,
+            div_s.detach().to_dtype(DType::F64)?,
+        );
         let div_v = div_s.affine(-0.5 * process.g2(t), d as f64 * process.drift_coef(t))?;
         Ok(Tensor::cat(
             &[pf_velocity(process, &xt, &s, t)?, div_v.unsqueeze(1)?],
@@ -247,7 +252,7 @@ fn transport(
     let x = checked_points(model, x)?;
     let (n, dev) = (x.dims()[0], x.device().clone());
     let mut rhs = |y: &Tensor, t: f64| -> Result<Tensor> {
-        let s = model.score(y, &times(t, n, DType::F64, &dev)?)?;
+        let s = model.score(y, &times(t, n, DType::F64, &dev)?)?.detach();
         pf_velocity(process, y, &s.to_dtype(DType::F64)?, t)
     };
     integrate(&mut rhs, x, t0, t1, solver)
