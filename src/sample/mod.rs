@@ -40,7 +40,9 @@ impl Trace {
         self.nfe += 1;
         // detach: a trained network's score carries its autograd graph, and each new state would
         // keep every earlier step's graph (and activations) alive
-        let s = model.score(x, &times(t, x.dims()[0], x.dtype(), x.device())?)?.detach();
+        let s = model
+            .score(x, &times(t, x.dims()[0], x.dtype(), x.device())?)?
+            .detach();
         if !all_finite(&s)? {
             bail!("the score is NaN or infinite at step {step} (t = {t:.6}); the model or the step size is unstable");
         }
