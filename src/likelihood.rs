@@ -186,22 +186,102 @@ pub fn log_prob(
     x: &Tensor,
     opts: &Options,
 ) -> Result<LikelihoodOutput> {
-    let (t0, t1) = opts.span(process)?;
+    opts.span(process)?;
     let x = checked_points(model, x)?;
+    let probes = all_probes(&x, opts)?;
+    solve(model, process, &x, probes.as_ref(), opts)
+}
+
+/// The Hutchinson probes [m, n, d] of the points x [n, d] (f64), drawn once for all of them.
+fn all_probes(x: &Tensor, opts: &Options) -> Result<Option<Tensor>> {
     let (n, d) = x.dims2()?;
-    let dev = x.device().clone();
-    let probes = match opts.divergence {
+    Ok(match opts.divergence {
         Divergence::Exact => None,
         Divergence::Hutchinson {
             probes,
             probe,
             seed,
-        } => Some(draw_probes(probes, n, d, probe, seed, &dev)?),
+        } => Some(draw_probes(probes, n, d, probe, seed, x.device())?),
+    })
+}
+
+/// `log_prob` over independent solves of consecutive chunks of at most `chunk` points, run on
+/// `threads` threads; the results do not depend on `threads`. Hutchinson probes are
+/// drawn for all points at once, as in `log_prob`, so a point's probes do not depend on `chunk`.
+/// Each solve adapts its own steps; `nfe` is the largest NFE of any chunk. Per-chunk solves differ
+/// from one joint solve by the solver tolerance only.
+pub fn log_prob_chunked(
+    model: &(dyn DivergenceModel + Sync),
+    process: &dyn Process,
+    x: &Tensor,
+    opts: &Options,
+    chunk: usize,
+    threads: usize,
+) -> Result<LikelihoodOutput> {
+    if chunk == 0 {
+        bail!("the chunk size must be at least 1");
+    }
+    opts.span(process)?;
+    let x = checked_points(model, x)?;
+    let probes = all_probes(&x, opts)?;
+    let n = x.dims()[0];
+    let starts: Vec<usize> = (0..n).step_by(chunk).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let solve_chunk = |k: usize| -> Result<LikelihoodOutput> {
+        let (start, len) = (starts[k], chunk.min(n - starts[k]));
+        let v = probes
+            .as_ref()
+            .map(|v| v.narrow(1, start, len))
+            .transpose()?;
+        solve(model, process, &x.narrow(0, start, len)?, v.as_ref(), opts)
     };
+    let mut parts: Vec<(usize, Result<LikelihoodOutput>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.clamp(1, starts.len().max(1)))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if k >= starts.len() {
+                            return done;
+                        }
+                        done.push((k, solve_chunk(k)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a likelihood worker panicked"))
+            .collect()
+    });
+    parts.sort_by_key(|(k, _)| *k);
+    let parts: Vec<LikelihoodOutput> = parts.into_iter().map(|(_, r)| r).collect::<Result<_>>()?;
+    let zs: Vec<&Tensor> = parts.iter().map(|p| &p.z).collect();
+    Ok(LikelihoodOutput {
+        z: Tensor::cat(&zs, 0)?,
+        nfe: parts.iter().map(|p| p.nfe).max().unwrap_or(0),
+        log_p0: parts.iter().flat_map(|p| p.log_p0.clone()).collect(),
+        log_prior: parts.iter().flat_map(|p| p.log_prior.clone()).collect(),
+        delta_log_p: parts.iter().flat_map(|p| p.delta_log_p.clone()).collect(),
+    })
+}
+
+/// One joint solve of the points x [n, d] (f64, checked) with their probes [m, n, d] if any.
+fn solve(
+    model: &dyn DivergenceModel,
+    process: &dyn Process,
+    x: &Tensor,
+    probes: Option<&Tensor>,
+    opts: &Options,
+) -> Result<LikelihoodOutput> {
+    let (t0, t1) = opts.span(process)?;
+    let (n, d) = x.dims2()?;
+    let dev = x.device().clone();
     let mut rhs = |y: &Tensor, t: f64| -> Result<Tensor> {
         let xt = y.narrow(1, 0, d)?;
         let tt = times(t, n, DType::F64, &dev)?;
-        let (s, div_s) = match &probes {
+        let (s, div_s) = match probes {
             None => model.score_and_divergence(&xt, &tt)?,
             Some(v) => {
                 let (s, q) = model.score_and_quadratic_forms(&xt, &tt, v)?;
@@ -220,7 +300,7 @@ pub fn log_prob(
             1,
         )?)
     };
-    let y0 = Tensor::cat(&[&x, &Tensor::zeros((n, 1), DType::F64, &dev)?], 1)?;
+    let y0 = Tensor::cat(&[x, &Tensor::zeros((n, 1), DType::F64, &dev)?], 1)?;
     let (y, nfe) = integrate(&mut rhs, y0, t0, t1, &opts.solver)?;
     let z = y.narrow(1, 0, d)?.contiguous()?;
     let delta_log_p: Vec<f64> = y.narrow(1, d, 1)?.flatten_all()?.to_vec1()?;

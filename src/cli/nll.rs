@@ -78,6 +78,14 @@ pub struct Args {
     /// u ~ U[0,1), and report bits/dim; e.g. --dequantise=-1,1.
     #[arg(long, value_name = "LO,HI", allow_hyphen_values = true)]
     dequantise: Option<String>,
+    /// Solve the points in independent chunks of this many, side by side on --threads threads
+    /// (0: all points as one state, as score_sde). Default: 512 on the CPU, 0 on CUDA.
+    #[arg(long)]
+    chunk: Option<usize>,
+    /// Threads that solve chunks side by side (default: the number of CPUs). While they do,
+    /// candle's own thread pools use one thread each unless CANDLE_NUM_THREADS is set.
+    #[arg(long)]
+    threads: Option<usize>,
     /// Write the per-point log-likelihoods (nats, data coordinates) here: [n] f32 .npy.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -136,7 +144,7 @@ fn fixed(method: Method, steps: usize) -> Solver {
 
 /// The model, its process, the data scale, and the true log-density of data points when known.
 type Setup = (
-    Box<dyn DivergenceModel>,
+    Box<dyn DivergenceModel + Sync>,
     Arc<dyn Process>,
     f64,
     Box<dyn Fn(&Points) -> Option<Vec<f64>>>,
@@ -169,6 +177,31 @@ fn setup(a: &Args, device: &candle_core::Device) -> Result<Setup> {
     })
 }
 
+/// Points per independent solve on the CPU: chunks side by side, each with single-threaded candle
+/// ops, are ~1.9× faster on 2 cores than one joint solve whose ops candle splits over the cores
+/// ([1000, 128] activations are too small for that to pay; docs/experiments/likelihood.md).
+const CPU_CHUNK: usize = 512;
+
+/// (chunk, threads) of the solve; with threads > 1 and more than one chunk, candle's thread pools
+/// are set to one thread (before any candle op creates them) unless CANDLE_NUM_THREADS is set.
+fn parallelism(a: &Args, device: &candle_core::Device, n: usize) -> (usize, usize) {
+    let chunk = a
+        .chunk
+        .unwrap_or(if device.is_cpu() { CPU_CHUNK } else { 0 });
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |t| t.get()));
+    // main sets RAYON_NUM_THREADS (gemm's threads) always; CANDLE_NUM_THREADS (the pool of the
+    // elementwise ops) only a user sets
+    let user_set = std::env::var_os("CANDLE_NUM_THREADS").is_some();
+    if chunk > 0 && chunk < n && threads > 1 && !user_set {
+        for v in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
+            std::env::set_var(v, "1");
+        }
+    }
+    (chunk, threads)
+}
+
 pub fn run(a: Args) -> Result<()> {
     let device = tweedie::device(&a.device)?;
     let opts = a.options();
@@ -184,6 +217,7 @@ pub fn run(a: Args) -> Result<()> {
             .dequantise(&x, &mut ChaCha8Rng::seed_from_u64(a.seed))
             .with_context(|| name.clone())?;
     }
+    let (chunk, threads) = parallelism(&a, &device, x.n);
     let (model, process, scale, truth) = setup(&a, &device)?;
     if x.d != model.dim() {
         bail!(
@@ -194,7 +228,11 @@ pub fn run(a: Args) -> Result<()> {
     }
     let started = Instant::now();
     let xm = Tensor::from_vec(x.scaled(1.0 / scale).data, (x.n, x.d), &device)?;
-    let out = likelihood::log_prob(model.as_ref(), process.as_ref(), &xm, &opts)?;
+    let out = if chunk == 0 {
+        likelihood::log_prob(model.as_ref(), process.as_ref(), &xm, &opts)?
+    } else {
+        likelihood::log_prob_chunked(model.as_ref(), process.as_ref(), &xm, &opts, chunk, threads)?
+    };
     let seconds = started.elapsed().as_secs_f64();
     // data coordinates: log p_data(x) = log p_model(x / scale) − d log scale
     let shift = x.d as f64 * scale.ln();
@@ -202,14 +240,17 @@ pub fn run(a: Args) -> Result<()> {
     let nll: Vec<f64> = log_p.iter().map(|l| -l).collect();
     let (mean, sem) = mean_and_sem(&nll);
     println!(
-        "NLL {mean:.4} ± {sem:.4} nats per point (mean ± s.e., {} points of dimension {}, data coordinates), NFE {}, {seconds:.2} s",
-        x.n, x.d, out.nfe
+        "NLL {mean:.4} ± {sem:.4} nats per point (mean ± s.e., {} points of dimension {}, data coordinates), NFE {}{}, {seconds:.2} s",
+        x.n, x.d, out.nfe,
+        if chunk > 0 && chunk < x.n { format!(" (largest of {} chunks of ≤ {chunk} on {threads} threads)", x.n.div_ceil(chunk)) } else { String::new() }
     );
     let mut report = json!({
         "n": x.n, "dim": x.d, "nll_mean": mean, "nll_sem": sem, "nfe": out.nfe, "seconds": seconds,
         "units": "nats per point, data coordinates (log p_data(x) = log p_model(x/scale) - d log scale)",
         "data_scale": scale, "t_min": a.t_min, "divergence": format!("{:?}", opts.divergence),
         "solver": format!("{:?}", opts.solver),
+        "chunk": chunk, "threads": threads,
+        "nfe_meaning": "evaluations of the ODE right-hand side of the joint solve, or the largest of any chunk's solve",
     });
     if let Some(true_lp) = truth(&x).filter(|v| v.iter().all(|l| l.is_finite())) {
         let (true_mean, true_sem) = mean_and_sem(&true_lp.iter().map(|l| -l).collect::<Vec<_>>());

@@ -331,3 +331,46 @@ fn solves_do_not_keep_the_network_graph() {
         "the encoding still holds the network's graph"
     );
 }
+
+/// Chunked solves give the same log-likelihoods for any thread count, agree with one joint solve
+/// to the solver's tolerance, and draw a point's Hutchinson probes as the joint solve does.
+#[test]
+fn chunked_solves_match_the_joint_solve() {
+    let gm = GaussianMixture::anisotropic3();
+    let (model, p) = exact(&gm, "vp", 1.0);
+    let x = to_tensor(&gm.sample(150, &mut ChaCha8Rng::seed_from_u64(5)));
+    let hutchinson = Options {
+        divergence: Divergence::Hutchinson {
+            probes: 1,
+            probe: Probe::Rademacher,
+            seed: 7,
+        },
+        ..dopri(1e-5)
+    };
+    for opts in [dopri(1e-5), hutchinson] {
+        let joint = log_prob(&model, p.as_ref(), &x, &opts).expect("joint");
+        let one = log_prob_chunked(&model, p.as_ref(), &x, &opts, 40, 1).expect("1 thread");
+        let three = log_prob_chunked(&model, p.as_ref(), &x, &opts, 40, 3).expect("3 threads");
+        assert_eq!(one.log_p0, three.log_p0, "{:?}", opts.divergence);
+        assert_eq!(one.log_p0.len(), 150);
+        // rtol = atol = 1e-5 bound an RMS over all points of a solve, so single points may differ
+        // by a few 1e-3 between solves with different steps (the CLI test's mean error is < 3e-3)
+        let diffs: Vec<f64> = joint
+            .log_p0
+            .iter()
+            .zip(&one.log_p0)
+            .map(|(a, b)| (a - b).abs())
+            .collect();
+        let (mean, worst) = (
+            diffs.iter().sum::<f64>() / diffs.len() as f64,
+            diffs.iter().copied().fold(0.0, f64::max),
+        );
+        assert!(
+            mean < 1e-3 && worst < 1e-2,
+            "{:?}: chunked vs joint mean {mean}, max {worst}",
+            opts.divergence
+        );
+        assert_eq!(one.z.dims(), &[150, 2]);
+    }
+    assert!(log_prob_chunked(&model, p.as_ref(), &x, &dopri(1e-5), 0, 2).is_err());
+}
