@@ -14,7 +14,7 @@
 use crate::data::Points;
 use crate::ode::{self, Method, Tolerance};
 use crate::process::Process;
-use crate::score::{times, ScoreModel};
+use crate::score::{pf_velocity, times, ScoreModel};
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
@@ -102,11 +102,6 @@ pub struct LikelihoodOutput {
     pub z: Tensor,
     /// Evaluations of the ODE right-hand side (each one score and one divergence).
     pub nfe: usize,
-}
-
-/// Probability-flow velocity f(t) x − ½ g(t)² s.
-fn pf_velocity(process: &dyn Process, x: &Tensor, s: &Tensor, t: f64) -> Result<Tensor> {
-    Ok(((x * process.drift_coef(t))? - (s * (0.5 * process.g2(t)))?)?)
 }
 
 /// Integrates dy/dt = f(y, t) from t0 to t1; returns the end state and the NFE.

@@ -1,7 +1,7 @@
 //! Score networks: an MLP on [x, embed(t)] whose output is read through a `Parameterisation`.
 
 use crate::process::{Process, ProcessConfig};
-use crate::score::{column, DivergenceModel, Parameterisation, ScoreModel};
+use crate::score::{basis, column, DivergenceModel, Parameterisation, ScoreModel};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng;
@@ -276,12 +276,10 @@ impl ScoreNet {
         let (n, d) = x.dims2()?;
         let m = v.map_or(0, |v| v.dims()[0]);
         // first-order tangents: the d unit vectors (for the gradient), then the m directions v
-        let eye = Tensor::eye(d, self.dtype, x.device())?
-            .unsqueeze(1)?
-            .broadcast_as((d, n, d))?;
+        let eye = basis(n, d, self.dtype, x.device())?;
         let dirs = match v {
             Some(v) => Tensor::cat(&[eye, v.to_dtype(self.dtype)?], 0)?,
-            None => eye.contiguous()?,
+            None => eye,
         };
         let k = d + m;
         let mut tan = dirs.reshape((k * n, d))?;
@@ -289,16 +287,8 @@ impl ScoreNet {
         let mut h = Tensor::cat(&[x.to_dtype(self.dtype)?, self.embed(t)?], 1)?;
         let layers = self.params.len() / 2;
         for i in 0..layers {
-            let (w, b) = (
-                self.params[2 * i].1.as_tensor(),
-                self.params[2 * i + 1].1.as_tensor(),
-            );
+            let (w, b, w_in) = self.layer(i, d)?;
             h = h.matmul(&w.t()?)?.broadcast_add(b)?;
-            let w_in = if i == 0 {
-                w.narrow(1, 0, d)?.contiguous()?
-            } else {
-                w.clone()
-            };
             tan = tan.matmul(&w_in.t()?)?;
             second = second.map(|s| s.matmul(&w_in.t()?)).transpose()?;
             if i + 1 < layers {
@@ -362,17 +352,9 @@ impl ScoreNet {
         let mut h = Tensor::cat(&[x.to_dtype(self.dtype)?, self.embed(t)?], 1)?;
         let layers = self.params.len() / 2;
         for i in 0..layers {
-            let (w, b) = (
-                self.params[2 * i].1.as_tensor(),
-                self.params[2 * i + 1].1.as_tensor(),
-            );
+            let (w, b, w_in) = self.layer(i, d)?;
             h = h.matmul(&w.t()?)?.broadcast_add(b)?;
             if let Some(v) = tan.as_mut() {
-                let w_in = if i == 0 {
-                    w.narrow(1, 0, d)?.contiguous()?
-                } else {
-                    w.clone()
-                };
                 *v = v.matmul(&w_in.t()?)?;
             }
             if i + 1 < layers {
@@ -389,6 +371,21 @@ impl ScoreNet {
         }
         let out_dim = h.dims()[1];
         Ok((h, tan.map(|v| v.reshape((m, n, out_dim))).transpose()?))
+    }
+
+    /// Layer i's weight, bias and the weight acting on input tangents: layer 0's first d columns
+    /// (the time embedding has no x-dependence), the whole weight elsewhere.
+    fn layer(&self, i: usize, d: usize) -> Result<(&Tensor, &Tensor, Tensor)> {
+        let (w, b) = (
+            self.params[2 * i].1.as_tensor(),
+            self.params[2 * i + 1].1.as_tensor(),
+        );
+        let w_in = if i == 0 {
+            w.narrow(1, 0, d)?.contiguous()?
+        } else {
+            w.clone()
+        };
+        Ok((w, b, w_in))
     }
 
     /// Per-row α_t and σ_t as [n, 1] f32 columns.

@@ -32,13 +32,18 @@ pub trait DivergenceModel: ScoreModel {
     /// of the d unit vectors (d Jacobian-vector products, batched).
     fn score_and_divergence(&self, x: &Tensor, t: &Tensor) -> Result<(Tensor, Tensor)> {
         let (n, d) = x.dims2()?;
-        let eye = Tensor::eye(d, x.dtype(), x.device())?
-            .unsqueeze(1)?
-            .broadcast_as((d, n, d))?
-            .contiguous()?;
+        let eye = basis(n, d, x.dtype(), x.device())?;
         let (s, q) = self.score_and_quadratic_forms(x, t, &eye)?;
         Ok((s, q.sum(0)?))
     }
+}
+
+/// The d unit vectors e_j for each of n points, [d, n, d] (exact traces as Σ_j e_jᵀ J e_j).
+pub fn basis(n: usize, d: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    Ok(Tensor::eye(d, dtype, device)?
+        .unsqueeze(1)?
+        .broadcast_as((d, n, d))?
+        .contiguous()?)
 }
 
 /// Distribution of random probe / projection directions v, all with E[v vᵀ] = I (Hutchinson
@@ -201,6 +206,11 @@ pub fn denoise(
     let alpha = column(t, x.dtype(), |t| process.alpha(t))?;
     let sigma2 = column(t, x.dtype(), |t| process.sigma(t).powi(2))?;
     Ok((x + s.broadcast_mul(&sigma2)?)?.broadcast_div(&alpha)?)
+}
+
+/// Probability-flow velocity dx/dt = f(t) x − ½ g(t)² s (Song et al. 2021, eq. 13).
+pub fn pf_velocity(process: &dyn Process, x: &Tensor, s: &Tensor, t: f64) -> Result<Tensor> {
+    Ok(((x * process.drift_coef(t))? - (s * (0.5 * process.g2(t)))?)?)
 }
 
 /// A [n] tensor filled with time t.

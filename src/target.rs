@@ -28,6 +28,15 @@ pub struct GaussianMixture {
     d: usize,
 }
 
+/// Per-point work buffers of `eval_point`, reused across points: component log-weights, the
+/// precision-times-offset vectors P_k(x − m_k) (k-major), and L⁻¹(x − m) of one component.
+#[derive(Default)]
+struct Scratch {
+    logits: Vec<f64>,
+    prec_diffs: Vec<f64>,
+    y: Vec<f64>,
+}
+
 /// One component of p_t, factorised: mean α μ, Cholesky factor L of α²Σ + σ²I, log w − ½ log det,
 /// and tr P of the precision P = (α²Σ + σ²I)⁻¹.
 struct Factor {
@@ -233,18 +242,22 @@ impl GaussianMixture {
         x: &[f64],
         d: usize,
         score: &mut [f64],
-        logits: &mut Vec<f64>,
-        prec_diffs: &mut Vec<f64>,
+        scratch: &mut Scratch,
     ) -> f64 {
+        let Scratch {
+            logits,
+            prec_diffs,
+            y,
+        } = scratch;
         logits.clear();
         prec_diffs.clear();
-        let mut y = vec![0.0; d];
+        y.resize(d, 0.0);
         for f in factors {
             // y = L⁻¹(x − m), z = L⁻ᵀ y = Σ⁻¹(x − m)
             y.iter_mut()
                 .zip(x.iter().zip(&f.mean))
                 .for_each(|(y, (x, m))| *y = x - m);
-            forward_solve(&f.chol, d, &mut y);
+            forward_solve(&f.chol, d, y);
             let quad: f64 = y.iter().map(|v| v * v).sum();
             let start = prec_diffs.len();
             prec_diffs.extend(std::iter::repeat_n(0.0, d));
@@ -285,15 +298,14 @@ impl GaussianMixture {
         let n = x.len() / d;
         let mut logp = Vec::with_capacity(n);
         let mut score = vec![0.0; x.len()];
-        let (mut logits, mut pd) = (Vec::new(), Vec::new());
+        let mut scratch = Scratch::default();
         for i in 0..n {
             logp.push(Self::eval_point(
                 &factors,
                 &x[i * d..(i + 1) * d],
                 d,
                 &mut score[i * d..(i + 1) * d],
-                &mut logits,
-                &mut pd,
+                &mut scratch,
             ));
         }
         Ok((logp, score))
@@ -328,13 +340,13 @@ impl GaussianMixture {
         let factors = self.factors(alpha, sigma)?;
         let mut score = vec![0.0; x.len()];
         let mut out = vec![0.0; m * n];
-        let (mut logits, mut pd) = (Vec::new(), Vec::new());
+        let mut scratch = Scratch::default();
         let mut buf = vec![0.0; d];
         let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(a, b)| a * b).sum::<f64>();
         for i in 0..n {
             let s = &mut score[i * d..(i + 1) * d];
-            let logp =
-                Self::eval_point(&factors, &x[i * d..(i + 1) * d], d, s, &mut logits, &mut pd);
+            let logp = Self::eval_point(&factors, &x[i * d..(i + 1) * d], d, s, &mut scratch);
+            let (logits, pd) = (&scratch.logits, &scratch.prec_diffs);
             let s = &*s;
             let r: Vec<f64> = logits.iter().map(|l| (l - logp).exp()).collect();
             let z = |k: usize| &pd[k * d..(k + 1) * d];

@@ -9,24 +9,15 @@ use super::{Batch, Projection};
 use crate::nn::ScoreNet;
 use crate::score::{probes, DivergenceModel};
 use anyhow::Result;
-use candle_core::{DType, Device, Tensor};
+use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
 
-/// The d basis directions e_j for every sample, [d, n, d].
-fn basis(n: usize, d: usize, dtype: DType, dev: &Device) -> Result<Tensor> {
-    Ok(Tensor::eye(d, dtype, dev)?
-        .unsqueeze(1)?
-        .broadcast_as((d, n, d))?
-        .contiguous()?)
-}
-
-/// ISM at level t: mean_n [½‖s(x_t)‖² + tr ∂s/∂x(x_t)], the trace as Σ_j e_jᵀ J e_j.
+/// ISM at level t: mean_n [½‖s(x_t)‖² + tr ∂s/∂x(x_t)], the exact trace of the Jacobian.
 pub fn ism(net: &ScoreNet, t: f64, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Tensor> {
-    let (n, d) = b.x0.dims2()?;
+    let n = b.x0.dims()[0];
     let z = noise(net, &b.x0, vec![t; n], rng)?;
-    let (s, q) =
-        net.score_and_quadratic_forms(&z.xt, &z.t, &basis(n, d, net.dtype(), b.x0.device())?)?;
-    let per_row = ((s.sqr()?.sum(1)? * 0.5)? + q.sum(0)?)?;
+    let (s, div) = net.score_and_divergence(&z.xt, &z.t)?;
+    let per_row = ((s.sqr()?.sum(1)? * 0.5)? + div)?;
     Ok(per_row.mean_all()?)
 }
 

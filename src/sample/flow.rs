@@ -6,7 +6,7 @@
 use super::{noise_like, Options, Trace};
 use crate::ode::{self, Method, Tolerance};
 use crate::process::Process;
-use crate::score::ScoreModel;
+use crate::score::{pf_velocity, ScoreModel};
 use anyhow::Result;
 use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
@@ -25,7 +25,7 @@ fn runge_kutta(
     let step = std::cell::Cell::new(0);
     let mut f = |x: &Tensor, t: f64| -> Result<Tensor> {
         let s = tr.borrow_mut().score(m, x, t, step.get())?;
-        Ok(((x * p.drift_coef(t))? - (s * (0.5 * p.g2(t)))?)?)
+        pf_velocity(p, x, &s, t)
     };
     let mut on_step = |i: usize, t: f64, x: &Tensor| -> Result<()> {
         step.set(i + 1);
@@ -88,7 +88,7 @@ pub fn dopri5(
     let sol = {
         let mut f = |x: &Tensor, t: f64| -> Result<Tensor> {
             let s = tr.score(m, x, t, 0)?;
-            Ok(((x * p.drift_coef(t))? - (s * (0.5 * p.g2(t)))?)?)
+            pf_velocity(p, x, &s, t)
         };
         ode::dopri5(
             &mut f,
