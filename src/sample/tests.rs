@@ -184,7 +184,8 @@ fn plain_langevin_loses_the_mode_weights() -> Result<()> {
 }
 
 /// PF-ODE endpoint error on a Gaussian target from fixed start points, against an accurate reference.
-fn endpoint_errors(name: &str, grid: Grid, steps: &[usize]) -> Vec<f64> {
+/// A correlated 2-D Gaussian target under VP with its exact score, and three fixed start points (f64).
+fn gaussian_case() -> (Arc<dyn Process>, ExactScore, Tensor) {
     let p = vp();
     let target = GaussianMixture::gaussian(vec![1.0, -0.5], vec![0.5, 0.2, 0.2, 0.3]).unwrap();
     let model = ExactScore {
@@ -192,6 +193,11 @@ fn endpoint_errors(name: &str, grid: Grid, steps: &[usize]) -> Vec<f64> {
         process: p.clone(),
     };
     let x_t = Tensor::new(&[[1.2f64, -0.3], [-0.7, 0.9], [0.1, 2.0]], &Device::Cpu).unwrap();
+    (p, model, x_t)
+}
+
+fn endpoint_errors(name: &str, grid: Grid, steps: &[usize]) -> Vec<f64> {
+    let (p, model, x_t) = gaussian_case();
     let o = Options {
         rtol: 1e-12,
         atol: 1e-12,
@@ -282,13 +288,7 @@ fn ddim_eta0_equals_dpm_solver_1() -> Result<()> {
 fn dopri5_meets_its_tolerance() {
     let fine = endpoint_errors("rk4", Grid::Uniform, &[2000])[0];
     assert!(fine < 1e-9);
-    let p = vp();
-    let target = GaussianMixture::gaussian(vec![1.0, -0.5], vec![0.5, 0.2, 0.2, 0.3]).unwrap();
-    let model = ExactScore {
-        mixture: target,
-        process: p.clone(),
-    };
-    let x_t = Tensor::new(&[[1.2f64, -0.3], [-0.7, 0.9], [0.1, 2.0]], &Device::Cpu).unwrap();
+    let (p, model, x_t) = gaussian_case();
     let (reference, _) = run(
         &model,
         p.as_ref(),
