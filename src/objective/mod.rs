@@ -188,24 +188,10 @@ impl ObjectiveConfig {
 
     /// One Monte-Carlo estimate of the loss on a batch (a scalar with gradients).
     pub fn loss(&self, net: &ScoreNet, batch: &Batch, rng: &mut ChaCha8Rng) -> Result<Tensor> {
-        let (_, d) = batch.x0.dims2()?;
-        if d != net.config.dim {
-            bail!(
-                "data have dimension {d} but the network expects {}",
-                net.config.dim
-            );
+        if let Some(r) = self.regression(net, batch, rng)? {
+            return r.loss(net);
         }
         match *self {
-            ObjectiveConfig::Dsm { weighting } => regression::dsm(net, weighting, batch, rng),
-            ObjectiveConfig::DsmLevel { t } => regression::dsm_level(net, t, batch, rng),
-            ObjectiveConfig::Ncsn { levels } => regression::ncsn(net, levels, batch, rng),
-            ObjectiveConfig::Esm { t } => regression::esm(net, t, batch, rng),
-            ObjectiveConfig::Force { weighting } => {
-                regression::force(net, weighting, batch, rng, false)
-            }
-            ObjectiveConfig::Mixed { weighting } => {
-                regression::force(net, weighting, batch, rng, true)
-            }
             ObjectiveConfig::Ism { t } => stein::ism(net, t, batch, rng),
             ObjectiveConfig::Ssm {
                 t,
@@ -224,7 +210,50 @@ impl ObjectiveConfig {
             ObjectiveConfig::FdSsm { t, projection, eps } => {
                 stein::fd_ssm(net, t, projection, eps, batch, rng)
             }
+            _ => unreachable!("every other objective is a regression"),
         }
+    }
+
+    /// Whether the objective is a regression on the raw output (`regression` gives Some).
+    pub fn is_regression(&self) -> bool {
+        !matches!(
+            self,
+            ObjectiveConfig::Ism { .. }
+                | ObjectiveConfig::Ssm { .. }
+                | ObjectiveConfig::FdSsm { .. }
+        )
+    }
+
+    /// For a regression objective, one draw of its inputs, targets and weights; None for the
+    /// Stein objectives. Draws from `rng` exactly as `loss` does.
+    pub fn regression(
+        &self,
+        net: &ScoreNet,
+        batch: &Batch,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Option<regression::Regression>> {
+        let (_, d) = batch.x0.dims2()?;
+        if d != net.config.dim {
+            bail!(
+                "data have dimension {d} but the network expects {}",
+                net.config.dim
+            );
+        }
+        Ok(Some(match *self {
+            ObjectiveConfig::Dsm { weighting } => regression::dsm(net, weighting, batch, rng)?,
+            ObjectiveConfig::DsmLevel { t } => regression::dsm_level(net, t, batch, rng)?,
+            ObjectiveConfig::Ncsn { levels } => regression::ncsn(net, levels, batch, rng)?,
+            ObjectiveConfig::Esm { t } => regression::esm(net, t, batch, rng)?,
+            ObjectiveConfig::Force { weighting } => {
+                regression::force(net, weighting, batch, rng, false)?
+            }
+            ObjectiveConfig::Mixed { weighting } => {
+                regression::force(net, weighting, batch, rng, true)?
+            }
+            ObjectiveConfig::Ism { .. }
+            | ObjectiveConfig::Ssm { .. }
+            | ObjectiveConfig::FdSsm { .. } => return Ok(None),
+        }))
     }
 }
 

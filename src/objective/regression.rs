@@ -50,23 +50,51 @@ pub fn noise(net: &ScoreNet, x0: &Tensor, ts: Vec<f64>, rng: &mut ChaCha8Rng) ->
     })
 }
 
-/// mean_n λ_n c_n² ½‖out(x_t) − out*‖², the output target chosen so that to_score(out*) = s*.
+/// A regression problem: minimise mean_n w_n ½‖out(x_t, t) − out*‖² over the network's raw output,
+/// with out* chosen so that to_score(out*) = s* and w_n = λ(t_n) c(t_n)².
+pub struct Regression {
+    /// Inputs x_t [n, d] and times t [n].
+    pub xt: Tensor,
+    pub t: Tensor,
+    /// Output-space targets out* [n, o].
+    pub target: Tensor,
+    /// Per-row weights w [n, 1].
+    pub weight: Tensor,
+}
+
+impl Regression {
+    /// The loss with candle ops (differentiable in the network's parameters).
+    pub fn loss(&self, net: &ScoreNet) -> Result<Tensor> {
+        let out = net.forward(&self.xt, &self.t)?;
+        let n = self.xt.dims()[0];
+        Ok(((out - &self.target)?
+            .sqr()?
+            .broadcast_mul(&self.weight)?
+            .sum_all()?
+            * (0.5 / n as f64))?)
+    }
+}
+
+/// The regression of the output on the score target `s_target` with weights λ(t) c(t)².
 pub fn regress(
     net: &ScoreNet,
     z: &Noised,
     s_target: &Tensor,
     lambda: impl Fn(f64) -> f64,
-) -> Result<Tensor> {
+) -> Result<Regression> {
     let p = net.process();
     let param = net.config.arch.parameterisation;
-    let w = column(&z.t, net.dtype(), |t| {
+    let weight = column(&z.t, net.dtype(), |t| {
         let c = param.score_error_scale(p.alpha(t), p.sigma(t));
         lambda(t) * c * c
     })?;
     let target = param.from_score(s_target, &z.xt, &z.alpha, &z.sigma)?;
-    let out = net.forward(&z.xt, &z.t)?;
-    let n = z.ts.len();
-    Ok(((out - target)?.sqr()?.broadcast_mul(&w)?.sum_all()? * (0.5 / n as f64))?)
+    Ok(Regression {
+        xt: z.xt.clone(),
+        t: z.t.clone(),
+        target,
+        weight,
+    })
 }
 
 /// The DSM score target −ε/σ_t.
@@ -87,7 +115,7 @@ pub fn dsm(
     weighting: Weighting,
     b: &Batch,
     rng: &mut ChaCha8Rng,
-) -> Result<Tensor> {
+) -> Result<Regression> {
     let ts = uniform_times(net, b.x0.dims()[0], rng);
     let z = noise(net, &b.x0, ts, rng)?;
     regress(net, &z, &dsm_target(&z)?, |t| {
@@ -96,7 +124,7 @@ pub fn dsm(
 }
 
 /// DSM at one level t with λ = σ_t².
-pub fn dsm_level(net: &ScoreNet, t: f64, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Tensor> {
+pub fn dsm_level(net: &ScoreNet, t: f64, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Regression> {
     let z = noise(net, &b.x0, vec![t; b.x0.dims()[0]], rng)?;
     regress(net, &z, &dsm_target(&z)?, |t| {
         net.process().sigma(t).powi(2)
@@ -104,7 +132,7 @@ pub fn dsm_level(net: &ScoreNet, t: f64, b: &Batch, rng: &mut ChaCha8Rng) -> Res
 }
 
 /// The NCSN ladder: t_k = t_min + (T − t_min)·k/(L − 1), one random level per sample, λ = σ².
-pub fn ncsn(net: &ScoreNet, levels: usize, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Tensor> {
+pub fn ncsn(net: &ScoreNet, levels: usize, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Regression> {
     let p = net.process();
     let level = |k: usize| {
         if levels == 1 {
@@ -122,7 +150,7 @@ pub fn ncsn(net: &ScoreNet, levels: usize, b: &Batch, rng: &mut ChaCha8Rng) -> R
 
 /// ESM at level t on the exact score of a known target; without one, on the data's per-sample
 /// scores F(x0) at x0 itself (the network conditioned on t; meaningful for t = t_min).
-pub fn esm(net: &ScoreNet, t: f64, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Tensor> {
+pub fn esm(net: &ScoreNet, t: f64, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Regression> {
     let n = b.x0.dims()[0];
     let mut z = noise(net, &b.x0, vec![t; n], rng)?;
     let target = match (b.truth, &b.force) {
@@ -144,7 +172,7 @@ pub fn force(
     b: &Batch,
     rng: &mut ChaCha8Rng,
     mixed: bool,
-) -> Result<Tensor> {
+) -> Result<Regression> {
     let Some(f) = &b.force else {
         bail!("force score matching needs per-sample forces F(x0) = ∇log p0(x0): a mixture target as data, or data.forces")
     };

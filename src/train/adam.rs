@@ -90,6 +90,42 @@ impl Adam {
     }
 }
 
+impl AdamStep {
+    /// One Adam step over flat buffers laid out alike (θ, moments m and v, gradient g), the same
+    /// arithmetic as `Adam::update`, and the EMA ema ← d·ema + (1 − d)·θ in the same pass.
+    /// `step` counts this step (bias corrections 1 − β^step).
+    pub fn apply_flat(
+        &self,
+        step: usize,
+        (theta, m, v): (&mut [f32], &mut [f32], &mut [f32]),
+        g: &[f32],
+        ema: Option<(&mut [f32], f64)>,
+    ) {
+        let c1 = (1.0 - self.beta1.powi(step as i32)) as f32;
+        let c2 = (1.0 - self.beta2.powi(step as i32)) as f32;
+        let (b1, b2) = (self.beta1 as f32, self.beta2 as f32);
+        let (scale, lr, eps, wd) = (
+            self.grad_scale as f32,
+            self.lr as f32,
+            self.eps as f32,
+            self.weight_decay as f32,
+        );
+        for i in 0..theta.len() {
+            let g = g[i] * scale;
+            m[i] = m[i] * b1 + g * (1.0 - b1);
+            v[i] = v[i] * b2 + g * g * (1.0 - b2);
+            let delta = (m[i] / c1) / ((v[i] / c2).sqrt() + eps) + wd * theta[i];
+            theta[i] -= delta * lr;
+        }
+        if let Some((ema, d)) = ema {
+            let d = d as f32;
+            ema.iter_mut()
+                .zip(theta.iter())
+                .for_each(|(e, p)| *e = *e * d + p * (1.0 - d));
+        }
+    }
+}
+
 /// Effective EMA decay at step k: min(decay, (1+k)/(10+k)), so short runs are not dominated by
 /// the initial weights (0.999^600 ≈ 0.55; the peer's RESULTS finding 4).
 pub fn ema_decay_at(decay: f64, step: usize) -> f64 {

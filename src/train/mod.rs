@@ -3,6 +3,7 @@
 
 pub mod adam;
 pub mod checkpoint;
+pub mod engine;
 pub mod source;
 
 use crate::config::RunConfig;
@@ -15,6 +16,7 @@ use adam::{collect_grads, ema_decay_at, ema_update, global_norm, Adam, AdamStep}
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use checkpoint::{Checkpoint, RngState};
+use engine::Engine;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -86,11 +88,15 @@ pub fn net_from_checkpoint(ck: &Checkpoint, ema: bool, device: &Device) -> Resul
     Ok(net)
 }
 
-/// Loads a checkpoint's network for sampling (EMA weights if `ema`).
+/// Loads a checkpoint's network for sampling (EMA weights if `ema`), frozen for inference (on
+/// the fused kernels on CPU; `TWEEDIE_ENGINE=candle` keeps candle ops).
 pub fn load_net(path: &Path, ema: bool, device: &Device) -> Result<(ScoreNet, Checkpoint)> {
     let ck = Checkpoint::load(path)?;
-    let net = net_from_checkpoint(&ck, ema, device)
+    let mut net = net_from_checkpoint(&ck, ema, device)
         .with_context(|| format!("{}: weights do not match the model config", path.display()))?;
+    if crate::nn::fused::enabled() {
+        net = net.for_inference()?;
+    }
     Ok((net, ck))
 }
 
@@ -117,7 +123,7 @@ pub fn train(
     let log_path = run_dir.join(METRICS_LOG);
     let t = &cfg.train;
 
-    let (net, mut adam, mut ema, mut rng, start) = if opts.resume {
+    let (net, adam, ema, mut rng, start) = if opts.resume {
         let ck = Checkpoint::load(&ck_path)?;
         if ck.model.dim != source.dim() {
             bail!(
@@ -177,21 +183,19 @@ pub fn train(
         );
     }
 
-    let save = |step: usize, rng: &ChaCha8Rng, adam: &Adam, ema: &[Tensor]| -> Result<()> {
+    let mut engine = Engine::new(&net, &cfg.objective, adam, ema)?;
+    let save = |step: usize, rng: &ChaCha8Rng, engine: &Engine| -> Result<()> {
+        let state = engine.state(&net)?;
         Checkpoint {
             model: net.config.clone(),
             run: cfg.clone(),
             step,
             rng: RngState::of(rng),
             names: net.params.iter().map(|(n, _)| n.clone()).collect(),
-            params: net
-                .params
-                .iter()
-                .map(|(_, p)| p.as_tensor().clone())
-                .collect(),
-            ema: ema.to_vec(),
-            adam_m: adam.m.clone(),
-            adam_v: adam.v.clone(),
+            params: state.params,
+            ema: state.ema,
+            adam_m: state.adam_m,
+            adam_v: state.adam_v,
             embed_w: net.embed_w.clone(),
         }
         .save(&ck_path)
@@ -225,17 +229,17 @@ pub fn train(
             device,
             truth.as_ref().map(|m| m as &dyn ScoreModel),
         )?;
-        let loss = cfg.objective.loss(&net, &batch, &mut rng)?;
-        let (loss_val, norm, lr) = match optimise(&net, &mut adam, &mut ema, &loss, t, step) {
-            Ok(v) => v,
-            Err(e) => {
-                bar.abandon();
-                return Err(e.context(format!(
-                    "the last good checkpoint is {} (step {last_saved})",
-                    ck_path.display()
-                )));
-            }
-        };
+        let (loss_val, norm, lr) =
+            match engine.step(&net, &cfg.objective, &batch, &mut rng, t, step) {
+                Ok(v) => v,
+                Err(e) => {
+                    bar.abandon();
+                    return Err(e.context(format!(
+                        "the last good checkpoint is {} (step {last_saved})",
+                        ck_path.display()
+                    )));
+                }
+            };
 
         window_loss += loss_val;
         window_n += 1;
@@ -255,7 +259,7 @@ pub fn train(
             (window_loss, window_n, window_start) = (0.0, 0, Instant::now());
         }
         if done % t.checkpoint_every == 0 || done == t.steps {
-            save(done, &rng, &adam, &ema)?;
+            save(done, &rng, &engine)?;
             last_saved = done;
         }
         bar.inc(1);
@@ -321,9 +325,23 @@ pub fn optimise(
     let loss_val = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
     let grads = collect_grads(&net.params, &loss.backward()?)?;
     let norm = global_norm(&grads)?;
-    if !loss_val.is_finite() || !norm.is_finite() {
-        bail!("training diverged at step {step} (loss {loss_val}, gradient norm {norm}); lower train.lr or set train.grad_clip");
+    check_finite(loss_val, norm, step)?;
+    let h = schedule(t, step, norm);
+    adam.update(&net.params, &grads, &h)?;
+    ema_update(ema, &net.params, ema_decay_at(t.ema_decay, step))?;
+    Ok((loss_val, norm, h.lr))
+}
+
+/// A non-finite loss or gradient norm stops training with an error that says what to change.
+fn check_finite(loss: f64, norm: f64, step: usize) -> Result<()> {
+    if !loss.is_finite() || !norm.is_finite() {
+        bail!("training diverged at step {step} (loss {loss}, gradient norm {norm}); lower train.lr or set train.grad_clip");
     }
+    Ok(())
+}
+
+/// Adam's hyper-parameters at `step`: linear warm-up of the learning rate, global-norm clipping.
+fn schedule(t: &crate::config::TrainConfig, step: usize, norm: f64) -> AdamStep {
     let lr = t.lr
         * if t.warmup > 0 {
             ((step + 1) as f64 / t.warmup as f64).min(1.0)
@@ -335,17 +353,14 @@ pub fn optimise(
     } else {
         1.0
     };
-    let h = AdamStep {
+    AdamStep {
         lr,
         beta1: t.beta1,
         beta2: t.beta2,
         eps: t.adam_eps,
         weight_decay: t.weight_decay,
         grad_scale,
-    };
-    adam.update(&net.params, &grads, &h)?;
-    ema_update(ema, &net.params, ema_decay_at(t.ema_decay, step))?;
-    Ok((loss_val, norm, lr))
+    }
 }
 
 /// Trains `net` in memory (no files, no EMA kept): for tests and experiments. Returns the losses.
@@ -357,8 +372,7 @@ pub fn fit(
     t: &crate::config::TrainConfig,
     rng: &mut ChaCha8Rng,
 ) -> Result<Vec<f64>> {
-    let mut adam = Adam::new(&net.params)?;
-    let mut ema: Vec<Tensor> = Vec::new();
+    let mut engine = Engine::new(net, objective, Adam::new(&net.params)?, Vec::new())?;
     let no_ema = crate::config::TrainConfig {
         ema_decay: 0.0,
         ..t.clone()
@@ -366,9 +380,9 @@ pub fn fit(
     let mut losses = Vec::with_capacity(t.steps);
     for step in 0..t.steps {
         let batch = source.batch(t.batch, 1.0, rng, net.device(), truth)?;
-        let loss = objective.loss(net, &batch, rng)?;
-        losses.push(optimise(net, &mut adam, &mut ema, &loss, &no_ema, step)?.0);
+        losses.push(engine.step(net, objective, &batch, rng, &no_ema, step)?.0);
     }
+    engine.sync(net)?;
     Ok(losses)
 }
 

@@ -1,9 +1,13 @@
 //! Score networks: an MLP on [x, embed(t)] whose output is read through a `Parameterisation`.
 
+pub mod fused;
+mod kernels;
+
 use crate::process::{Process, ProcessConfig};
 use crate::score::{basis, column, DivergenceModel, Parameterisation, ScoreModel};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, Var};
+pub use fused::FusedMlp;
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
@@ -150,6 +154,8 @@ pub struct ScoreNet {
     device: Device,
     /// Compute dtype: f32 for training and sampling; f64 for exact gradient checks.
     dtype: DType,
+    /// Frozen fused copy of the weights that inference runs on (see `for_inference`).
+    fused: Option<FusedMlp>,
 }
 
 impl ScoreNet {
@@ -202,7 +208,28 @@ impl ScoreNet {
             process,
             device: device.clone(),
             dtype: DType::F32,
+            fused: None,
         })
+    }
+
+    /// The network frozen for inference: on the CPU in f32, a non-energy network then runs on the
+    /// fused kernels (`FusedMlp`), with the same numbers and no autograd graph. Later changes to
+    /// `params` are not seen by the fused copy.
+    pub fn for_inference(mut self) -> Result<Self> {
+        let fusable = self.device.is_cpu()
+            && self.dtype == DType::F32
+            && self.config.arch.parameterisation != Parameterisation::Energy;
+        self.fused = if fusable {
+            Some(FusedMlp::from_net(&self)?)
+        } else {
+            None
+        };
+        Ok(self)
+    }
+
+    /// Whether inference runs on the fused CPU kernels.
+    pub fn is_fused(&self) -> bool {
+        self.fused.is_some()
     }
 
     /// The process the network was trained for.
@@ -217,6 +244,7 @@ impl ScoreNet {
         }
         self.embed_w = self.embed_w.to_dtype(dtype)?;
         self.dtype = dtype;
+        self.fused = None;
         Ok(self)
     }
 
@@ -346,6 +374,9 @@ impl ScoreNet {
             Some(shape) => bail!("tangents have shape {shape:?}, expected [m, {n}, {d}]"),
             None => 0,
         };
+        if let Some(f) = &self.fused {
+            return run_fused(f, x, t, v, m);
+        }
         let mut tan = v
             .map(|v| v.to_dtype(self.dtype)?.reshape((m * n, d)))
             .transpose()?;
@@ -401,6 +432,28 @@ impl ScoreNet {
     pub fn num_params(&self) -> usize {
         self.params.iter().map(|(_, v)| v.elem_count()).sum()
     }
+}
+
+/// `ScoreNet::run` on the fused kernels: tensors in, f32 slices through, tensors out.
+fn run_fused(
+    f: &FusedMlp,
+    x: &Tensor,
+    t: &Tensor,
+    v: Option<&Tensor>,
+    m: usize,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let (n, dev) = (x.dims()[0], x.device());
+    let flat = |a: &Tensor| -> Result<Vec<f32>> {
+        Ok(a.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+    };
+    let (xs, ts) = (flat(x)?, flat(t)?);
+    let vs = v.map(flat).transpose()?;
+    let (out, tan) = f.forward(&xs, &ts, vs.as_deref().map(|v| (v, m)))?;
+    let o = f.out_dim();
+    let tan = v
+        .map(|_| Tensor::from_vec(tan, (m, n, o), dev))
+        .transpose()?;
+    Ok((Tensor::from_vec(out, (n, o), dev)?, tan))
 }
 
 impl ScoreModel for ScoreNet {

@@ -1,0 +1,286 @@
+//! CPU kernels of the fused MLP: a GEMM call (the `gemm` crate's tuned micro-kernels) and the
+//! element-wise epilogues (bias + activation and its derivatives) that run over each output block
+//! while it is still in cache. Element loops are compiled twice, plain and with AVX2+FMA, and the
+//! faster one is picked at run time.
+
+use super::Activation;
+
+/// C [m × n] (row-major, row stride `ldc`) = A·B, or C + A·B when `accumulate`; A [m × k] and
+/// B [k × n] given by (row, column) strides, so transposes cost nothing.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    (m, n, k): (usize, usize, usize),
+    c: &mut [f32],
+    ldc: usize,
+    a: &[f32],
+    (a_rs, a_cs): (usize, usize),
+    b: &[f32],
+    (b_rs, b_cs): (usize, usize),
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    // every index the product touches lies inside the slices
+    assert!(c.len() >= (m - 1) * ldc + n);
+    if k == 0 {
+        if !accumulate {
+            (0..m).for_each(|i| c[i * ldc..i * ldc + n].fill(0.0));
+        }
+        return;
+    }
+    assert!(a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
+    assert!(b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
+    // SAFETY: the asserts above bound every element gemm reads or writes.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            ldc as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// e^x in f32 (Cephes' expf: range reduction by ln 2, degree-6 polynomial, relative error
+/// ~1e-7), written with arithmetic only so that loops over it vectorise.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let p = 1.987_569_1e-4;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    // SAFETY: n is an integer in [−126, 127] after the clamp, so the conversion is exact (and,
+    // unlike `as`, vectorises).
+    let n: i32 = unsafe { n.to_int_unchecked() };
+    y * f32::from_bits(((n + 127) << 23) as u32)
+}
+
+/// The logistic function σ(z) = 1/(1 + e^{−z}).
+#[inline(always)]
+fn sigmoid(z: f32) -> f32 {
+    1.0 / (1.0 + exp(-z))
+}
+
+/// SiLU z σ(z) with its derivatives σ(1 + z(1 − σ)) and σ(1 − σ)(2 + z(1 − 2σ)).
+#[inline(always)]
+fn silu(z: f32) -> (f32, f32, f32) {
+    let s = sigmoid(z);
+    let ds = s * (1.0 - s);
+    (z * s, s + z * ds, ds * (2.0 + z * (1.0 - 2.0 * s)))
+}
+
+/// softplus max(z, 0) + log(1 + e^{−|z|}) with its derivatives σ(z) and σ(1 − σ).
+#[inline(always)]
+fn softplus(z: f32) -> (f32, f32, f32) {
+    let s = sigmoid(z);
+    (z.max(0.0) + (-z.abs()).exp().ln_1p(), s, s * (1.0 - s))
+}
+
+/// tanh z = 1 − 2/(e^{2z} + 1) with its derivatives 1 − tanh² and −2 tanh (1 − tanh²).
+#[inline(always)]
+fn tanh(z: f32) -> (f32, f32, f32) {
+    let h = 1.0 - 2.0 / (exp(2.0 * z) + 1.0);
+    let dh = 1.0 - h * h;
+    (h, dh, -2.0 * h * dh)
+}
+
+/// a(z), a'(z), a''(z) for one pre-activation.
+#[cfg(test)]
+fn activation(act: Activation, z: f32) -> (f32, f32, f32) {
+    match act {
+        Activation::Silu => silu(z),
+        Activation::Softplus => softplus(z),
+        Activation::Tanh => tanh(z),
+    }
+}
+
+/// What an epilogue keeps besides a(z): nothing, a'(z), or a'(z) and a''(z).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum Keep {
+    Value,
+    First,
+    Second,
+}
+
+/// The epilogue for one activation `f` (monomorphic, so the loops vectorise).
+#[inline(always)]
+fn epilogue(
+    z: &mut [f32],
+    bias: &[f32],
+    keep: Keep,
+    d1: &mut [f32],
+    d2: &mut [f32],
+    f: impl Fn(f32) -> (f32, f32, f32),
+) {
+    let w = bias.len();
+    match keep {
+        Keep::Value => {
+            for row in z.chunks_exact_mut(w) {
+                for (z, b) in row.iter_mut().zip(bias) {
+                    *z = f(*z + b).0;
+                }
+            }
+        }
+        Keep::First => {
+            for (row, r1) in z.chunks_exact_mut(w).zip(d1.chunks_exact_mut(w)) {
+                for ((z, b), g1) in row.iter_mut().zip(bias).zip(r1) {
+                    let (h, dh, _) = f(*z + b);
+                    (*z, *g1) = (h, dh);
+                }
+            }
+        }
+        Keep::Second => {
+            for ((row, r1), r2) in z
+                .chunks_exact_mut(w)
+                .zip(d1.chunks_exact_mut(w))
+                .zip(d2.chunks_exact_mut(w))
+            {
+                for (((z, b), g1), g2) in row.iter_mut().zip(bias).zip(r1).zip(r2) {
+                    (*z, *g1, *g2) = f(*z + b);
+                }
+            }
+        }
+    }
+}
+
+/// Whether this CPU has AVX2 and FMA (checked once).
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Defines a function whose body is compiled twice, plain and with AVX2+FMA, and runs the AVX2
+/// copy when the CPU has it (the element loops then vectorise eight lanes wide).
+macro_rules! multiversion {
+    ($(#[$m:meta])* pub fn $name:ident($($a:ident: $t:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        pub fn $name($($a: $t),*) {
+            #[inline(always)]
+            fn go($($a: $t),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2($($a: $t),*) {
+                go($($a),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if has_avx2() {
+                // SAFETY: the CPU supports the enabled features.
+                return unsafe { avx2($($a),*) };
+            }
+            go($($a),*)
+        }
+    };
+}
+
+multiversion! {
+    /// The epilogue of a linear layer over a row-major block z [rows × w]: z ← a(z + b) (or
+    /// z + b when `act` is None), and a'(z + b), a''(z + b) into `d1`, `d2` as `keep` asks.
+    pub fn bias_act(
+        z: &mut [f32],
+        bias: &[f32],
+        act: Option<Activation>,
+        keep: Keep,
+        d1: &mut [f32],
+        d2: &mut [f32],
+    ) {
+    let w = bias.len();
+    match act {
+        None => {
+            for row in z.chunks_exact_mut(w) {
+                row.iter_mut().zip(bias).for_each(|(z, b)| *z += b);
+            }
+        }
+        Some(Activation::Silu) => epilogue(z, bias, keep, d1, d2, silu),
+        Some(Activation::Softplus) => epilogue(z, bias, keep, d1, d2, softplus),
+        Some(Activation::Tanh) => epilogue(z, bias, keep, d1, d2, tanh),
+    }
+    }
+}
+
+multiversion! {
+    /// y ⊙= d row-wise, where y holds m stacked blocks [m × rows × w] and d is one block
+    /// [rows × w] (a tangent or cotangent through an activation: ż ↦ a'(z) ż).
+    pub fn scale_blocks(y: &mut [f32], d: &[f32]) {
+        for block in y.chunks_exact_mut(d.len()) {
+            block.iter_mut().zip(d).for_each(|(y, d)| *y *= d);
+        }
+    }
+}
+
+multiversion! {
+    /// acc[j] += Σ_i g[i, j] over the rows of g [rows × acc.len()] (bias gradients).
+    pub fn add_column_sums(acc: &mut [f32], g: &[f32]) {
+        for row in g.chunks_exact(acc.len()) {
+            acc.iter_mut().zip(row).for_each(|(a, g)| *a += g);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_is_accurate() {
+        for i in -800..=800 {
+            let x = i as f32 * 0.1;
+            let (got, want) = (exp(x) as f64, (x as f64).exp());
+            assert!(
+                (got - want).abs() <= 3e-7 * want,
+                "exp({x}): {got} vs {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn activation_derivatives_match_finite_differences() {
+        for act in [Activation::Silu, Activation::Softplus, Activation::Tanh] {
+            for z in [-6.0f32, -1.3, -0.2, 0.0, 0.4, 2.2, 7.0] {
+                let h = 1e-2f32;
+                let (_, d1, d2) = activation(act, z);
+                let fd1 = (activation(act, z + h).0 - activation(act, z - h).0) / (2.0 * h);
+                let fd2 = (activation(act, z + h).1 - activation(act, z - h).1) / (2.0 * h);
+                assert!((d1 - fd1).abs() < 1e-3, "{act:?} a'({z}): {d1} vs {fd1}");
+                assert!((d2 - fd2).abs() < 1e-3, "{act:?} a''({z}): {d2} vs {fd2}");
+            }
+        }
+    }
+
+    #[test]
+    fn gemm_handles_transposed_operands() {
+        // A [2 × 3], B = Aᵀ [3 × 2] read through strides: C = A Aᵀ
+        let a = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let mut c = [0.0f32; 4];
+        gemm((2, 2, 3), &mut c, 2, &a, (3, 1), &a, (1, 3), false);
+        assert_eq!(c, [14.0, 32.0, 32.0, 77.0]);
+        gemm((2, 2, 3), &mut c, 2, &a, (3, 1), &a, (1, 3), true);
+        assert_eq!(c, [28.0, 64.0, 64.0, 154.0]);
+    }
+}

@@ -1,0 +1,313 @@
+//! Two engines run the same training step: candle ops with autograd (any device, dtype and
+//! objective) and the fused CPU MLP (f32, regression objectives, non-energy networks) with a fused
+//! Adam/EMA over one flat buffer. The fused engine is chosen wherever it applies;
+//! `TWEEDIE_ENGINE=candle` forces candle (for comparisons).
+
+use super::adam::{ema_decay_at, Adam};
+use super::{check_finite, optimise, schedule};
+use crate::config::TrainConfig;
+use crate::nn::{FusedMlp, ScoreNet};
+use crate::objective::{Batch, ObjectiveConfig};
+use crate::score::Parameterisation;
+use anyhow::{Context, Result};
+use candle_core::{DType, Tensor};
+use rand_chacha::ChaCha8Rng;
+
+/// The state a checkpoint stores, each list in `ScoreNet::params` order.
+pub struct State {
+    pub params: Vec<Tensor>,
+    pub ema: Vec<Tensor>,
+    pub adam_m: Vec<Tensor>,
+    pub adam_v: Vec<Tensor>,
+}
+
+/// Where the training step runs.
+pub enum Engine {
+    /// Candle ops; the parameters live in the network's variables.
+    Candle { adam: Adam, ema: Vec<Tensor> },
+    /// The fused CPU MLP; the parameters live in its flat buffer.
+    Fused(Box<Fused>),
+}
+
+/// Flat training state of the fused engine.
+pub struct Fused {
+    mlp: FusedMlp,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    /// Empty when no EMA is kept.
+    ema: Vec<f32>,
+    grad: Vec<f32>,
+    /// Adam steps taken.
+    steps: usize,
+}
+
+/// Values of a tensor as a flat f32 vector.
+fn values(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+}
+
+impl Engine {
+    /// The fused engine if it applies to `net` and `objective`, else candle; starts from the
+    /// given Adam state and EMA (an empty EMA keeps none).
+    pub fn new(
+        net: &ScoreNet,
+        objective: &ObjectiveConfig,
+        adam: Adam,
+        ema: Vec<Tensor>,
+    ) -> Result<Self> {
+        let fusable = net.device().is_cpu()
+            && net.dtype() == DType::F32
+            && net.config.arch.parameterisation != Parameterisation::Energy
+            && objective.is_regression()
+            && crate::nn::fused::enabled();
+        if !fusable {
+            return Ok(Engine::Candle { adam, ema });
+        }
+        let mlp = FusedMlp::from_net(net)?;
+        let flat = |ts: &[Tensor]| -> Result<Vec<f32>> {
+            if ts.is_empty() {
+                return Ok(Vec::new());
+            }
+            mlp.from_tensors(ts)
+        };
+        let (m, v, ema) = (flat(&adam.m)?, flat(&adam.v)?, flat(&ema)?);
+        let grad = vec![0.0; mlp.params.len()];
+        Ok(Engine::Fused(Box::new(Fused {
+            mlp,
+            m,
+            v,
+            ema,
+            grad,
+            steps: adam.step,
+        })))
+    }
+
+    /// "fused" or "candle".
+    pub fn name(&self) -> &'static str {
+        match self {
+            Engine::Candle { .. } => "candle",
+            Engine::Fused(_) => "fused",
+        }
+    }
+
+    /// One training step (batch → loss → gradient → clipped Adam → EMA); returns (loss, gradient
+    /// norm, learning rate). A non-finite loss or gradient is an error and changes nothing.
+    pub fn step(
+        &mut self,
+        net: &ScoreNet,
+        objective: &ObjectiveConfig,
+        batch: &Batch,
+        rng: &mut ChaCha8Rng,
+        t: &TrainConfig,
+        step: usize,
+    ) -> Result<(f64, f64, f64)> {
+        match self {
+            Engine::Candle { adam, ema } => {
+                let loss = objective.loss(net, batch, rng)?;
+                optimise(net, adam, ema, &loss, t, step)
+            }
+            Engine::Fused(f) => {
+                let r = objective
+                    .regression(net, batch, rng)?
+                    .context("the fused engine runs regression objectives only")?;
+                let (xs, ts) = (values(&r.xt)?, values(&r.t)?);
+                let (target, weight) = (values(&r.target)?, values(&r.weight)?);
+                let (n, o) = (ts.len(), f.mlp.out_dim());
+                // mean_n w_n ½‖out_n − out*_n‖², as `Regression::loss`
+                let loss = f.mlp.loss_and_grad(
+                    &xs,
+                    &ts,
+                    |rows, out, g| {
+                        let mut total = 0.0f64;
+                        for (i, r) in rows.enumerate() {
+                            let w = weight[r] / n as f32;
+                            for j in 0..o {
+                                let e = out[i * o + j] - target[r * o + j];
+                                total += (0.5 * w * e * e) as f64;
+                                g[i * o + j] = w * e;
+                            }
+                        }
+                        total
+                    },
+                    &mut f.grad,
+                )?;
+                let norm = f
+                    .grad
+                    .iter()
+                    .map(|g| (*g as f64).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                check_finite(loss, norm, step)?;
+                let h = schedule(t, step, norm);
+                f.steps += 1;
+                let ema = (!f.ema.is_empty())
+                    .then(|| (f.ema.as_mut_slice(), ema_decay_at(t.ema_decay, step)));
+                h.apply_flat(
+                    f.steps,
+                    (&mut f.mlp.params, &mut f.m, &mut f.v),
+                    &f.grad,
+                    ema,
+                );
+                Ok((loss, norm, h.lr))
+            }
+        }
+    }
+
+    /// Adam steps taken.
+    pub fn steps(&self) -> usize {
+        match self {
+            Engine::Candle { adam, .. } => adam.step,
+            Engine::Fused(f) => f.steps,
+        }
+    }
+
+    /// The current weights, EMA and Adam moments as tensors on the network's device.
+    pub fn state(&self, net: &ScoreNet) -> Result<State> {
+        Ok(match self {
+            Engine::Candle { adam, ema } => State {
+                params: net
+                    .params
+                    .iter()
+                    .map(|(_, p)| p.as_tensor().clone())
+                    .collect(),
+                ema: ema.clone(),
+                adam_m: adam.m.clone(),
+                adam_v: adam.v.clone(),
+            },
+            Engine::Fused(f) => {
+                let dev = net.device();
+                let ema = if f.ema.is_empty() {
+                    Vec::new()
+                } else {
+                    f.mlp.to_tensors(&f.ema, dev)?
+                };
+                State {
+                    params: f.mlp.to_tensors(&f.mlp.params, dev)?,
+                    ema,
+                    adam_m: f.mlp.to_tensors(&f.m, dev)?,
+                    adam_v: f.mlp.to_tensors(&f.v, dev)?,
+                }
+            }
+        })
+    }
+
+    /// Writes the engine's weights into the network's variables (a no-op for candle).
+    pub fn sync(&self, net: &ScoreNet) -> Result<()> {
+        if let Engine::Fused(f) = self {
+            for ((_, var), t) in net
+                .params
+                .iter()
+                .zip(f.mlp.to_tensors(&f.mlp.params, net.device())?)
+            {
+                var.set(&t.to_dtype(var.dtype())?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::{Arch, ModelConfig};
+    use crate::objective::Weighting;
+    use crate::process::ProcessConfig;
+    use crate::target::GaussianMixture;
+    use crate::train::DataSource;
+    use candle_core::Device;
+    use rand::SeedableRng;
+
+    /// Four steps of the fused engine (weights, Adam moments, EMA) follow the candle engine: equal
+    /// losses to 1e-5 and equal weights and EMA to 1e-4 relative (Adam's first steps move every
+    /// weight by about ±lr, so a gradient within rounding of zero may move either way).
+    #[test]
+    fn fused_engine_follows_the_candle_engine() -> Result<()> {
+        let dev = Device::Cpu;
+        let source = DataSource::Mixture(GaussianMixture::named("anisotropic3")?);
+        let t = TrainConfig {
+            batch: 700,
+            grad_clip: 0.5,
+            warmup: 2,
+            weight_decay: 0.01,
+            ..TrainConfig::default()
+        };
+        for (objective, process) in [
+            (
+                ObjectiveConfig::Dsm {
+                    weighting: Weighting::Sigma2,
+                },
+                ProcessConfig::vp_default(),
+            ),
+            (
+                ObjectiveConfig::Ncsn { levels: 5 },
+                ProcessConfig::from_name("ve", 5.0)?,
+            ),
+        ] {
+            let mut cfg = ModelConfig::default_for(2, process);
+            cfg.arch = Arch {
+                width: 64,
+                parameterisation: Parameterisation::X0,
+                ..Arch::default()
+            };
+            let net = ScoreNet::new(cfg, &mut ChaCha8Rng::seed_from_u64(3), &dev)?;
+            let ema0: Vec<Tensor> = net
+                .params
+                .iter()
+                .map(|(_, p)| p.as_tensor().copy())
+                .collect::<candle_core::Result<_>>()?;
+            let run = |fused: bool| -> Result<(Vec<f64>, State)> {
+                let copy =
+                    ScoreNet::new(net.config.clone(), &mut ChaCha8Rng::seed_from_u64(3), &dev)?;
+                let mut engine =
+                    Engine::new(&copy, &objective, Adam::new(&copy.params)?, ema0.clone())?;
+                if !fused {
+                    engine = Engine::Candle {
+                        adam: Adam::new(&copy.params)?,
+                        ema: ema0.clone(),
+                    };
+                }
+                assert_eq!(engine.name(), if fused { "fused" } else { "candle" });
+                let mut rng = ChaCha8Rng::seed_from_u64(9);
+                let mut losses = Vec::new();
+                for step in 0..4 {
+                    let batch = source.batch(t.batch, 1.0, &mut rng, &dev, None)?;
+                    losses.push(
+                        engine
+                            .step(&copy, &objective, &batch, &mut rng, &t, step)?
+                            .0,
+                    );
+                }
+                Ok((losses, engine.state(&copy)?))
+            };
+            let (lf, sf) = run(true)?;
+            let (lc, sc) = run(false)?;
+            for (a, b) in lf.iter().zip(&lc) {
+                assert!((a - b).abs() < 1e-5 * b.abs(), "losses {lf:?} vs {lc:?}");
+            }
+            for (what, a, b) in [
+                ("weights", &sf.params, &sc.params),
+                ("ema", &sf.ema, &sc.ema),
+            ] {
+                let (mut num, mut den) = (0.0f64, 0.0f64);
+                for (x, y) in a.iter().zip(b) {
+                    num += (x - y)?
+                        .sqr()?
+                        .sum_all()?
+                        .to_dtype(DType::F64)?
+                        .to_scalar::<f64>()?;
+                    den += y
+                        .sqr()?
+                        .sum_all()?
+                        .to_dtype(DType::F64)?
+                        .to_scalar::<f64>()?;
+                }
+                let rel = (num / den).sqrt();
+                assert!(
+                    rel < 1e-4,
+                    "{objective:?} {what}: relative difference {rel:e}"
+                );
+            }
+        }
+        Ok(())
+    }
+}
