@@ -1,5 +1,6 @@
 //! Command definitions; each command lives in its own file.
 
+mod bench;
 mod demo;
 mod eval;
 mod experiment;
@@ -34,6 +35,8 @@ enum Command {
     Experiment(experiment::Args),
     /// Train on a 2-D toy for about a minute, sample, and write samples, figures and metrics.
     Demo(demo::Args),
+    /// Time one benchmark case (JSON); bench/suite.py runs them beside PyTorch and JAX.
+    Bench(bench::Args),
 }
 
 /// Runs the parsed command.
@@ -45,5 +48,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Nll(a) => nll::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Experiment(a) => experiment::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

@@ -177,17 +177,22 @@ fn setup(a: &Args, device: &candle_core::Device) -> Result<Setup> {
     })
 }
 
-/// Points per independent solve on the CPU: chunks side by side, each with single-threaded candle
-/// ops, are ~1.9× faster on 2 cores than one joint solve whose ops candle splits over the cores
-/// ([1000, 128] activations are too small for that to pay; docs/experiments/likelihood.md).
+/// Points per independent solve on the CPU with candle ops: chunks side by side, each with
+/// single-threaded candle ops, are ~1.9× faster on 2 cores than one joint solve whose ops candle
+/// splits over the cores ([1000, 128] activations are too small for that to pay;
+/// docs/experiments/likelihood.md). A trained run on the fused kernels is solved whole: the fused
+/// MLP splits each evaluation's rows over the cores itself.
 const CPU_CHUNK: usize = 512;
 
 /// (chunk, threads) of the solve; with threads > 1 and more than one chunk, candle's thread pools
 /// are set to one thread (before any candle op creates them) unless CANDLE_NUM_THREADS is set.
 fn parallelism(a: &Args, device: &candle_core::Device, n: usize) -> (usize, usize) {
-    let chunk = a
-        .chunk
-        .unwrap_or(if device.is_cpu() { CPU_CHUNK } else { 0 });
+    let fused_run = a.model.run.is_some() && tweedie::nn::fused::enabled();
+    let chunk = a.chunk.unwrap_or(if device.is_cpu() && !fused_run {
+        CPU_CHUNK
+    } else {
+        0
+    });
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |t| t.get()));

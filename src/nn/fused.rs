@@ -4,6 +4,7 @@
 //! batch is cut into one contiguous chunk per thread and each chunk into cache-sized blocks that
 //! run the whole network: one fork-join per call, no allocation per layer.
 
+use super::gemm::gemm;
 use super::kernels::{self, Keep};
 use super::{Embedding, ScoreNet};
 use crate::score::Parameterisation;
@@ -36,8 +37,18 @@ pub struct FusedMlp {
     embed_w: Vec<f32>,
     embed_scale: f32,
     /// Weights and biases layer by layer (W_i row-major, then b_i): `ScoreNet::params` in order.
-    pub params: Vec<f32>,
-    workspaces: Mutex<Vec<Workspace>>,
+    params: Vec<f32>,
+    scratch: Mutex<Scratch>,
+}
+
+/// What calls reuse: the transposed weights and one workspace per thread.
+#[derive(Default)]
+struct Scratch {
+    /// W_iᵀ [fan_in × fan_out] at layer i's weight offset: B operands with unit column stride.
+    wt: Vec<f32>,
+    /// Whether `wt` is out of date (the weights changed since it was made).
+    stale: bool,
+    workspaces: Vec<Workspace>,
 }
 
 /// Per-thread scratch, grown on demand and reused by every later call.
@@ -68,6 +79,19 @@ fn block_rows(width: usize) -> usize {
 fn chunks(n: usize) -> Vec<Range<usize>> {
     let k = rayon::current_num_threads().min(n.div_ceil(32)).max(1);
     (0..k).map(|i| i * n / k..(i + 1) * n / k).collect()
+}
+
+/// dst [cols × rows] = srcᵀ for src [rows × cols], in 16 × 16 tiles that stay in L1.
+fn transpose(src: &[f32], dst: &mut [f32], rows: usize, cols: usize) {
+    for r0 in (0..rows).step_by(16) {
+        for c0 in (0..cols).step_by(16) {
+            for r in r0..(r0 + 16).min(rows) {
+                for c in c0..(c0 + 16).min(cols) {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    }
 }
 
 fn resize(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -116,8 +140,25 @@ impl FusedMlp {
                 Embedding::Sinusoidal => 1000.0,
             },
             params,
-            workspaces: Mutex::new(Vec::new()),
+            scratch: Mutex::new(Scratch {
+                stale: true,
+                ..Scratch::default()
+            }),
         })
+    }
+
+    /// The flat weights and biases (`ScoreNet::params` in order, each row-major).
+    pub fn params(&self) -> &[f32] {
+        &self.params
+    }
+
+    /// The flat weights for writing (an optimiser step).
+    pub fn params_mut(&mut self) -> &mut [f32] {
+        self.scratch
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .stale = true;
+        &mut self.params
     }
 
     /// Output dimension.
@@ -185,15 +226,15 @@ impl FusedMlp {
         }
         let o = self.out_dim();
         let keep = if m > 0 { Keep::First } else { Keep::Value };
-        let parts = self.for_chunks(n, |ws, rows| {
+        let parts = self.for_chunks(n, |ws, wt, rows| {
             let mut out = Vec::with_capacity(rows.len() * o);
             let mut tan = vec![0.0f32; m * rows.len() * o];
             for block in self.blocks(rows.clone()) {
-                self.forward_block(ws, x, t, block.clone(), keep);
+                self.forward_block(ws, wt, x, t, block.clone(), keep);
                 let len = block.len();
                 out.extend_from_slice(&ws.acts[self.layers.len()][..len * o]);
                 if let Some((v, m)) = v {
-                    let res = self.tangents_block(ws, v, n, m, block.clone());
+                    let res = self.tangents_block(ws, wt, v, n, m, block.clone());
                     for k in 0..m {
                         let dst = (k * rows.len() + block.start - rows.start) * o;
                         tan[dst..dst + len * o]
@@ -232,18 +273,18 @@ impl FusedMlp {
             );
         }
         let np = self.params.len();
-        let losses = self.for_chunks(n, |ws, rows| {
+        let losses = self.for_chunks(n, |ws, wt, rows| {
             resize(&mut ws.grads, np).fill(0.0);
             let mut total = 0.0;
             for block in self.blocks(rows) {
-                self.forward_block(ws, x, t, block.clone(), Keep::First);
+                self.forward_block(ws, wt, x, t, block.clone(), Keep::First);
                 total += self.backward_block(ws, block, &loss);
             }
             total
         });
-        let mut ws = self.lock();
+        let ws = &self.lock().workspaces;
         grad.copy_from_slice(&ws[0].grads[..np]);
-        for other in ws.iter_mut().take(losses.len()).skip(1) {
+        for other in ws.iter().take(losses.len()).skip(1) {
             grad.iter_mut().zip(&other.grads).for_each(|(g, o)| *g += o);
         }
         Ok(losses.iter().sum())
@@ -261,28 +302,46 @@ impl FusedMlp {
         Ok(n)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Workspace>> {
-        self.workspaces.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Scratch> {
+        self.scratch.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `f` on each thread's chunk of n rows with that thread's workspace; results in order.
+    /// Runs `f` on each thread's chunk of n rows with that thread's workspace and the current
+    /// transposed weights; results in chunk order.
     fn for_chunks<R: Send>(
         &self,
         n: usize,
-        f: impl Fn(&mut Workspace, Range<usize>) -> R + Sync,
+        f: impl Fn(&mut Workspace, &[f32], Range<usize>) -> R + Sync,
     ) -> Vec<R> {
         let parts = chunks(n);
-        let mut ws = self.lock();
-        while ws.len() < parts.len() {
-            ws.push(Workspace::default());
+        let mut guard = self.lock();
+        let Scratch {
+            wt,
+            stale,
+            workspaces,
+        } = &mut *guard;
+        if std::mem::take(stale) {
+            resize(wt, self.params.len());
+            for l in &self.layers {
+                transpose(
+                    &self.params[l.w..l.w + l.fan_in * l.fan_out],
+                    &mut wt[l.w..l.w + l.fan_in * l.fan_out],
+                    l.fan_out,
+                    l.fan_in,
+                );
+            }
         }
+        while workspaces.len() < parts.len() {
+            workspaces.push(Workspace::default());
+        }
+        let wt = &wt[..];
         if parts.len() == 1 {
-            return vec![f(&mut ws[0], parts[0].clone())];
+            return vec![f(&mut workspaces[0], wt, parts[0].clone())];
         }
-        ws[..parts.len()]
+        workspaces[..parts.len()]
             .par_iter_mut()
             .zip(parts)
-            .map(|(w, rows)| f(w, rows))
+            .map(|(w, rows)| f(w, wt, rows))
             .collect()
     }
 
@@ -297,6 +356,7 @@ impl FusedMlp {
     fn forward_block(
         &self,
         ws: &mut Workspace,
+        wt: &[f32],
         x: &[f32],
         t: &[f32],
         block: Range<usize>,
@@ -321,14 +381,14 @@ impl FusedMlp {
         for (i, l) in self.layers.iter().enumerate() {
             let (lo, hi) = ws.acts.split_at_mut(i + 1);
             let z = resize(&mut hi[0], rows * l.fan_out);
-            kernels::gemm(
+            gemm(
                 (rows, l.fan_out, l.fan_in),
                 z,
                 l.fan_out,
                 &lo[i],
                 (l.fan_in, 1),
-                &self.params[l.w..],
-                (1, l.fan_in),
+                &wt[l.w..],
+                l.fan_out,
                 false,
             );
             let hidden = i + 1 < nl;
@@ -353,6 +413,7 @@ impl FusedMlp {
     fn tangents_block<'w>(
         &self,
         ws: &'w mut Workspace,
+        wt: &[f32],
         v: &[f32],
         n: usize,
         m: usize,
@@ -369,15 +430,15 @@ impl FusedMlp {
         let mut width = d;
         for (i, l) in self.layers.iter().enumerate() {
             let z = resize(next, m * rows * l.fan_out);
-            // layer 0 acts on the input tangent through W's first d columns only
-            kernels::gemm(
+            // layer 0 acts on the input tangent through W's first d columns (Wᵀ's first d rows)
+            gemm(
                 (m * rows, l.fan_out, width),
                 z,
                 l.fan_out,
                 cur,
                 (width, 1),
-                &self.params[l.w..],
-                (1, l.fan_in),
+                &wt[l.w..],
+                l.fan_out,
                 false,
             );
             if i + 1 < self.layers.len() {
@@ -403,27 +464,27 @@ impl FusedMlp {
         let value = loss(block, &ws.acts[nl][..rows * o], resize(g, rows * o));
         for (i, l) in self.layers.iter().enumerate().rev() {
             let gi = &g[..rows * l.fan_out];
-            kernels::gemm(
+            gemm(
                 (l.fan_out, l.fan_in, rows),
                 &mut ws.grads[l.w..],
                 l.fan_in,
                 gi,
                 (1, l.fan_out),
                 &ws.acts[i],
-                (l.fan_in, 1),
+                l.fan_in,
                 true,
             );
             kernels::add_column_sums(&mut ws.grads[l.b..l.b + l.fan_out], gi);
             if i > 0 {
                 let gh = resize(next, rows * l.fan_in);
-                kernels::gemm(
+                gemm(
                     (rows, l.fan_in, l.fan_out),
                     gh,
                     l.fan_in,
                     gi,
                     (l.fan_out, 1),
                     &self.params[l.w..],
-                    (l.fan_in, 1),
+                    l.fan_in,
                     false,
                 );
                 kernels::scale_blocks(gh, &ws.d1[i - 1][..rows * l.fan_in]);
@@ -503,7 +564,7 @@ mod tests {
             let grads = loss.backward()?;
             let (tg, wv) = (flat(&target), flat(&w));
             let o = fused.out_dim();
-            let mut grad = vec![0.0f32; fused.params.len()];
+            let mut grad = vec![0.0f32; fused.params().len()];
             let value = fused.loss_and_grad(
                 &xs,
                 &ts,

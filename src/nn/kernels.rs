@@ -1,61 +1,8 @@
-//! CPU kernels of the fused MLP: a GEMM call (the `gemm` crate's tuned micro-kernels) and the
-//! element-wise epilogues (bias + activation and its derivatives) that run over each output block
-//! while it is still in cache. Element loops are compiled twice, plain and with AVX2+FMA, and the
+//! Element-wise CPU kernels of the fused MLP: the epilogues (bias + activation and its
+//! derivatives) that run over each GEMM output block while it is still in cache. Element loops are compiled twice, plain and with AVX2+FMA, and the
 //! faster one is picked at run time.
 
 use super::Activation;
-
-/// C [m × n] (row-major, row stride `ldc`) = A·B, or C + A·B when `accumulate`; A [m × k] and
-/// B [k × n] given by (row, column) strides, so transposes cost nothing.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm(
-    (m, n, k): (usize, usize, usize),
-    c: &mut [f32],
-    ldc: usize,
-    a: &[f32],
-    (a_rs, a_cs): (usize, usize),
-    b: &[f32],
-    (b_rs, b_cs): (usize, usize),
-    accumulate: bool,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    // every index the product touches lies inside the slices
-    assert!(c.len() >= (m - 1) * ldc + n);
-    if k == 0 {
-        if !accumulate {
-            (0..m).for_each(|i| c[i * ldc..i * ldc + n].fill(0.0));
-        }
-        return;
-    }
-    assert!(a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
-    assert!(b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
-    // SAFETY: the asserts above bound every element gemm reads or writes.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            ldc as isize,
-            accumulate,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-}
 
 /// e^x in f32 (Cephes' expf: range reduction by ln 2, degree-6 polynomial, relative error
 /// ~1e-7), written with arithmetic only so that loops over it vectorise.
@@ -166,7 +113,7 @@ fn epilogue(
 }
 
 /// Whether this CPU has AVX2 and FMA (checked once).
-fn has_avx2() -> bool {
+pub(crate) fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -271,16 +218,5 @@ mod tests {
                 assert!((d2 - fd2).abs() < 1e-3, "{act:?} a''({z}): {d2} vs {fd2}");
             }
         }
-    }
-
-    #[test]
-    fn gemm_handles_transposed_operands() {
-        // A [2 × 3], B = Aᵀ [3 × 2] read through strides: C = A Aᵀ
-        let a = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
-        let mut c = [0.0f32; 4];
-        gemm((2, 2, 3), &mut c, 2, &a, (3, 1), &a, (1, 3), false);
-        assert_eq!(c, [14.0, 32.0, 32.0, 77.0]);
-        gemm((2, 2, 3), &mut c, 2, &a, (3, 1), &a, (1, 3), true);
-        assert_eq!(c, [28.0, 64.0, 64.0, 154.0]);
     }
 }

@@ -1,6 +1,7 @@
 //! Score networks: an MLP on [x, embed(t)] whose output is read through a `Parameterisation`.
 
 pub mod fused;
+pub mod gemm;
 mod kernels;
 
 use crate::process::{Process, ProcessConfig};

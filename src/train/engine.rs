@@ -71,7 +71,7 @@ impl Engine {
             mlp.from_tensors(ts)
         };
         let (m, v, ema) = (flat(&adam.m)?, flat(&adam.v)?, flat(&ema)?);
-        let grad = vec![0.0; mlp.params.len()];
+        let grad = vec![0.0; mlp.params().len()];
         Ok(Engine::Fused(Box::new(Fused {
             mlp,
             m,
@@ -144,7 +144,7 @@ impl Engine {
                     .then(|| (f.ema.as_mut_slice(), ema_decay_at(t.ema_decay, step)));
                 h.apply_flat(
                     f.steps,
-                    (&mut f.mlp.params, &mut f.m, &mut f.v),
+                    (f.mlp.params_mut(), &mut f.m, &mut f.v),
                     &f.grad,
                     ema,
                 );
@@ -182,7 +182,7 @@ impl Engine {
                     f.mlp.to_tensors(&f.ema, dev)?
                 };
                 State {
-                    params: f.mlp.to_tensors(&f.mlp.params, dev)?,
+                    params: f.mlp.to_tensors(f.mlp.params(), dev)?,
                     ema,
                     adam_m: f.mlp.to_tensors(&f.m, dev)?,
                     adam_v: f.mlp.to_tensors(&f.v, dev)?,
@@ -197,7 +197,7 @@ impl Engine {
             for ((_, var), t) in net
                 .params
                 .iter()
-                .zip(f.mlp.to_tensors(&f.mlp.params, net.device())?)
+                .zip(f.mlp.to_tensors(f.mlp.params(), net.device())?)
             {
                 var.set(&t.to_dtype(var.dtype())?)?;
             }

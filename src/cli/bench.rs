@@ -1,0 +1,271 @@
+//! `tweedie bench`: timings of tweedie's side of the benchmark suite (bench/suite.py runs these
+//! beside the PyTorch and JAX references, alternating, and prints the ratios). Each case warms up,
+//! times `--repeats` blocks and prints one JSON line: seconds per unit (step, sample set, solve)
+//! for every block, the unit's FLOP count where it is known, NFE and the thread count.
+
+use anyhow::{bail, Result};
+use candle_core::{Device, Tensor};
+use clap::{Parser, Subcommand};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Instant;
+use tweedie::config::TrainConfig;
+use tweedie::likelihood::{self, Options as NllOptions};
+use tweedie::nn::{Arch, ModelConfig, ScoreNet};
+use tweedie::objective::{ObjectiveConfig, Projection, Weighting};
+use tweedie::process::{Process, ProcessConfig};
+use tweedie::sample::{self, grid::Grid, Plan, Trace};
+use tweedie::train::adam::Adam;
+use tweedie::train::engine::Engine;
+use tweedie::train::{self, DataSource, CHECKPOINT};
+
+#[derive(Parser)]
+pub struct Args {
+    #[command(subcommand)]
+    case: Case,
+    /// Timed blocks.
+    #[arg(long, default_value_t = 3, global = true)]
+    repeats: usize,
+}
+
+#[derive(Subcommand)]
+enum Case {
+    /// Training steps on fresh checkerboard batches (Adam lr 1e-3, EMA 0.999), the peer's MLP:
+    /// 32 Fourier features (scale 16), depth 3, SiLU, ε-prediction, VP.
+    Train {
+        #[arg(long, default_value_t = 512)]
+        batch: usize,
+        #[arg(long, default_value_t = 128)]
+        width: usize,
+        /// dsm, ism or ssm (SSM: one Rademacher projection, variance-reduced; ISM/SSM at t = 0.1).
+        #[arg(long, default_value = "dsm")]
+        objective: String,
+        /// Steps per timed block.
+        #[arg(long, default_value_t = 200)]
+        steps: usize,
+    },
+    /// Draw n samples from a run (EMA weights) with one sampler.
+    Sample {
+        #[arg(long)]
+        run: PathBuf,
+        #[arg(long, default_value = "em")]
+        sampler: String,
+        #[arg(long, default_value_t = 1000)]
+        steps: usize,
+        #[arg(long, default_value_t = 10_000)]
+        n: usize,
+    },
+    /// PF-ODE log-likelihood of a .npy of points (data coordinates): Dopri5, rtol = atol = 1e-5,
+    /// exact divergence, t from 1e-5 (as `tweedie nll`).
+    Nll {
+        #[arg(long)]
+        run: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// The machine's f32 peak: independent AVX2 FMA chains on every thread (and on one).
+    Peak,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if a.repeats == 0 {
+        bail!("--repeats must be at least 1");
+    }
+    let threads = rayon::current_num_threads();
+    let line = match a.case {
+        Case::Train {
+            batch,
+            width,
+            objective,
+            steps,
+        } => {
+            let (engine, secs, flops) = time_training(batch, width, &objective, steps, a.repeats)?;
+            json!({"case": "train", "objective": objective, "batch": batch, "width": width,
+                   "engine": engine, "seconds_per_step": secs, "flops_per_step": flops,
+                   "threads": threads})
+        }
+        Case::Sample {
+            run,
+            sampler,
+            steps,
+            n,
+        } => {
+            let (net, process) = load(&run)?;
+            let plan = Plan {
+                sampler: &sampler,
+                grid: Grid::parse("auto", &sampler)?,
+                steps,
+                options: Default::default(),
+                denoise_final: false,
+            };
+            let mut nfe = 0;
+            let secs = timed(a.repeats, || {
+                let mut trace = Trace::default();
+                let mut rng = ChaCha8Rng::seed_from_u64(0);
+                sample::generate(
+                    &net,
+                    process.as_ref(),
+                    &plan,
+                    n,
+                    &mut rng,
+                    &Device::Cpu,
+                    &mut trace,
+                )?;
+                nfe = trace.nfe;
+                Ok(())
+            })?;
+            json!({"case": "sample", "sampler": sampler, "steps": steps, "n": n, "nfe": nfe,
+                   "fused": net.is_fused(), "seconds": secs,
+                   "flops": nfe as f64 * n as f64 * 2.0 * net.num_params() as f64,
+                   "threads": threads})
+        }
+        Case::Nll { run, data } => {
+            let (net, process) = load(&run)?;
+            let ck = train::checkpoint::Checkpoint::load(&run.join(CHECKPOINT))?;
+            let pts = tweedie::data::read_points(&data)?.scaled(1.0 / ck.run.data.scale);
+            let x = Tensor::from_vec(pts.data, (pts.n, pts.d), &Device::Cpu)?;
+            let mut nfe = 0;
+            let secs = timed(a.repeats, || {
+                let out = likelihood::log_prob(&net, process.as_ref(), &x, &NllOptions::default())?;
+                nfe = out.nfe;
+                Ok(())
+            })?;
+            json!({"case": "nll", "n": pts.n, "nfe": nfe, "fused": net.is_fused(),
+                   "seconds": secs, "threads": threads})
+        }
+        Case::Peak => {
+            let all = peak_gflops(threads);
+            let one = peak_gflops(1);
+            json!({"case": "peak", "gflops": all, "gflops_one_thread": one, "threads": threads,
+                   "how": "12 independent 8-lane FMA chains per thread, 2 flops per lane, 2e8 iterations"})
+        }
+    };
+    println!("{line}");
+    Ok(())
+}
+
+/// One warm-up call, then `repeats` timed calls of `f`; seconds of each.
+fn timed(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+    f()?;
+    (0..repeats)
+        .map(|_| {
+            let t0 = Instant::now();
+            f()?;
+            Ok(t0.elapsed().as_secs_f64())
+        })
+        .collect()
+}
+
+/// A run's EMA network, frozen for inference, and its process.
+fn load(run: &std::path::Path) -> Result<(ScoreNet, Box<dyn Process>)> {
+    let (net, ck) = train::load_net(&run.join(CHECKPOINT), true, &Device::Cpu)?;
+    Ok((net, ck.model.process.build()?))
+}
+
+/// (engine, seconds per step of each block, approximate FLOPs per step: 6 · batch · parameters
+/// for DSM's forward and backward).
+fn time_training(
+    batch: usize,
+    width: usize,
+    objective: &str,
+    steps: usize,
+    repeats: usize,
+) -> Result<(&'static str, Vec<f64>, f64)> {
+    let objective = match objective {
+        "dsm" => ObjectiveConfig::Dsm {
+            weighting: Weighting::Sigma2,
+        },
+        "ism" => ObjectiveConfig::Ism { t: 0.1 },
+        "ssm" => ObjectiveConfig::Ssm {
+            t: 0.1,
+            projection: Projection::Rademacher,
+            projections: 1,
+            variance_reduced: true,
+        },
+        other => bail!("unknown benchmark objective '{other}'; valid: dsm, ism, ssm"),
+    };
+    let dev = Device::Cpu;
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut config = ModelConfig::default_for(2, ProcessConfig::vp_default());
+    config.arch = Arch {
+        width,
+        ..Arch::default()
+    };
+    let net = ScoreNet::new(config, &mut rng, &dev)?;
+    let ema = net
+        .params
+        .iter()
+        .map(|(_, p)| Ok(p.as_tensor().copy()?))
+        .collect::<Result<Vec<_>>>()?;
+    let mut engine = Engine::new(&net, &objective, Adam::new(&net.params)?, ema)?;
+    let source = DataSource::Toy("checkerboard".into());
+    let t = TrainConfig {
+        batch,
+        ..TrainConfig::default()
+    };
+    let mut step = 0;
+    let mut run = |k: usize| -> Result<()> {
+        for _ in 0..k {
+            let b = source.batch(batch, 1.0, &mut rng, &dev, None)?;
+            engine.step(&net, &objective, &b, &mut rng, &t, step)?;
+            step += 1;
+        }
+        Ok(())
+    };
+    run(20)?;
+    let secs = timed(repeats, || run(steps))?
+        .into_iter()
+        .map(|s| s / steps as f64)
+        .collect();
+    let flops = 6.0 * batch as f64 * net.num_params() as f64;
+    let name = Engine::new(&net, &objective, Adam::new(&net.params)?, Vec::new())?.name();
+    Ok((name, secs, flops))
+}
+
+/// Measured f32 FMA throughput of `threads` threads, GFLOP/s.
+fn peak_gflops(threads: usize) -> f64 {
+    const ITERS: u64 = 200_000_000;
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| std::hint::black_box(fma_chains(ITERS)));
+        }
+    });
+    (threads as u64 * ITERS * 12 * 16) as f64 / t0.elapsed().as_secs_f64() / 1e9
+}
+
+/// 12 independent 8-lane FMA chains (enough to cover the FMA latency on two pipes).
+fn fma_chains(iters: u64) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features.
+        return unsafe { fma_chains_avx2(iters) };
+    }
+    let mut acc = [1.0f32; 96];
+    for _ in 0..iters {
+        acc.iter_mut().for_each(|a| *a = *a * 0.999_999 + 1e-7);
+    }
+    acc.iter().sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_chains_avx2(iters: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let (b, c) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+    let mut acc = [_mm256_set1_ps(1.0); 12];
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = _mm256_fmadd_ps(*a, b, c);
+        }
+    }
+    let mut sum = _mm256_setzero_ps();
+    for a in acc {
+        sum = _mm256_add_ps(sum, a);
+    }
+    let mut out = [0.0f32; 8];
+    _mm256_storeu_ps(out.as_mut_ptr(), sum);
+    out.iter().sum()
+}
