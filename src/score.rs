@@ -176,14 +176,21 @@ impl Parameterisation {
         })
     }
 
-    /// c(t) with ‖s − s*‖ = c(t)·‖out − out*‖: turns an output error into a score error.
-    pub fn score_error_scale(&self, alpha: f64, sigma: f64) -> f64 {
+    /// (A, B) with s = A·out + B·x at one time: ε̂ (−1/σ, 0); x̂0 (α/σ², −1/σ²);
+    /// v̂ (−α/((α² + σ²)σ), −1/(α² + σ²)); the score (and energy gradient) (1, 0).
+    pub fn score_coefficients(&self, alpha: f64, sigma: f64) -> (f64, f64) {
+        let norm = alpha * alpha + sigma * sigma;
         match self {
-            Parameterisation::Eps => 1.0 / sigma,
-            Parameterisation::X0 => alpha / (sigma * sigma),
-            Parameterisation::V => alpha / ((alpha * alpha + sigma * sigma) * sigma),
-            Parameterisation::Score | Parameterisation::Energy => 1.0,
+            Parameterisation::Eps => (-1.0 / sigma, 0.0),
+            Parameterisation::X0 => (alpha / (sigma * sigma), -1.0 / (sigma * sigma)),
+            Parameterisation::V => (-alpha / (norm * sigma), -1.0 / norm),
+            Parameterisation::Score | Parameterisation::Energy => (1.0, 0.0),
         }
+    }
+
+    /// c(t) = |A| with ‖s − s*‖ = c(t)·‖out − out*‖: turns an output error into a score error.
+    pub fn score_error_scale(&self, alpha: f64, sigma: f64) -> f64 {
+        self.score_coefficients(alpha, sigma).0.abs()
     }
 }
 
@@ -243,6 +250,11 @@ mod tests {
             let got = p.to_score(&target, &x, &alpha, &sigma)?;
             let err = (got - &want)?.abs()?.max_all()?.to_scalar::<f64>()?;
             assert!(err < 1e-12, "{p:?}: {err}");
+            // s = A·out + B·x, the scalar form the fused kernels use
+            let (ca, cb) = p.score_coefficients(a, s);
+            let affine = (target.affine(ca, 0.0)? + x.affine(cb, 0.0)?)?;
+            let err = (affine - &want)?.abs()?.max_all()?.to_scalar::<f64>()?;
+            assert!(err < 1e-12, "{p:?}: score coefficients off by {err}");
             // perturb the output by δ and check ‖Δs‖ = c‖δ‖
             let delta = Tensor::new(&[[1e-3f64, 0.0], [0.0, 0.0]], &dev)?;
             let moved = p.to_score(&(target + &delta)?, &x, &alpha, &sigma)?;

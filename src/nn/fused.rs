@@ -59,10 +59,13 @@ struct Workspace {
     /// a'(z_i) and a''(z_i) of each hidden layer [rows × width].
     d1: Vec<Vec<f32>>,
     d2: Vec<Vec<f32>>,
-    /// Tangents [m × rows × width], ping-pong.
-    tan: [Vec<f32>; 2],
-    /// Cotangents [rows × width], ping-pong.
+    /// tin[i]: the input tangents of layer i [m × rows × fan_in]; tin[L]: the output's.
+    tin: Vec<Vec<f32>>,
+    /// Pre-activation tangents ż_i of each hidden layer (kept for the reverse pass through them).
+    zdot: Vec<Vec<f32>>,
+    /// Cotangents of activations [rows × width] and of tangents [m × rows × width], ping-pong.
     cot: [Vec<f32>; 2],
+    cot_tan: [Vec<f32>; 2],
     /// This thread's parameter gradient, laid out like `params`.
     grads: Vec<f32>,
 }
@@ -234,7 +237,7 @@ impl FusedMlp {
                 let len = block.len();
                 out.extend_from_slice(&ws.acts[self.layers.len()][..len * o]);
                 if let Some((v, m)) = v {
-                    let res = self.tangents_block(ws, wt, v, n, m, block.clone());
+                    let res = self.tangents_block(ws, wt, v, n, m, block.clone(), false);
                     for k in 0..m {
                         let dst = (k * rows.len() + block.start - rows.start) * o;
                         tan[dst..dst + len * o]
@@ -265,22 +268,55 @@ impl FusedMlp {
         F: Fn(Range<usize>, &[f32], &mut [f32]) -> f64 + Sync,
     {
         let n = self.check(x, t)?;
-        if grad.len() != self.params.len() {
+        self.accumulate(n, grad, |ws, wt, block| {
+            self.forward_block(ws, wt, x, t, block.clone(), Keep::First);
+            self.backward_block(ws, block, None, &|rows, out, _, g, _| loss(rows, out, g))
+        })
+    }
+
+    /// As `loss_and_grad` for a loss on the outputs and their tangents along v = (values
+    /// [m × n × d], m): `loss(rows, out [rows × o], tan [m × rows × o], g, g_tan)` writes ∂L/∂out
+    /// and ∂L/∂tan. The reverse pass runs through the tangent pass too (a'' terms included), so
+    /// Stein losses (ISM, SSM) get exact parameter gradients without double backward.
+    pub fn loss_and_grad_jvp<F>(
+        &self,
+        x: &[f32],
+        t: &[f32],
+        (v, m): (&[f32], usize),
+        loss: F,
+        grad: &mut [f32],
+    ) -> Result<f64>
+    where
+        F: Fn(Range<usize>, &[f32], &[f32], &mut [f32], &mut [f32]) -> f64 + Sync,
+    {
+        let n = self.check(x, t)?;
+        if v.len() != m * n * self.dim {
             bail!(
-                "gradient buffer has {} values, expected {}",
-                grad.len(),
-                self.params.len()
+                "tangents have {} values, expected {m} × {n} × {}",
+                v.len(),
+                self.dim
             );
         }
+        self.accumulate(n, grad, |ws, wt, block| {
+            self.forward_block(ws, wt, x, t, block.clone(), Keep::Second);
+            self.tangents_block(ws, wt, v, n, m, block.clone(), true);
+            self.backward_block(ws, block, Some(m), &loss)
+        })
+    }
+
+    /// Runs `per_block` (which adds into the workspace's gradient and returns its loss) over every
+    /// block of every thread's rows; sums the threads' gradients into `grad` and the losses.
+    fn accumulate<F>(&self, n: usize, grad: &mut [f32], per_block: F) -> Result<f64>
+    where
+        F: Fn(&mut Workspace, &[f32], Range<usize>) -> f64 + Sync,
+    {
         let np = self.params.len();
+        if grad.len() != np {
+            bail!("gradient buffer has {} values, expected {np}", grad.len());
+        }
         let losses = self.for_chunks(n, |ws, wt, rows| {
             resize(&mut ws.grads, np).fill(0.0);
-            let mut total = 0.0;
-            for block in self.blocks(rows) {
-                self.forward_block(ws, wt, x, t, block.clone(), Keep::First);
-                total += self.backward_block(ws, block, &loss);
-            }
-            total
+            self.blocks(rows).map(|b| per_block(ws, wt, b)).sum::<f64>()
         });
         let ws = &self.lock().workspaces;
         grad.copy_from_slice(&ws[0].grads[..np]);
@@ -409,7 +445,9 @@ impl FusedMlp {
     }
 
     /// Tangents [m × rows × out] of the block's outputs along v [m × n × d] (after
-    /// `forward_block` kept a'(z)): a layer maps ż ↦ ż W_inᵀ, an activation ż ↦ a'(z) ż.
+    /// `forward_block` kept a'(z)): a layer maps ż ↦ ż W_inᵀ, an activation ż ↦ a'(z) ż. Every
+    /// layer's input tangents stay in `tin`, and with `keep_pre` the pre-activation ones in `zdot`.
+    #[allow(clippy::too_many_arguments)]
     fn tangents_block<'w>(
         &self,
         ws: &'w mut Workspace,
@@ -418,52 +456,77 @@ impl FusedMlp {
         n: usize,
         m: usize,
         block: Range<usize>,
+        keep_pre: bool,
     ) -> &'w [f32] {
-        let (rows, d) = (block.len(), self.dim);
-        let [a, b] = &mut ws.tan;
-        let (mut cur, mut next) = (a, b);
-        let t0 = resize(cur, m * rows * d);
+        let (rows, d, nl) = (block.len(), self.dim, self.layers.len());
+        ws.tin.resize_with(nl + 1, Vec::new);
+        ws.zdot.resize_with(nl, Vec::new);
+        let t0 = resize(&mut ws.tin[0], m * rows * d);
         for k in 0..m {
             t0[k * rows * d..(k + 1) * rows * d]
                 .copy_from_slice(&v[(k * n + block.start) * d..(k * n + block.end) * d]);
         }
         let mut width = d;
         for (i, l) in self.layers.iter().enumerate() {
-            let z = resize(next, m * rows * l.fan_out);
+            let (lo, hi) = ws.tin.split_at_mut(i + 1);
+            let z = resize(&mut hi[0], m * rows * l.fan_out);
             // layer 0 acts on the input tangent through W's first d columns (Wᵀ's first d rows)
             gemm(
                 (m * rows, l.fan_out, width),
                 z,
                 l.fan_out,
-                cur,
+                &lo[i],
                 (width, 1),
                 &wt[l.w..],
                 l.fan_out,
                 false,
             );
-            if i + 1 < self.layers.len() {
+            if i + 1 < nl {
+                if keep_pre {
+                    resize(&mut ws.zdot[i], z.len()).copy_from_slice(z);
+                }
                 kernels::scale_blocks(z, &ws.d1[i][..rows * l.fan_out]);
             }
             width = l.fan_out;
-            std::mem::swap(&mut cur, &mut next);
         }
-        &cur[..m * rows * width]
+        &ws.tin[nl][..m * rows * width]
     }
 
-    /// Reverse pass over the block after `forward_block(.., Keep::First)`: the loss's ∂L/∂out,
-    /// then per layer ∂W += Gᵀ H, ∂b += Σ_rows G, G ← (G W) ⊙ a'(z). Returns the block's loss.
-    fn backward_block<F>(&self, ws: &mut Workspace, block: Range<usize>, loss: &F) -> f64
+    /// Reverse pass over the block after `forward_block` (and, with m tangents, `tangents_block`
+    /// with a'' and ż kept): the loss's ∂L/∂out (and ∂L/∂tan), then per layer ∂W += Gᵀ H (+ Ġᵀ Ḣ),
+    /// ∂b += Σ_rows G, and down through the activation: G ← a'(z) ⊙ (G W) + a''(z) ⊙ Σ_k ż_k ⊙ (Ġ_k W),
+    /// Ġ ← a'(z) ⊙ (Ġ W). Returns the block's loss.
+    fn backward_block<F>(
+        &self,
+        ws: &mut Workspace,
+        block: Range<usize>,
+        tangents: Option<usize>,
+        loss: &F,
+    ) -> f64
     where
-        F: Fn(Range<usize>, &[f32], &mut [f32]) -> f64,
+        F: Fn(Range<usize>, &[f32], &[f32], &mut [f32], &mut [f32]) -> f64,
     {
-        let rows = block.len();
-        let nl = self.layers.len();
-        let o = self.out_dim();
+        let (rows, nl, o, d) = (block.len(), self.layers.len(), self.out_dim(), self.dim);
+        let m = tangents.unwrap_or(0);
         let [a, b] = &mut ws.cot;
         let (mut g, mut next) = (a, b);
-        let value = loss(block, &ws.acts[nl][..rows * o], resize(g, rows * o));
+        let [a, b] = &mut ws.cot_tan;
+        let (mut gt, mut next_t) = (a, b);
+        let tan: &[f32] = if m > 0 {
+            &ws.tin[nl][..m * rows * o]
+        } else {
+            &[]
+        };
+        let value = loss(
+            block,
+            &ws.acts[nl][..rows * o],
+            tan,
+            resize(g, rows * o),
+            resize(gt, m * rows * o),
+        );
         for (i, l) in self.layers.iter().enumerate().rev() {
             let gi = &g[..rows * l.fan_out];
+            let gti = &gt[..m * rows * l.fan_out];
             gemm(
                 (l.fan_out, l.fan_in, rows),
                 &mut ws.grads[l.w..],
@@ -474,22 +537,48 @@ impl FusedMlp {
                 l.fan_in,
                 true,
             );
-            kernels::add_column_sums(&mut ws.grads[l.b..l.b + l.fan_out], gi);
-            if i > 0 {
-                let gh = resize(next, rows * l.fan_in);
+            if m > 0 {
+                // layer 0's input tangent covers only x's d columns of W
+                let k_in = if i == 0 { d } else { l.fan_in };
                 gemm(
-                    (rows, l.fan_in, l.fan_out),
-                    gh,
+                    (l.fan_out, k_in, m * rows),
+                    &mut ws.grads[l.w..],
                     l.fan_in,
-                    gi,
-                    (l.fan_out, 1),
-                    &self.params[l.w..],
-                    l.fan_in,
-                    false,
+                    gti,
+                    (1, l.fan_out),
+                    &ws.tin[i],
+                    k_in,
+                    true,
                 );
-                kernels::scale_blocks(gh, &ws.d1[i - 1][..rows * l.fan_in]);
-                std::mem::swap(&mut g, &mut next);
             }
+            kernels::add_column_sums(&mut ws.grads[l.b..l.b + l.fan_out], gi);
+            if i == 0 {
+                break;
+            }
+            let w = &self.params[l.w..];
+            let gh = resize(next, rows * l.fan_in);
+            gemm(
+                (rows, l.fan_in, l.fan_out),
+                gh,
+                l.fan_in,
+                gi,
+                (l.fan_out, 1),
+                w,
+                l.fan_in,
+                false,
+            );
+            let d1 = &ws.d1[i - 1][..rows * l.fan_in];
+            if m == 0 {
+                kernels::scale_blocks(gh, d1);
+            } else {
+                let gth = resize(next_t, m * rows * l.fan_in);
+                let k = (m * rows, l.fan_in, l.fan_out);
+                gemm(k, gth, l.fan_in, gti, (l.fan_out, 1), w, l.fan_in, false);
+                let zdot = &ws.zdot[i - 1][..m * rows * l.fan_in];
+                kernels::jvp_cotangents(gh, gth, zdot, d1, &ws.d2[i - 1][..rows * l.fan_in]);
+            }
+            std::mem::swap(&mut g, &mut next);
+            std::mem::swap(&mut gt, &mut next_t);
         }
         value
     }
@@ -597,6 +686,76 @@ mod tests {
                 .zip(fused.to_tensors(&grad, &dev)?.iter().zip(&want))
             {
                 let e = rel(&flat(got), &flat(want));
+                assert!(e < 1e-5, "{activation:?} ∂L/∂{name}: relative error {e:e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The reverse pass through the tangents (a Stein-type loss on outputs and J·v) gives the same
+    /// parameter gradients as candle's autograd through `forward_with_tangents`, to 1e-5.
+    #[test]
+    fn jvp_gradients_match_the_candle_network() -> Result<()> {
+        let dev = Device::Cpu;
+        let (n, d, m) = (900, 2, 3);
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let x = Tensor::randn(0f32, 1.0, (n, d), &dev)?;
+        let t = Tensor::rand(1e-3f32, 1.0, n, &dev)?;
+        let v = probes(Probe::Rademacher, m, n, d, &mut rng, DType::F32, &dev)?;
+        let u = Tensor::randn(0f32, 1.0, (m, n, d), &dev)?;
+        for (activation, width) in [
+            (Activation::Silu, 128),
+            (Activation::Softplus, 24),
+            (Activation::Tanh, 40),
+        ] {
+            let mut config = ModelConfig::default_for(d, ProcessConfig::vp_default());
+            config.arch = Arch {
+                width,
+                depth: 3,
+                activation,
+                ..Arch::default()
+            };
+            let net = ScoreNet::new(config, &mut rng, &dev)?;
+            let fused = FusedMlp::from_net(&net)?;
+            // L = Σ_n ½‖out_n‖²/n + Σ_{k,n} ⟨u_kn, tan_kn⟩/n
+            let (out, tan) = net.forward_with_tangents(&x, &t, &v)?;
+            let loss = ((out.sqr()?.sum_all()? * 0.5)? + (tan * &u)?.sum_all()?)?;
+            let loss = (loss / n as f64)?;
+            let grads = loss.backward()?;
+            let us = flat(&u);
+            let mut grad = vec![0.0f32; fused.params().len()];
+            let value = fused.loss_and_grad_jvp(
+                &flat(&x),
+                &flat(&t),
+                (&flat(&v), m),
+                |rows, out, tan, g, gt| {
+                    let len = rows.len();
+                    let mut l = 0.0f64;
+                    for (o, g) in out.iter().zip(g.iter_mut()) {
+                        l += 0.5 * (o * o) as f64 / n as f64;
+                        *g = o / n as f32;
+                    }
+                    for k in 0..m {
+                        for (i, r) in rows.clone().enumerate() {
+                            for j in 0..d {
+                                let (a, b) = ((k * len + i) * d + j, (k * n + r) * d + j);
+                                l += (tan[a] * us[b]) as f64 / n as f64;
+                                gt[a] = us[b] / n as f32;
+                            }
+                        }
+                    }
+                    l
+                },
+                &mut grad,
+            )?;
+            let want_loss = loss.to_scalar::<f32>()? as f64;
+            assert!(
+                (value - want_loss).abs() < 1e-5 * want_loss.abs(),
+                "loss {value} vs {want_loss}"
+            );
+            for ((name, p), got) in net.params.iter().zip(fused.to_tensors(&grad, &dev)?) {
+                let want = flat(grads.get(p.as_tensor()).unwrap());
+                let e = rel(&flat(&got), &want);
                 assert!(e < 1e-5, "{activation:?} ∂L/∂{name}: relative error {e:e}");
             }
         }

@@ -190,6 +190,21 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// Cotangents down through an activation with tangents alongside (gh = G W, gth = Ġ W):
+    /// gh ← a' ⊙ gh + a'' ⊙ Σ_k ż_k ⊙ gth_k and gth_k ← a' ⊙ gth_k, for m stacked blocks gth, ż.
+    pub fn jvp_cotangents(gh: &mut [f32], gth: &mut [f32], zdot: &[f32], d1: &[f32], d2: &[f32]) {
+        gh.iter_mut().zip(d1).for_each(|(g, a)| *g *= a);
+        let len = gh.len();
+        for (gk, zk) in gth.chunks_exact_mut(len).zip(zdot.chunks_exact(len)) {
+            for ((((g, gt), z), a1), a2) in gh.iter_mut().zip(gk.iter_mut()).zip(zk).zip(d1).zip(d2) {
+                *g += a2 * z * *gt;
+                *gt *= a1;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

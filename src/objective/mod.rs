@@ -191,8 +191,27 @@ impl ObjectiveConfig {
         if let Some(r) = self.regression(net, batch, rng)? {
             return r.loss(net);
         }
+        if let Some(s) = self.stein(net, batch, rng)? {
+            return s.loss(net);
+        }
         match *self {
-            ObjectiveConfig::Ism { t } => stein::ism(net, t, batch, rng),
+            ObjectiveConfig::FdSsm { t, projection, eps } => {
+                stein::fd_ssm(net, t, projection, eps, batch, rng)
+            }
+            _ => unreachable!("regression and Stein objectives returned above"),
+        }
+    }
+
+    /// For ISM and SSM, one draw of their inputs and directions; None otherwise. Draws from
+    /// `rng` exactly as `loss` does.
+    pub fn stein(
+        &self,
+        net: &ScoreNet,
+        batch: &Batch,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Option<stein::Stein>> {
+        Ok(Some(match *self {
+            ObjectiveConfig::Ism { t } => stein::ism(net, t, batch, rng)?,
             ObjectiveConfig::Ssm {
                 t,
                 projection,
@@ -206,22 +225,15 @@ impl ObjectiveConfig {
                 variance_reduced,
                 batch,
                 rng,
-            ),
-            ObjectiveConfig::FdSsm { t, projection, eps } => {
-                stein::fd_ssm(net, t, projection, eps, batch, rng)
-            }
-            _ => unreachable!("every other objective is a regression"),
-        }
+            )?,
+            _ => return Ok(None),
+        }))
     }
 
-    /// Whether the objective is a regression on the raw output (`regression` gives Some).
-    pub fn is_regression(&self) -> bool {
-        !matches!(
-            self,
-            ObjectiveConfig::Ism { .. }
-                | ObjectiveConfig::Ssm { .. }
-                | ObjectiveConfig::FdSsm { .. }
-        )
+    /// Whether the fused CPU engine can train this objective: every one but FD-SSM (regressions
+    /// on the raw output, and ISM/SSM through the fused tangents).
+    pub fn is_fusable(&self) -> bool {
+        !matches!(self, ObjectiveConfig::FdSsm { .. })
     }
 
     /// For a regression objective, one draw of its inputs, targets and weights; None for the

@@ -7,18 +7,40 @@
 use super::regression::noise;
 use super::{Batch, Projection};
 use crate::nn::ScoreNet;
-use crate::score::{probes, DivergenceModel};
+use crate::score::{basis, probes, DivergenceModel};
 use anyhow::Result;
 use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
+use std::ops::Range;
+
+/// One draw of a Stein objective: x_t [n, d] at times t [n] and directions v [m, n, d] (ISM: the
+/// d unit vectors; SSM: m random projections).
+pub struct Stein {
+    pub xt: Tensor,
+    pub t: Tensor,
+    pub v: Tensor,
+    pub kind: SteinKind,
+}
+
+/// Which Stein loss: ISM sums vᵀJv over the basis; SSM averages it over the projections.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SteinKind {
+    /// mean_n [½‖s‖² + Σ_j e_jᵀ J e_j].
+    Ism,
+    /// mean_{k,n} [v_kᵀ J v_k + ½(v_kᵀ s)²], or with `variance_reduced` + ½‖s‖² instead.
+    Ssm { variance_reduced: bool },
+}
 
 /// ISM at level t: mean_n [½‖s(x_t)‖² + tr ∂s/∂x(x_t)], the exact trace of the Jacobian.
-pub fn ism(net: &ScoreNet, t: f64, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Tensor> {
-    let n = b.x0.dims()[0];
+pub fn ism(net: &ScoreNet, t: f64, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Stein> {
+    let (n, d) = b.x0.dims2()?;
     let z = noise(net, &b.x0, vec![t; n], rng)?;
-    let (s, div) = net.score_and_divergence(&z.xt, &z.t)?;
-    let per_row = ((s.sqr()?.sum(1)? * 0.5)? + div)?;
-    Ok(per_row.mean_all()?)
+    Ok(Stein {
+        v: basis(n, d, net.dtype(), b.x0.device())?,
+        xt: z.xt,
+        t: z.t,
+        kind: SteinKind::Ism,
+    })
 }
 
 /// SSM at level t: mean over samples and projections of vᵀJv + ½(vᵀs)² (VR: + ½‖s‖²).
@@ -30,20 +52,108 @@ pub fn ssm(
     variance_reduced: bool,
     b: &Batch,
     rng: &mut ChaCha8Rng,
-) -> Result<Tensor> {
+) -> Result<Stein> {
     let (n, d) = b.x0.dims2()?;
     let z = noise(net, &b.x0, vec![t; n], rng)?;
-    let v = probes(kind, m, n, d, rng, net.dtype(), b.x0.device())?;
-    let (s, q) = net.score_and_quadratic_forms(&z.xt, &z.t, &v)?;
-    let quad = if variance_reduced {
-        (s.sqr()?.sum(1)? * 0.5)?
-            .unsqueeze(0)?
-            .broadcast_as((m, n))?
-            .contiguous()?
-    } else {
-        (v.broadcast_mul(&s.unsqueeze(0)?)?.sum(2)?.sqr()? * 0.5)?
-    };
-    Ok((q + quad)?.mean_all()?)
+    Ok(Stein {
+        v: probes(kind, m, n, d, rng, net.dtype(), b.x0.device())?,
+        xt: z.xt,
+        t: z.t,
+        kind: SteinKind::Ssm { variance_reduced },
+    })
+}
+
+impl Stein {
+    /// The loss with candle ops (differentiable in the network's parameters).
+    pub fn loss(&self, net: &ScoreNet) -> Result<Tensor> {
+        let (m, n, _) = self.v.dims3()?;
+        let (s, q) = net.score_and_quadratic_forms(&self.xt, &self.t, &self.v)?;
+        let half_s2 = (s.sqr()?.sum(1)? * 0.5)?;
+        Ok(match self.kind {
+            SteinKind::Ism => (half_s2 + q.sum(0)?)?.mean_all()?,
+            SteinKind::Ssm {
+                variance_reduced: true,
+            } => (q + half_s2.unsqueeze(0)?.broadcast_as((m, n))?)?.mean_all()?,
+            SteinKind::Ssm {
+                variance_reduced: false,
+            } => {
+                let vs = self.v.broadcast_mul(&s.unsqueeze(0)?)?.sum(2)?;
+                (q + (vs.sqr()? * 0.5)?)?.mean_all()?
+            }
+        })
+    }
+
+    /// The same loss on the raw outputs of rows `rows` of n, for the fused kernels: with
+    /// s = A·out + B·x (per-row `coef` (A, B)) and J_s v = A·tan + B·v, returns the block's share
+    /// and writes ∂L/∂out into g [rows × d] and ∂L/∂tan into gt [m × rows × d]. x [n × d] and
+    /// v [m × n × d] are the whole problem's values; out and tan the block's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn block_loss(
+        &self,
+        coef: &[(f32, f32)],
+        x: &[f32],
+        v: &[f32],
+        rows: Range<usize>,
+        out: &[f32],
+        tan: &[f32],
+        g: &mut [f32],
+        gt: &mut [f32],
+    ) -> f64 {
+        let (n, len) = (coef.len(), rows.len());
+        let d = x.len() / n.max(1);
+        let m = v.len() / (n * d).max(1);
+        // weight of each quadratic form: ISM sums them per row, SSM averages over projections
+        let wq = match self.kind {
+            SteinKind::Ism => 1.0 / n as f32,
+            SteinKind::Ssm { .. } => 1.0 / (m * n) as f32,
+        };
+        let mut total = 0.0f64;
+        let mut s = vec![0.0f32; d];
+        for (i, r) in rows.enumerate() {
+            let (a, b) = coef[r];
+            for j in 0..d {
+                s[j] = a * out[i * d + j] + b * x[r * d + j];
+            }
+            let gi = &mut g[i * d..(i + 1) * d];
+            if !matches!(
+                self.kind,
+                SteinKind::Ssm {
+                    variance_reduced: false
+                }
+            ) {
+                let s2: f32 = s.iter().map(|e| e * e).sum();
+                total += (0.5 * s2 / n as f32) as f64;
+                gi.iter_mut()
+                    .zip(&s)
+                    .for_each(|(g, s)| *g = a * s / n as f32);
+            } else {
+                gi.fill(0.0);
+            }
+            for k in 0..m {
+                let vk = &v[(k * n + r) * d..(k * n + r + 1) * d];
+                let tk = &tan[(k * len + i) * d..(k * len + i + 1) * d];
+                let gk = &mut gt[(k * len + i) * d..(k * len + i + 1) * d];
+                let mut q = 0.0f32;
+                for j in 0..d {
+                    q += vk[j] * (a * tk[j] + b * vk[j]);
+                    gk[j] = wq * a * vk[j];
+                }
+                total += (wq * q) as f64;
+                if self.kind
+                    == (SteinKind::Ssm {
+                        variance_reduced: false,
+                    })
+                {
+                    let vs: f32 = vk.iter().zip(&s).map(|(v, s)| v * s).sum();
+                    total += (0.5 * wq * vs * vs) as f64;
+                    gi.iter_mut()
+                        .zip(vk)
+                        .for_each(|(g, v)| *g += wq * a * vs * v);
+                }
+            }
+        }
+        total
+    }
 }
 
 /// FD-SSM at level t: u± = vᵀs(x ± εv), loss mean_n [(u₊ − u₋)/(2ε) + ⅛(u₊ + u₋)²]

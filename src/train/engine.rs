@@ -1,6 +1,6 @@
 //! Two engines run the same training step: candle ops with autograd (any device, dtype and
-//! objective) and the fused CPU MLP (f32, regression objectives, non-energy networks) with a fused
-//! Adam/EMA over one flat buffer. The fused engine is chosen wherever it applies;
+//! objective) and the fused CPU MLP (f32, non-energy networks, every objective but FD-SSM) with a
+//! fused Adam/EMA over one flat buffer. The fused engine is chosen wherever it applies;
 //! `TWEEDIE_ENGINE=candle` forces candle (for comparisons).
 
 use super::adam::{ema_decay_at, Adam};
@@ -41,6 +41,63 @@ pub struct Fused {
     steps: usize,
 }
 
+impl Fused {
+    /// One draw of the objective's loss and its gradient (into `grad`) on the fused kernels.
+    fn loss_and_grad(
+        &mut self,
+        net: &ScoreNet,
+        objective: &ObjectiveConfig,
+        batch: &Batch,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<f64> {
+        if let Some(r) = objective.regression(net, batch, rng)? {
+            let (xs, ts) = (values(&r.xt)?, values(&r.t)?);
+            let (target, weight) = (values(&r.target)?, values(&r.weight)?);
+            let (n, o) = (ts.len(), self.mlp.out_dim());
+            // mean_n w_n ½‖out_n − out*_n‖², as `Regression::loss`
+            return self.mlp.loss_and_grad(
+                &xs,
+                &ts,
+                |rows, out, g| {
+                    let mut total = 0.0f64;
+                    for (i, r) in rows.enumerate() {
+                        let w = weight[r] / n as f32;
+                        for j in 0..o {
+                            let e = out[i * o + j] - target[r * o + j];
+                            total += (0.5 * w * e * e) as f64;
+                            g[i * o + j] = w * e;
+                        }
+                    }
+                    total
+                },
+                &mut self.grad,
+            );
+        }
+        let s = objective
+            .stein(net, batch, rng)?
+            .context("the fused engine does not run FD-SSM")?;
+        let (xs, vs) = (values(&s.xt)?, values(&s.v)?);
+        let ts: Vec<f64> = s.t.to_dtype(DType::F64)?.to_vec1()?;
+        let (p, param) = (net.process(), net.config.arch.parameterisation);
+        let coef: Vec<(f32, f32)> = ts
+            .iter()
+            .map(|&t| {
+                let (a, b) = param.score_coefficients(p.alpha(t), p.sigma(t));
+                (a as f32, b as f32)
+            })
+            .collect();
+        let t32: Vec<f32> = ts.iter().map(|&t| t as f32).collect();
+        let m = s.v.dims()[0];
+        self.mlp.loss_and_grad_jvp(
+            &xs,
+            &t32,
+            (&vs, m),
+            |rows, out, tan, g, gt| s.block_loss(&coef, &xs, &vs, rows, out, tan, g, gt),
+            &mut self.grad,
+        )
+    }
+}
+
 /// Values of a tensor as a flat f32 vector.
 fn values(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
@@ -58,7 +115,7 @@ impl Engine {
         let fusable = net.device().is_cpu()
             && net.dtype() == DType::F32
             && net.config.arch.parameterisation != Parameterisation::Energy
-            && objective.is_regression()
+            && objective.is_fusable()
             && crate::nn::fused::enabled();
         if !fusable {
             return Ok(Engine::Candle { adam, ema });
@@ -107,30 +164,7 @@ impl Engine {
                 optimise(net, adam, ema, &loss, t, step)
             }
             Engine::Fused(f) => {
-                let r = objective
-                    .regression(net, batch, rng)?
-                    .context("the fused engine runs regression objectives only")?;
-                let (xs, ts) = (values(&r.xt)?, values(&r.t)?);
-                let (target, weight) = (values(&r.target)?, values(&r.weight)?);
-                let (n, o) = (ts.len(), f.mlp.out_dim());
-                // mean_n w_n ½‖out_n − out*_n‖², as `Regression::loss`
-                let loss = f.mlp.loss_and_grad(
-                    &xs,
-                    &ts,
-                    |rows, out, g| {
-                        let mut total = 0.0f64;
-                        for (i, r) in rows.enumerate() {
-                            let w = weight[r] / n as f32;
-                            for j in 0..o {
-                                let e = out[i * o + j] - target[r * o + j];
-                                total += (0.5 * w * e * e) as f64;
-                                g[i * o + j] = w * e;
-                            }
-                        }
-                        total
-                    },
-                    &mut f.grad,
-                )?;
+                let loss = f.loss_and_grad(net, objective, batch, rng)?;
                 let norm = f
                     .grad
                     .iter()
@@ -241,6 +275,25 @@ mod tests {
             (
                 ObjectiveConfig::Ncsn { levels: 5 },
                 ProcessConfig::from_name("ve", 5.0)?,
+            ),
+            (ObjectiveConfig::Ism { t: 0.3 }, ProcessConfig::vp_default()),
+            (
+                ObjectiveConfig::Ssm {
+                    t: 0.2,
+                    projection: crate::objective::Projection::Rademacher,
+                    projections: 2,
+                    variance_reduced: false,
+                },
+                ProcessConfig::from_name("ve", 5.0)?,
+            ),
+            (
+                ObjectiveConfig::Ssm {
+                    t: 0.1,
+                    projection: crate::objective::Projection::Gaussian,
+                    projections: 1,
+                    variance_reduced: true,
+                },
+                ProcessConfig::vp_default(),
             ),
         ] {
             let mut cfg = ModelConfig::default_for(2, process);
