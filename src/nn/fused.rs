@@ -408,11 +408,8 @@ impl FusedMlp {
         let h0 = resize(&mut ws.acts[0], rows * in0);
         for (r, row) in block.clone().zip(h0.chunks_exact_mut(in0)) {
             row[..d].copy_from_slice(&x[r * d..(r + 1) * d]);
-            for (k, w) in self.embed_w.iter().enumerate() {
-                // the same f32 operations as the candle network's embedding
-                let (s, c) = ((t[r] * w) * self.embed_scale).sin_cos();
-                (row[d + k], row[d + half + k]) = (s, c);
-            }
+            let (sin, cos) = row[d..d + 2 * half].split_at_mut(half);
+            kernels::embed_row(t[r], &self.embed_w, self.embed_scale, sin, cos);
         }
         for (i, l) in self.layers.iter().enumerate() {
             let (lo, hi) = ws.acts.split_at_mut(i + 1);

@@ -1,7 +1,8 @@
 //! Single-precision matrix products for the fused MLP. On AVX2+FMA CPUs a register-tiled
 //! micro-kernel (6 rows × 16 columns: 12 accumulators, two B loads and six A broadcasts per k,
-//! the classic BLIS/Goto shape for 16 ymm registers) walks B in 16-column panels that stay in L1
-//! while A's rows stream past; elsewhere the `gemm` crate does the work.
+//! the classic BLIS/Goto shape for 16 ymm registers) walks B in 16-column panels, each packed
+//! contiguously so that it stays in L1 while A's rows stream past; elsewhere the `gemm` crate
+//! does the work.
 
 /// C [m × n] (row stride `ldc`) = A·B, or C + A·B when `accumulate`. A [m × k] is read through
 /// (row, column) strides; B [k × n] must have unit column stride (row stride `ldb`).
@@ -68,8 +69,30 @@ mod avx2 {
     const NR: usize = 16;
 
     thread_local! {
-        /// A zero-padded copy of B's last, narrower-than-16 panel.
-        static TAIL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        /// The current 16-column panel of B, packed [k × 16] (zero-padded past n).
+        static PANEL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// Packs B's columns j..j+w (w ≤ 16) into a contiguous, 64-byte-aligned [k × 16] panel: with
+    /// B's own row stride (512 bytes at width 128) a panel's rows fall into a few L1 sets and
+    /// evict each other; packed, they stream through consecutive lines.
+    fn pack<'p>(
+        buf: &'p mut Vec<f32>,
+        b: &[f32],
+        ldb: usize,
+        k: usize,
+        j: usize,
+        w: usize,
+    ) -> &'p [f32] {
+        buf.resize(k * NR + 16, 0.0);
+        let skip = buf.as_ptr().align_offset(64).min(16);
+        let panel = &mut buf[skip..skip + k * NR];
+        for p in 0..k {
+            let row = &mut panel[p * NR..(p + 1) * NR];
+            row[..w].copy_from_slice(&b[p * ldb + j..p * ldb + j + w]);
+            row[w..].fill(0.0);
+        }
+        panel
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -85,44 +108,21 @@ mod avx2 {
         accumulate: bool,
     ) {
         let (a, c) = (a.as_ptr(), c.as_mut_ptr());
-        let full = n / NR * NR;
-        for j in (0..full).step_by(NR) {
-            let bp = b.as_ptr().add(j);
-            panel(
-                m,
-                k,
-                a,
-                (a_rs, a_cs),
-                bp,
-                ldb,
-                c.add(j),
-                ldc,
-                NR,
-                accumulate,
-            );
-        }
-        if full < n {
-            let w = n - full;
-            TAIL.with_borrow_mut(|tail| {
-                tail.clear();
-                tail.resize(k * NR, 0.0);
-                for p in 0..k {
-                    tail[p * NR..p * NR + w].copy_from_slice(&b[p * ldb + full..p * ldb + n]);
+        // (A packed in 6-row tiles as well measured slower here: its strided copy costs more
+        // than the six row streams it replaces)
+        PANEL.with_borrow_mut(|buf| {
+            for j in (0..n).step_by(NR) {
+                let w = NR.min(n - j);
+                // one row tile reads each panel once: packing would cost as much as it saves
+                if m <= MR && w == NR {
+                    let bp = b.as_ptr().add(j);
+                    panel(m, k, a, (a_rs, a_cs), bp, ldb, c.add(j), ldc, w, accumulate);
+                } else {
+                    let bp = pack(buf, b, ldb, k, j, w).as_ptr();
+                    panel(m, k, a, (a_rs, a_cs), bp, NR, c.add(j), ldc, w, accumulate);
                 }
-                panel(
-                    m,
-                    k,
-                    a,
-                    (a_rs, a_cs),
-                    tail.as_ptr(),
-                    NR,
-                    c.add(full),
-                    ldc,
-                    w,
-                    accumulate,
-                );
-            });
-        }
+            }
+        });
     }
 
     /// C[:, 0..w] (+)= A · B-panel for one 16-column panel of B (w ≤ 16 columns kept).
@@ -142,17 +142,8 @@ mod avx2 {
     ) {
         let mut i = 0;
         while i + MR <= m {
-            tile::<MR>(
-                k,
-                a.add(i * a_rs),
-                (a_rs, a_cs),
-                b,
-                ldb,
-                c.add(i * ldc),
-                ldc,
-                w,
-                acc,
-            );
+            let (ai, ci) = (a.add(i * a_rs), c.add(i * ldc));
+            tile::<MR>(k, ai, (a_rs, a_cs), b, ldb, ci, ldc, w, acc);
             i += MR;
         }
         let (a, c) = (a.add(i * a_rs), c.add(i * ldc));
