@@ -110,18 +110,32 @@ impl AdamStep {
             self.eps as f32,
             self.weight_decay as f32,
         );
-        for i in 0..theta.len() {
-            let g = g[i] * scale;
-            m[i] = m[i] * b1 + g * (1.0 - b1);
-            v[i] = v[i] * b2 + g * g * (1.0 - b2);
-            let delta = (m[i] / c1) / ((v[i] / c2).sqrt() + eps) + wd * theta[i];
-            theta[i] -= delta * lr;
-        }
+        use rayon::prelude::*;
+        // chunks of 8192 values spread over the threads
+        const CHUNK: usize = 8192;
+        theta
+            .par_chunks_mut(CHUNK)
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .zip(g.par_chunks(CHUNK))
+            .for_each(|(((theta, m), v), g)| {
+                for i in 0..theta.len() {
+                    let g = g[i] * scale;
+                    m[i] = m[i] * b1 + g * (1.0 - b1);
+                    v[i] = v[i] * b2 + g * g * (1.0 - b2);
+                    let delta = (m[i] / c1) / ((v[i] / c2).sqrt() + eps) + wd * theta[i];
+                    theta[i] -= delta * lr;
+                }
+            });
         if let Some((ema, d)) = ema {
             let d = d as f32;
-            ema.iter_mut()
-                .zip(theta.iter())
-                .for_each(|(e, p)| *e = *e * d + p * (1.0 - d));
+            ema.par_chunks_mut(CHUNK)
+                .zip(theta.par_chunks(CHUNK))
+                .for_each(|(e, p)| {
+                    e.iter_mut()
+                        .zip(p)
+                        .for_each(|(e, p)| *e = *e * d + p * (1.0 - d))
+                });
         }
     }
 }
