@@ -255,14 +255,25 @@ fn fma_chains(iters: u64) -> f32 {
 unsafe fn fma_chains_avx2(iters: u64) -> f32 {
     use std::arch::x86_64::*;
     let (b, c) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
-    let mut acc = [_mm256_set1_ps(1.0); 12];
+    // twelve named accumulators (an array was not kept in registers)
+    let [mut a0, mut a1, mut a2, mut a3, mut a4, mut a5] = [_mm256_set1_ps(1.0); 6];
+    let [mut a6, mut a7, mut a8, mut a9, mut a10, mut a11] = [_mm256_set1_ps(2.0); 6];
     for _ in 0..iters {
-        for a in acc.iter_mut() {
-            *a = _mm256_fmadd_ps(*a, b, c);
-        }
+        a0 = _mm256_fmadd_ps(a0, b, c);
+        a1 = _mm256_fmadd_ps(a1, b, c);
+        a2 = _mm256_fmadd_ps(a2, b, c);
+        a3 = _mm256_fmadd_ps(a3, b, c);
+        a4 = _mm256_fmadd_ps(a4, b, c);
+        a5 = _mm256_fmadd_ps(a5, b, c);
+        a6 = _mm256_fmadd_ps(a6, b, c);
+        a7 = _mm256_fmadd_ps(a7, b, c);
+        a8 = _mm256_fmadd_ps(a8, b, c);
+        a9 = _mm256_fmadd_ps(a9, b, c);
+        a10 = _mm256_fmadd_ps(a10, b, c);
+        a11 = _mm256_fmadd_ps(a11, b, c);
     }
     let mut sum = _mm256_setzero_ps();
-    for a in acc {
+    for a in [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11] {
         sum = _mm256_add_ps(sum, a);
     }
     let mut out = [0.0f32; 8];

@@ -4,9 +4,9 @@
 //! batch is cut into one contiguous chunk per thread and each chunk into cache-sized blocks that
 //! run the whole network: one fork-join per call, no allocation per layer.
 
-use super::gemm::gemm;
+use super::gemm::{gemm, gemm_bias_silu};
 use super::kernels::{self, Keep};
-use super::{Embedding, ScoreNet};
+use super::{Activation, Embedding, ScoreNet};
 use crate::score::Parameterisation;
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
@@ -68,6 +68,8 @@ struct Workspace {
     cot_tan: [Vec<f32>; 2],
     /// This thread's parameter gradient, laid out like `params`.
     grads: Vec<f32>,
+    /// Layer 0's bias, with the embedding's share folded in when the block has one time.
+    bias0: Vec<f32>,
 }
 
 /// Rows per block: one activation matrix of about 64k floats (256 KiB) stays in L2.
@@ -403,19 +405,58 @@ impl FusedMlp {
         ws.acts.resize_with(nl + 1, Vec::new);
         ws.d1.resize_with(nl, Vec::new);
         ws.d2.resize_with(nl, Vec::new);
-        let (d, half) = (self.dim, self.embed_w.len());
+        let (d, e) = (self.dim, 2 * self.embed_w.len());
         let in0 = self.layers[0].fan_in;
+        // samplers and ODE solvers evaluate every row at one time: then the embedding's share of
+        // layer 0, emb(t)·W0[:, d..]ᵀ + b0, is one row, computed once and used as layer 0's bias
+        let shared = block.clone().all(|r| t[r] == t[block.start]);
         let h0 = resize(&mut ws.acts[0], rows * in0);
+        let (first, rest) = h0.split_at_mut(in0);
+        self.embed(t[block.start], &mut first[d..]);
+        for (r, row) in block.clone().skip(1).zip(rest.chunks_exact_mut(in0)) {
+            if shared {
+                row[d..].copy_from_slice(&first[d..]);
+            } else {
+                self.embed(t[r], &mut row[d..]);
+            }
+        }
         for (r, row) in block.clone().zip(h0.chunks_exact_mut(in0)) {
             row[..d].copy_from_slice(&x[r * d..(r + 1) * d]);
-            let (sin, cos) = row[d..d + 2 * half].split_at_mut(half);
-            kernels::embed_row(t[r], &self.embed_w, self.embed_scale, sin, cos);
+        }
+        let l0 = &self.layers[0];
+        let bias0 = resize(&mut ws.bias0, l0.fan_out);
+        bias0.copy_from_slice(&self.params[l0.b..l0.b + l0.fan_out]);
+        if shared {
+            // bias0_j += Σ_k emb_k W0[j, d + k], then layer 0 needs only x's d columns
+            let emb = &h0[d..d + e];
+            for (j, b) in bias0.iter_mut().enumerate() {
+                let w = &self.params[l0.w + j * in0 + d..l0.w + (j + 1) * in0];
+                *b += w.iter().zip(emb).map(|(w, e)| w * e).sum::<f32>();
+            }
         }
         for (i, l) in self.layers.iter().enumerate() {
             let (lo, hi) = ws.acts.split_at_mut(i + 1);
             let z = resize(&mut hi[0], rows * l.fan_out);
+            let k = if i == 0 && shared { d } else { l.fan_in };
+            let hidden = i + 1 < nl;
+            let keep_here = if hidden { keep } else { Keep::Value };
+            let bias = if i == 0 {
+                &ws.bias0[..l.fan_out]
+            } else {
+                &self.params[l.b..l.b + l.fan_out]
+            };
+            let dims = (rows, l.fan_out, k);
+            if hidden && self.act == Activation::Silu && keep_here <= Keep::First {
+                // bias and SiLU applied in the GEMM's registers, no pass of their own
+                let d1 =
+                    (keep_here == Keep::First).then(|| resize(&mut ws.d1[i], rows * l.fan_out));
+                let (a, b) = (&lo[i][..], &wt[l.w..]);
+                if gemm_bias_silu(dims, z, a, (l.fan_in, 1), b, l.fan_out, bias, d1) {
+                    continue;
+                }
+            }
             gemm(
-                (rows, l.fan_out, l.fan_in),
+                dims,
                 z,
                 l.fan_out,
                 &lo[i],
@@ -424,8 +465,6 @@ impl FusedMlp {
                 l.fan_out,
                 false,
             );
-            let hidden = i + 1 < nl;
-            let keep_here = if hidden { keep } else { Keep::Value };
             let d1 = if keep_here >= Keep::First {
                 resize(&mut ws.d1[i], rows * l.fan_out)
             } else {
@@ -436,9 +475,14 @@ impl FusedMlp {
             } else {
                 &mut []
             };
-            let bias = &self.params[l.b..l.b + l.fan_out];
             kernels::bias_act(z, bias, hidden.then_some(self.act), keep_here, d1, d2);
         }
+    }
+
+    /// The time features [sin(s·t·w_k) | cos(s·t·w_k)] into `out` (the candle network's f32 ops).
+    fn embed(&self, t: f32, out: &mut [f32]) {
+        let (sin, cos) = out.split_at_mut(self.embed_w.len());
+        kernels::embed_row(t, &self.embed_w, self.embed_scale, sin, cos);
     }
 
     /// Tangents [m × rows × out] of the block's outputs along v [m × n × d] (after
@@ -755,6 +799,44 @@ mod tests {
                 let e = rel(&flat(&got), &want);
                 assert!(e < 1e-5, "{activation:?} ∂L/∂{name}: relative error {e:e}");
             }
+        }
+        Ok(())
+    }
+
+    /// When every row has the same time (samplers, ODE solves) layer 0 folds the embedding into
+    /// its bias: outputs, tangents and gradients still equal the candle network's.
+    #[test]
+    fn shared_time_matches_the_candle_network() -> Result<()> {
+        let dev = Device::Cpu;
+        let (n, d) = (700, 2);
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut config = ModelConfig::default_for(d, ProcessConfig::vp_default());
+        config.arch = Arch {
+            width: 64,
+            ..Arch::default()
+        };
+        let net = ScoreNet::new(config, &mut rng, &dev)?;
+        let fused = FusedMlp::from_net(&net)?;
+        let x = Tensor::randn(0f32, 1.0, (n, d), &dev)?;
+        let t = Tensor::full(0.37f32, n, &dev)?;
+        let v = probes(Probe::Gaussian, 2, n, d, &mut rng, DType::F32, &dev)?;
+        let (want_out, want_tan) = net.forward_with_tangents(&x, &t, &v)?;
+        let (out, tan) = fused.forward(&flat(&x), &flat(&t), Some((&flat(&v), 2)))?;
+        assert!(rel(&out, &flat(&want_out)) < 1e-5 && rel(&tan, &flat(&want_tan)) < 1e-5);
+        let grads = (net.forward(&x, &t)?.sqr()?.sum_all()? * 0.5)?.backward()?;
+        let mut grad = vec![0.0f32; fused.params().len()];
+        fused.loss_and_grad(
+            &flat(&x),
+            &flat(&t),
+            |_, out, g| {
+                g.copy_from_slice(out);
+                0.0
+            },
+            &mut grad,
+        )?;
+        for ((name, p), got) in net.params.iter().zip(fused.to_tensors(&grad, &dev)?) {
+            let e = rel(&flat(&got), &flat(grads.get(p.as_tensor()).unwrap()));
+            assert!(e < 1e-5, "∂L/∂{name}: relative error {e:e}");
         }
         Ok(())
     }

@@ -61,8 +61,48 @@ pub fn gemm(
     }
 }
 
+/// C [m × n] = SiLU(A·B + bias) with the bias and activation applied to each 6 × 16 tile in
+/// registers before it is stored (and σ(1 + z(1 − σ)) = SiLU'(z) into `d1` [m × n] when given):
+/// the epilogue costs no extra pass over C. Returns false, doing nothing, where this path does
+/// not apply (no AVX2, or n not a multiple of 16); the caller then runs `gemm` and the epilogue.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bias_silu(
+    (m, n, k): (usize, usize, usize),
+    c: &mut [f32],
+    a: &[f32],
+    (a_rs, a_cs): (usize, usize),
+    b: &[f32],
+    ldb: usize,
+    bias: &[f32],
+    d1: Option<&mut [f32]>,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if super::kernels::has_avx2() && n.is_multiple_of(16) && m > 0 && k > 0 {
+        assert!(c.len() >= m * n && bias.len() >= n);
+        assert!(a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
+        assert!(b.len() >= (k - 1) * ldb + n);
+        let d1 = match d1 {
+            Some(d) => {
+                assert!(d.len() >= m * n);
+                d.as_mut_ptr()
+            }
+            None => std::ptr::null_mut(),
+        };
+        let store = avx2::Store::Silu {
+            bias: bias.as_ptr(),
+            d1,
+        };
+        // SAFETY: the CPU has AVX2 and FMA; the asserts bound every access.
+        unsafe { avx2::gemm_with((m, n, k), c, n, a, (a_rs, a_cs), b, ldb, store) };
+        return true;
+    }
+    let _ = (m, n, k, c, a, a_rs, a_cs, b, ldb, bias, d1);
+    false
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    use crate::nn::kernels::silu_avx2::{silu8, silu8_derivative};
     use std::arch::x86_64::*;
 
     const MR: usize = 6;
@@ -95,9 +135,49 @@ mod avx2 {
         panel
     }
 
+    /// How a finished tile reaches C.
+    #[derive(Clone, Copy)]
+    pub enum Store {
+        /// C = AB.
+        Write,
+        /// C += AB.
+        Add,
+        /// C = SiLU(AB + bias), and SiLU' into d1 (laid out like C) unless it is null.
+        Silu { bias: *const f32, d1: *mut f32 },
+    }
+
+    impl Store {
+        /// The same store for the block of C that starts `offset` values and `col` columns on.
+        unsafe fn at(self, offset: usize, col: usize) -> Store {
+            match self {
+                Store::Silu { bias, d1 } => Store::Silu {
+                    bias: bias.add(col),
+                    d1: if d1.is_null() { d1 } else { d1.add(offset) },
+                },
+                other => other,
+            }
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn gemm(
+        dims: (usize, usize, usize),
+        c: &mut [f32],
+        ldc: usize,
+        a: &[f32],
+        strides: (usize, usize),
+        b: &[f32],
+        ldb: usize,
+        accumulate: bool,
+    ) {
+        let store = if accumulate { Store::Add } else { Store::Write };
+        gemm_with(dims, c, ldc, a, strides, b, ldb, store)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn gemm_with(
         (m, n, k): (usize, usize, usize),
         c: &mut [f32],
         ldc: usize,
@@ -105,7 +185,7 @@ mod avx2 {
         (a_rs, a_cs): (usize, usize),
         b: &[f32],
         ldb: usize,
-        accumulate: bool,
+        accumulate: Store,
     ) {
         let (a, c) = (a.as_ptr(), c.as_mut_ptr());
         // (A packed in 6-row tiles as well measured slower here: its strided copy costs more
@@ -116,10 +196,12 @@ mod avx2 {
                 // one row tile reads each panel once: packing would cost as much as it saves
                 if m <= MR && w == NR {
                     let bp = b.as_ptr().add(j);
-                    panel(m, k, a, (a_rs, a_cs), bp, ldb, c.add(j), ldc, w, accumulate);
+                    let st = accumulate.at(j, j);
+                    panel(m, k, a, (a_rs, a_cs), bp, ldb, c.add(j), ldc, w, st);
                 } else {
                     let bp = pack(buf, b, ldb, k, j, w).as_ptr();
-                    panel(m, k, a, (a_rs, a_cs), bp, NR, c.add(j), ldc, w, accumulate);
+                    let st = accumulate.at(j, j);
+                    panel(m, k, a, (a_rs, a_cs), bp, NR, c.add(j), ldc, w, st);
                 }
             }
         });
@@ -138,14 +220,15 @@ mod avx2 {
         c: *mut f32,
         ldc: usize,
         w: usize,
-        acc: bool,
+        acc: Store,
     ) {
         let mut i = 0;
         while i + MR <= m {
             let (ai, ci) = (a.add(i * a_rs), c.add(i * ldc));
-            tile::<MR>(k, ai, (a_rs, a_cs), b, ldb, ci, ldc, w, acc);
+            tile::<MR>(k, ai, (a_rs, a_cs), b, ldb, ci, ldc, w, acc.at(i * ldc, 0));
             i += MR;
         }
+        let acc = acc.at(i * ldc, 0);
         let (a, c) = (a.add(i * a_rs), c.add(i * ldc));
         match m - i {
             1 => tile::<1>(k, a, (a_rs, a_cs), b, ldb, c, ldc, w, acc),
@@ -169,7 +252,7 @@ mod avx2 {
         c: *mut f32,
         ldc: usize,
         w: usize,
-        acc: bool,
+        acc: Store,
     ) {
         let mut lo = [_mm256_setzero_ps(); R];
         let mut hi = [_mm256_setzero_ps(); R];
@@ -202,19 +285,36 @@ mod avx2 {
             let cp = c.add(r * ldc);
             if w == NR {
                 let (mut v0, mut v1) = (lo[r], hi[r]);
-                if acc {
-                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(cp));
-                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(cp.add(8)));
+                match acc {
+                    Store::Write => {}
+                    Store::Add => {
+                        v0 = _mm256_add_ps(v0, _mm256_loadu_ps(cp));
+                        v1 = _mm256_add_ps(v1, _mm256_loadu_ps(cp.add(8)));
+                    }
+                    Store::Silu { bias, d1 } => {
+                        let z0 = _mm256_add_ps(v0, _mm256_loadu_ps(bias));
+                        let z1 = _mm256_add_ps(v1, _mm256_loadu_ps(bias.add(8)));
+                        let (h0, s0) = silu8(z0);
+                        let (h1, s1) = silu8(z1);
+                        (v0, v1) = (h0, h1);
+                        if !d1.is_null() {
+                            let dp = d1.add(r * ldc);
+                            _mm256_storeu_ps(dp, silu8_derivative(z0, s0));
+                            _mm256_storeu_ps(dp.add(8), silu8_derivative(z1, s1));
+                        }
+                    }
                 }
                 _mm256_storeu_ps(cp, v0);
                 _mm256_storeu_ps(cp.add(8), v1);
             } else {
+                // partial panels only come from plain products (`gemm_bias_silu` needs n % 16 = 0)
                 let mut row = [0.0f32; NR];
                 _mm256_storeu_ps(row.as_mut_ptr(), lo[r]);
                 _mm256_storeu_ps(row.as_mut_ptr().add(8), hi[r]);
+                let add = matches!(acc, Store::Add);
                 for (q, v) in row.iter().enumerate().take(w) {
                     let dst = cp.add(q);
-                    *dst = if acc { *dst + v } else { *v };
+                    *dst = if add { *dst + v } else { *v };
                 }
             }
         }

@@ -157,7 +157,7 @@ pub fn bias_act(
     d2: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if act == Some(Activation::Silu) && bias.len() % 8 == 0 && has_avx2() {
+    if act == Some(Activation::Silu) && bias.len().is_multiple_of(8) && has_avx2() {
         // SAFETY: the CPU has AVX2 and FMA; rows are whole multiples of 8 lanes.
         return unsafe { silu_avx2::bias_silu(z, bias, keep, d1, d2) };
     }
@@ -167,7 +167,7 @@ pub fn bias_act(
 /// SiLU's epilogue written with AVX2 intrinsics: the auto-vectorised loop waits on `vdivps`, so
 /// σ = 1/(1 + e^{−z}) uses the reciprocal estimate and one Newton step (relative error ~1e-7).
 #[cfg(target_arch = "x86_64")]
-mod silu_avx2 {
+pub(crate) mod silu_avx2 {
     use super::Keep;
     use std::arch::x86_64::*;
 
@@ -201,6 +201,26 @@ mod silu_avx2 {
         _mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32::<23>(e)))
     }
 
+    /// (SiLU(z), σ(z)) for eight lanes; σ = 1/(1 + e^{−z}) by the reciprocal estimate and one
+    /// Newton step.
+    #[inline(always)]
+    pub unsafe fn silu8(x: __m256) -> (__m256, __m256) {
+        let den = _mm256_add_ps(
+            _mm256_set1_ps(1.0),
+            exp(_mm256_sub_ps(_mm256_setzero_ps(), x)),
+        );
+        let est = _mm256_rcp_ps(den);
+        let s = _mm256_mul_ps(est, _mm256_fnmadd_ps(den, est, _mm256_set1_ps(2.0)));
+        (_mm256_mul_ps(x, s), s)
+    }
+
+    /// SiLU'(z) = σ(1 + z(1 − σ)) from z and σ(z).
+    #[inline(always)]
+    pub unsafe fn silu8_derivative(x: __m256, s: __m256) -> __m256 {
+        let one = _mm256_set1_ps(1.0);
+        _mm256_mul_ps(s, _mm256_fmadd_ps(x, _mm256_sub_ps(one, s), one))
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn bias_silu(
         z: &mut [f32],
@@ -221,18 +241,13 @@ mod silu_avx2 {
                     _mm256_loadu_ps(z.as_ptr().add(i)),
                     _mm256_loadu_ps(bias.as_ptr().add(j)),
                 );
-                let den = _mm256_add_ps(one, exp(_mm256_sub_ps(_mm256_setzero_ps(), x)));
-                let est = _mm256_rcp_ps(den);
-                let s = _mm256_mul_ps(est, _mm256_fnmadd_ps(den, est, two));
-                _mm256_storeu_ps(z.as_mut_ptr().add(i), _mm256_mul_ps(x, s));
+                let (h, s) = silu8(x);
+                _mm256_storeu_ps(z.as_mut_ptr().add(i), h);
                 if keep >= Keep::First {
-                    // σ(1 + z(1 − σ))
-                    let one_minus = _mm256_sub_ps(one, s);
-                    let g1 = _mm256_mul_ps(s, _mm256_fmadd_ps(x, one_minus, one));
-                    _mm256_storeu_ps(d1.as_mut_ptr().add(i), g1);
+                    _mm256_storeu_ps(d1.as_mut_ptr().add(i), silu8_derivative(x, s));
                     if keep == Keep::Second {
                         // σ(1 − σ)(2 + z(1 − 2σ))
-                        let ds = _mm256_mul_ps(s, one_minus);
+                        let ds = _mm256_mul_ps(s, _mm256_sub_ps(one, s));
                         let t = _mm256_fmadd_ps(x, _mm256_fnmadd_ps(two, s, one), two);
                         _mm256_storeu_ps(d2.as_mut_ptr().add(i), _mm256_mul_ps(ds, t));
                     }
