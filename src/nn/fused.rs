@@ -4,7 +4,7 @@
 //! batch is cut into one contiguous chunk per thread and each chunk into cache-sized blocks that
 //! run the whole network: one fork-join per call, no allocation per layer.
 
-use super::gemm::{gemm, gemm_bias_silu, gemm_scaled};
+use super::gemm::{gemm, gemm_bias_silu};
 use super::kernels::{self, Keep};
 use super::{Activation, Embedding, ScoreNet};
 use crate::score::Parameterisation;
@@ -598,16 +598,20 @@ impl FusedMlp {
             }
             let w = &self.params[l.w..];
             let gh = resize(next, rows * l.fan_in);
+            gemm(
+                (rows, l.fan_in, l.fan_out),
+                gh,
+                l.fan_in,
+                gi,
+                (l.fan_out, 1),
+                w,
+                l.fan_in,
+                false,
+            );
             let d1 = &ws.d1[i - 1][..rows * l.fan_in];
-            let dims = (rows, l.fan_in, l.fan_out);
             if m == 0 {
-                // G W ⊙ a'(z), the scaling applied in the GEMM's registers where it can be
-                if !gemm_scaled(dims, gh, gi, (l.fan_out, 1), w, l.fan_in, d1) {
-                    gemm(dims, gh, l.fan_in, gi, (l.fan_out, 1), w, l.fan_in, false);
-                    kernels::scale_blocks(gh, d1);
-                }
+                kernels::scale_blocks(gh, d1);
             } else {
-                gemm(dims, gh, l.fan_in, gi, (l.fan_out, 1), w, l.fan_in, false);
                 let gth = resize(next_t, m * rows * l.fan_in);
                 let k = (m * rows, l.fan_in, l.fan_out);
                 gemm(k, gth, l.fan_in, gti, (l.fan_out, 1), w, l.fan_in, false);

@@ -100,32 +100,6 @@ pub fn gemm_bias_silu(
     false
 }
 
-/// C [m × n] = (A·B) ⊙ S with S [m × n] laid out like C (a cotangent through an activation,
-/// ḡ ↦ a'(z) ḡ, applied in registers). Returns false, doing nothing, without AVX2.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_scaled(
-    (m, n, k): (usize, usize, usize),
-    c: &mut [f32],
-    a: &[f32],
-    (a_rs, a_cs): (usize, usize),
-    b: &[f32],
-    ldb: usize,
-    scale: &[f32],
-) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if super::kernels::has_avx2() && m > 0 && n > 0 && k > 0 {
-        assert!(c.len() >= m * n && scale.len() >= m * n);
-        assert!(a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
-        assert!(b.len() >= (k - 1) * ldb + n);
-        let store = avx2::Store::Scale { s: scale.as_ptr() };
-        // SAFETY: the CPU has AVX2 and FMA; the asserts bound every access.
-        unsafe { avx2::gemm_with((m, n, k), c, n, a, (a_rs, a_cs), b, ldb, store) };
-        return true;
-    }
-    let _ = (m, n, k, c, a, a_rs, a_cs, b, ldb, scale);
-    false
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use crate::nn::kernels::silu_avx2::{silu8, silu8_derivative};
@@ -170,8 +144,6 @@ mod avx2 {
         Add,
         /// C = SiLU(AB + bias), and SiLU' into d1 (laid out like C) unless it is null.
         Silu { bias: *const f32, d1: *mut f32 },
-        /// C = AB ⊙ S, S laid out like C.
-        Scale { s: *const f32 },
     }
 
     impl Store {
@@ -182,7 +154,6 @@ mod avx2 {
                     bias: bias.add(col),
                     d1: if d1.is_null() { d1 } else { d1.add(offset) },
                 },
-                Store::Scale { s } => Store::Scale { s: s.add(offset) },
                 other => other,
             }
         }
@@ -332,26 +303,18 @@ mod avx2 {
                             _mm256_storeu_ps(dp.add(8), silu8_derivative(z1, s1));
                         }
                     }
-                    Store::Scale { s } => {
-                        let sp = s.add(r * ldc);
-                        v0 = _mm256_mul_ps(v0, _mm256_loadu_ps(sp));
-                        v1 = _mm256_mul_ps(v1, _mm256_loadu_ps(sp.add(8)));
-                    }
                 }
                 _mm256_storeu_ps(cp, v0);
                 _mm256_storeu_ps(cp.add(8), v1);
             } else {
-                // partial panels (`gemm_bias_silu` needs n % 16 = 0, so never Silu here)
+                // partial panels only come from plain products (`gemm_bias_silu` needs n % 16 = 0)
                 let mut row = [0.0f32; NR];
                 _mm256_storeu_ps(row.as_mut_ptr(), lo[r]);
                 _mm256_storeu_ps(row.as_mut_ptr().add(8), hi[r]);
+                let add = matches!(acc, Store::Add);
                 for (q, v) in row.iter().enumerate().take(w) {
                     let dst = cp.add(q);
-                    *dst = match acc {
-                        Store::Add => *dst + v,
-                        Store::Scale { s } => v * *s.add(r * ldc + q),
-                        _ => *v,
-                    };
+                    *dst = if add { *dst + v } else { *v };
                 }
             }
         }

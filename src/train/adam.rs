@@ -113,34 +113,29 @@ impl AdamStep {
         use rayon::prelude::*;
         // chunks of 8192 values spread over the threads
         const CHUNK: usize = 8192;
-        let adam = |theta: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]| {
-            for i in 0..theta.len() {
-                let g = g[i] * scale;
-                m[i] = m[i] * b1 + g * (1.0 - b1);
-                v[i] = v[i] * b2 + g * g * (1.0 - b2);
-                let delta = (m[i] / c1) / ((v[i] / c2).sqrt() + eps) + wd * theta[i];
-                theta[i] -= delta * lr;
-            }
-        };
-        let chunks = theta
+        theta
             .par_chunks_mut(CHUNK)
             .zip(m.par_chunks_mut(CHUNK))
             .zip(v.par_chunks_mut(CHUNK))
-            .zip(g.par_chunks(CHUNK));
-        // one parallel pass: each chunk's Adam step, then its EMA while it is in cache
-        match ema {
-            Some((ema, d)) => {
-                let d = d as f32;
-                chunks
-                    .zip(ema.par_chunks_mut(CHUNK))
-                    .for_each(|((((t, m), v), g), e)| {
-                        adam(t, m, v, g);
-                        e.iter_mut()
-                            .zip(t.iter())
-                            .for_each(|(e, p)| *e = *e * d + p * (1.0 - d));
-                    });
-            }
-            None => chunks.for_each(|(((t, m), v), g)| adam(t, m, v, g)),
+            .zip(g.par_chunks(CHUNK))
+            .for_each(|(((theta, m), v), g)| {
+                for i in 0..theta.len() {
+                    let g = g[i] * scale;
+                    m[i] = m[i] * b1 + g * (1.0 - b1);
+                    v[i] = v[i] * b2 + g * g * (1.0 - b2);
+                    let delta = (m[i] / c1) / ((v[i] / c2).sqrt() + eps) + wd * theta[i];
+                    theta[i] -= delta * lr;
+                }
+            });
+        if let Some((ema, d)) = ema {
+            let d = d as f32;
+            ema.par_chunks_mut(CHUNK)
+                .zip(theta.par_chunks(CHUNK))
+                .for_each(|(e, p)| {
+                    e.iter_mut()
+                        .zip(p)
+                        .for_each(|(e, p)| *e = *e * d + p * (1.0 - d))
+                });
         }
     }
 }
