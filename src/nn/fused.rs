@@ -38,17 +38,7 @@ pub struct FusedMlp {
     embed_scale: f32,
     /// Weights and biases layer by layer (W_i row-major, then b_i): `ScoreNet::params` in order.
     params: Vec<f32>,
-    scratch: Mutex<Scratch>,
-}
-
-/// What calls reuse: the transposed weights and one workspace per thread.
-#[derive(Default)]
-struct Scratch {
-    /// W_iᵀ [fan_in × fan_out] at layer i's weight offset: B operands with unit column stride.
-    wt: Vec<f32>,
-    /// Whether `wt` is out of date (the weights changed since it was made).
-    stale: bool,
-    workspaces: Vec<Workspace>,
+    workspaces: Mutex<Vec<Workspace>>,
 }
 
 /// Per-thread scratch, grown on demand and reused by every later call.
@@ -84,19 +74,6 @@ fn block_rows(width: usize) -> usize {
 fn chunks(n: usize) -> Vec<Range<usize>> {
     let k = rayon::current_num_threads().min(n.div_ceil(32)).max(1);
     (0..k).map(|i| i * n / k..(i + 1) * n / k).collect()
-}
-
-/// dst [cols × rows] = srcᵀ for src [rows × cols], in 16 × 16 tiles that stay in L1.
-fn transpose(src: &[f32], dst: &mut [f32], rows: usize, cols: usize) {
-    for r0 in (0..rows).step_by(16) {
-        for c0 in (0..cols).step_by(16) {
-            for r in r0..(r0 + 16).min(rows) {
-                for c in c0..(c0 + 16).min(cols) {
-                    dst[c * rows + r] = src[r * cols + c];
-                }
-            }
-        }
-    }
 }
 
 fn resize(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -145,10 +122,7 @@ impl FusedMlp {
                 Embedding::Sinusoidal => 1000.0,
             },
             params,
-            scratch: Mutex::new(Scratch {
-                stale: true,
-                ..Scratch::default()
-            }),
+            workspaces: Mutex::new(Vec::new()),
         })
     }
 
@@ -159,10 +133,6 @@ impl FusedMlp {
 
     /// The flat weights for writing (an optimiser step).
     pub fn params_mut(&mut self) -> &mut [f32] {
-        self.scratch
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .stale = true;
         &mut self.params
     }
 
@@ -231,15 +201,15 @@ impl FusedMlp {
         }
         let o = self.out_dim();
         let keep = if m > 0 { Keep::First } else { Keep::Value };
-        let parts = self.for_chunks(n, |ws, wt, rows| {
+        let parts = self.for_chunks(n, |ws, rows| {
             let mut out = Vec::with_capacity(rows.len() * o);
             let mut tan = vec![0.0f32; m * rows.len() * o];
             for block in self.blocks(rows.clone()) {
-                self.forward_block(ws, wt, x, t, block.clone(), keep);
+                self.forward_block(ws, x, t, block.clone(), keep);
                 let len = block.len();
                 out.extend_from_slice(&ws.acts[self.layers.len()][..len * o]);
                 if let Some((v, m)) = v {
-                    let res = self.tangents_block(ws, wt, v, n, m, block.clone(), false);
+                    let res = self.tangents_block(ws, v, n, m, block.clone(), false);
                     for k in 0..m {
                         let dst = (k * rows.len() + block.start - rows.start) * o;
                         tan[dst..dst + len * o]
@@ -270,8 +240,8 @@ impl FusedMlp {
         F: Fn(Range<usize>, &[f32], &mut [f32]) -> f64 + Sync,
     {
         let n = self.check(x, t)?;
-        self.accumulate(n, grad, |ws, wt, block| {
-            self.forward_block(ws, wt, x, t, block.clone(), Keep::First);
+        self.accumulate(n, grad, |ws, block| {
+            self.forward_block(ws, x, t, block.clone(), Keep::First);
             self.backward_block(ws, block, None, &|rows, out, _, g, _| loss(rows, out, g))
         })
     }
@@ -299,9 +269,9 @@ impl FusedMlp {
                 self.dim
             );
         }
-        self.accumulate(n, grad, |ws, wt, block| {
-            self.forward_block(ws, wt, x, t, block.clone(), Keep::Second);
-            self.tangents_block(ws, wt, v, n, m, block.clone(), true);
+        self.accumulate(n, grad, |ws, block| {
+            self.forward_block(ws, x, t, block.clone(), Keep::Second);
+            self.tangents_block(ws, v, n, m, block.clone(), true);
             self.backward_block(ws, block, Some(m), &loss)
         })
     }
@@ -310,17 +280,17 @@ impl FusedMlp {
     /// block of every thread's rows; sums the threads' gradients into `grad` and the losses.
     fn accumulate<F>(&self, n: usize, grad: &mut [f32], per_block: F) -> Result<f64>
     where
-        F: Fn(&mut Workspace, &[f32], Range<usize>) -> f64 + Sync,
+        F: Fn(&mut Workspace, Range<usize>) -> f64 + Sync,
     {
         let np = self.params.len();
         if grad.len() != np {
             bail!("gradient buffer has {} values, expected {np}", grad.len());
         }
-        let losses = self.for_chunks(n, |ws, wt, rows| {
+        let losses = self.for_chunks(n, |ws, rows| {
             resize(&mut ws.grads, np).fill(0.0);
-            self.blocks(rows).map(|b| per_block(ws, wt, b)).sum::<f64>()
+            self.blocks(rows).map(|b| per_block(ws, b)).sum::<f64>()
         });
-        let ws = &self.lock().workspaces;
+        let ws = &self.lock();
         grad.copy_from_slice(&ws[0].grads[..np]);
         for other in ws.iter().take(losses.len()).skip(1) {
             grad.iter_mut().zip(&other.grads).for_each(|(g, o)| *g += o);
@@ -340,46 +310,29 @@ impl FusedMlp {
         Ok(n)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Scratch> {
-        self.scratch.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Workspace>> {
+        self.workspaces.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `f` on each thread's chunk of n rows with that thread's workspace and the current
-    /// transposed weights; results in chunk order.
+    /// Runs `f` on each thread's chunk of n rows with that thread's workspace; results in chunk
+    /// order.
     fn for_chunks<R: Send>(
         &self,
         n: usize,
-        f: impl Fn(&mut Workspace, &[f32], Range<usize>) -> R + Sync,
+        f: impl Fn(&mut Workspace, Range<usize>) -> R + Sync,
     ) -> Vec<R> {
         let parts = chunks(n);
-        let mut guard = self.lock();
-        let Scratch {
-            wt,
-            stale,
-            workspaces,
-        } = &mut *guard;
-        if std::mem::take(stale) {
-            resize(wt, self.params.len());
-            for l in &self.layers {
-                transpose(
-                    &self.params[l.w..l.w + l.fan_in * l.fan_out],
-                    &mut wt[l.w..l.w + l.fan_in * l.fan_out],
-                    l.fan_out,
-                    l.fan_in,
-                );
-            }
-        }
+        let mut workspaces = self.lock();
         while workspaces.len() < parts.len() {
             workspaces.push(Workspace::default());
         }
-        let wt = &wt[..];
         if parts.len() == 1 {
-            return vec![f(&mut workspaces[0], wt, parts[0].clone())];
+            return vec![f(&mut workspaces[0], parts[0].clone())];
         }
         workspaces[..parts.len()]
             .par_iter_mut()
             .zip(parts)
-            .map(|(w, rows)| f(w, wt, rows))
+            .map(|(w, rows)| f(w, rows))
             .collect()
     }
 
@@ -394,7 +347,6 @@ impl FusedMlp {
     fn forward_block(
         &self,
         ws: &mut Workspace,
-        wt: &[f32],
         x: &[f32],
         t: &[f32],
         block: Range<usize>,
@@ -450,8 +402,9 @@ impl FusedMlp {
                 // bias and SiLU applied in the GEMM's registers, no pass of their own
                 let d1 =
                     (keep_here == Keep::First).then(|| resize(&mut ws.d1[i], rows * l.fan_out));
-                let (a, b) = (&lo[i][..], &wt[l.w..]);
-                if gemm_bias_silu(dims, z, a, (l.fan_in, 1), b, l.fan_out, bias, d1) {
+                // B = W_iᵀ, read from W_i through strides
+                let (a, b) = (&lo[i][..], &self.params[l.w..]);
+                if gemm_bias_silu(dims, z, a, (l.fan_in, 1), b, (1, l.fan_in), bias, d1) {
                     continue;
                 }
             }
@@ -461,8 +414,8 @@ impl FusedMlp {
                 l.fan_out,
                 &lo[i],
                 (l.fan_in, 1),
-                &wt[l.w..],
-                l.fan_out,
+                &self.params[l.w..],
+                (1, l.fan_in),
                 false,
             );
             let d1 = if keep_here >= Keep::First {
@@ -492,7 +445,6 @@ impl FusedMlp {
     fn tangents_block<'w>(
         &self,
         ws: &'w mut Workspace,
-        wt: &[f32],
         v: &[f32],
         n: usize,
         m: usize,
@@ -518,8 +470,8 @@ impl FusedMlp {
                 l.fan_out,
                 &lo[i],
                 (width, 1),
-                &wt[l.w..],
-                l.fan_out,
+                &self.params[l.w..],
+                (1, l.fan_in),
                 false,
             );
             if i + 1 < nl {
@@ -575,7 +527,7 @@ impl FusedMlp {
                 gi,
                 (1, l.fan_out),
                 &ws.acts[i],
-                l.fan_in,
+                (l.fan_in, 1),
                 true,
             );
             if m > 0 {
@@ -588,7 +540,7 @@ impl FusedMlp {
                     gti,
                     (1, l.fan_out),
                     &ws.tin[i],
-                    k_in,
+                    (k_in, 1),
                     true,
                 );
             }
@@ -605,7 +557,7 @@ impl FusedMlp {
                 gi,
                 (l.fan_out, 1),
                 w,
-                l.fan_in,
+                (l.fan_in, 1),
                 false,
             );
             let d1 = &ws.d1[i - 1][..rows * l.fan_in];
@@ -614,7 +566,16 @@ impl FusedMlp {
             } else {
                 let gth = resize(next_t, m * rows * l.fan_in);
                 let k = (m * rows, l.fan_in, l.fan_out);
-                gemm(k, gth, l.fan_in, gti, (l.fan_out, 1), w, l.fan_in, false);
+                gemm(
+                    k,
+                    gth,
+                    l.fan_in,
+                    gti,
+                    (l.fan_out, 1),
+                    w,
+                    (l.fan_in, 1),
+                    false,
+                );
                 let zdot = &ws.zdot[i - 1][..m * rows * l.fan_in];
                 kernels::jvp_cotangents(gh, gth, zdot, d1, &ws.d2[i - 1][..rows * l.fan_in]);
             }

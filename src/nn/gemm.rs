@@ -1,11 +1,11 @@
 //! Single-precision matrix products for the fused MLP. On AVX2+FMA CPUs a register-tiled
 //! micro-kernel (6 rows × 16 columns: 12 accumulators, two B loads and six A broadcasts per k,
 //! the classic BLIS/Goto shape for 16 ymm registers) walks B in 16-column panels, each packed
-//! contiguously so that it stays in L1 while A's rows stream past; elsewhere the `gemm` crate
-//! does the work.
+//! contiguously (from any strides: Wᵀ is read straight from W) so that it stays in L1 while A's
+//! rows stream past; elsewhere the `gemm` crate does the work.
 
-/// C [m × n] (row stride `ldc`) = A·B, or C + A·B when `accumulate`. A [m × k] is read through
-/// (row, column) strides; B [k × n] must have unit column stride (row stride `ldb`).
+/// C [m × n] (row stride `ldc`) = A·B, or C + A·B when `accumulate`. A [m × k] and B [k × n] are
+/// read through (row, column) strides, so transposes cost nothing (B is packed panel by panel).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
     (m, n, k): (usize, usize, usize),
@@ -14,7 +14,7 @@ pub fn gemm(
     a: &[f32],
     (a_rs, a_cs): (usize, usize),
     b: &[f32],
-    ldb: usize,
+    (b_rs, b_cs): (usize, usize),
     accumulate: bool,
 ) {
     if m == 0 || n == 0 {
@@ -29,11 +29,17 @@ pub fn gemm(
         return;
     }
     assert!(a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
-    assert!(b.len() >= (k - 1) * ldb + n);
+    assert!(b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
     #[cfg(target_arch = "x86_64")]
     if super::kernels::has_avx2() {
+        let store = if accumulate {
+            avx2::Store::Add
+        } else {
+            avx2::Store::Write
+        };
+        let (a, b) = ((a, (a_rs, a_cs)), (b, (b_rs, b_cs)));
         // SAFETY: the CPU has AVX2 and FMA; the asserts bound every access.
-        return unsafe { avx2::gemm((m, n, k), c, ldc, a, (a_rs, a_cs), b, ldb, accumulate) };
+        return unsafe { avx2::gemm((m, n, k), c, ldc, a, b, store) };
     }
     // SAFETY: the asserts above bound every element gemm reads or writes.
     unsafe {
@@ -49,8 +55,8 @@ pub fn gemm(
             a_cs as isize,
             a_rs as isize,
             b.as_ptr(),
-            1,
-            ldb as isize,
+            b_cs as isize,
+            b_rs as isize,
             1.0,
             1.0,
             false,
@@ -72,7 +78,7 @@ pub fn gemm_bias_silu(
     a: &[f32],
     (a_rs, a_cs): (usize, usize),
     b: &[f32],
-    ldb: usize,
+    (b_rs, b_cs): (usize, usize),
     bias: &[f32],
     d1: Option<&mut [f32]>,
 ) -> bool {
@@ -80,7 +86,7 @@ pub fn gemm_bias_silu(
     if super::kernels::has_avx2() && n.is_multiple_of(16) && m > 0 && k > 0 {
         assert!(c.len() >= m * n && bias.len() >= n);
         assert!(a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
-        assert!(b.len() >= (k - 1) * ldb + n);
+        assert!(b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
         let d1 = match d1 {
             Some(d) => {
                 assert!(d.len() >= m * n);
@@ -92,11 +98,12 @@ pub fn gemm_bias_silu(
             bias: bias.as_ptr(),
             d1,
         };
+        let (a, b) = ((a, (a_rs, a_cs)), (b, (b_rs, b_cs)));
         // SAFETY: the CPU has AVX2 and FMA; the asserts bound every access.
-        unsafe { avx2::gemm_with((m, n, k), c, n, a, (a_rs, a_cs), b, ldb, store) };
+        unsafe { avx2::gemm((m, n, k), c, n, a, b, store) };
         return true;
     }
-    let _ = (m, n, k, c, a, a_rs, a_cs, b, ldb, bias, d1);
+    let _ = (m, n, k, c, a, a_rs, a_cs, b, b_rs, b_cs, bias, d1);
     false
 }
 
@@ -119,7 +126,7 @@ mod avx2 {
     fn pack<'p>(
         buf: &'p mut Vec<f32>,
         b: &[f32],
-        ldb: usize,
+        (b_rs, b_cs): (usize, usize),
         k: usize,
         j: usize,
         w: usize,
@@ -127,10 +134,20 @@ mod avx2 {
         buf.resize(k * NR + 16, 0.0);
         let skip = buf.as_ptr().align_offset(64).min(16);
         let panel = &mut buf[skip..skip + k * NR];
-        for p in 0..k {
-            let row = &mut panel[p * NR..(p + 1) * NR];
-            row[..w].copy_from_slice(&b[p * ldb + j..p * ldb + j + w]);
-            row[w..].fill(0.0);
+        if b_cs == 1 {
+            for p in 0..k {
+                let row = &mut panel[p * NR..(p + 1) * NR];
+                row[..w].copy_from_slice(&b[p * b_rs + j..p * b_rs + j + w]);
+                row[w..].fill(0.0);
+            }
+        } else {
+            // a transposed B (Wᵀ from W): read each of its columns as one contiguous run
+            panel.fill(0.0);
+            for q in 0..w {
+                for p in 0..k {
+                    panel[p * NR + q] = b[p * b_rs + (j + q) * b_cs];
+                }
+            }
         }
         panel
     }
@@ -159,33 +176,16 @@ mod avx2 {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// C [m × n] (row stride `ldc`) ← A·B through `store`; A and B with their (row, column)
+    /// strides.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn gemm(
-        dims: (usize, usize, usize),
-        c: &mut [f32],
-        ldc: usize,
-        a: &[f32],
-        strides: (usize, usize),
-        b: &[f32],
-        ldb: usize,
-        accumulate: bool,
-    ) {
-        let store = if accumulate { Store::Add } else { Store::Write };
-        gemm_with(dims, c, ldc, a, strides, b, ldb, store)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn gemm_with(
         (m, n, k): (usize, usize, usize),
         c: &mut [f32],
         ldc: usize,
-        a: &[f32],
-        (a_rs, a_cs): (usize, usize),
-        b: &[f32],
-        ldb: usize,
-        accumulate: Store,
+        (a, (a_rs, a_cs)): (&[f32], (usize, usize)),
+        (b, (b_rs, b_cs)): (&[f32], (usize, usize)),
+        store: Store,
     ) {
         let (a, c) = (a.as_ptr(), c.as_mut_ptr());
         // (A packed in 6-row tiles as well measured slower here: its strided copy costs more
@@ -193,14 +193,13 @@ mod avx2 {
         PANEL.with_borrow_mut(|buf| {
             for j in (0..n).step_by(NR) {
                 let w = NR.min(n - j);
+                let st = store.at(j, j);
                 // one row tile reads each panel once: packing would cost as much as it saves
-                if m <= MR && w == NR {
+                if m <= MR && w == NR && b_cs == 1 {
                     let bp = b.as_ptr().add(j);
-                    let st = accumulate.at(j, j);
-                    panel(m, k, a, (a_rs, a_cs), bp, ldb, c.add(j), ldc, w, st);
+                    panel(m, k, a, (a_rs, a_cs), bp, b_rs, c.add(j), ldc, w, st);
                 } else {
-                    let bp = pack(buf, b, ldb, k, j, w).as_ptr();
-                    let st = accumulate.at(j, j);
+                    let bp = pack(buf, b, (b_rs, b_cs), k, j, w).as_ptr();
                     panel(m, k, a, (a_rs, a_cs), bp, NR, c.add(j), ldc, w, st);
                 }
             }
@@ -340,7 +339,12 @@ mod tests {
                 // A[i][p] at i*k + p, or (transposed storage) at p*m + i
                 let (a_rs, a_cs) = if transposed_a { (1, m) } else { (k, 1) };
                 let mut c = vec![1.0f32; m * n];
-                gemm((m, n, k), &mut c, n, &a, (a_rs, a_cs), &b, n, true);
+                gemm((m, n, k), &mut c, n, &a, (a_rs, a_cs), &b, (n, 1), true);
+                // the same product with B read transposed from Bᵀ [n × k]
+                let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+                let mut c2 = vec![1.0f32; m * n];
+                gemm((m, n, k), &mut c2, n, &a, (a_rs, a_cs), &bt, (1, k), true);
+                assert!(c.iter().zip(&c2).all(|(x, y)| (x - y).abs() < 1e-4));
                 for i in 0..m {
                     for j in 0..n {
                         let want: f64 = 1.0
