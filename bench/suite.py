@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 
+from machine import cpu_jiffies, wait_idle  # bench/machine.py, beside this file
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TWEEDIE = str(ROOT / "target" / "release" / "tweedie")
 TORCH_PY = os.environ.get("TORCH_PY", "/tmp/torchenv/bin/python")
@@ -47,24 +49,6 @@ CASES = {
     "train_ism": (5, 2.0, "train", dict(batch=512, width=128, objective="ism", steps=50, repeats=3),
                   dict(steps=10), ["tweedie", "torch"]),
 }
-
-
-def cpu_jiffies():
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return sum(v) - v[3] - v[4], sum(v)  # busy, total
-
-
-def wait_idle(budget_s, max_busy=MAX_FOREIGN, window_s=1.0):
-    """Waits until a window shows < max_busy of all CPUs in use, at most budget_s; returns s waited."""
-    start = time.perf_counter()
-    while time.perf_counter() - start < budget_s:
-        b0, t0 = cpu_jiffies()
-        time.sleep(window_s)
-        b1, t1 = cpu_jiffies()
-        if (b1 - b0) / max(t1 - t0, 1) < max_busy:
-            break
-    return time.perf_counter() - start
 
 
 def run_process(cmd, env=None, timeout=3600):
@@ -179,7 +163,7 @@ def run_case(name, rounds, w, quick, scaling, impls, idle_s, retries):
                 continue
             cmd, env = command(impl, kind, a, w, threads)
             for attempt in range(1 + retries):  # rerun a run disturbed by others; keep the quieter
-                waited = wait_idle(idle_s)
+                waited = wait_idle(idle_s, MAX_FOREIGN)
                 q = run_process(cmd, env)
                 if attempt == 0 or (q["rc"] == 0 and q["foreign_cpu"] < p["foreign_cpu"]):
                     p = q
@@ -318,7 +302,7 @@ def main():
     info = machine_info()
     peak = {}
     for _ in range(1 + a.retries):  # a busy machine lowers the peak: keep the best of the tries
-        wait_idle(a.idle_wait)
+        wait_idle(a.idle_wait, MAX_FOREIGN)
         pk = run_process([TWEEDIE, "bench", "peak", "--repeats", "1"])
         if pk["rc"] == 0 and json.loads(pk["stdout"])["gflops"] > peak.get("gflops", 0):
             peak = dict(json.loads(pk["stdout"]), foreign_cpu=pk["foreign_cpu"])

@@ -27,12 +27,8 @@ import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-
-
-def cpu_jiffies():
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return sum(v) - v[3] - v[4], sum(v)  # busy, total
+sys.path.insert(0, str(HERE.parent))
+from machine import cpu_jiffies, wait_idle  # noqa: E402  bench/machine.py
 
 
 def children_cpu_s():
@@ -52,18 +48,6 @@ def timed_process(cmd, env=None):
     busy = (b1 - b0) / os.sysconf("SC_CLK_TCK")
     foreign = max(0.0, busy - (children_cpu_s() - c0)) / (wall * os.cpu_count())
     return wall, foreign
-
-
-def wait_idle(budget_s, max_foreign=0.10, window_s=2.0):
-    """Waits until a window shows < max_foreign CPU use by others, at most budget_s in all."""
-    start = time.perf_counter()
-    while time.perf_counter() - start < budget_s:
-        b0, t0 = cpu_jiffies()
-        time.sleep(window_s)
-        b1, t1 = cpu_jiffies()
-        if (b1 - b0) / max(t1 - t0, 1) < max_foreign:
-            break
-    return time.perf_counter() - start
 
 
 def summary(v):
@@ -103,7 +87,7 @@ def main():
     for r in range(a.repeats):
         order = names[r % len(names):] + names[:r % len(names)]  # rotate who goes first
         for name in order:
-            budget -= wait_idle(budget)
+            budget -= wait_idle(budget, window_s=2.0)
             wall, foreign = timed_process(cmds[name](r))
             out = json.loads((tmp / f"{name}{r}.json").read_text())
             for key, val in [("solve_s", out["seconds"]), ("process_s", wall),

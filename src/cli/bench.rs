@@ -200,6 +200,7 @@ fn time_training(
         .map(|(_, p)| Ok(p.as_tensor().copy()?))
         .collect::<Result<Vec<_>>>()?;
     let mut engine = Engine::new(&net, &objective, Adam::new(&net.params)?, ema)?;
+    let name = engine.name();
     let source = DataSource::Toy("checkerboard".into());
     let t = TrainConfig {
         batch,
@@ -220,7 +221,6 @@ fn time_training(
         .map(|s| s / steps as f64)
         .collect();
     let flops = 6.0 * batch as f64 * net.num_params() as f64;
-    let name = Engine::new(&net, &objective, Adam::new(&net.params)?, Vec::new())?.name();
     Ok((name, secs, flops))
 }
 

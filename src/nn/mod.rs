@@ -444,11 +444,8 @@ fn run_fused(
     m: usize,
 ) -> Result<(Tensor, Option<Tensor>)> {
     let (n, dev) = (x.dims()[0], x.device());
-    let flat = |a: &Tensor| -> Result<Vec<f32>> {
-        Ok(a.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
-    };
-    let (xs, ts) = (flat(x)?, flat(t)?);
-    let vs = v.map(flat).transpose()?;
+    let (xs, ts) = (fused::values(x)?, fused::values(t)?);
+    let vs = v.map(fused::values).transpose()?;
     let (out, tan) = f.forward(&xs, &ts, vs.as_deref().map(|v| (v, m)))?;
     let o = f.out_dim();
     let tan = v

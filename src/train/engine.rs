@@ -6,6 +6,7 @@
 use super::adam::{ema_decay_at, Adam};
 use super::{check_finite, optimise, schedule};
 use crate::config::TrainConfig;
+use crate::nn::fused::values;
 use crate::nn::{FusedMlp, ScoreNet};
 use crate::objective::{Batch, ObjectiveConfig};
 use crate::score::Parameterisation;
@@ -96,11 +97,6 @@ impl Fused {
             &mut self.grad,
         )
     }
-}
-
-/// Values of a tensor as a flat f32 vector.
-fn values(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
 }
 
 impl Engine {

@@ -76,6 +76,11 @@ fn chunks(n: usize) -> Vec<Range<usize>> {
     (0..k).map(|i| i * n / k..(i + 1) * n / k).collect()
 }
 
+/// A tensor's values as one flat f32 vector (row-major), the fused kernels' input format.
+pub fn values(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+}
+
 fn resize(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     if v.len() < len {
         v.resize(len, 0.0);
@@ -96,15 +101,9 @@ impl FusedMlp {
             let w = pair[0].1.as_tensor();
             let (fan_out, fan_in) = w.dims2()?;
             let w_off = params.len();
-            params.extend(w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
+            params.extend(values(w)?);
             let b_off = params.len();
-            params.extend(
-                pair[1]
-                    .1
-                    .as_tensor()
-                    .to_dtype(DType::F32)?
-                    .to_vec1::<f32>()?,
-            );
+            params.extend(values(pair[1].1.as_tensor())?);
             layers.push(Layer {
                 fan_in,
                 fan_out,
@@ -116,7 +115,7 @@ impl FusedMlp {
             dim: cfg.dim,
             layers,
             act: cfg.arch.activation,
-            embed_w: net.embed_w.to_dtype(DType::F32)?.to_vec1()?,
+            embed_w: values(&net.embed_w)?,
             embed_scale: match cfg.arch.embedding {
                 Embedding::Fourier => (2.0 * std::f64::consts::PI) as f32,
                 Embedding::Sinusoidal => 1000.0,
@@ -168,7 +167,7 @@ impl FusedMlp {
         }
         let mut flat = Vec::with_capacity(self.params.len());
         for t in tensors {
-            flat.extend(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
+            flat.extend(values(t)?);
         }
         if flat.len() != self.params.len() {
             bail!(
