@@ -4,17 +4,93 @@
 //! contiguously (from any strides: Wᵀ is read straight from W) so that it stays in L1 while A's
 //! rows stream past; elsewhere the `gemm` crate does the work.
 
-/// C [m × n] (row stride `ldc`) = A·B, or C + A·B when `accumulate`. A [m × k] and B [k × n] are
-/// read through (row, column) strides, so transposes cost nothing (B is packed panel by panel).
-#[allow(clippy::too_many_arguments)]
+/// The B operand of a product: a matrix read through (row, column) strides, packed panel by
+/// panel as the product runs, or one packed beforehand to be reused by many products.
+#[derive(Clone, Copy)]
+pub enum Rhs<'b> {
+    Strided(&'b [f32], (usize, usize)),
+    Packed(&'b PackedB),
+}
+
+/// B [k × n] packed once into ⌈n/16⌉ contiguous, 64-byte-aligned [k × 16] panels (zero-padded),
+/// the micro-kernel's layout; without AVX2 it keeps B row-major for the fallback.
+#[derive(Default, Clone)]
+pub struct PackedB {
+    k: usize,
+    n: usize,
+    buf: Vec<f32>,
+    skip: usize,
+    panels: bool,
+}
+
+impl PackedB {
+    /// Repacks `b` [k × n] (strides (b_rs, b_cs)) into this buffer.
+    pub fn pack(&mut self, b: &[f32], (b_rs, b_cs): (usize, usize), k: usize, n: usize) {
+        assert!(k == 0 || n == 0 || b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
+        (self.k, self.n) = (k, n);
+        self.panels = cfg!(target_arch = "x86_64") && super::kernels::has_avx2();
+        let width = if self.panels { n.div_ceil(NR) * NR } else { n };
+        self.buf.resize(k * width + 16, 0.0);
+        self.skip = self.buf.as_ptr().align_offset(64).min(16);
+        let data = &mut self.buf[self.skip..self.skip + k * width];
+        if !self.panels {
+            for (p, row) in data.chunks_exact_mut(n.max(1)).enumerate().take(k) {
+                for (q, v) in row.iter_mut().enumerate() {
+                    *v = b[p * b_rs + q * b_cs];
+                }
+            }
+            return;
+        }
+        for (pi, panel) in data.chunks_exact_mut(k * NR).enumerate() {
+            let j = pi * NR;
+            pack_panel(panel, b, (b_rs, b_cs), k, j, NR.min(n - j));
+        }
+    }
+
+    fn data(&self) -> &[f32] {
+        &self.buf[self.skip..]
+    }
+}
+
+const NR: usize = 16;
+
+/// Packs B's columns j..j+w (w ≤ 16) into `panel` [k × 16], zero-padded: with B's own row stride
+/// (512 bytes at width 128) a panel's rows fall into a few L1 sets and evict each other; packed,
+/// they stream through consecutive lines.
+fn pack_panel(
+    panel: &mut [f32],
+    b: &[f32],
+    (b_rs, b_cs): (usize, usize),
+    k: usize,
+    j: usize,
+    w: usize,
+) {
+    let panel = &mut panel[..k * NR];
+    if b_cs == 1 {
+        for (p, row) in panel.chunks_exact_mut(NR).enumerate() {
+            row[..w].copy_from_slice(&b[p * b_rs + j..p * b_rs + j + w]);
+            row[w..].fill(0.0);
+        }
+    } else {
+        // a transposed B (Wᵀ from W): read each of its columns as one contiguous run
+        panel.fill(0.0);
+        for q in 0..w {
+            for p in 0..k {
+                panel[p * NR + q] = b[p * b_rs + (j + q) * b_cs];
+            }
+        }
+    }
+}
+
+/// C [m × n] (row stride `ldc`) = A·B, or C + A·B when `accumulate`. A [m × k] is read through
+/// (row, column) strides, so transposes cost nothing; B is `rhs`.
 pub fn gemm(
     (m, n, k): (usize, usize, usize),
     c: &mut [f32],
     ldc: usize,
     a: &[f32],
-    (a_rs, a_cs): (usize, usize),
-    b: &[f32],
-    (b_rs, b_cs): (usize, usize),
+    a_strides: (usize, usize),
+    rhs: Rhs,
     accumulate: bool,
 ) {
     if m == 0 || n == 0 {
@@ -28,8 +104,9 @@ pub fn gemm(
         }
         return;
     }
+    let (a_rs, a_cs) = a_strides;
     assert!(a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
-    assert!(b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
+    check_rhs(rhs, k, n);
     #[cfg(target_arch = "x86_64")]
     if super::kernels::has_avx2() {
         let store = if accumulate {
@@ -37,10 +114,13 @@ pub fn gemm(
         } else {
             avx2::Store::Write
         };
-        let (a, b) = ((a, (a_rs, a_cs)), (b, (b_rs, b_cs)));
         // SAFETY: the CPU has AVX2 and FMA; the asserts bound every access.
-        return unsafe { avx2::gemm((m, n, k), c, ldc, a, b, store) };
+        return unsafe { avx2::gemm((m, n, k), c, ldc, (a, a_strides), rhs, store) };
     }
+    let (b, (b_rs, b_cs)) = match rhs {
+        Rhs::Strided(b, s) => (b, s),
+        Rhs::Packed(p) => (p.data(), (p.n, 1)),
+    };
     // SAFETY: the asserts above bound every element gemm reads or writes.
     unsafe {
         gemm::gemm(
@@ -67,26 +147,32 @@ pub fn gemm(
     }
 }
 
+/// `rhs` holds a [k × n] B (a packed one at least k rows: a product may use its first k).
+fn check_rhs(rhs: Rhs, k: usize, n: usize) {
+    match rhs {
+        Rhs::Strided(b, (b_rs, b_cs)) => assert!(b.len() > (k - 1) * b_rs + (n - 1) * b_cs),
+        Rhs::Packed(p) => assert!(p.k >= k && p.n == n, "packed B is {}×{}", p.k, p.n),
+    }
+}
+
 /// C [m × n] = SiLU(A·B + bias) with the bias and activation applied to each 6 × 16 tile in
 /// registers before it is stored (and σ(1 + z(1 − σ)) = SiLU'(z) into `d1` [m × n] when given):
 /// the epilogue costs no extra pass over C. Returns false, doing nothing, where this path does
 /// not apply (no AVX2, or n not a multiple of 16); the caller then runs `gemm` and the epilogue.
-#[allow(clippy::too_many_arguments)]
 pub fn gemm_bias_silu(
     (m, n, k): (usize, usize, usize),
     c: &mut [f32],
     a: &[f32],
-    (a_rs, a_cs): (usize, usize),
-    b: &[f32],
-    (b_rs, b_cs): (usize, usize),
+    a_strides: (usize, usize),
+    rhs: Rhs,
     bias: &[f32],
     d1: Option<&mut [f32]>,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     if super::kernels::has_avx2() && n.is_multiple_of(16) && m > 0 && k > 0 {
         assert!(c.len() >= m * n && bias.len() >= n);
-        assert!(a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
-        assert!(b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
+        assert!(a.len() > (m - 1) * a_strides.0 + (k - 1) * a_strides.1);
+        check_rhs(rhs, k, n);
         let d1 = match d1 {
             Some(d) => {
                 assert!(d.len() >= m * n);
@@ -98,12 +184,11 @@ pub fn gemm_bias_silu(
             bias: bias.as_ptr(),
             d1,
         };
-        let (a, b) = ((a, (a_rs, a_cs)), (b, (b_rs, b_cs)));
         // SAFETY: the CPU has AVX2 and FMA; the asserts bound every access.
-        unsafe { avx2::gemm((m, n, k), c, n, a, b, store) };
+        unsafe { avx2::gemm((m, n, k), c, n, (a, a_strides), rhs, store) };
         return true;
     }
-    let _ = (m, n, k, c, a, a_rs, a_cs, b, b_rs, b_cs, bias, d1);
+    let _ = (m, n, k, c, a, a_strides, rhs, bias, d1);
     false
 }
 
@@ -112,44 +197,16 @@ mod avx2 {
     use crate::nn::kernels::silu_avx2::{silu8, silu8_derivative};
     use std::arch::x86_64::*;
 
+    use super::{pack_panel, Rhs, NR};
+
     const MR: usize = 6;
-    const NR: usize = 16;
+    /// Rows of B per pass when it is packed as the product runs: a [256 × 16] panel (16 KiB)
+    /// stays in L1 beside A's stream (a weight gradient's k is the block's 512 rows).
+    const KC: usize = 256;
 
     thread_local! {
         /// The current 16-column panel of B, packed [k × 16] (zero-padded past n).
         static PANEL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-
-    /// Packs B's columns j..j+w (w ≤ 16) into a contiguous, 64-byte-aligned [k × 16] panel: with
-    /// B's own row stride (512 bytes at width 128) a panel's rows fall into a few L1 sets and
-    /// evict each other; packed, they stream through consecutive lines.
-    fn pack<'p>(
-        buf: &'p mut Vec<f32>,
-        b: &[f32],
-        (b_rs, b_cs): (usize, usize),
-        k: usize,
-        j: usize,
-        w: usize,
-    ) -> &'p [f32] {
-        buf.resize(k * NR + 16, 0.0);
-        let skip = buf.as_ptr().align_offset(64).min(16);
-        let panel = &mut buf[skip..skip + k * NR];
-        if b_cs == 1 {
-            for p in 0..k {
-                let row = &mut panel[p * NR..(p + 1) * NR];
-                row[..w].copy_from_slice(&b[p * b_rs + j..p * b_rs + j + w]);
-                row[w..].fill(0.0);
-            }
-        } else {
-            // a transposed B (Wᵀ from W): read each of its columns as one contiguous run
-            panel.fill(0.0);
-            for q in 0..w {
-                for p in 0..k {
-                    panel[p * NR + q] = b[p * b_rs + (j + q) * b_cs];
-                }
-            }
-        }
-        panel
     }
 
     /// How a finished tile reaches C.
@@ -176,31 +233,78 @@ mod avx2 {
         }
     }
 
-    /// C [m × n] (row stride `ldc`) ← A·B through `store`; A and B with their (row, column)
-    /// strides.
+    /// C [m × n] (row stride `ldc`) ← A·B through `store`; A with its (row, column) strides.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn gemm(
         (m, n, k): (usize, usize, usize),
         c: &mut [f32],
         ldc: usize,
         (a, (a_rs, a_cs)): (&[f32], (usize, usize)),
-        (b, (b_rs, b_cs)): (&[f32], (usize, usize)),
+        rhs: Rhs,
         store: Store,
     ) {
         let (a, c) = (a.as_ptr(), c.as_mut_ptr());
         // (A packed in 6-row tiles as well measured slower here: its strided copy costs more
         // than the six row streams it replaces)
+        let (b, (b_rs, b_cs)) = match rhs {
+            Rhs::Packed(p) => {
+                let data = p.data().as_ptr();
+                for (pi, j) in (0..n).step_by(NR).enumerate() {
+                    let (bp, w) = (data.add(pi * p.k * NR), NR.min(n - j));
+                    panel(
+                        m,
+                        k,
+                        a,
+                        (a_rs, a_cs),
+                        bp,
+                        NR,
+                        c.add(j),
+                        ldc,
+                        w,
+                        store.at(j, j),
+                    );
+                }
+                return;
+            }
+            Rhs::Strided(b, s) => (b, s),
+        };
+        // a long k (a weight gradient's rows) goes in KC-row passes, each adding to C; the fused
+        // SiLU store needs the whole sum at once, and its k is a layer's width
+        let kc = if matches!(store, Store::Silu { .. }) {
+            k
+        } else {
+            KC
+        };
         PANEL.with_borrow_mut(|buf| {
-            for j in (0..n).step_by(NR) {
-                let w = NR.min(n - j);
-                let st = store.at(j, j);
-                // one row tile reads each panel once: packing would cost as much as it saves
-                if m <= MR && w == NR && b_cs == 1 {
-                    let bp = b.as_ptr().add(j);
-                    panel(m, k, a, (a_rs, a_cs), bp, b_rs, c.add(j), ldc, w, st);
-                } else {
-                    let bp = pack(buf, b, (b_rs, b_cs), k, j, w).as_ptr();
-                    panel(m, k, a, (a_rs, a_cs), bp, NR, c.add(j), ldc, w, st);
+            buf.resize(kc.min(k) * NR + 16, 0.0);
+            let skip = buf.as_ptr().align_offset(64).min(16);
+            for k0 in (0..k).step_by(kc) {
+                let kk = kc.min(k - k0);
+                let (a, b) = (a.add(k0 * a_cs), &b[k0 * b_rs..]);
+                let store = if k0 == 0 { store } else { Store::Add };
+                for j in (0..n).step_by(NR) {
+                    let w = NR.min(n - j);
+                    let st = store.at(j, j);
+                    // one row tile reads each panel once: packing would cost as much as it saves
+                    if m <= MR && w == NR && b_cs == 1 {
+                        let bp = b.as_ptr().add(j);
+                        panel(m, kk, a, (a_rs, a_cs), bp, b_rs, c.add(j), ldc, w, st);
+                    } else {
+                        let pb = &mut buf[skip..skip + kk * NR];
+                        pack_panel(pb, b, (b_rs, b_cs), kk, j, w);
+                        panel(
+                            m,
+                            kk,
+                            a,
+                            (a_rs, a_cs),
+                            pb.as_ptr(),
+                            NR,
+                            c.add(j),
+                            ldc,
+                            w,
+                            st,
+                        );
+                    }
                 }
             }
         });
@@ -221,20 +325,49 @@ mod avx2 {
         w: usize,
         acc: Store,
     ) {
+        // A's layout as a type parameter: with a unit stride known at compile time the six
+        // broadcasts address off independent pointers (a runtime stride made LLVM walk the rows
+        // through one serial chain of adds, six per k-step)
+        match (a_cs, a_rs) {
+            (1, _) => rows::<ROW_MAJOR>(m, k, a, (a_rs, a_cs), b, ldb, c, ldc, w, acc),
+            (_, 1) => rows::<COL_MAJOR>(m, k, a, (a_rs, a_cs), b, ldb, c, ldc, w, acc),
+            _ => rows::<STRIDED>(m, k, a, (a_rs, a_cs), b, ldb, c, ldc, w, acc),
+        }
+    }
+
+    const ROW_MAJOR: u8 = 0;
+    const COL_MAJOR: u8 = 1;
+    const STRIDED: u8 = 2;
+
+    /// `panel`'s row tiles, for one layout of A.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn rows<const L: u8>(
+        m: usize,
+        k: usize,
+        a: *const f32,
+        (a_rs, a_cs): (usize, usize),
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        w: usize,
+        acc: Store,
+    ) {
         let mut i = 0;
         while i + MR <= m {
             let (ai, ci) = (a.add(i * a_rs), c.add(i * ldc));
-            tile::<MR>(k, ai, (a_rs, a_cs), b, ldb, ci, ldc, w, acc.at(i * ldc, 0));
+            tile::<MR, L>(k, ai, (a_rs, a_cs), b, ldb, ci, ldc, w, acc.at(i * ldc, 0));
             i += MR;
         }
         let acc = acc.at(i * ldc, 0);
         let (a, c) = (a.add(i * a_rs), c.add(i * ldc));
         match m - i {
-            1 => tile::<1>(k, a, (a_rs, a_cs), b, ldb, c, ldc, w, acc),
-            2 => tile::<2>(k, a, (a_rs, a_cs), b, ldb, c, ldc, w, acc),
-            3 => tile::<3>(k, a, (a_rs, a_cs), b, ldb, c, ldc, w, acc),
-            4 => tile::<4>(k, a, (a_rs, a_cs), b, ldb, c, ldc, w, acc),
-            5 => tile::<5>(k, a, (a_rs, a_cs), b, ldb, c, ldc, w, acc),
+            1 => tile::<1, L>(k, a, (a_rs, a_cs), b, ldb, c, ldc, w, acc),
+            2 => tile::<2, L>(k, a, (a_rs, a_cs), b, ldb, c, ldc, w, acc),
+            3 => tile::<3, L>(k, a, (a_rs, a_cs), b, ldb, c, ldc, w, acc),
+            4 => tile::<4, L>(k, a, (a_rs, a_cs), b, ldb, c, ldc, w, acc),
+            5 => tile::<5, L>(k, a, (a_rs, a_cs), b, ldb, c, ldc, w, acc),
             _ => {}
         }
     }
@@ -242,7 +375,7 @@ mod avx2 {
     /// R rows × 16 columns of C in 2R ymm accumulators; only the first w columns are written.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    unsafe fn tile<const R: usize>(
+    unsafe fn tile<const R: usize, const L: u8>(
         k: usize,
         a: *const f32,
         (a_rs, a_cs): (usize, usize),
@@ -255,14 +388,26 @@ mod avx2 {
     ) {
         let mut lo = [_mm256_setzero_ps(); R];
         let mut hi = [_mm256_setzero_ps(); R];
+        let (a_rs, a_cs) = match L {
+            ROW_MAJOR => (a_rs, 1),
+            COL_MAJOR => (1, a_cs),
+            _ => (a_rs, a_cs),
+        };
+        if R == MR && L == ROW_MAJOR {
+            let (l6, h6) = kernel_6x16(k, a, a_rs, b, ldb);
+            for r in 0..R {
+                (lo[r], hi[r]) = (l6[r], h6[r]);
+            }
+            return store_tile(lo, hi, c, ldc, w, acc);
+        }
+        let row: [*const f32; R] = std::array::from_fn(|r| a.add(r * a_rs));
         // one k-step as a macro: a closure would not inherit the AVX2 target features
         macro_rules! step {
             ($p:expr) => {{
                 let bp = b.add($p * ldb);
                 let (b0, b1) = (_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)));
-                let ap = a.add($p * a_cs);
                 for r in 0..R {
-                    let x = _mm256_broadcast_ss(&*ap.add(r * a_rs));
+                    let x = _mm256_broadcast_ss(&*row[r].add($p * a_cs));
                     lo[r] = _mm256_fmadd_ps(x, b0, lo[r]);
                     hi[r] = _mm256_fmadd_ps(x, b1, hi[r]);
                 }
@@ -280,6 +425,93 @@ mod avx2 {
             step!(p);
             p += 1;
         }
+        store_tile(lo, hi, c, ldc, w, acc)
+    }
+
+    /// The six-row, row-major tile's k loop in assembly: 12 accumulators, two B registers and two
+    /// broadcast registers fill the 16 ymm registers exactly, and each operand pointer advances
+    /// once per k-step (intrinsics let LLVM spill accumulators or chain the row addresses).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn kernel_6x16(
+        k: usize,
+        a: *const f32,
+        a_rs: usize,
+        b: *const f32,
+        ldb: usize,
+    ) -> ([__m256; 6], [__m256; 6]) {
+        let z = _mm256_setzero_ps();
+        let (mut c0, mut c1, mut c2, mut c3, mut c4, mut c5) = (z, z, z, z, z, z);
+        let (mut c6, mut c7, mut c8, mut c9, mut c10, mut c11) = (z, z, z, z, z, z);
+        std::arch::asm!(
+            "lea {a3}, [{a} + 2*{rs}]",
+            "add {a3}, {rs}",
+            "test {k}, {k}",
+            "jz 3f",
+            "2:",
+            "vmovups {b0}, ymmword ptr [{b}]",
+            "vmovups {b1}, ymmword ptr [{b} + 32]",
+            "vbroadcastss {x}, dword ptr [{a}]",
+            "vfmadd231ps {c0}, {b0}, {x}",
+            "vfmadd231ps {c1}, {b1}, {x}",
+            "vbroadcastss {y}, dword ptr [{a} + {rs}]",
+            "vfmadd231ps {c2}, {b0}, {y}",
+            "vfmadd231ps {c3}, {b1}, {y}",
+            "vbroadcastss {x}, dword ptr [{a} + 2*{rs}]",
+            "vfmadd231ps {c4}, {b0}, {x}",
+            "vfmadd231ps {c5}, {b1}, {x}",
+            "vbroadcastss {y}, dword ptr [{a3}]",
+            "vfmadd231ps {c6}, {b0}, {y}",
+            "vfmadd231ps {c7}, {b1}, {y}",
+            "vbroadcastss {x}, dword ptr [{a3} + {rs}]",
+            "vfmadd231ps {c8}, {b0}, {x}",
+            "vfmadd231ps {c9}, {b1}, {x}",
+            "vbroadcastss {y}, dword ptr [{a3} + 2*{rs}]",
+            "vfmadd231ps {c10}, {b0}, {y}",
+            "vfmadd231ps {c11}, {b1}, {y}",
+            "add {a}, 4",
+            "add {a3}, 4",
+            "add {b}, {ldb}",
+            "dec {k}",
+            "jnz 2b",
+            "3:",
+            a = inout(reg) a => _,
+            a3 = out(reg) _,
+            rs = in(reg) a_rs * 4,
+            b = inout(reg) b => _,
+            ldb = in(reg) ldb * 4,
+            k = inout(reg) k => _,
+            b0 = out(ymm_reg) _,
+            b1 = out(ymm_reg) _,
+            x = out(ymm_reg) _,
+            y = out(ymm_reg) _,
+            c0 = inout(ymm_reg) c0,
+            c1 = inout(ymm_reg) c1,
+            c2 = inout(ymm_reg) c2,
+            c3 = inout(ymm_reg) c3,
+            c4 = inout(ymm_reg) c4,
+            c5 = inout(ymm_reg) c5,
+            c6 = inout(ymm_reg) c6,
+            c7 = inout(ymm_reg) c7,
+            c8 = inout(ymm_reg) c8,
+            c9 = inout(ymm_reg) c9,
+            c10 = inout(ymm_reg) c10,
+            c11 = inout(ymm_reg) c11,
+            options(nostack, readonly),
+        );
+        ([c0, c2, c4, c6, c8, c10], [c1, c3, c5, c7, c9, c11])
+    }
+
+    /// A finished R × 16 tile into C through `acc` (only the first w columns).
+    #[inline(always)]
+    unsafe fn store_tile<const R: usize>(
+        lo: [__m256; R],
+        hi: [__m256; R],
+        c: *mut f32,
+        ldc: usize,
+        w: usize,
+        acc: Store,
+    ) {
         for r in 0..R {
             let cp = c.add(r * ldc);
             if w == NR {
@@ -328,7 +560,15 @@ mod tests {
     /// against a plain triple loop in f64.
     #[test]
     fn gemm_matches_a_naive_product() {
-        for (m, n, k) in [(1, 1, 1), (7, 2, 5), (13, 34, 9), (64, 48, 128), (6, 16, 3)] {
+        let shapes = [
+            (1, 1, 1),
+            (7, 2, 5),
+            (13, 34, 9),
+            (64, 48, 128),
+            (6, 16, 3),
+            (8, 20, 600),
+        ];
+        for (m, n, k) in shapes {
             for transposed_a in [false, true] {
                 let a: Vec<f32> = (0..m * k)
                     .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.3)
@@ -339,12 +579,34 @@ mod tests {
                 // A[i][p] at i*k + p, or (transposed storage) at p*m + i
                 let (a_rs, a_cs) = if transposed_a { (1, m) } else { (k, 1) };
                 let mut c = vec![1.0f32; m * n];
-                gemm((m, n, k), &mut c, n, &a, (a_rs, a_cs), &b, (n, 1), true);
-                // the same product with B read transposed from Bᵀ [n × k]
+                let a_s = (a_rs, a_cs);
+                gemm(
+                    (m, n, k),
+                    &mut c,
+                    n,
+                    &a,
+                    a_s,
+                    Rhs::Strided(&b, (n, 1)),
+                    true,
+                );
+                // the same product with B read transposed from Bᵀ [n × k], and packed beforehand
                 let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
                 let mut c2 = vec![1.0f32; m * n];
-                gemm((m, n, k), &mut c2, n, &a, (a_rs, a_cs), &bt, (1, k), true);
+                gemm(
+                    (m, n, k),
+                    &mut c2,
+                    n,
+                    &a,
+                    a_s,
+                    Rhs::Strided(&bt, (1, k)),
+                    true,
+                );
                 assert!(c.iter().zip(&c2).all(|(x, y)| (x - y).abs() < 1e-4));
+                let mut packed = PackedB::default();
+                packed.pack(&bt, (1, k), k, n);
+                let mut c3 = vec![1.0f32; m * n];
+                gemm((m, n, k), &mut c3, n, &a, a_s, Rhs::Packed(&packed), true);
+                assert!(c.iter().zip(&c3).all(|(x, y)| (x - y).abs() < 1e-4));
                 for i in 0..m {
                     for j in 0..n {
                         let want: f64 = 1.0

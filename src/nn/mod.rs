@@ -454,8 +454,87 @@ fn run_fused(
     Ok((Tensor::from_vec(out, (n, o), dev)?, tan))
 }
 
+/// A tensor's values as f32, borrowed when it already is a contiguous f32 CPU tensor (the
+/// samplers' state), copied otherwise.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    if t.dtype() == DType::F32 {
+        let (storage, layout) = t.storage_and_layout();
+        if let (candle_core::Storage::Cpu(cpu), Some((a, b))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            return f(&cpu.as_slice::<f32>()?[a..b]);
+        }
+    }
+    f(&fused::values(t)?)
+}
+
+impl ScoreNet {
+    /// The score (and with directions v [m × n × d] the quadratic forms vᵀ J_s v [m × n]) on the
+    /// fused kernels: the outputs land in one buffer, become s = A·out + B·x in place with (A, B)
+    /// computed once per run of equal times, and the forms are summed in the same pass.
+    fn fused_score(
+        &self,
+        f: &FusedMlp,
+        x: &Tensor,
+        t: &Tensor,
+        v: Option<&Tensor>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (n, d) = x.dims2()?;
+        let m = match v.map(|v| v.dims3()).transpose()? {
+            Some((m, vn, vd)) if (vn, vd) == (n, d) => m,
+            Some(shape) => bail!("directions have shape {shape:?}, expected [m, {n}, {d}]"),
+            None => 0,
+        };
+        if d != self.config.dim || t.elem_count() != n {
+            bail!(
+                "input is [{n}, {d}] with {} times; the network expects [n, {}] and n times",
+                t.elem_count(),
+                self.config.dim
+            );
+        }
+        let (mut s, mut tan, mut q) = (vec![0f32; n * d], vec![0f32; m * n * d], vec![0f32; m * n]);
+        let (p, param) = (self.process(), self.config.arch.parameterisation);
+        let no_v = Tensor::zeros(0, DType::F32, x.device())?;
+        with_f32(x, |xs| {
+            with_f32(t, |ts| {
+                with_f32(v.unwrap_or(&no_v), |vs| {
+                    f.forward_into(xs, ts, v.map(|_| (vs, m)), &mut s, &mut tan)?;
+                    let mut coef = (f32::NAN, (0.0, 0.0));
+                    for (r, (&tr, row)) in ts.iter().zip(s.chunks_exact_mut(d)).enumerate() {
+                        if coef.0 != tr {
+                            let (a, b) =
+                                param.score_coefficients(p.alpha(tr as f64), p.sigma(tr as f64));
+                            coef = (tr, (a as f32, b as f32));
+                        }
+                        let (a, b) = coef.1;
+                        for k in 0..m {
+                            let at = (k * n + r) * d;
+                            let (jv, vr) = (&tan[at..at + d], &vs[at..at + d]);
+                            q[k * n + r] =
+                                jv.iter().zip(vr).map(|(j, v)| (a * j + b * v) * v).sum();
+                        }
+                        for (o, xv) in row.iter_mut().zip(&xs[r * d..(r + 1) * d]) {
+                            *o = a * *o + b * xv;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+        })?;
+        let dev = x.device();
+        let s = Tensor::from_vec(s, (n, d), dev)?.to_dtype(x.dtype())?;
+        let q = v
+            .map(|_| Tensor::from_vec(q, (m, n), dev)?.to_dtype(x.dtype()))
+            .transpose()?;
+        Ok((s, q))
+    }
+}
+
 impl ScoreModel for ScoreNet {
     fn score(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
+        if let Some(f) = &self.fused {
+            return Ok(self.fused_score(f, x, t, None)?.0);
+        }
         let xf = x.to_dtype(self.dtype)?;
         let out = self.forward(&xf, t)?;
         let (alpha, sigma) = self.coefficients(t)?;
@@ -481,6 +560,10 @@ impl DivergenceModel for ScoreNet {
         t: &Tensor,
         v: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
+        if let Some(f) = &self.fused {
+            let (s, q) = self.fused_score(f, x, t, Some(v))?;
+            return Ok((s, q.expect("directions given")));
+        }
         let xf = x.to_dtype(self.dtype)?;
         let vf = v.to_dtype(self.dtype)?;
         if self.config.arch.parameterisation == Parameterisation::Energy {

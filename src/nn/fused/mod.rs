@@ -4,7 +4,7 @@
 //! batch is cut into one contiguous chunk per thread and each chunk into cache-sized blocks that
 //! run the whole network: one fork-join per call, no allocation per layer.
 
-use super::gemm::{gemm, gemm_bias_silu};
+use super::gemm::{gemm, gemm_bias_silu, PackedB, Rhs};
 use super::kernels::{self, Keep};
 use super::{Activation, Embedding, ScoreNet};
 use crate::score::Parameterisation;
@@ -12,7 +12,7 @@ use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
 
 /// Whether the fused kernels may be used: always, unless `TWEEDIE_ENGINE=candle` asks for
 /// candle's ops (for comparisons and debugging).
@@ -39,6 +39,16 @@ pub struct FusedMlp {
     /// Weights and biases layer by layer (W_i row-major, then b_i): `ScoreNet::params` in order.
     params: Vec<f32>,
     workspaces: Mutex<Vec<Workspace>>,
+    packed: RwLock<Packed>,
+}
+
+/// Every layer's weights packed for the GEMM micro-kernel once per change of the weights (not once
+/// per block): Wᵀ for the forward and tangent products, W for the reverse pass's G·W.
+#[derive(Default)]
+struct Packed {
+    fresh: bool,
+    wt: Vec<PackedB>,
+    w: Vec<PackedB>,
 }
 
 /// Per-thread scratch, grown on demand and reused by every later call.
@@ -72,6 +82,22 @@ fn block_rows(width: usize) -> usize {
 fn chunks(n: usize) -> Vec<Range<usize>> {
     let k = rayon::current_num_threads().min(n.div_ceil(32)).max(1);
     (0..k).map(|i| i * n / k..(i + 1) * n / k).collect()
+}
+
+/// `buf` [n × width] cut into the rows of each chunk.
+fn split_rows<'b>(
+    mut buf: &'b mut [f32],
+    parts: &[Range<usize>],
+    width: usize,
+) -> Vec<&'b mut [f32]> {
+    parts
+        .iter()
+        .map(|rows| {
+            let (head, tail) = std::mem::take(&mut buf).split_at_mut(rows.len() * width);
+            buf = tail;
+            head
+        })
+        .collect()
 }
 
 /// A tensor's values as one flat f32 vector (row-major), the fused kernels' input format.
@@ -120,6 +146,7 @@ impl FusedMlp {
             },
             params,
             workspaces: Mutex::new(Vec::new()),
+            packed: RwLock::default(),
         })
     }
 
@@ -130,7 +157,32 @@ impl FusedMlp {
 
     /// The flat weights for writing (an optimiser step).
     pub fn params_mut(&mut self) -> &mut [f32] {
+        let packed = self.packed.get_mut().unwrap_or_else(|e| e.into_inner());
+        packed.fresh = false;
         &mut self.params
+    }
+
+    /// The packed weights, repacked first if the weights changed since.
+    fn packed(&self) -> RwLockReadGuard<'_, Packed> {
+        let read = || self.packed.read().unwrap_or_else(|e| e.into_inner());
+        if read().fresh {
+            return read();
+        }
+        let mut p = self.packed.write().unwrap_or_else(|e| e.into_inner());
+        if !p.fresh {
+            let n = self.layers.len();
+            p.wt.resize_with(n, PackedB::default);
+            p.w.resize_with(n, PackedB::default);
+            let Packed { wt, w, .. } = &mut *p;
+            for ((l, wt), w) in self.layers.iter().zip(wt).zip(w) {
+                let weights = &self.params[l.w..l.w + l.fan_in * l.fan_out];
+                wt.pack(weights, (1, l.fan_in), l.fan_in, l.fan_out);
+                w.pack(weights, (l.fan_in, 1), l.fan_out, l.fan_in);
+            }
+            p.fresh = true;
+        }
+        drop(p);
+        read()
     }
 
     /// Output dimension.
@@ -185,8 +237,24 @@ impl FusedMlp {
         t: &[f32],
         v: Option<(&[f32], usize)>,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (n, m, o) = (t.len(), v.map_or(0, |(_, m)| m), self.out_dim());
+        let (mut out, mut tan) = (vec![0.0; n * o], vec![0.0; m * n * o]);
+        self.forward_into(x, t, v, &mut out, &mut tan)?;
+        Ok((out, tan))
+    }
+
+    /// `forward` into the caller's buffers out [n × out] and tan [m × n × out]: each thread
+    /// writes its rows in place.
+    pub fn forward_into(
+        &self,
+        x: &[f32],
+        t: &[f32],
+        v: Option<(&[f32], usize)>,
+        out: &mut [f32],
+        tan: &mut [f32],
+    ) -> Result<()> {
         let n = self.check(x, t)?;
-        let m = v.map_or(0, |(_, m)| m);
+        let (m, o) = (v.map_or(0, |(_, m)| m), self.out_dim());
         if let Some((v, m)) = v {
             if v.len() != m * n * self.dim {
                 bail!(
@@ -196,37 +264,40 @@ impl FusedMlp {
                 );
             }
         }
-        let o = self.out_dim();
+        if out.len() != n * o || tan.len() != m * n * o {
+            bail!(
+                "output buffers hold {} and {} values, expected {n} × {o} and {m} × {n} × {o}",
+                out.len(),
+                tan.len()
+            );
+        }
+        // each chunk's rows of out, and of every tangent direction's block of tan
+        let parts = chunks(n);
+        let mut outs = split_rows(out, &parts, o);
+        let mut tans: Vec<Vec<&mut [f32]>> = parts.iter().map(|_| Vec::new()).collect();
+        if n > 0 {
+            for direction in tan.chunks_exact_mut(n * o) {
+                for (list, piece) in tans.iter_mut().zip(split_rows(direction, &parts, o)) {
+                    list.push(piece);
+                }
+            }
+        }
+        let buffers: Vec<_> = outs.drain(..).zip(tans).collect();
         let keep = if m > 0 { Keep::First } else { Keep::Value };
-        let parts = self.for_chunks(n, |ws, rows| {
-            let mut out = Vec::with_capacity(rows.len() * o);
-            let mut tan = vec![0.0f32; m * rows.len() * o];
+        self.for_chunks_with(n, buffers, |ws, rows, (out, mut tan)| {
             for block in self.blocks(rows.clone()) {
                 self.forward_block(ws, x, t, block.clone(), keep);
-                let len = block.len();
-                out.extend_from_slice(&ws.acts[self.layers.len()][..len * o]);
+                let (len, at) = (block.len() * o, (block.start - rows.start) * o);
+                out[at..at + len].copy_from_slice(&ws.acts[self.layers.len()][..len]);
                 if let Some((v, m)) = v {
                     let res = self.tangents_block(ws, v, n, m, block.clone(), false);
-                    for k in 0..m {
-                        let dst = (k * rows.len() + block.start - rows.start) * o;
-                        tan[dst..dst + len * o]
-                            .copy_from_slice(&res[k * len * o..(k + 1) * len * o]);
+                    for (k, dst) in tan.iter_mut().enumerate() {
+                        dst[at..at + len].copy_from_slice(&res[k * len..(k + 1) * len]);
                     }
                 }
             }
-            (out, tan)
         });
-        let mut out = Vec::with_capacity(n * o);
-        let mut tan = vec![0.0f32; m * n * o];
-        for (rows, (part_out, part_tan)) in chunks(n).into_iter().zip(parts) {
-            out.extend(part_out);
-            let len = rows.len() * o;
-            for k in 0..m {
-                let dst = (k * n + rows.start) * o;
-                tan[dst..dst + len].copy_from_slice(&part_tan[k * len..(k + 1) * len]);
-            }
-        }
-        Ok((out, tan))
+        Ok(())
     }
 
     /// Loss and parameter gradient (written to `grad`, laid out like `params`) of a loss on the raw
@@ -318,18 +389,35 @@ impl FusedMlp {
         n: usize,
         f: impl Fn(&mut Workspace, Range<usize>) -> R + Sync,
     ) -> Vec<R> {
+        let unit = vec![(); chunks(n).len()];
+        self.for_chunks_with(n, unit, |ws, rows, ()| f(ws, rows))
+    }
+
+    /// `for_chunks` with one item of `per_chunk` (say, that chunk's output rows) handed to each.
+    fn for_chunks_with<T: Send, R: Send>(
+        &self,
+        n: usize,
+        per_chunk: Vec<T>,
+        f: impl Fn(&mut Workspace, Range<usize>, T) -> R + Sync,
+    ) -> Vec<R> {
         let parts = chunks(n);
+        debug_assert_eq!(parts.len(), per_chunk.len());
         let mut workspaces = self.lock();
         while workspaces.len() < parts.len() {
             workspaces.push(Workspace::default());
         }
         if parts.len() == 1 {
-            return vec![f(&mut workspaces[0], parts[0].clone())];
+            let item = per_chunk.into_iter().next();
+            return item
+                .map(|it| f(&mut workspaces[0], parts[0].clone(), it))
+                .into_iter()
+                .collect();
         }
         workspaces[..parts.len()]
             .par_iter_mut()
             .zip(parts)
-            .map(|(w, rows)| f(w, rows))
+            .zip(per_chunk)
+            .map(|((w, rows), item)| f(w, rows, item))
             .collect()
     }
 
@@ -383,9 +471,11 @@ impl FusedMlp {
                 *b += w.iter().zip(emb).map(|(w, e)| w * e).sum::<f32>();
             }
         }
+        let packed = self.packed();
         for (i, l) in self.layers.iter().enumerate() {
             let (lo, hi) = ws.acts.split_at_mut(i + 1);
             let z = resize(&mut hi[0], rows * l.fan_out);
+            let wt = Rhs::Packed(&packed.wt[i]);
             let k = if i == 0 && shared { d } else { l.fan_in };
             let hidden = i + 1 < nl;
             let keep_here = if hidden { keep } else { Keep::Value };
@@ -399,22 +489,11 @@ impl FusedMlp {
                 // bias and SiLU applied in the GEMM's registers, no pass of their own
                 let d1 =
                     (keep_here == Keep::First).then(|| resize(&mut ws.d1[i], rows * l.fan_out));
-                // B = W_iᵀ, read from W_i through strides
-                let (a, b) = (&lo[i][..], &self.params[l.w..]);
-                if gemm_bias_silu(dims, z, a, (l.fan_in, 1), b, (1, l.fan_in), bias, d1) {
+                if gemm_bias_silu(dims, z, &lo[i], (l.fan_in, 1), wt, bias, d1) {
                     continue;
                 }
             }
-            gemm(
-                dims,
-                z,
-                l.fan_out,
-                &lo[i],
-                (l.fan_in, 1),
-                &self.params[l.w..],
-                (1, l.fan_in),
-                false,
-            );
+            gemm(dims, z, l.fan_out, &lo[i], (l.fan_in, 1), wt, false);
             let d1 = if keep_here >= Keep::First {
                 resize(&mut ws.d1[i], rows * l.fan_out)
             } else {
@@ -457,20 +536,13 @@ impl FusedMlp {
                 .copy_from_slice(&v[(k * n + block.start) * d..(k * n + block.end) * d]);
         }
         let mut width = d;
+        let packed = self.packed();
         for (i, l) in self.layers.iter().enumerate() {
             let (lo, hi) = ws.tin.split_at_mut(i + 1);
             let z = resize(&mut hi[0], m * rows * l.fan_out);
             // layer 0 acts on the input tangent through W's first d columns (Wᵀ's first d rows)
-            gemm(
-                (m * rows, l.fan_out, width),
-                z,
-                l.fan_out,
-                &lo[i],
-                (width, 1),
-                &self.params[l.w..],
-                (1, l.fan_in),
-                false,
-            );
+            let (dims, wt) = ((m * rows, l.fan_out, width), Rhs::Packed(&packed.wt[i]));
+            gemm(dims, z, l.fan_out, &lo[i], (width, 1), wt, false);
             if i + 1 < nl {
                 if keep_pre {
                     resize(&mut ws.zdot[i], z.len()).copy_from_slice(z);
@@ -514,30 +586,33 @@ impl FusedMlp {
             resize(g, rows * o),
             resize(gt, m * rows * o),
         );
+        let packed = self.packed();
         for (i, l) in self.layers.iter().enumerate().rev() {
             let gi = &g[..rows * l.fan_out];
             let gti = &gt[..m * rows * l.fan_out];
+            let acts = Rhs::Strided(&ws.acts[i], (l.fan_in, 1));
+            let dims = (l.fan_out, l.fan_in, rows);
             gemm(
-                (l.fan_out, l.fan_in, rows),
+                dims,
                 &mut ws.grads[l.w..],
                 l.fan_in,
                 gi,
                 (1, l.fan_out),
-                &ws.acts[i],
-                (l.fan_in, 1),
+                acts,
                 true,
             );
             if m > 0 {
                 // layer 0's input tangent covers only x's d columns of W
                 let k_in = if i == 0 { d } else { l.fan_in };
+                let tin = Rhs::Strided(&ws.tin[i], (k_in, 1));
+                let dims = (l.fan_out, k_in, m * rows);
                 gemm(
-                    (l.fan_out, k_in, m * rows),
+                    dims,
                     &mut ws.grads[l.w..],
                     l.fan_in,
                     gti,
                     (1, l.fan_out),
-                    &ws.tin[i],
-                    (k_in, 1),
+                    tin,
                     true,
                 );
             }
@@ -545,7 +620,7 @@ impl FusedMlp {
             if i == 0 {
                 break;
             }
-            let w = &self.params[l.w..];
+            let w = Rhs::Packed(&packed.w[i]);
             let gh = resize(next, rows * l.fan_in);
             gemm(
                 (rows, l.fan_in, l.fan_out),
@@ -554,7 +629,6 @@ impl FusedMlp {
                 gi,
                 (l.fan_out, 1),
                 w,
-                (l.fan_in, 1),
                 false,
             );
             let d1 = &ws.d1[i - 1][..rows * l.fan_in];
@@ -563,16 +637,7 @@ impl FusedMlp {
             } else {
                 let gth = resize(next_t, m * rows * l.fan_in);
                 let k = (m * rows, l.fan_in, l.fan_out);
-                gemm(
-                    k,
-                    gth,
-                    l.fan_in,
-                    gti,
-                    (l.fan_out, 1),
-                    w,
-                    (l.fan_in, 1),
-                    false,
-                );
+                gemm(k, gth, l.fan_in, gti, (l.fan_out, 1), w, false);
                 let zdot = &ws.zdot[i - 1][..m * rows * l.fan_in];
                 kernels::jvp_cotangents(gh, gth, zdot, d1, &ws.d2[i - 1][..rows * l.fan_in]);
             }
