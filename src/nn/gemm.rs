@@ -54,6 +54,10 @@ impl PackedB {
 
 const NR: usize = 16;
 
+/// Below this many columns (an output layer of a few dimensions), with A's rows and B's columns
+/// contiguous, a product runs as dot products: a 16-column tile would waste most of its FMAs.
+pub const NARROW: usize = 8;
+
 /// Packs B's columns j..j+w (w ≤ 16) into `panel` [k × 16], zero-padded: with B's own row stride
 /// (512 bytes at width 128) a panel's rows fall into a few L1 sets and evict each other; packed,
 /// they stream through consecutive lines.
@@ -109,6 +113,10 @@ pub fn gemm(
     check_rhs(rhs, k, n);
     #[cfg(target_arch = "x86_64")]
     if super::kernels::has_avx2() {
+        if let (Rhs::Strided(b, (1, b_cs)), 1, true) = (rhs, a_cs, n < NARROW) {
+            // SAFETY: as below.
+            return unsafe { avx2::narrow((m, n, k), c, ldc, (a, a_rs), (b, b_cs), accumulate) };
+        }
         let store = if accumulate {
             avx2::Store::Add
         } else {
@@ -207,6 +215,61 @@ mod avx2 {
     thread_local! {
         /// The current 16-column panel of B, packed [k × 16] (zero-padded past n).
         static PANEL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// C [m × n] (+)= A·B for narrow B (n < `NARROW`) as dot products of A's rows (contiguous)
+    /// with B's columns (contiguous: B[p, j] at j·b_cs + p), two rows at a time.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn narrow(
+        (m, n, k): (usize, usize, usize),
+        c: &mut [f32],
+        ldc: usize,
+        (a, a_rs): (&[f32], usize),
+        (b, b_cs): (&[f32], usize),
+        accumulate: bool,
+    ) {
+        let k8 = k - k % 8;
+        let hsum = |v: __m256| {
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
+        };
+        let (a, b) = (a.as_ptr(), b.as_ptr());
+        for i in (0..m).step_by(2) {
+            let rows = if i + 1 < m { 2 } else { 1 };
+            for j in 0..n {
+                let bj = b.add(j * b_cs);
+                // two rows × two accumulators: four independent FMA chains
+                let mut acc = [[_mm256_setzero_ps(); 2]; 2];
+                let mut tail = [0.0f32; 2];
+                let mut p = 0;
+                while p + 16 <= k8 {
+                    let (b0, b1) = (_mm256_loadu_ps(bj.add(p)), _mm256_loadu_ps(bj.add(p + 8)));
+                    for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                        let ar = a.add((i + r) * a_rs + p);
+                        acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(ar), b0, acc[0]);
+                        acc[1] = _mm256_fmadd_ps(_mm256_loadu_ps(ar.add(8)), b1, acc[1]);
+                    }
+                    p += 16;
+                }
+                if p < k8 {
+                    let b0 = _mm256_loadu_ps(bj.add(p));
+                    for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                        let ar = a.add((i + r) * a_rs + p);
+                        acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(ar), b0, acc[0]);
+                    }
+                }
+                for (r, t) in tail.iter_mut().enumerate().take(rows) {
+                    let ar = a.add((i + r) * a_rs);
+                    *t = (k8..k).map(|p| *ar.add(p) * *bj.add(p)).sum();
+                }
+                for r in 0..rows {
+                    let v = hsum(_mm256_add_ps(acc[r][0], acc[r][1])) + tail[r];
+                    let dst = &mut c[(i + r) * ldc + j];
+                    *dst = if accumulate { *dst + v } else { v };
+                }
+            }
+        }
     }
 
     /// How a finished tile reaches C.
@@ -567,6 +630,7 @@ mod tests {
             (64, 48, 128),
             (6, 16, 3),
             (8, 20, 600),
+            (9, 3, 45),
         ];
         for (m, n, k) in shapes {
             for transposed_a in [false, true] {

@@ -4,7 +4,7 @@
 //! batch is cut into one contiguous chunk per thread and each chunk into cache-sized blocks that
 //! run the whole network: one fork-join per call, no allocation per layer.
 
-use super::gemm::{gemm, gemm_bias_silu, PackedB, Rhs};
+use super::gemm::{gemm, gemm_bias_silu, PackedB, Rhs, NARROW};
 use super::kernels::{self, Keep};
 use super::{Activation, Embedding, ScoreNet};
 use crate::score::Parameterisation;
@@ -183,6 +183,17 @@ impl FusedMlp {
         }
         drop(p);
         read()
+    }
+
+    /// Layer i's Wᵀ as a product's B: packed, or for a narrow layer (an output of a few
+    /// dimensions) read from W, whose rows are Wᵀ's contiguous columns.
+    fn transposed<'a>(&'a self, packed: &'a Packed, i: usize) -> Rhs<'a> {
+        let l = &self.layers[i];
+        if l.fan_out < NARROW {
+            Rhs::Strided(&self.params[l.w..l.w + l.fan_in * l.fan_out], (1, l.fan_in))
+        } else {
+            Rhs::Packed(&packed.wt[i])
+        }
     }
 
     /// Output dimension.
@@ -475,7 +486,7 @@ impl FusedMlp {
         for (i, l) in self.layers.iter().enumerate() {
             let (lo, hi) = ws.acts.split_at_mut(i + 1);
             let z = resize(&mut hi[0], rows * l.fan_out);
-            let wt = Rhs::Packed(&packed.wt[i]);
+            let wt = self.transposed(&packed, i);
             let k = if i == 0 && shared { d } else { l.fan_in };
             let hidden = i + 1 < nl;
             let keep_here = if hidden { keep } else { Keep::Value };
@@ -541,7 +552,7 @@ impl FusedMlp {
             let (lo, hi) = ws.tin.split_at_mut(i + 1);
             let z = resize(&mut hi[0], m * rows * l.fan_out);
             // layer 0 acts on the input tangent through W's first d columns (Wᵀ's first d rows)
-            let (dims, wt) = ((m * rows, l.fan_out, width), Rhs::Packed(&packed.wt[i]));
+            let (dims, wt) = ((m * rows, l.fan_out, width), self.transposed(&packed, i));
             gemm(dims, z, l.fan_out, &lo[i], (width, 1), wt, false);
             if i + 1 < nl {
                 if keep_pre {
