@@ -111,14 +111,22 @@ impl AdamStep {
             self.weight_decay as f32,
         );
         use rayon::prelude::*;
-        // chunks of 8192 values spread over the threads
+        // chunks of 8192 values spread over the threads; the EMA follows each chunk's update in
+        // the same pass (one fork-join per step, not two)
         const CHUNK: usize = 8192;
+        let (ema, d) = match ema {
+            Some((e, d)) => (e, d as f32),
+            None => (&mut [][..], 1.0),
+        };
+        let mut emas: Vec<&mut [f32]> = ema.chunks_mut(CHUNK).collect();
+        emas.resize_with(theta.len().div_ceil(CHUNK), || &mut []);
         theta
             .par_chunks_mut(CHUNK)
             .zip(m.par_chunks_mut(CHUNK))
             .zip(v.par_chunks_mut(CHUNK))
             .zip(g.par_chunks(CHUNK))
-            .for_each(|(((theta, m), v), g)| {
+            .zip(emas)
+            .for_each(|((((theta, m), v), g), ema)| {
                 for i in 0..theta.len() {
                     let g = g[i] * scale;
                     m[i] = m[i] * b1 + g * (1.0 - b1);
@@ -126,17 +134,10 @@ impl AdamStep {
                     let delta = (m[i] / c1) / ((v[i] / c2).sqrt() + eps) + wd * theta[i];
                     theta[i] -= delta * lr;
                 }
+                ema.iter_mut()
+                    .zip(theta.iter())
+                    .for_each(|(e, p)| *e = *e * d + p * (1.0 - d));
             });
-        if let Some((ema, d)) = ema {
-            let d = d as f32;
-            ema.par_chunks_mut(CHUNK)
-                .zip(theta.par_chunks(CHUNK))
-                .for_each(|(e, p)| {
-                    e.iter_mut()
-                        .zip(p)
-                        .for_each(|(e, p)| *e = *e * d + p * (1.0 - d))
-                });
-        }
     }
 }
 
