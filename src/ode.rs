@@ -1,6 +1,8 @@
-//! Explicit Runge–Kutta integrators for dy/dt = f(y, t) on a tensor state, in either time direction:
-//! fixed-step Euler, Heun and RK4 over a given grid, and adaptive Dormand–Prince 5(4).
-//! The probability-flow samplers and the likelihood both integrate through here.
+//! Explicit Runge–Kutta integrators for dy/dt = f(y, t), in either time direction: fixed-step Euler,
+//! Heun and RK4 over a given grid, and adaptive Dormand–Prince 5(4). The probability-flow samplers
+//! and the likelihood both integrate through here. The solvers keep the state and every stage in
+//! flat f64 buffers allocated once per solve and reused by every step; `fixed_step` and `dopri5`
+//! take a right-hand side on tensors and move the state into a tensor only to evaluate it.
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
@@ -16,35 +18,112 @@ pub enum Method {
     Rk4,
 }
 
+/// A right-hand side on the flat state: writes f(y, t) into `out` (as long as y).
+pub type Field<'a> = dyn FnMut(&[f64], f64, &mut [f64]) -> Result<()> + 'a;
+
+/// Called after each fixed step with (i, t_{i+1}, y_{i+1}).
+pub type OnStep<'a> = dyn FnMut(usize, f64, &[f64]) -> Result<()> + 'a;
+
+/// A right-hand side on tensors as a `Field`: each evaluation puts y into a tensor shaped, typed
+/// and placed like `like`, and copies f's result back.
+fn on_tensors<'a>(
+    f: &'a mut dyn FnMut(&Tensor, f64) -> Result<Tensor>,
+    like: &Tensor,
+) -> impl FnMut(&[f64], f64, &mut [f64]) -> Result<()> + 'a {
+    let (shape, dtype, device) = (like.shape().clone(), like.dtype(), like.device().clone());
+    move |y, t, out| {
+        let y = Tensor::from_slice(y, shape.clone(), &device)?.to_dtype(dtype)?;
+        let v = f(&y, t)?;
+        if v.shape() != &shape {
+            bail!(
+                "the right-hand side has shape {:?}, the state {:?}",
+                v.shape(),
+                shape
+            );
+        }
+        out.copy_from_slice(&flat(&v)?);
+        Ok(())
+    }
+}
+
+/// A tensor's values as f64, row-major.
+fn flat(t: &Tensor) -> Result<Vec<f64>> {
+    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?)
+}
+
+/// The flat state as a tensor shaped, typed and placed like `like`.
+fn unflat(y: &[f64], like: &Tensor) -> Result<Tensor> {
+    Ok(Tensor::from_slice(y, like.shape(), like.device())?.to_dtype(like.dtype())?)
+}
+
 /// Integrates over `grid` (monotone, either direction); `on_step(i, t_{i+1}, y)` sees each new state.
 pub fn fixed_step(
     method: Method,
     f: &mut dyn FnMut(&Tensor, f64) -> Result<Tensor>,
-    mut y: Tensor,
+    y: Tensor,
     grid: &[f64],
     on_step: &mut dyn FnMut(usize, f64, &Tensor) -> Result<()>,
 ) -> Result<Tensor> {
+    let mut state = flat(&y)?;
+    let mut field = on_tensors(f, &y);
+    let mut seen = |i: usize, t: f64, s: &[f64]| on_step(i, t, &unflat(s, &y)?);
+    fixed_step_flat(method, &mut field, &mut state, grid, &mut seen)?;
+    unflat(&state, &y)
+}
+
+/// `fixed_step` on a flat state, in place; four stage buffers serve every step.
+pub fn fixed_step_flat(
+    method: Method,
+    f: &mut Field,
+    y: &mut [f64],
+    grid: &[f64],
+    on_step: &mut OnStep,
+) -> Result<()> {
+    let n = y.len();
+    let stages = match method {
+        Method::Euler => 1,
+        Method::Heun => 2,
+        Method::Rk4 => 4,
+    };
+    let mut k = vec![vec![0.0; n]; stages];
+    let mut tmp = vec![0.0; n];
+    // tmp ← y + c·h·k
+    let shifted = |tmp: &mut [f64], y: &[f64], k: &[f64], ch: f64| {
+        tmp.iter_mut()
+            .zip(y.iter().zip(k))
+            .for_each(|(o, (y, k))| *o = y + ch * k);
+    };
     for (i, w) in grid.windows(2).enumerate() {
         let (t, h) = (w[0], w[1] - w[0]);
-        y = match method {
-            Method::Euler => (&y + (f(&y, t)? * h)?)?,
+        // Butcher weights of the stages: y ← y + h Σ b_s k_s
+        let b: &[f64] = match method {
+            Method::Euler => {
+                f(y, t, &mut k[0])?;
+                &[1.0]
+            }
             Method::Heun => {
-                let k1 = f(&y, t)?;
-                let k2 = f(&(&y + (&k1 * h)?)?, t + h)?;
-                (&y + ((k1 + k2)? * (0.5 * h))?)?
+                f(y, t, &mut k[0])?;
+                shifted(&mut tmp, y, &k[0], h);
+                f(&tmp, t + h, &mut k[1])?;
+                &[0.5, 0.5]
             }
             Method::Rk4 => {
-                let k1 = f(&y, t)?;
-                let k2 = f(&(&y + (&k1 * (0.5 * h))?)?, t + 0.5 * h)?;
-                let k3 = f(&(&y + (&k2 * (0.5 * h))?)?, t + 0.5 * h)?;
-                let k4 = f(&(&y + (&k3 * h)?)?, t + h)?;
-                let sum = (k1 + (k2 * 2.0)? + (k3 * 2.0)? + k4)?;
-                (&y + (sum * (h / 6.0))?)?
+                f(y, t, &mut k[0])?;
+                shifted(&mut tmp, y, &k[0], 0.5 * h);
+                f(&tmp, t + 0.5 * h, &mut k[1])?;
+                shifted(&mut tmp, y, &k[1], 0.5 * h);
+                f(&tmp, t + 0.5 * h, &mut k[2])?;
+                shifted(&mut tmp, y, &k[2], h);
+                f(&tmp, t + h, &mut k[3])?;
+                &[1.0 / 6.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 6.0]
             }
         };
-        on_step(i, w[1], &y)?;
+        for (s, bs) in b.iter().enumerate() {
+            y.iter_mut().zip(&k[s]).for_each(|(y, k)| *y += h * bs * k);
+        }
+        on_step(i, w[1], y)?;
     }
-    Ok(y)
+    Ok(())
 }
 
 /// Tolerances and limits of the adaptive solver.
@@ -73,9 +152,9 @@ impl Tolerance {
     }
 }
 
-/// Result of an adaptive solve.
-pub struct Solution {
-    pub y: Tensor,
+/// Result of an adaptive solve: the end state (shaped like the start) and the solver's counts.
+pub struct Solution<Y = Tensor> {
+    pub y: Y,
     pub nfe: usize,
     pub accepted: usize,
     pub rejected: usize,
@@ -121,24 +200,23 @@ const E: [f64; 7] = [
 ];
 
 /// RMS of e / (atol + rtol·max(|y0|, |y1|)) over all elements (Hairer–Nørsett–Wanner II.4).
-fn error_norm(e: &Tensor, y0: &Tensor, y1: &Tensor, tol: &Tolerance) -> Result<f64> {
-    let scale = ((y0.abs()?.maximum(&y1.abs()?)? * tol.rtol)? + tol.atol)?;
-    let r = (e / scale)?
-        .to_dtype(DType::F64)?
-        .sqr()?
-        .mean_all()?
-        .to_scalar::<f64>()?;
-    Ok(r.sqrt())
+fn error_norm(e: &[f64], y0: &[f64], y1: &[f64], rtol: f64, atol: f64) -> f64 {
+    let sum: f64 = e
+        .iter()
+        .zip(y0.iter().zip(y1))
+        .map(|(e, (a, b))| (e / (atol + rtol * a.abs().max(b.abs()))).powi(2))
+        .sum();
+    (sum / e.len().max(1) as f64).sqrt()
 }
 
-fn combo(y: &Tensor, ks: &[Tensor], coefs: &[f64], h: f64) -> Result<Tensor> {
-    let mut acc = y.clone();
+/// out ← y + h Σ_s c_s k_s.
+fn combo(out: &mut [f64], y: &[f64], ks: &[Vec<f64>], coefs: &[f64], h: f64) {
+    out.copy_from_slice(y);
     for (k, c) in ks.iter().zip(coefs) {
         if *c != 0.0 {
-            acc = (acc + (k * (c * h))?)?;
+            out.iter_mut().zip(k).for_each(|(o, k)| *o += c * h * k);
         }
     }
-    Ok(acc)
 }
 
 /// Adaptive Dormand–Prince 5(4) from t0 to t1 (either direction), FSAL, with the standard
@@ -150,39 +228,54 @@ pub fn dopri5(
     t1: f64,
     tol: &Tolerance,
 ) -> Result<Solution> {
+    let state = flat(&y0)?;
+    let sol = dopri5_flat(&mut on_tensors(f, &y0), state, t0, t1, tol)?;
+    Ok(Solution {
+        y: unflat(&sol.y, &y0)?,
+        nfe: sol.nfe,
+        accepted: sol.accepted,
+        rejected: sol.rejected,
+    })
+}
+
+/// `dopri5` on a flat state: the seven stages, the trial state and the error live in buffers
+/// allocated once and reused by every step.
+pub fn dopri5_flat(
+    f: &mut Field,
+    mut y: Vec<f64>,
+    t0: f64,
+    t1: f64,
+    tol: &Tolerance,
+) -> Result<Solution<Vec<f64>>> {
     tol.check()?;
+    let (rtol, atol) = (tol.rtol, tol.atol);
     let dir = (t1 - t0).signum();
     let span = (t1 - t0).abs();
+    let n = y.len();
     let mut nfe = 0usize;
-    let mut eval = |y: &Tensor, t: f64, nfe: &mut usize| -> Result<Tensor> {
-        *nfe += 1;
-        f(y, t)
-    };
-    let mut y = y0;
+    let mut ks = vec![vec![0.0; n]; 7];
+    let (mut ys, mut err_vec) = (vec![0.0; n], vec![0.0; n]);
     let mut t = t0;
-    let mut k0 = eval(&y, t, &mut nfe)?;
+    nfe += 1;
+    f(&y, t, &mut ks[0])?;
     // initial step (Hairer, Nørsett & Wanner, II.4)
-    let zero = y.zeros_like()?;
-    let d0 = error_norm(
-        &y,
-        &zero,
-        &zero,
-        &Tolerance {
-            rtol: tol.rtol,
-            atol: tol.atol,
-            max_nfe: 0,
-        },
-    )?;
-    let d1 = error_norm(&k0, &y, &y, tol)?;
+    let zero = vec![0.0; n];
+    let d0 = error_norm(&y, &zero, &zero, rtol, atol);
+    let d1 = error_norm(&ks[0], &y, &y, rtol, atol);
     let mut h = if d0 < 1e-5 || d1 < 1e-5 {
         1e-6
     } else {
         0.01 * d0 / d1
     }
     .min(span);
-    let y1 = (&y + (&k0 * (dir * h))?)?;
-    let k1 = eval(&y1, t + dir * h, &mut nfe)?;
-    let d2 = error_norm(&(k1 - &k0)?, &y, &y, tol)? / h;
+    combo(&mut ys, &y, &ks[..1], &[1.0], dir * h);
+    nfe += 1;
+    f(&ys, t + dir * h, &mut ks[1])?;
+    err_vec
+        .iter_mut()
+        .zip(ks[1].iter().zip(&ks[0]))
+        .for_each(|(e, (a, b))| *e = a - b);
+    let d2 = error_norm(&err_vec, &y, &y, rtol, atol) / h;
     let h1 = if d1.max(d2) <= 1e-15 {
         (h * 1e-3).max(1e-6)
     } else {
@@ -190,27 +283,29 @@ pub fn dopri5(
     };
     h = (100.0 * h).min(h1).min(span);
     let (mut accepted, mut rejected) = (0, 0);
+    let mut y_new = vec![0.0; n];
     while (t1 - t) * dir > 1e-12 * span.max(1.0) {
         if nfe + 6 > tol.max_nfe {
             bail!("adaptive solver hit its NFE cap ({}) at t = {t:.6} before reaching {t1}; raise the cap or loosen rtol/atol", tol.max_nfe);
         }
         h = h.min((t1 - t).abs());
         let hs = dir * h;
-        let mut ks = vec![k0.clone()];
         for s in 1..7 {
-            let ys = combo(&y, &ks, A[s], hs)?;
-            ks.push(eval(&ys, t + C[s] * hs, &mut nfe)?);
+            combo(&mut ys, &y, &ks[..s], A[s], hs);
+            nfe += 1;
+            f(&ys, t + C[s] * hs, &mut ks[s])?;
         }
-        let y_new = combo(&y, &ks, A[6], hs)?;
-        let err_vec = combo(&zero, &ks, &E, hs)?;
-        let err = error_norm(&err_vec, &y, &y_new, tol)?;
+        combo(&mut y_new, &y, &ks[..6], A[6], hs);
+        combo(&mut err_vec, &zero, &ks, &E, hs);
+        let err = error_norm(&err_vec, &y, &y_new, rtol, atol);
         if !err.is_finite() {
             bail!("adaptive solver produced NaN or infinity at t = {t:.6}");
         }
         if err <= 1.0 {
             t += hs;
-            y = y_new;
-            k0 = ks.pop().expect("seven stages");
+            std::mem::swap(&mut y, &mut y_new);
+            // first same as last: the 7th stage is f at the new state
+            ks.swap(0, 6);
             accepted += 1;
         } else {
             rejected += 1;

@@ -511,6 +511,7 @@ mod avx2 {
             "add {a3}, {rs}",
             "test {k}, {k}",
             "jz 3f",
+            ".p2align 5",
             "2:",
             "vmovups {b0}, ymmword ptr [{b}]",
             "vmovups {b1}, ymmword ptr [{b} + 32]",
