@@ -88,12 +88,13 @@ def run_process(cmd, env=None, timeout=3600):
 def command(impl, kind, a, w, threads):
     """(argv, env) of one implementation of one case with `threads` threads."""
     env = dict(os.environ)
+    train = ["--batch", a.get("batch"), "--width", a.get("width"), "--objective", a.get("objective"),
+             "--steps", a.get("steps")]
     if impl == "tweedie":
         env["RAYON_NUM_THREADS"] = str(threads)
         cmd = [TWEEDIE, "bench", kind]
         if kind == "train":
-            cmd += ["--batch", a["batch"], "--width", a["width"], "--objective", a["objective"],
-                    "--steps", a["steps"]]
+            cmd += train
         elif kind == "sample":
             cmd += ["--run", w["run"], "--sampler", a["sampler"], "--steps", a["steps"], "--n", a["n"]]
         else:
@@ -101,8 +102,7 @@ def command(impl, kind, a, w, threads):
     elif impl == "torch":
         cmd = [TORCH_PY, TORCH_CASES, kind, "--threads", threads]
         if kind == "train":
-            cmd += ["--batch", a["batch"], "--width", a["width"], "--objective", a["objective"],
-                    "--steps", a["steps"]]
+            cmd += train
         elif kind == "sample":
             cmd += ["--ckpt", w["ckpt"], "--sampler", a["sampler"], "--steps", a["steps"], "--n", a["n"]]
         else:

@@ -388,9 +388,8 @@ mod avx2 {
         w: usize,
         acc: Store,
     ) {
-        // A's layout as a type parameter: with a unit stride known at compile time the six
-        // broadcasts address off independent pointers (a runtime stride made LLVM walk the rows
-        // through one serial chain of adds, six per k-step)
+        // A's layout as a type parameter: row-major six-row tiles take the assembly k loop, and
+        // the other tiles' broadcasts get a unit stride known at compile time
         match (a_cs, a_rs) {
             (1, _) => rows::<ROW_MAJOR>(m, k, a, (a_rs, a_cs), b, ldb, c, ldc, w, acc),
             (_, 1) => rows::<COL_MAJOR>(m, k, a, (a_rs, a_cs), b, ldb, c, ldc, w, acc),

@@ -363,20 +363,14 @@ impl ScoreNet {
 
     /// The MLP, optionally pushing tangents v [m, n, d] forward alongside.
     fn run(&self, x: &Tensor, t: &Tensor, v: Option<&Tensor>) -> Result<(Tensor, Option<Tensor>)> {
-        let (n, d) = x.dims2()?;
-        if d != self.config.dim {
-            bail!(
-                "input has dimension {d} but the network was built for {}",
-                self.config.dim
-            );
-        }
-        let m = match v.map(|v| v.dims3()).transpose()? {
-            Some((m, vn, vd)) if (vn, vd) == (n, d) => m,
-            Some(shape) => bail!("tangents have shape {shape:?}, expected [m, {n}, {d}]"),
-            None => 0,
-        };
+        let (n, d, m) = self.check_inputs(x, v)?;
         if let Some(f) = &self.fused {
-            return run_fused(f, x, t, v, m);
+            let (out, tan, ()) = run_fused(f, x, t, v.map(|v| (v, m)), |_, _, _, _, _| Ok(()))?;
+            let (o, dev) = (f.out_dim(), x.device());
+            let tan = v
+                .map(|_| Tensor::from_vec(tan, (m, n, o), dev))
+                .transpose()?;
+            return Ok((Tensor::from_vec(out, (n, o), dev)?, tan));
         }
         let mut tan = v
             .map(|v| v.to_dtype(self.dtype)?.reshape((m * n, d)))
@@ -420,6 +414,23 @@ impl ScoreNet {
         Ok((w, b, w_in))
     }
 
+    /// (n, d, m) of inputs x [n, d] and directions v [m, n, d], or an error naming the mismatch.
+    fn check_inputs(&self, x: &Tensor, v: Option<&Tensor>) -> Result<(usize, usize, usize)> {
+        let (n, d) = x.dims2()?;
+        if d != self.config.dim {
+            bail!(
+                "input has dimension {d} but the network was built for {}",
+                self.config.dim
+            );
+        }
+        let m = match v.map(|v| v.dims3()).transpose()? {
+            Some((m, vn, vd)) if (vn, vd) == (n, d) => m,
+            Some(shape) => bail!("tangents have shape {shape:?}, expected [m, {n}, {d}]"),
+            None => 0,
+        };
+        Ok((n, d, m))
+    }
+
     /// Per-row α_t and σ_t as [n, 1] f32 columns.
     pub fn coefficients(&self, t: &Tensor) -> Result<(Tensor, Tensor)> {
         let p = self.process();
@@ -435,23 +446,30 @@ impl ScoreNet {
     }
 }
 
-/// `ScoreNet::run` on the fused kernels: tensors in, f32 slices through, tensors out.
-fn run_fused(
+/// The fused kernels on tensors: x, t and the directions v = (v [m, n, d], m) borrowed as f32
+/// (copied where they are not contiguous f32 CPU tensors), the raw outputs out [n × o] and
+/// tangents [m × n × o] written into fresh buffers, then `then(x, t, v, out, tan)` run while the
+/// inputs are still borrowed.
+#[allow(clippy::type_complexity)]
+fn run_fused<R>(
     f: &FusedMlp,
     x: &Tensor,
     t: &Tensor,
-    v: Option<&Tensor>,
-    m: usize,
-) -> Result<(Tensor, Option<Tensor>)> {
-    let (n, dev) = (x.dims()[0], x.device());
-    let (xs, ts) = (fused::values(x)?, fused::values(t)?);
-    let vs = v.map(fused::values).transpose()?;
-    let (out, tan) = f.forward(&xs, &ts, vs.as_deref().map(|v| (v, m)))?;
-    let o = f.out_dim();
-    let tan = v
-        .map(|_| Tensor::from_vec(tan, (m, n, o), dev))
-        .transpose()?;
-    Ok((Tensor::from_vec(out, (n, o), dev)?, tan))
+    v: Option<(&Tensor, usize)>,
+    then: impl FnOnce(&[f32], &[f32], &[f32], &mut [f32], &[f32]) -> Result<R>,
+) -> Result<(Vec<f32>, Vec<f32>, R)> {
+    let (n, o, m) = (t.elem_count(), f.out_dim(), v.map_or(0, |(_, m)| m));
+    let (mut out, mut tan) = (vec![0f32; n * o], vec![0f32; m * n * o]);
+    let no_v = Tensor::zeros(0, DType::F32, x.device())?;
+    let r = with_f32(x, |xs| {
+        with_f32(t, |ts| {
+            with_f32(v.map_or(&no_v, |(v, _)| v), |vs| {
+                f.forward_into(xs, ts, v.map(|(_, m)| (vs, m)), &mut out, &mut tan)?;
+                then(xs, ts, vs, &mut out, &tan)
+            })
+        })
+    })?;
+    Ok((out, tan, r))
 }
 
 /// A tensor's values as f32, borrowed when it already is a contiguous f32 CPU tensor (the
@@ -479,47 +497,30 @@ impl ScoreNet {
         t: &Tensor,
         v: Option<&Tensor>,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        let (n, d) = x.dims2()?;
-        let m = match v.map(|v| v.dims3()).transpose()? {
-            Some((m, vn, vd)) if (vn, vd) == (n, d) => m,
-            Some(shape) => bail!("directions have shape {shape:?}, expected [m, {n}, {d}]"),
-            None => 0,
-        };
-        if d != self.config.dim || t.elem_count() != n {
-            bail!(
-                "input is [{n}, {d}] with {} times; the network expects [n, {}] and n times",
-                t.elem_count(),
-                self.config.dim
-            );
+        let (n, d, m) = self.check_inputs(x, v)?;
+        if t.elem_count() != n {
+            bail!("{} times for {n} points", t.elem_count());
         }
-        let (mut s, mut tan, mut q) = (vec![0f32; n * d], vec![0f32; m * n * d], vec![0f32; m * n]);
         let (p, param) = (self.process(), self.config.arch.parameterisation);
-        let no_v = Tensor::zeros(0, DType::F32, x.device())?;
-        with_f32(x, |xs| {
-            with_f32(t, |ts| {
-                with_f32(v.unwrap_or(&no_v), |vs| {
-                    f.forward_into(xs, ts, v.map(|_| (vs, m)), &mut s, &mut tan)?;
-                    let mut coef = (f32::NAN, (0.0, 0.0));
-                    for (r, (&tr, row)) in ts.iter().zip(s.chunks_exact_mut(d)).enumerate() {
-                        if coef.0 != tr {
-                            let (a, b) =
-                                param.score_coefficients(p.alpha(tr as f64), p.sigma(tr as f64));
-                            coef = (tr, (a as f32, b as f32));
-                        }
-                        let (a, b) = coef.1;
-                        for k in 0..m {
-                            let at = (k * n + r) * d;
-                            let (jv, vr) = (&tan[at..at + d], &vs[at..at + d]);
-                            q[k * n + r] =
-                                jv.iter().zip(vr).map(|(j, v)| (a * j + b * v) * v).sum();
-                        }
-                        for (o, xv) in row.iter_mut().zip(&xs[r * d..(r + 1) * d]) {
-                            *o = a * *o + b * xv;
-                        }
-                    }
-                    Ok(())
-                })
-            })
+        let (s, _, q) = run_fused(f, x, t, v.map(|v| (v, m)), |xs, ts, vs, s, tan| {
+            let mut q = vec![0f32; m * n];
+            let mut coef = (f32::NAN, (0.0, 0.0));
+            for (r, (&tr, row)) in ts.iter().zip(s.chunks_exact_mut(d)).enumerate() {
+                if coef.0 != tr {
+                    let (a, b) = param.score_coefficients(p.alpha(tr as f64), p.sigma(tr as f64));
+                    coef = (tr, (a as f32, b as f32));
+                }
+                let (a, b) = coef.1;
+                for k in 0..m {
+                    let at = (k * n + r) * d;
+                    let (jv, vr) = (&tan[at..at + d], &vs[at..at + d]);
+                    q[k * n + r] = jv.iter().zip(vr).map(|(j, v)| (a * j + b * v) * v).sum();
+                }
+                for (o, xv) in row.iter_mut().zip(&xs[r * d..(r + 1) * d]) {
+                    *o = a * *o + b * xv;
+                }
+            }
+            Ok(q)
         })?;
         let dev = x.device();
         let s = Tensor::from_vec(s, (n, d), dev)?.to_dtype(x.dtype())?;

@@ -284,7 +284,7 @@ impl FusedMlp {
         }
         // each chunk's rows of out, and of every tangent direction's block of tan
         let parts = chunks(n);
-        let mut outs = split_rows(out, &parts, o);
+        let outs = split_rows(out, &parts, o);
         let mut tans: Vec<Vec<&mut [f32]>> = parts.iter().map(|_| Vec::new()).collect();
         if n > 0 {
             for direction in tan.chunks_exact_mut(n * o) {
@@ -293,7 +293,7 @@ impl FusedMlp {
                 }
             }
         }
-        let buffers: Vec<_> = outs.drain(..).zip(tans).collect();
+        let buffers: Vec<_> = outs.into_iter().zip(tans).collect();
         let keep = if m > 0 { Keep::First } else { Keep::Value };
         self.for_chunks_with(n, buffers, |ws, rows, (out, mut tan)| {
             for block in self.blocks(rows.clone()) {
