@@ -30,15 +30,14 @@ fn on_tensors<'a>(
     f: &'a mut dyn FnMut(&Tensor, f64) -> Result<Tensor>,
     like: &Tensor,
 ) -> impl FnMut(&[f64], f64, &mut [f64]) -> Result<()> + 'a {
-    let (shape, dtype, device) = (like.shape().clone(), like.dtype(), like.device().clone());
+    let like = like.clone();
     move |y, t, out| {
-        let y = Tensor::from_slice(y, shape.clone(), &device)?.to_dtype(dtype)?;
-        let v = f(&y, t)?;
-        if v.shape() != &shape {
+        let v = f(&unflat(y, &like)?, t)?;
+        if v.shape() != like.shape() {
             bail!(
                 "the right-hand side has shape {:?}, the state {:?}",
                 v.shape(),
-                shape
+                like.shape()
             );
         }
         out.copy_from_slice(&flat(&v)?);
