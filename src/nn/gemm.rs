@@ -163,40 +163,58 @@ fn check_rhs(rhs: Rhs, k: usize, n: usize) {
     }
 }
 
-/// C [m × n] = SiLU(A·B + bias) with the bias and activation applied to each 6 × 16 tile in
-/// registers before it is stored (and σ(1 + z(1 − σ)) = SiLU'(z) into `d1` [m × n] when given):
-/// the epilogue costs no extra pass over C. Returns false, doing nothing, where this path does
-/// not apply (no AVX2, or n not a multiple of 16); the caller then runs `gemm` and the epilogue.
-pub fn gemm_bias_silu(
+/// What a fused product does to each 6 × 16 tile of A·B in registers before storing it, so the
+/// element-wise work costs no pass of its own over C.
+pub enum Epilogue<'a> {
+    /// C = SiLU(A·B + bias), and SiLU'(z) = σ + C(1 − σ) into `d1` [m × n] when given.
+    BiasSilu {
+        bias: &'a [f32],
+        d1: Option<&'a mut [f32]>,
+    },
+    /// C = (A·B) ⊙ d, d [m × n] (a tangent through an activation: ż ↦ a'(z) ż).
+    Scale(&'a [f32]),
+}
+
+/// C [m × n] = epilogue(A·B). Returns false, doing nothing, where this path does not apply (no
+/// AVX2, or n not a multiple of 16); the caller then runs `gemm` and the element-wise pass.
+pub fn gemm_fused(
     (m, n, k): (usize, usize, usize),
     c: &mut [f32],
     a: &[f32],
     a_strides: (usize, usize),
     rhs: Rhs,
-    bias: &[f32],
-    d1: Option<&mut [f32]>,
+    epilogue: Epilogue,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     if super::kernels::has_avx2() && n.is_multiple_of(16) && m > 0 && k > 0 {
-        assert!(c.len() >= m * n && bias.len() >= n);
+        assert!(c.len() >= m * n);
         assert!(a.len() > (m - 1) * a_strides.0 + (k - 1) * a_strides.1);
         check_rhs(rhs, k, n);
-        let d1 = match d1 {
-            Some(d) => {
-                assert!(d.len() >= m * n);
-                d.as_mut_ptr()
+        let store = match epilogue {
+            Epilogue::BiasSilu { bias, d1 } => {
+                assert!(bias.len() >= n);
+                let d1 = match d1 {
+                    Some(d) => {
+                        assert!(d.len() >= m * n);
+                        d.as_mut_ptr()
+                    }
+                    None => std::ptr::null_mut(),
+                };
+                avx2::Store::Silu {
+                    bias: bias.as_ptr(),
+                    d1,
+                }
             }
-            None => std::ptr::null_mut(),
-        };
-        let store = avx2::Store::Silu {
-            bias: bias.as_ptr(),
-            d1,
+            Epilogue::Scale(d) => {
+                assert!(d.len() >= m * n);
+                avx2::Store::Scale { d: d.as_ptr() }
+            }
         };
         // SAFETY: the CPU has AVX2 and FMA; the asserts bound every access.
         unsafe { avx2::gemm((m, n, k), c, n, (a, a_strides), rhs, store) };
         return true;
     }
-    let _ = (m, n, k, c, a, a_strides, rhs, bias, d1);
+    let _ = (m, n, k, c, a, a_strides, rhs, epilogue);
     false
 }
 
@@ -281,6 +299,8 @@ mod avx2 {
         Add,
         /// C = SiLU(AB + bias), and SiLU' into d1 (laid out like C) unless it is null.
         Silu { bias: *const f32, d1: *mut f32 },
+        /// C = AB ⊙ d (d laid out like C).
+        Scale { d: *const f32 },
     }
 
     impl Store {
@@ -291,6 +311,7 @@ mod avx2 {
                     bias: bias.add(col),
                     d1: if d1.is_null() { d1 } else { d1.add(offset) },
                 },
+                Store::Scale { d } => Store::Scale { d: d.add(offset) },
                 other => other,
             }
         }
@@ -332,8 +353,8 @@ mod avx2 {
             Rhs::Strided(b, s) => (b, s),
         };
         // a long k (a weight gradient's rows) goes in KC-row passes, each adding to C; the fused
-        // SiLU store needs the whole sum at once, and its k is a layer's width
-        let kc = if matches!(store, Store::Silu { .. }) {
+        // epilogues need the whole sum at once, and their k is a layer's width
+        let kc = if matches!(store, Store::Silu { .. } | Store::Scale { .. }) {
             k
         } else {
             KC
@@ -593,15 +614,20 @@ mod avx2 {
                         (v0, v1) = (h0, h1);
                         if !d1.is_null() {
                             let dp = d1.add(r * ldc);
-                            _mm256_storeu_ps(dp, silu8_derivative(z0, s0));
-                            _mm256_storeu_ps(dp.add(8), silu8_derivative(z1, s1));
+                            _mm256_storeu_ps(dp, silu8_derivative(h0, s0));
+                            _mm256_storeu_ps(dp.add(8), silu8_derivative(h1, s1));
                         }
+                    }
+                    Store::Scale { d } => {
+                        let dp = d.add(r * ldc);
+                        v0 = _mm256_mul_ps(v0, _mm256_loadu_ps(dp));
+                        v1 = _mm256_mul_ps(v1, _mm256_loadu_ps(dp.add(8)));
                     }
                 }
                 _mm256_storeu_ps(cp, v0);
                 _mm256_storeu_ps(cp.add(8), v1);
             } else {
-                // partial panels only come from plain products (`gemm_bias_silu` needs n % 16 = 0)
+                // partial panels only come from plain products (`gemm_fused` needs n % 16 = 0)
                 let mut row = [0.0f32; NR];
                 _mm256_storeu_ps(row.as_mut_ptr(), lo[r]);
                 _mm256_storeu_ps(row.as_mut_ptr().add(8), hi[r]);
@@ -683,6 +709,52 @@ mod tests {
                             "{m}×{n}×{k} [{i},{j}]: {got} vs {want}"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// The fused epilogues equal the plain product followed by the element-wise pass.
+    #[test]
+    fn fused_epilogues_match_product_then_pass() {
+        for (m, n, k) in [(1, 16, 3), (13, 32, 2), (20, 48, 130)] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1)
+                .collect();
+            let bt: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.1)
+                .collect();
+            let d: Vec<f32> = (0..m * n).map(|i| (i % 9) as f32 * 0.25 - 1.0).collect();
+            let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.1 - 0.8).collect();
+            let mut packed = PackedB::default();
+            packed.pack(&bt, (1, k), k, n);
+            let rhs = Rhs::Packed(&packed);
+            let mut plain = vec![0.0f32; m * n];
+            gemm((m, n, k), &mut plain, n, &a, (k, 1), rhs, false);
+            let (mut scaled, mut silu, mut d1) =
+                (vec![0.0; m * n], vec![0.0; m * n], vec![0.0; m * n]);
+            let dims = (m, n, k);
+            if !gemm_fused(dims, &mut scaled, &a, (k, 1), rhs, Epilogue::Scale(&d)) {
+                return; // no AVX2: callers take the unfused path
+            }
+            let epilogue = Epilogue::BiasSilu {
+                bias: &bias,
+                d1: Some(&mut d1),
+            };
+            assert!(gemm_fused(dims, &mut silu, &a, (k, 1), rhs, epilogue));
+            for i in 0..m * n {
+                let z = (plain[i] + bias[i % n]) as f64;
+                let sig = 1.0 / (1.0 + (-z).exp());
+                let want = [
+                    plain[i] as f64 * d[i] as f64,
+                    z * sig,
+                    sig * (1.0 + z * (1.0 - sig)),
+                ];
+                for (got, want) in [scaled[i], silu[i], d1[i]].into_iter().zip(want) {
+                    assert!(
+                        (got as f64 - want).abs() < 1e-5,
+                        "{m}×{n}×{k} [{i}]: {got} vs {want}"
+                    );
                 }
             }
         }

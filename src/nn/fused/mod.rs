@@ -4,7 +4,7 @@
 //! batch is cut into one contiguous chunk per thread and each chunk into cache-sized blocks that
 //! run the whole network: one fork-join per call, no allocation per layer.
 
-use super::gemm::{gemm, gemm_bias_silu, PackedB, Rhs, NARROW};
+use super::gemm::{gemm, gemm_fused, Epilogue, PackedB, Rhs, NARROW};
 use super::kernels::{self, Keep};
 use super::{Activation, Embedding, ScoreNet};
 use crate::score::Parameterisation;
@@ -500,7 +500,8 @@ impl FusedMlp {
                 // bias and SiLU applied in the GEMM's registers, no pass of their own
                 let d1 =
                     (keep_here == Keep::First).then(|| resize(&mut ws.d1[i], rows * l.fan_out));
-                if gemm_bias_silu(dims, z, &lo[i], (l.fan_in, 1), wt, bias, d1) {
+                let epilogue = Epilogue::BiasSilu { bias, d1 };
+                if gemm_fused(dims, z, &lo[i], (l.fan_in, 1), wt, epilogue) {
                     continue;
                 }
             }
@@ -553,12 +554,25 @@ impl FusedMlp {
             let z = resize(&mut hi[0], m * rows * l.fan_out);
             // layer 0 acts on the input tangent through W's first d columns (Wᵀ's first d rows)
             let (dims, wt) = ((m * rows, l.fan_out, width), self.transposed(&packed, i));
-            gemm(dims, z, l.fan_out, &lo[i], (width, 1), wt, false);
-            if i + 1 < nl {
-                if keep_pre {
-                    resize(&mut ws.zdot[i], z.len()).copy_from_slice(z);
+            let d1 = &ws.d1[i][..if i + 1 < nl { rows * l.fan_out } else { 0 }];
+            // inference scales by a'(z) as each direction's tiles are stored; the reverse pass
+            // also needs ż before the scaling
+            let fused = i + 1 < nl
+                && !keep_pre
+                && z.chunks_exact_mut(rows * l.fan_out)
+                    .zip(lo[i].chunks_exact(rows * width))
+                    .all(|(z, v)| {
+                        let dims = (rows, l.fan_out, width);
+                        gemm_fused(dims, z, v, (width, 1), wt, Epilogue::Scale(d1))
+                    });
+            if !fused {
+                gemm(dims, z, l.fan_out, &lo[i], (width, 1), wt, false);
+                if i + 1 < nl {
+                    if keep_pre {
+                        resize(&mut ws.zdot[i], z.len()).copy_from_slice(z);
+                    }
+                    kernels::scale_blocks(z, d1);
                 }
-                kernels::scale_blocks(z, &ws.d1[i][..rows * l.fan_out]);
             }
             width = l.fan_out;
         }
