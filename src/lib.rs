@@ -8,6 +8,7 @@
 pub mod config;
 pub mod data;
 pub mod experiment;
+pub mod flat;
 pub mod likelihood;
 pub mod metrics;
 pub mod nn;

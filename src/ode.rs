@@ -4,8 +4,9 @@
 //! flat f64 buffers allocated once per solve and reused by every step; `fixed_step` and `dopri5`
 //! take a right-hand side on tensors and move the state into a tensor only to evaluate it.
 
+use crate::flat::{copy_values, unflat, values};
 use anyhow::{bail, Result};
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 /// A fixed-step explicit Runge–Kutta method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,19 +41,9 @@ fn on_tensors<'a>(
                 like.shape()
             );
         }
-        out.copy_from_slice(&flat(&v)?);
+        copy_values(&v, out)?;
         Ok(())
     }
-}
-
-/// A tensor's values as f64, row-major.
-fn flat(t: &Tensor) -> Result<Vec<f64>> {
-    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?)
-}
-
-/// The flat state as a tensor shaped, typed and placed like `like`.
-fn unflat(y: &[f64], like: &Tensor) -> Result<Tensor> {
-    Ok(Tensor::from_slice(y, like.shape(), like.device())?.to_dtype(like.dtype())?)
 }
 
 /// Integrates over `grid` (monotone, either direction); `on_step(i, t_{i+1}, y)` sees each new state.
@@ -63,7 +54,7 @@ pub fn fixed_step(
     grid: &[f64],
     on_step: &mut dyn FnMut(usize, f64, &Tensor) -> Result<()>,
 ) -> Result<Tensor> {
-    let mut state = flat(&y)?;
+    let mut state = values(&y)?;
     let mut field = on_tensors(f, &y);
     let mut seen = |i: usize, t: f64, s: &[f64]| on_step(i, t, &unflat(s, &y)?);
     fixed_step_flat(method, &mut field, &mut state, grid, &mut seen)?;
@@ -227,7 +218,7 @@ pub fn dopri5(
     t1: f64,
     tol: &Tolerance,
 ) -> Result<Solution> {
-    let state = flat(&y0)?;
+    let state = values(&y0)?;
     let sol = dopri5_flat(&mut on_tensors(f, &y0), state, t0, t1, tol)?;
     Ok(Solution {
         y: unflat(&sol.y, &y0)?,

@@ -499,7 +499,7 @@ impl ExactScore {
                 self.mixture.dim()
             );
         }
-        let xs: Vec<f64> = x.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+        let xs: Vec<f64> = crate::flat::values(x)?;
         let ts: Vec<f64> = t.to_dtype(DType::F64)?.to_vec1()?;
         Ok((n, d, xs, ts))
     }
@@ -512,9 +512,7 @@ impl ExactScore {
         probes: Option<&Tensor>,
     ) -> Result<(Tensor, Tensor)> {
         let (n, d, xs, ts) = self.inputs(x, t)?;
-        let pv: Option<Vec<f64>> = probes
-            .map(|v| v.to_dtype(DType::F64)?.flatten_all()?.to_vec1())
-            .transpose()?;
+        let pv: Option<Vec<f64>> = probes.map(crate::flat::values::<f64>).transpose()?;
         let m = pv.as_ref().map_or(1, |v| v.len() / (n * d).max(1));
         let (mut score, mut curv) = (vec![0.0; n * d], vec![0.0; m * n]);
         for r in time_runs(&ts) {

@@ -130,11 +130,7 @@ fn grid_over(truth: &ExactScore, t: f64) -> Points {
 fn scores_on(model: &dyn ScoreModel, at: &Points, t: f64) -> Result<Points> {
     let x = Tensor::from_vec(at.data.clone(), (at.n, at.d), &Device::Cpu)?;
     let s = model.score(&x, &times(t, at.n, DType::F64, &Device::Cpu)?)?;
-    Points::new(
-        at.n,
-        at.d,
-        s.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?,
-    )
+    Points::new(at.n, at.d, crate::flat::values::<f64>(&s)?)
 }
 
 /// Trains every objective with the same budget; writes objectives.{md,json,png} into `out`.

@@ -105,7 +105,7 @@ fn sample_quality(
             &Device::Cpu,
             &mut Trace::default(),
         )?;
-        let pts = Points::new(n, 2, x.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?)?;
+        let pts = Points::new(n, 2, crate::flat::values::<f64>(&x)?)?;
         let frac = mode_fractions(&pts, &[vec![5.0, 5.0], vec![-5.0, -5.0]])[0];
         out[k] = (w2_exact(&pts, reference)?, (frac - 0.8).abs());
     }

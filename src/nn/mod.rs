@@ -4,6 +4,7 @@ pub mod fused;
 pub mod gemm;
 mod kernels;
 
+use crate::flat::with_values;
 use crate::process::{Process, ProcessConfig};
 use crate::score::{basis, column, DivergenceModel, Parameterisation, ScoreModel};
 use anyhow::{bail, Result};
@@ -461,29 +462,15 @@ fn run_fused<R>(
     let (n, o, m) = (t.elem_count(), f.out_dim(), v.map_or(0, |(_, m)| m));
     let (mut out, mut tan) = (vec![0f32; n * o], vec![0f32; m * n * o]);
     let no_v = Tensor::zeros(0, DType::F32, x.device())?;
-    let r = with_f32(x, |xs| {
-        with_f32(t, |ts| {
-            with_f32(v.map_or(&no_v, |(v, _)| v), |vs| {
+    let r = with_values::<f32, _>(x, |xs| {
+        with_values::<f32, _>(t, |ts| {
+            with_values::<f32, _>(v.map_or(&no_v, |(v, _)| v), |vs| {
                 f.forward_into(xs, ts, v.map(|(_, m)| (vs, m)), &mut out, &mut tan)?;
                 then(xs, ts, vs, &mut out, &tan)
             })
         })
     })?;
     Ok((out, tan, r))
-}
-
-/// A tensor's values as f32, borrowed when it already is a contiguous f32 CPU tensor (the
-/// samplers' state), copied otherwise.
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
-    if t.dtype() == DType::F32 {
-        let (storage, layout) = t.storage_and_layout();
-        if let (candle_core::Storage::Cpu(cpu), Some((a, b))) =
-            (&*storage, layout.contiguous_offsets())
-        {
-            return f(&cpu.as_slice::<f32>()?[a..b]);
-        }
-    }
-    f(&fused::values(t)?)
 }
 
 impl ScoreNet {

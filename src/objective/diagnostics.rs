@@ -25,7 +25,7 @@ pub fn draw_pt(truth: &ExactScore, t: f64, n: usize, rng: &mut ChaCha8Rng) -> Po
 
 fn to_points(t: &Tensor) -> Result<Points> {
     let (n, d) = t.dims2()?;
-    Points::new(n, d, t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?)
+    Points::new(n, d, crate::flat::values::<f64>(t)?)
 }
 
 /// Fisher divergence ½E‖s_model(x_t, t) − ∇log p_t(x_t)‖² on n fresh exact draws of p_t.

@@ -83,6 +83,16 @@ impl Trace {
             self.states.push((t, x.clone()));
         }
     }
+
+    /// `record` for a state kept elsewhere: `x` builds its tensor only if the trajectory is kept.
+    pub fn record_with(&mut self, t: f64, x: impl FnOnce() -> Result<Tensor>) -> Result<()> {
+        if self.keep {
+            self.record(t, &x()?);
+        } else if let Some(b) = &self.bar {
+            b.inc(1);
+        }
+        Ok(())
+    }
 }
 
 fn all_finite(x: &Tensor) -> Result<bool> {
@@ -274,18 +284,23 @@ pub fn noise_like(x: &Tensor, rng: &mut ChaCha8Rng) -> Result<Tensor> {
 /// generator seeded by one draw from `rng`, so the values depend on the seed alone, not on the
 /// thread count (a sampler step of 10,000 × d draws would otherwise run on one core).
 pub fn standard_normals(n: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    let mut v = vec![0.0f32; n];
+    fill_standard_normals(&mut v, rng);
+    v
+}
+
+/// `standard_normals` into a buffer the caller reuses.
+pub fn fill_standard_normals(v: &mut [f32], rng: &mut ChaCha8Rng) {
     use rand::{RngCore, SeedableRng};
     use rayon::prelude::*;
     const CHUNK: usize = 8192;
     let seed = rng.next_u64();
-    let mut v = vec![0.0f32; n];
     v.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
         let mut r = ChaCha8Rng::seed_from_u64(seed);
         r.set_stream(c as u64);
         out.iter_mut()
             .for_each(|z| *z = StandardNormal.sample(&mut r));
     });
-    v
 }
 
 /// What `generate` should do.

@@ -6,7 +6,7 @@
 use super::adam::{ema_decay_at, Adam};
 use super::{check_finite, optimise, schedule};
 use crate::config::TrainConfig;
-use crate::nn::fused::values;
+use crate::flat::values;
 use crate::nn::{FusedMlp, ScoreNet};
 use crate::objective::{Batch, ObjectiveConfig};
 use crate::score::Parameterisation;
@@ -52,8 +52,8 @@ impl Fused {
         rng: &mut ChaCha8Rng,
     ) -> Result<f64> {
         if let Some(r) = objective.regression(net, batch, rng)? {
-            let (xs, ts) = (values(&r.xt)?, values(&r.t)?);
-            let (target, weight) = (values(&r.target)?, values(&r.weight)?);
+            let (xs, ts) = (values::<f32>(&r.xt)?, values::<f32>(&r.t)?);
+            let (target, weight) = (values::<f32>(&r.target)?, values::<f32>(&r.weight)?);
             let (n, o) = (ts.len(), self.mlp.out_dim());
             // mean_n w_n ½‖out_n − out*_n‖², as `Regression::loss`
             return self.mlp.loss_and_grad(
@@ -77,7 +77,7 @@ impl Fused {
         let s = objective
             .stein(net, batch, rng)?
             .context("the fused engine does not run FD-SSM")?;
-        let (xs, vs) = (values(&s.xt)?, values(&s.v)?);
+        let (xs, vs) = (values::<f32>(&s.xt)?, values::<f32>(&s.v)?);
         let ts: Vec<f64> = s.t.to_dtype(DType::F64)?.to_vec1()?;
         let (p, param) = (net.process(), net.config.arch.parameterisation);
         let coef: Vec<(f32, f32)> = ts

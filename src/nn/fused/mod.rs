@@ -7,9 +7,10 @@
 use super::gemm::{gemm, gemm_fused, Epilogue, PackedB, Rhs, NARROW};
 use super::kernels::{self, Keep};
 use super::{Activation, Embedding, ScoreNet};
+use crate::flat::values;
 use crate::score::Parameterisation;
 use anyhow::{bail, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
@@ -100,11 +101,6 @@ fn split_rows<'b>(
         .collect()
 }
 
-/// A tensor's values as one flat f32 vector (row-major), the fused kernels' input format.
-pub fn values(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
-}
-
 fn resize(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     if v.len() < len {
         v.resize(len, 0.0);
@@ -125,9 +121,9 @@ impl FusedMlp {
             let w = pair[0].1.as_tensor();
             let (fan_out, fan_in) = w.dims2()?;
             let w_off = params.len();
-            params.extend(values(w)?);
+            params.extend(values::<f32>(w)?);
             let b_off = params.len();
-            params.extend(values(pair[1].1.as_tensor())?);
+            params.extend(values::<f32>(pair[1].1.as_tensor())?);
             layers.push(Layer {
                 fan_in,
                 fan_out,
@@ -139,7 +135,7 @@ impl FusedMlp {
             dim: cfg.dim,
             layers,
             act: cfg.arch.activation,
-            embed_w: values(&net.embed_w)?,
+            embed_w: values::<f32>(&net.embed_w)?,
             embed_scale: match cfg.arch.embedding {
                 Embedding::Fourier => (2.0 * std::f64::consts::PI) as f32,
                 Embedding::Sinusoidal => 1000.0,
@@ -228,7 +224,7 @@ impl FusedMlp {
         }
         let mut flat = Vec::with_capacity(self.params.len());
         for t in tensors {
-            flat.extend(values(t)?);
+            flat.extend(values::<f32>(t)?);
         }
         if flat.len() != self.params.len() {
             bail!(

@@ -5,7 +5,7 @@ use crate::nn::{Activation, Arch, ModelConfig};
 use crate::process::ProcessConfig;
 use crate::score::probes;
 use crate::score::Probe;
-use candle_core::Var;
+use candle_core::{DType, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
