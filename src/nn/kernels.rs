@@ -137,7 +137,7 @@ macro_rules! multiversion {
                 go($($a),*)
             }
             #[cfg(target_arch = "x86_64")]
-            if has_avx2() {
+            if $crate::nn::kernels::has_avx2() {
                 // SAFETY: the CPU supports the enabled features.
                 return unsafe { avx2($($a),*) };
             }
@@ -145,6 +145,7 @@ macro_rules! multiversion {
         }
     };
 }
+pub(crate) use multiversion;
 
 /// The epilogue of a linear layer over a row-major block z [rows × w]: z ← a(z + b) (or z + b when
 /// `act` is None), and a'(z + b), a''(z + b) into `d1`, `d2` as `keep` asks.

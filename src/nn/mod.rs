@@ -2,7 +2,7 @@
 
 pub mod fused;
 pub mod gemm;
-mod kernels;
+pub(crate) mod kernels;
 
 use crate::flat::with_values;
 use crate::process::{Process, ProcessConfig};

@@ -127,17 +127,35 @@ impl AdamStep {
             .zip(g.par_chunks(CHUNK))
             .zip(emas)
             .for_each(|((((theta, m), v), g), ema)| {
-                for i in 0..theta.len() {
-                    let g = g[i] * scale;
-                    m[i] = m[i] * b1 + g * (1.0 - b1);
-                    v[i] = v[i] * b2 + g * g * (1.0 - b2);
-                    let delta = (m[i] / c1) / ((v[i] / c2).sqrt() + eps) + wd * theta[i];
-                    theta[i] -= delta * lr;
-                }
-                ema.iter_mut()
-                    .zip(theta.iter())
-                    .for_each(|(e, p)| *e = *e * d + p * (1.0 - d));
+                let c = [scale, b1, b2, c1, c2, eps, wd, lr, d];
+                adam_chunk(theta, m, v, g, ema, c)
             });
+    }
+}
+
+crate::nn::kernels::multiversion! {
+    /// `apply_flat` on one chunk; c = [grad scale, β₁, β₂, 1 − β₁^k, 1 − β₂^k, ε, weight decay,
+    /// lr, EMA decay]. Zipped iterators (no indexing) so the loop vectorises.
+    pub fn adam_chunk(
+        theta: &mut [f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        g: &[f32],
+        ema: &mut [f32],
+        c: [f32; 9],
+    ) {
+        let [scale, b1, b2, c1, c2, eps, wd, lr, d] = c;
+        let it = theta.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g);
+        it.for_each(|(((theta, m), v), g)| {
+            let g = g * scale;
+            *m = *m * b1 + g * (1.0 - b1);
+            *v = *v * b2 + g * g * (1.0 - b2);
+            let delta = (*m / c1) / ((*v / c2).sqrt() + eps) + wd * *theta;
+            *theta -= delta * lr;
+        });
+        ema.iter_mut()
+            .zip(theta.iter())
+            .for_each(|(e, p)| *e = *e * d + p * (1.0 - d));
     }
 }
 

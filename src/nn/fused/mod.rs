@@ -643,19 +643,16 @@ impl FusedMlp {
             }
             let w = Rhs::Packed(&packed.w[i]);
             let gh = resize(next, rows * l.fan_in);
-            gemm(
-                (rows, l.fan_in, l.fan_out),
-                gh,
-                l.fan_in,
-                gi,
-                (l.fan_out, 1),
-                w,
-                false,
-            );
             let d1 = &ws.d1[i - 1][..rows * l.fan_in];
+            let dims = (rows, l.fan_in, l.fan_out);
+            // without tangents, G ← a'(z) ⊙ (G W) as the product's tiles are stored
             if m == 0 {
-                kernels::scale_blocks(gh, d1);
+                if !gemm_fused(dims, gh, gi, (l.fan_out, 1), w, Epilogue::Scale(d1)) {
+                    gemm(dims, gh, l.fan_in, gi, (l.fan_out, 1), w, false);
+                    kernels::scale_blocks(gh, d1);
+                }
             } else {
+                gemm(dims, gh, l.fan_in, gi, (l.fan_out, 1), w, false);
                 let gth = resize(next_t, m * rows * l.fan_in);
                 let k = (m * rows, l.fan_in, l.fan_out);
                 gemm(k, gth, l.fan_in, gti, (l.fan_out, 1), w, false);
