@@ -1,9 +1,12 @@
 //! Deterministic samplers of the probability-flow ODE dx/dt = f(t)x − ½g(t)² s(x, t) (Song et al.
 //! 2021, eq. 13): generic Runge–Kutta, and the exponential integrators that use its semi-linear form
 //! in the log-SNR λ = log(α/σ): DDIM, DPM-Solver(++) and EDM's Heun in σ = e^{−λ}.
-//! With h = λ_{t'} − λ_t and y = x/α (the VE-scaled state), exact in the linear part.
+//! With h = λ_{t'} − λ_t and y = x/α (the VE-scaled state), exact in the linear part. The
+//! exponential integrators keep x (or y), ε̂ or x̂0 and their history in flat buffers that every
+//! step reuses (`state`).
 
-use super::{noise_like, Options, Trace};
+use super::state::{add_noise, lincomb, run, Field, Update};
+use super::{Options, Trace};
 use crate::ode::{self, Method, Tolerance};
 use crate::process::Process;
 use crate::score::{pf_velocity, ScoreModel};
@@ -106,113 +109,132 @@ pub fn dopri5(
     Ok(sol.y)
 }
 
-/// DDIM (Song et al. 2021a, eq. 12): x' = α' x̂0 + √(σ'² − σ_η²) ε̂ + σ_η z,
-/// σ_η = η σ' G/σ with G² = σ² − (α/α')²σ'² (η = 0: deterministic; η = 1: DDPM's posterior noise).
+/// DDIM (Song et al. 2021a, eq. 12): x' = α' x̂0 + √(σ'² − σ_η²) ε̂ + σ_η z with x̂0 = (x + σ² s)/α
+/// and ε̂ = −σ s, σ_η = η σ' G/σ, G² = σ² − (α/α')²σ'² (η = 0: deterministic; η = 1: DDPM's
+/// posterior noise); as one update in x and s.
+fn ddim_rule(p: &dyn Process, t: f64, tn: f64, eta: f64, last: bool) -> Update {
+    let (a, s, an, sn) = (p.alpha(t), p.sigma(t), p.alpha(tn), p.sigma(tn));
+    let g2 = (s * s - (a / an).powi(2) * sn * sn).max(0.0);
+    let s_eta = if last { 0.0 } else { eta * sn * g2.sqrt() / s };
+    let c_eps = (sn * sn - s_eta * s_eta).max(0.0).sqrt();
+    Update {
+        cx: an / a,
+        cs: an * s * s / a - c_eps * s,
+        cz: s_eta,
+    }
+}
+
+/// DDIM with `Options::eta`.
 pub fn ddim(
     m: &dyn ScoreModel,
     p: &dyn Process,
-    mut x: Tensor,
+    x: Tensor,
     ts: &[f64],
     o: &Options,
     rng: &mut ChaCha8Rng,
     tr: &mut Trace,
 ) -> Result<Tensor> {
-    for (i, w) in ts.windows(2).enumerate() {
-        let (t, tn) = (w[0], w[1]);
-        let (a, s, an, sn) = (p.alpha(t), p.sigma(t), p.alpha(tn), p.sigma(tn));
-        let eps = tr.eps(m, p, &x, t, i)?;
-        let x0 = ((&x - (&eps * s)?)? / a)?;
-        let g2 = (s * s - (a / an).powi(2) * sn * sn).max(0.0);
-        let last = i + 2 == ts.len();
-        let s_eta = if last {
-            0.0
-        } else {
-            o.eta * sn * g2.sqrt() / s
-        };
-        x = ((x0 * an)? + (eps * (sn * sn - s_eta * s_eta).max(0.0).sqrt())?)?;
-        if s_eta > 0.0 {
-            x = (&x + (noise_like(&x, rng)? * s_eta)?)?;
-        }
-        tr.record(tn, &x);
-    }
-    Ok(x)
+    run(
+        |t, tn, last| ddim_rule(p, t, tn, o.eta, last),
+        m,
+        x,
+        ts,
+        rng,
+        tr,
+    )
 }
 
-/// x_{s}(x, ε̂) = (α_s/α_t) x − σ_s (e^{r h} − 1) ε̂: the first-order DPM-Solver update to λ_t + r h.
-fn dpm_first_order(p: &dyn Process, x: &Tensor, eps: &Tensor, t: f64, s: f64) -> Result<Tensor> {
+/// (c_x, c_ε) of the first-order DPM-Solver update to λ_t + r h:
+/// x_s = (α_s/α_t) x − σ_s (e^{r h} − 1) ε̂ (Lu et al. 2022, eq. 3.7).
+fn first_order(p: &dyn Process, t: f64, s: f64) -> (f64, f64) {
     let h = p.lambda(s) - p.lambda(t);
-    Ok(((x * (p.alpha(s) / p.alpha(t)))? - (eps * (p.sigma(s) * h.exp_m1()))?)?)
+    (p.alpha(s) / p.alpha(t), -p.sigma(s) * h.exp_m1())
 }
 
 /// DPM-Solver-1 (Lu et al. 2022, eq. 3.7); identical to DDIM with η = 0.
 pub fn dpm_solver_1(
     m: &dyn ScoreModel,
     p: &dyn Process,
-    mut x: Tensor,
+    x: Tensor,
     ts: &[f64],
     _o: &Options,
-    _r: &mut ChaCha8Rng,
+    rng: &mut ChaCha8Rng,
     tr: &mut Trace,
 ) -> Result<Tensor> {
-    for (i, w) in ts.windows(2).enumerate() {
-        let eps = tr.eps(m, p, &x, w[0], i)?;
-        x = dpm_first_order(p, &x, &eps, w[0], w[1])?;
-        tr.record(w[1], &x);
-    }
-    Ok(x)
+    let rule = |t, tn, _| {
+        let (cx, ce) = first_order(p, t, tn);
+        // ε̂ = −σ_t s
+        Update {
+            cx,
+            cs: -ce * p.sigma(t),
+            cz: 0.0,
+        }
+    };
+    run(rule, m, x, ts, rng, tr)
 }
 
 /// DPM-Solver-2, single-step with r₁ = ½ (Lu et al. 2022, Alg. 1).
 pub fn dpm_solver_2(
     m: &dyn ScoreModel,
     p: &dyn Process,
-    mut x: Tensor,
+    x: Tensor,
     ts: &[f64],
     _o: &Options,
     _r: &mut ChaCha8Rng,
     tr: &mut Trace,
 ) -> Result<Tensor> {
     let r1 = 0.5;
+    let (f, mut x) = Field::new(m, x)?;
+    let (mut e0, mut e1, mut u) = (f.buffer(), f.buffer(), f.buffer());
     for (i, w) in ts.windows(2).enumerate() {
         let (t, tn) = (w[0], w[1]);
         let h = p.lambda(tn) - p.lambda(t);
         let s1 = p.t_at_lambda(p.lambda(t) + r1 * h);
-        let e0 = tr.eps(m, p, &x, t, i)?;
-        let u = dpm_first_order(p, &x, &e0, t, s1)?;
-        let d1 = (tr.eps(m, p, &u, s1, i)? - &e0)?;
-        x = (dpm_first_order(p, &x, &e0, t, tn)?
-            - (d1 * (p.sigma(tn) / (2.0 * r1) * h.exp_m1()))?)?;
-        tr.record(tn, &x);
+        f.eps(p, &x, t, tr, i, &mut e0)?;
+        let (ux, ue) = first_order(p, t, s1);
+        lincomb(&mut u, 0.0, &[(ux, &x), (ue, &e0)]);
+        f.eps(p, &u, s1, tr, i, &mut e1)?;
+        // x' = first_order(x, ε̂0) − σ'/(2r₁) (e^h − 1)(ε̂1 − ε̂0)
+        let ((cx, ce), c) = (first_order(p, t, tn), p.sigma(tn) / (2.0 * r1) * h.exp_m1());
+        lincomb(&mut x, cx, &[(ce + c, &e0), (-c, &e1)]);
+        f.record(&x, tn, tr)?;
     }
-    Ok(x)
+    f.tensor(&x)
 }
 
 /// DPM-Solver-3, single-step with r₁ = ⅓, r₂ = ⅔ (Lu et al. 2022, Alg. 2).
 pub fn dpm_solver_3(
     m: &dyn ScoreModel,
     p: &dyn Process,
-    mut x: Tensor,
+    x: Tensor,
     ts: &[f64],
     _o: &Options,
     _r: &mut ChaCha8Rng,
     tr: &mut Trace,
 ) -> Result<Tensor> {
     let (r1, r2) = (1.0 / 3.0, 2.0 / 3.0);
+    let (f, mut x) = Field::new(m, x)?;
+    let (mut e0, mut e1, mut e2, mut u) = (f.buffer(), f.buffer(), f.buffer(), f.buffer());
     for (i, w) in ts.windows(2).enumerate() {
         let (t, tn) = (w[0], w[1]);
         let (l, h) = (p.lambda(t), p.lambda(tn) - p.lambda(t));
         let (s1, s2) = (p.t_at_lambda(l + r1 * h), p.t_at_lambda(l + r2 * h));
-        let e0 = tr.eps(m, p, &x, t, i)?;
-        let u1 = dpm_first_order(p, &x, &e0, t, s1)?;
-        let d1 = (tr.eps(m, p, &u1, s1, i)? - &e0)?;
+        f.eps(p, &x, t, tr, i, &mut e0)?;
+        let (ux, ue) = first_order(p, t, s1);
+        lincomb(&mut u, 0.0, &[(ux, &x), (ue, &e0)]);
+        f.eps(p, &u, s1, tr, i, &mut e1)?;
+        // u2 = first_order(x → s2) − c₂ (ε̂1 − ε̂0)
         let c2 = p.sigma(s2) * r2 / r1 * ((r2 * h).exp_m1() / (r2 * h) - 1.0);
-        let u2 = (dpm_first_order(p, &x, &e0, t, s2)? - (d1 * c2)?)?;
-        let d2 = (tr.eps(m, p, &u2, s2, i)? - &e0)?;
+        let (ux, ue) = first_order(p, t, s2);
+        lincomb(&mut u, 0.0, &[(ux, &x), (ue + c2, &e0), (-c2, &e1)]);
+        f.eps(p, &u, s2, tr, i, &mut e2)?;
+        // x' = first_order(x → t') − c (ε̂2 − ε̂0)
         let c = p.sigma(tn) / r2 * (h.exp_m1() / h - 1.0);
-        x = (dpm_first_order(p, &x, &e0, t, tn)? - (d2 * c)?)?;
-        tr.record(tn, &x);
+        let (cx, ce) = first_order(p, t, tn);
+        lincomb(&mut x, cx, &[(ce + c, &e0), (-c, &e2)]);
+        f.record(&x, tn, tr)?;
     }
-    Ok(x)
+    f.tensor(&x)
 }
 
 /// DPM-Solver++(2M) (Lu et al. 2022b, Alg. 2; k-diffusion `sample_dpmpp_2m`), on y = x/α:
@@ -226,24 +248,31 @@ pub fn dpm_solver_pp_2m(
     _r: &mut ChaCha8Rng,
     tr: &mut Trace,
 ) -> Result<Tensor> {
-    let mut y = (x / p.alpha(ts[0]))?;
-    let mut prev: Option<(Tensor, f64)> = None;
+    let (f, mut y) = Field::new(m, x)?;
+    lincomb(&mut y, 1.0 / p.alpha(ts[0]), &[]);
+    let (mut x, mut d, mut d_prev) = (f.buffer(), f.buffer(), f.buffer());
+    let mut h_prev = None;
     for (i, w) in ts.windows(2).enumerate() {
         let (t, tn) = (w[0], w[1]);
         let h = p.lambda(tn) - p.lambda(t);
-        let d0 = tr.denoise(m, p, &(&y * p.alpha(t))?, t, i)?;
-        let d = match &prev {
-            Some((d_prev, h_prev)) => {
+        lincomb(&mut x, 0.0, &[(p.alpha(t), &y)]);
+        f.denoise(p, &x, t, tr, i, &mut d)?;
+        let (c, c_prev) = match h_prev {
+            Some(h_prev) => {
                 let r = h_prev / h;
-                ((&d0 * (1.0 + 0.5 / r))? - (d_prev * (0.5 / r))?)?
+                (1.0 + 0.5 / r, -0.5 / r)
             }
-            None => d0.clone(),
+            None => (1.0, 0.0),
         };
-        y = ((y * (-h).exp())? + (d * -(-h).exp_m1())?)?;
-        prev = Some((d0, h));
-        tr.record(tn, &(&y * p.alpha(tn))?);
+        let g = -(-h).exp_m1();
+        lincomb(&mut y, (-h).exp(), &[(g * c, &d), (g * c_prev, &d_prev)]);
+        std::mem::swap(&mut d, &mut d_prev);
+        h_prev = Some(h);
+        lincomb(&mut x, 0.0, &[(p.alpha(tn), &y)]);
+        f.record(&x, tn, tr)?;
     }
-    Ok((y * p.alpha(ts[ts.len() - 1]))?)
+    lincomb(&mut x, 0.0, &[(p.alpha(ts[ts.len() - 1]), &y)]);
+    f.tensor(&x)
 }
 
 /// DPM-Solver++(3M) (k-diffusion `sample_dpmpp_3m_sde` with η = 0), on y = x/α: the 2M update
@@ -257,37 +286,52 @@ pub fn dpm_solver_pp_3m(
     _r: &mut ChaCha8Rng,
     tr: &mut Trace,
 ) -> Result<Tensor> {
-    let mut y = (x / p.alpha(ts[0]))?;
-    let mut hist: Vec<(Tensor, f64)> = Vec::new(); // (x̂0, h) of earlier steps, newest last
+    let (f, mut y) = Field::new(m, x)?;
+    lincomb(&mut y, 1.0 / p.alpha(ts[0]), &[]);
+    let mut x = f.buffer();
+    // x̂0 now, one step back and two steps back, with the steps' h
+    let (mut d, mut d1, mut d2) = (f.buffer(), f.buffer(), f.buffer());
+    let mut hs: Vec<f64> = Vec::new(); // h of earlier steps, newest last (at most two)
     for (i, w) in ts.windows(2).enumerate() {
         let (t, tn) = (w[0], w[1]);
         let h = p.lambda(tn) - p.lambda(t);
-        let d = tr.denoise(m, p, &(&y * p.alpha(t))?, t, i)?;
-        y = ((&y * (-h).exp())? + (&d * -(-h).exp_m1())?)?;
+        lincomb(&mut x, 0.0, &[(p.alpha(t), &y)]);
+        f.denoise(p, &x, t, tr, i, &mut d)?;
+        lincomb(&mut y, (-h).exp(), &[(-(-h).exp_m1(), &d)]);
         let phi2 = (-h).exp_m1() / h + 1.0;
-        match hist.as_slice() {
-            [.., (d2, h2), (d1, h1)] => {
+        match *hs.as_slice() {
+            [h2, h1] => {
+                // d1_0 = (d − d1)/r0, d1_1 = (d1 − d2)/r1, then dd1 = d1_0 + (d1_0 − d1_1) r0/(r0 + r1)
+                // and dd2 = (d1_0 − d1_1)/(r0 + r1); y += φ₂ dd1 − (φ₂/h − ½) dd2
                 let (r0, r1) = (h1 / h, h2 / h);
-                let d1_0 = ((&d - d1)? / r0)?;
-                let d1_1 = ((d1 - d2)? / r1)?;
-                let diff = (&d1_0 - &d1_1)?;
-                let dd1 = (&d1_0 + (&diff * (r0 / (r0 + r1)))?)?;
-                let dd2 = (diff / (r0 + r1))?;
-                y = ((y + (dd1 * phi2)?)? - (dd2 * (phi2 / h - 0.5))?)?;
+                let (a, b) = (phi2 * (1.0 + r0 / (r0 + r1)), (phi2 / h - 0.5) / (r0 + r1));
+                let k = phi2 * r0 / (r0 + r1);
+                // y += (a − b)·d1_0 − (k − b)·d1_1, expanded in d, d1, d2
+                let (c0, c1) = (a - b, k - b);
+                lincomb(
+                    &mut y,
+                    1.0,
+                    &[(c0 / r0, &d), (-c0 / r0 - c1 / r1, &d1), (c1 / r1, &d2)],
+                );
             }
-            [(d1, h1)] => {
-                let dd = ((&d - d1)? / (h1 / h))?;
-                y = (y + (dd * phi2)?)?;
+            [h1] => {
+                let r = h1 / h;
+                lincomb(&mut y, 1.0, &[(phi2 / r, &d), (-phi2 / r, &d1)]);
             }
-            [] => {}
+            _ => {}
         }
-        hist.push((d, h));
-        if hist.len() > 2 {
-            hist.remove(0);
+        // shift the history: d2 ← d1 ← d
+        std::mem::swap(&mut d1, &mut d2);
+        std::mem::swap(&mut d, &mut d1);
+        hs.push(h);
+        if hs.len() > 2 {
+            hs.remove(0);
         }
-        tr.record(tn, &(&y * p.alpha(tn))?);
+        lincomb(&mut x, 0.0, &[(p.alpha(tn), &y)]);
+        f.record(&x, tn, tr)?;
     }
-    Ok((y * p.alpha(ts[ts.len() - 1]))?)
+    lincomb(&mut x, 0.0, &[(p.alpha(ts[ts.len() - 1]), &y)]);
+    f.tensor(&x)
 }
 
 /// EDM's stochastic Heun sampler (Karras et al. 2022, Alg. 2) on y = x/α with σ = e^{−λ}:
@@ -303,7 +347,11 @@ pub fn edm_heun(
 ) -> Result<Tensor> {
     let sigma = |t: f64| (-p.lambda(t)).exp();
     let n = (ts.len() - 1) as f64;
-    let mut y = (x / p.alpha(ts[0]))?;
+    let (f, mut y) = Field::new(m, x)?;
+    lincomb(&mut y, 1.0 / p.alpha(ts[0]), &[]);
+    let (mut x, mut den, mut d1, mut d2, mut y_euler) =
+        (f.buffer(), f.buffer(), f.buffer(), f.buffer(), f.buffer());
+    let mut z = vec![0f32; y.len()];
     for (i, w) in ts.windows(2).enumerate() {
         let (t, tn) = (w[0], w[1]);
         let (s, sn) = (sigma(t), sigma(tn));
@@ -319,17 +367,31 @@ pub fn edm_heun(
             (t, s)
         };
         if s_hat > s {
-            y = (&y + (noise_like(&y, rng)? * ((s_hat * s_hat - s * s).sqrt() * o.s_noise))?)?;
+            add_noise(
+                &mut y,
+                (s_hat * s_hat - s * s).sqrt() * o.s_noise,
+                &mut z,
+                rng,
+            );
         }
-        let mut slope = |y: &Tensor, t: f64, s: f64| -> Result<Tensor> {
-            let d = tr.denoise(m, p, &(y * p.alpha(t))?, t, i)?;
-            Ok(((y - d)? / s)?)
+        // slope ← (y − D(α y, t))/σ
+        let mut slope = |y: &[f64], t: f64, s: f64, out: &mut [f64]| -> Result<()> {
+            lincomb(&mut x, 0.0, &[(p.alpha(t), y)]);
+            f.denoise(p, &x, t, tr, i, &mut den)?;
+            lincomb(out, 0.0, &[(1.0 / s, y), (-1.0 / s, &den)]);
+            Ok(())
         };
-        let d1 = slope(&y, t_hat, s_hat)?;
-        let y_euler = (&y + (&d1 * (sn - s_hat))?)?;
-        let d2 = slope(&y_euler, tn, sn)?;
-        y = (&y + ((d1 + d2)? * (0.5 * (sn - s_hat)))?)?;
-        tr.record(tn, &(&y * p.alpha(tn))?);
+        slope(&y, t_hat, s_hat, &mut d1)?;
+        lincomb(&mut y_euler, 0.0, &[(1.0, &y), (sn - s_hat, &d1)]);
+        slope(&y_euler, tn, sn, &mut d2)?;
+        lincomb(
+            &mut y,
+            1.0,
+            &[(0.5 * (sn - s_hat), &d1), (0.5 * (sn - s_hat), &d2)],
+        );
+        lincomb(&mut x, 0.0, &[(p.alpha(tn), &y)]);
+        f.record(&x, tn, tr)?;
     }
-    Ok((y * p.alpha(ts[ts.len() - 1]))?)
+    lincomb(&mut x, 0.0, &[(p.alpha(ts[ts.len() - 1]), &y)]);
+    f.tensor(&x)
 }

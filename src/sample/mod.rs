@@ -4,10 +4,12 @@
 //! Every sampler has the same signature: a `ScoreModel`, the `Process`, the start x_T, a decreasing
 //! time grid t_0 = T > … > t_N = t_min (see `grid`), the `Options`, a seeded generator and a
 //! `Trace` that counts function evaluations (NFE), checks for NaN and can keep the trajectory.
+//! Samplers keep their state in flat buffers that every step reuses (`state`, `crate::ode`).
 
 pub mod flow;
 pub mod grid;
 pub mod sde;
+mod state;
 
 use crate::process::Process;
 use crate::score::{times, ScoreModel};
@@ -272,12 +274,6 @@ pub fn prior_sample(
     let mut v = standard_normals(n * d, rng);
     v.iter_mut().for_each(|z| *z *= s);
     Ok(Tensor::from_vec(v, (n, d), device)?)
-}
-
-/// Standard normal noise shaped like x.
-pub fn noise_like(x: &Tensor, rng: &mut ChaCha8Rng) -> Result<Tensor> {
-    let v = standard_normals(x.elem_count(), rng);
-    Ok(Tensor::from_vec(v, x.shape(), x.device())?.to_dtype(x.dtype())?)
 }
 
 /// n standard normal draws, filled in parallel: chunk c of 8192 comes from stream c of a ChaCha8

@@ -3,21 +3,13 @@
 //! One step goes from t to t' < t. Writing the forward transition x_t = a·x_{t'} + G z with
 //! a = α_t/α_{t'} and G² = σ_t² − a²σ_{t'}² makes every rule below valid for any process.
 
-use super::{fill_standard_normals, Options, Trace};
-use crate::flat::{copy_values, unflat, values};
+use super::state::{run, Chain, Update};
+use super::{Options, Trace};
 use crate::process::Process;
 use crate::score::ScoreModel;
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
-
-/// One update x ← c_x·x + c_s·s(x, t) + c_z·z with z ~ N(0, I): every rule in this file.
-#[derive(Clone, Copy, Debug)]
-struct Update {
-    cx: f64,
-    cs: f64,
-    cz: f64,
-}
 
 /// A predictor: the update from t to t_next; `last` asks for the noise-free mean.
 type Rule = fn(&dyn Process, f64, f64, bool) -> Update;
@@ -83,101 +75,6 @@ fn predictor(name: &str) -> Result<Rule> {
     })
 }
 
-/// A chain's state x [n × d] in a flat f64 buffer, beside its score s and noise z: allocated
-/// once and reused by every step; x becomes a tensor only to evaluate the score.
-struct Chain<'a> {
-    model: &'a dyn ScoreModel,
-    /// Shape, dtype and device of the caller's x.
-    like: Tensor,
-    x: Vec<f64>,
-    s: Vec<f64>,
-    z: Vec<f32>,
-}
-
-impl<'a> Chain<'a> {
-    fn new(model: &'a dyn ScoreModel, x: Tensor) -> Result<Self> {
-        let v = values(&x)?;
-        let n = v.len();
-        Ok(Chain {
-            model,
-            like: x,
-            x: v,
-            s: vec![0.0; n],
-            z: vec![0.0; n],
-        })
-    }
-
-    /// s ← s(x, t), counted and checked by the trace.
-    fn score(&mut self, t: f64, tr: &mut Trace, step: usize) -> Result<()> {
-        let s = tr.score(self.model, &unflat(&self.x, &self.like)?, t, step)?;
-        copy_values(&s, &mut self.s)
-    }
-
-    /// z ← N(0, I).
-    fn draw(&mut self, rng: &mut ChaCha8Rng) {
-        fill_standard_normals(&mut self.z, rng);
-    }
-
-    /// x ← c_x x + c_s s + c_z z with the current s and z.
-    fn combine(&mut self, u: Update) {
-        use rayon::prelude::*;
-        const CHUNK: usize = 4096;
-        let it = self
-            .x
-            .par_chunks_mut(CHUNK)
-            .zip(self.s.par_chunks(CHUNK))
-            .zip(self.z.par_chunks(CHUNK));
-        it.for_each(|((x, s), z)| {
-            let it = x.iter_mut().zip(s).zip(z);
-            it.for_each(|((x, s), z)| *x = u.cx * *x + u.cs * s + u.cz * *z as f64);
-        });
-    }
-
-    /// One full update at t: s ← s(x, t), z ← N(0, I) unless c_z = 0 (z's old values then
-    /// count zero times), then `combine`.
-    fn step(
-        &mut self,
-        u: Update,
-        t: f64,
-        rng: &mut ChaCha8Rng,
-        tr: &mut Trace,
-        i: usize,
-    ) -> Result<()> {
-        self.score(t, tr, i)?;
-        if u.cz != 0.0 {
-            self.draw(rng);
-        }
-        self.combine(u);
-        Ok(())
-    }
-
-    fn record(&self, t: f64, tr: &mut Trace) -> Result<()> {
-        tr.record_with(t, || unflat(&self.x, &self.like))
-    }
-
-    fn into_tensor(self) -> Result<Tensor> {
-        unflat(&self.x, &self.like)
-    }
-}
-
-/// Predictor steps over the grid.
-fn run(
-    rule: Rule,
-    m: &dyn ScoreModel,
-    p: &dyn Process,
-    x: Tensor,
-    ts: &[f64],
-    rng: &mut ChaCha8Rng,
-    tr: &mut Trace,
-) -> Result<Tensor> {
-    let mut chain = Chain::new(m, x)?;
-    for (i, w) in ts.windows(2).enumerate() {
-        chain.step(rule(p, w[0], w[1], i + 2 == ts.len()), w[0], rng, tr, i)?;
-        chain.record(w[1], tr)?;
-    }
-    chain.into_tensor()
-}
-
 /// Reverse-time SDE with Euler–Maruyama steps; the last step returns the mean.
 pub fn euler_maruyama(
     m: &dyn ScoreModel,
@@ -188,7 +85,7 @@ pub fn euler_maruyama(
     rng: &mut ChaCha8Rng,
     tr: &mut Trace,
 ) -> Result<Tensor> {
-    run(em_rule, m, p, x, ts, rng, tr)
+    run(|t, tn, last| em_rule(p, t, tn, last), m, x, ts, rng, tr)
 }
 
 /// Reverse-time SDE with score_sde's reverse-diffusion predictor.
@@ -201,7 +98,14 @@ pub fn reverse_diffusion(
     rng: &mut ChaCha8Rng,
     tr: &mut Trace,
 ) -> Result<Tensor> {
-    run(reverse_diffusion_rule, m, p, x, ts, rng, tr)
+    run(
+        |t, tn, last| reverse_diffusion_rule(p, t, tn, last),
+        m,
+        x,
+        ts,
+        rng,
+        tr,
+    )
 }
 
 /// Ancestral sampling through the Gaussian posteriors of the forward process.
@@ -214,7 +118,14 @@ pub fn ancestral(
     rng: &mut ChaCha8Rng,
     tr: &mut Trace,
 ) -> Result<Tensor> {
-    run(ancestral_rule, m, p, x, ts, rng, tr)
+    run(
+        |t, tn, last| ancestral_rule(p, t, tn, last),
+        m,
+        x,
+        ts,
+        rng,
+        tr,
+    )
 }
 
 /// Mean over the rows of v (each of length d) of their Euclidean norms.
@@ -237,10 +148,10 @@ fn langevin_corrector(
     i: usize,
 ) -> Result<()> {
     let (a, _) = transition(p, t, t_next);
-    let d = chain.like.elem_count() / chain.like.dims()[0].max(1);
+    let d = chain.field.row_len();
     for _ in 0..o.corrector_steps {
         chain.score(t, tr, i)?;
-        chain.draw(rng);
+        super::fill_standard_normals(&mut chain.z, rng);
         let (z_norm, s_norm) = (mean_row_norm(&chain.z, d), mean_row_norm(&chain.s, d));
         let eps = 2.0 * a * a * (o.snr * z_norm / s_norm.max(1e-30)).powi(2);
         chain.combine(Update {

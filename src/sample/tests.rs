@@ -242,6 +242,7 @@ fn ode_solvers_converge_at_their_order() {
         ("dpm2", Grid::LogSnr, 2.0, [10, 20]),
         ("dpm3", Grid::LogSnr, 3.0, [20, 40]),
         ("edm", Grid::Karras(7.0), 2.0, [20, 40]),
+        ("dpmpp_2m", Grid::LogSnr, 2.0, [20, 40]),
     ] {
         let e = endpoint_errors(name, grid, &steps);
         let slope = (e[0] / e[1]).log2();
