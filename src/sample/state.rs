@@ -90,12 +90,14 @@ impl<'a> Field<'a> {
 
 /// out ← a·out + Σ c_i v_i (a = 0: out's old values are not read).
 pub fn lincomb(out: &mut [f64], a: f64, terms: &[(f64, &[f64])]) {
-    for (i, o) in out.iter_mut().enumerate() {
-        let mut v = if a == 0.0 { 0.0 } else { a * *o };
-        for (c, t) in terms {
-            v += c * t[i];
-        }
-        *o = v;
+    // one vectorised pass per term
+    if a == 0.0 {
+        out.fill(0.0);
+    } else if a != 1.0 {
+        out.iter_mut().for_each(|o| *o *= a);
+    }
+    for &(c, v) in terms {
+        out.iter_mut().zip(v).for_each(|(o, v)| *o += c * v);
     }
 }
 
