@@ -27,6 +27,8 @@ pub fn gaussian(
 pub struct Noised {
     pub t: Tensor,
     pub ts: Vec<f64>,
+    /// (α_t, σ_t) of each row, computed once.
+    pub coef: Vec<(f64, f64)>,
     pub xt: Tensor,
     pub eps: Tensor,
     pub alpha: Tensor,
@@ -38,11 +40,15 @@ pub fn noise(net: &ScoreNet, x0: &Tensor, ts: Vec<f64>, rng: &mut ChaCha8Rng) ->
     let (n, d) = x0.dims2()?;
     let eps = gaussian(n, d, rng, x0.device())?.to_dtype(net.dtype())?;
     let t = Tensor::from_vec(ts.clone(), n, x0.device())?.to_dtype(net.dtype())?;
-    let (alpha, sigma) = net.coefficients(&t)?;
+    let p = net.process();
+    let coef: Vec<(f64, f64)> = ts.iter().map(|&t| (p.alpha(t), p.sigma(t))).collect();
+    let column = |f: fn(&(f64, f64)) -> f64| rows(net, coef.iter().map(f).collect());
+    let (alpha, sigma) = (column(|c| c.0)?, column(|c| c.1)?);
     let xt = (x0.to_dtype(net.dtype())?.broadcast_mul(&alpha)? + eps.broadcast_mul(&sigma)?)?;
     Ok(Noised {
         t,
         ts,
+        coef,
         xt,
         eps,
         alpha,
@@ -82,12 +88,12 @@ pub fn regress(
     s_target: &Tensor,
     lambda: impl Fn(f64) -> f64,
 ) -> Result<Regression> {
-    let p = net.process();
     let param = net.config.arch.parameterisation;
-    let weight = column(&z.t, net.dtype(), |t| {
-        let c = param.score_error_scale(p.alpha(t), p.sigma(t));
+    let weight = z.ts.iter().zip(&z.coef).map(|(&t, &(a, s))| {
+        let c = param.score_error_scale(a, s);
         lambda(t) * c * c
-    })?;
+    });
+    let weight = rows(net, weight.collect())?;
     let target = param.from_score(s_target, &z.xt, &z.alpha, &z.sigma)?;
     Ok(Regression {
         xt: z.xt.clone(),
@@ -95,6 +101,12 @@ pub fn regress(
         target,
         weight,
     })
+}
+
+/// Per-row values as an [n, 1] column in the network's dtype and device.
+fn rows(net: &ScoreNet, v: Vec<f64>) -> Result<Tensor> {
+    let n = v.len();
+    Ok(Tensor::from_vec(v, (n, 1), net.device())?.to_dtype(net.dtype())?)
 }
 
 /// The DSM score target −ε/σ_t.

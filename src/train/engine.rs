@@ -99,6 +99,20 @@ impl Fused {
     }
 }
 
+/// ‖g‖ in f64 from eight partial sums: one running sum would wait on every add's latency (37,000
+/// dependent adds, about 40 µs per step at batch 512).
+fn norm(g: &[f32]) -> f64 {
+    let mut acc = [0f64; 8];
+    let chunks = g.chunks_exact(8);
+    let tail: f64 = chunks.remainder().iter().map(|&v| (v as f64).powi(2)).sum();
+    for c in chunks {
+        acc.iter_mut()
+            .zip(c)
+            .for_each(|(a, &v)| *a += (v as f64) * (v as f64));
+    }
+    (acc.iter().sum::<f64>() + tail).sqrt()
+}
+
 impl Engine {
     /// The fused engine if it applies to `net` and `objective`, else candle; starts from the
     /// given Adam state and EMA (an empty EMA keeps none).
@@ -161,12 +175,7 @@ impl Engine {
             }
             Engine::Fused(f) => {
                 let loss = f.loss_and_grad(net, objective, batch, rng)?;
-                let norm = f
-                    .grad
-                    .iter()
-                    .map(|g| (*g as f64).powi(2))
-                    .sum::<f64>()
-                    .sqrt();
+                let norm = norm(&f.grad);
                 check_finite(loss, norm, step)?;
                 let h = schedule(t, step, norm);
                 f.steps += 1;
