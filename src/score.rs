@@ -196,10 +196,14 @@ impl Parameterisation {
 
 /// Per-row [n, 1] columns of f(t) evaluated at the times in t [n].
 pub fn column(t: &Tensor, dtype: DType, f: impl Fn(f64) -> f64) -> Result<Tensor> {
-    let ts: Vec<f64> = t.to_dtype(DType::F64)?.to_vec1()?;
-    let v: Vec<f64> = ts.into_iter().map(f).collect();
+    let ts: Vec<f64> = crate::flat::values(t)?;
+    column_of(ts.into_iter().map(f).collect(), dtype, t.device())
+}
+
+/// Per-row values as an [n, 1] column of `dtype` on `device`.
+pub fn column_of(v: Vec<f64>, dtype: DType, device: &candle_core::Device) -> Result<Tensor> {
     let n = v.len();
-    Ok(Tensor::from_vec(v, (n, 1), t.device())?.to_dtype(dtype)?)
+    Ok(Tensor::from_vec(v, (n, 1), device)?.to_dtype(dtype)?)
 }
 
 /// Tweedie's formula: x̂0 = E[x0 | x_t] = (x_t + σ_t² s(x_t, t))/α_t.

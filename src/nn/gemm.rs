@@ -218,6 +218,23 @@ pub fn gemm_fused(
     false
 }
 
+/// C [m × n] = (A·B) ⊙ d, d [m × n]: fused into the store where `gemm_fused` applies, else the
+/// product and then one element-wise pass.
+pub fn gemm_scaled(
+    dims: (usize, usize, usize),
+    c: &mut [f32],
+    a: &[f32],
+    a_strides: (usize, usize),
+    rhs: Rhs,
+    d: &[f32],
+) {
+    if !gemm_fused(dims, c, a, a_strides, rhs, Epilogue::Scale(d)) {
+        let (m, n, _) = dims;
+        gemm(dims, c, n, a, a_strides, rhs, false);
+        super::kernels::scale_blocks(&mut c[..m * n], d);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use crate::nn::kernels::silu_avx2::{silu8, silu8_derivative};

@@ -5,7 +5,7 @@
 
 use super::{Batch, Weighting};
 use crate::nn::ScoreNet;
-use crate::score::column;
+use crate::score::{column, column_of};
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 use rand::Rng;
@@ -42,8 +42,9 @@ pub fn noise(net: &ScoreNet, x0: &Tensor, ts: Vec<f64>, rng: &mut ChaCha8Rng) ->
     let t = Tensor::from_vec(ts.clone(), n, x0.device())?.to_dtype(net.dtype())?;
     let p = net.process();
     let coef: Vec<(f64, f64)> = ts.iter().map(|&t| (p.alpha(t), p.sigma(t))).collect();
-    let column = |f: fn(&(f64, f64)) -> f64| rows(net, coef.iter().map(f).collect());
-    let (alpha, sigma) = (column(|c| c.0)?, column(|c| c.1)?);
+    let (dtype, dev) = (net.dtype(), x0.device());
+    let per_row = |f: fn(&(f64, f64)) -> f64| column_of(coef.iter().map(f).collect(), dtype, dev);
+    let (alpha, sigma) = (per_row(|c| c.0)?, per_row(|c| c.1)?);
     let xt = (x0.to_dtype(net.dtype())?.broadcast_mul(&alpha)? + eps.broadcast_mul(&sigma)?)?;
     Ok(Noised {
         t,
@@ -93,7 +94,7 @@ pub fn regress(
         let c = param.score_error_scale(a, s);
         lambda(t) * c * c
     });
-    let weight = rows(net, weight.collect())?;
+    let weight = column_of(weight.collect(), net.dtype(), z.t.device())?;
     let target = param.from_score(s_target, &z.xt, &z.alpha, &z.sigma)?;
     Ok(Regression {
         xt: z.xt.clone(),
@@ -101,12 +102,6 @@ pub fn regress(
         target,
         weight,
     })
-}
-
-/// Per-row values as an [n, 1] column in the network's dtype and device.
-fn rows(net: &ScoreNet, v: Vec<f64>) -> Result<Tensor> {
-    let n = v.len();
-    Ok(Tensor::from_vec(v, (n, 1), net.device())?.to_dtype(net.dtype())?)
 }
 
 /// The DSM score target −ε/σ_t.

@@ -5,7 +5,11 @@
 //! exponential integrators keep x (or y), ε̂ or x̂0 and their history in flat buffers that every
 //! step reuses (`state`).
 
-use super::state::{add_noise, lincomb, run, Field, Update};
+use super::state::{
+    add_noise, lincomb, run, Field,
+    Prediction::{Eps, X0},
+    Update,
+};
 use super::{Options, Trace};
 use crate::ode::{self, Method, Tolerance};
 use crate::process::Process;
@@ -137,6 +141,7 @@ pub fn ddim(
     run(
         |t, tn, last| ddim_rule(p, t, tn, o.eta, last),
         m,
+        p,
         x,
         ts,
         rng,
@@ -170,7 +175,7 @@ pub fn dpm_solver_1(
             cz: 0.0,
         }
     };
-    run(rule, m, x, ts, rng, tr)
+    run(rule, m, p, x, ts, rng, tr)
 }
 
 /// DPM-Solver-2, single-step with r₁ = ½ (Lu et al. 2022, Alg. 1).
@@ -184,16 +189,16 @@ pub fn dpm_solver_2(
     tr: &mut Trace,
 ) -> Result<Tensor> {
     let r1 = 0.5;
-    let (f, mut x) = Field::new(m, x)?;
+    let (f, mut x) = Field::new(m, p, x)?;
     let (mut e0, mut e1, mut u) = (f.buffer(), f.buffer(), f.buffer());
     for (i, w) in ts.windows(2).enumerate() {
         let (t, tn) = (w[0], w[1]);
         let h = p.lambda(tn) - p.lambda(t);
         let s1 = p.t_at_lambda(p.lambda(t) + r1 * h);
-        f.eps(p, &x, t, tr, i, &mut e0)?;
+        f.predict(Eps, &x, t, tr, i, &mut e0)?;
         let (ux, ue) = first_order(p, t, s1);
         lincomb(&mut u, 0.0, &[(ux, &x), (ue, &e0)]);
-        f.eps(p, &u, s1, tr, i, &mut e1)?;
+        f.predict(Eps, &u, s1, tr, i, &mut e1)?;
         // x' = first_order(x, ε̂0) − σ'/(2r₁) (e^h − 1)(ε̂1 − ε̂0)
         let ((cx, ce), c) = (first_order(p, t, tn), p.sigma(tn) / (2.0 * r1) * h.exp_m1());
         lincomb(&mut x, cx, &[(ce + c, &e0), (-c, &e1)]);
@@ -213,21 +218,21 @@ pub fn dpm_solver_3(
     tr: &mut Trace,
 ) -> Result<Tensor> {
     let (r1, r2) = (1.0 / 3.0, 2.0 / 3.0);
-    let (f, mut x) = Field::new(m, x)?;
+    let (f, mut x) = Field::new(m, p, x)?;
     let (mut e0, mut e1, mut e2, mut u) = (f.buffer(), f.buffer(), f.buffer(), f.buffer());
     for (i, w) in ts.windows(2).enumerate() {
         let (t, tn) = (w[0], w[1]);
         let (l, h) = (p.lambda(t), p.lambda(tn) - p.lambda(t));
         let (s1, s2) = (p.t_at_lambda(l + r1 * h), p.t_at_lambda(l + r2 * h));
-        f.eps(p, &x, t, tr, i, &mut e0)?;
+        f.predict(Eps, &x, t, tr, i, &mut e0)?;
         let (ux, ue) = first_order(p, t, s1);
         lincomb(&mut u, 0.0, &[(ux, &x), (ue, &e0)]);
-        f.eps(p, &u, s1, tr, i, &mut e1)?;
+        f.predict(Eps, &u, s1, tr, i, &mut e1)?;
         // u2 = first_order(x → s2) − c₂ (ε̂1 − ε̂0)
         let c2 = p.sigma(s2) * r2 / r1 * ((r2 * h).exp_m1() / (r2 * h) - 1.0);
         let (ux, ue) = first_order(p, t, s2);
         lincomb(&mut u, 0.0, &[(ux, &x), (ue + c2, &e0), (-c2, &e1)]);
-        f.eps(p, &u, s2, tr, i, &mut e2)?;
+        f.predict(Eps, &u, s2, tr, i, &mut e2)?;
         // x' = first_order(x → t') − c (ε̂2 − ε̂0)
         let c = p.sigma(tn) / r2 * (h.exp_m1() / h - 1.0);
         let (cx, ce) = first_order(p, t, tn);
@@ -248,15 +253,17 @@ pub fn dpm_solver_pp_2m(
     _r: &mut ChaCha8Rng,
     tr: &mut Trace,
 ) -> Result<Tensor> {
-    let (f, mut y) = Field::new(m, x)?;
+    // y = x/α; x holds α_t y at the newest t (the recorded and returned state)
+    let (f, mut x) = Field::new(m, p, x)?;
+    let mut y = x.clone();
     lincomb(&mut y, 1.0 / p.alpha(ts[0]), &[]);
-    let (mut x, mut d, mut d_prev) = (f.buffer(), f.buffer(), f.buffer());
+    let (mut d, mut d_prev) = (f.buffer(), f.buffer());
     let mut h_prev = None;
     for (i, w) in ts.windows(2).enumerate() {
         let (t, tn) = (w[0], w[1]);
         let h = p.lambda(tn) - p.lambda(t);
         lincomb(&mut x, 0.0, &[(p.alpha(t), &y)]);
-        f.denoise(p, &x, t, tr, i, &mut d)?;
+        f.predict(X0, &x, t, tr, i, &mut d)?;
         let (c, c_prev) = match h_prev {
             Some(h_prev) => {
                 let r = h_prev / h;
@@ -271,7 +278,6 @@ pub fn dpm_solver_pp_2m(
         lincomb(&mut x, 0.0, &[(p.alpha(tn), &y)]);
         f.record(&x, tn, tr)?;
     }
-    lincomb(&mut x, 0.0, &[(p.alpha(ts[ts.len() - 1]), &y)]);
     f.tensor(&x)
 }
 
@@ -286,9 +292,10 @@ pub fn dpm_solver_pp_3m(
     _r: &mut ChaCha8Rng,
     tr: &mut Trace,
 ) -> Result<Tensor> {
-    let (f, mut y) = Field::new(m, x)?;
+    // y = x/α; x holds α_t y at the newest t (the recorded and returned state)
+    let (f, mut x) = Field::new(m, p, x)?;
+    let mut y = x.clone();
     lincomb(&mut y, 1.0 / p.alpha(ts[0]), &[]);
-    let mut x = f.buffer();
     // x̂0 now, one step back and two steps back, with the steps' h
     let (mut d, mut d1, mut d2) = (f.buffer(), f.buffer(), f.buffer());
     let mut hs: Vec<f64> = Vec::new(); // h of earlier steps, newest last (at most two)
@@ -296,7 +303,7 @@ pub fn dpm_solver_pp_3m(
         let (t, tn) = (w[0], w[1]);
         let h = p.lambda(tn) - p.lambda(t);
         lincomb(&mut x, 0.0, &[(p.alpha(t), &y)]);
-        f.denoise(p, &x, t, tr, i, &mut d)?;
+        f.predict(X0, &x, t, tr, i, &mut d)?;
         lincomb(&mut y, (-h).exp(), &[(-(-h).exp_m1(), &d)]);
         let phi2 = (-h).exp_m1() / h + 1.0;
         match *hs.as_slice() {
@@ -330,7 +337,6 @@ pub fn dpm_solver_pp_3m(
         lincomb(&mut x, 0.0, &[(p.alpha(tn), &y)]);
         f.record(&x, tn, tr)?;
     }
-    lincomb(&mut x, 0.0, &[(p.alpha(ts[ts.len() - 1]), &y)]);
     f.tensor(&x)
 }
 
@@ -347,10 +353,11 @@ pub fn edm_heun(
 ) -> Result<Tensor> {
     let sigma = |t: f64| (-p.lambda(t)).exp();
     let n = (ts.len() - 1) as f64;
-    let (f, mut y) = Field::new(m, x)?;
+    // y = x/α; x holds α_t y at the newest t (the recorded and returned state)
+    let (f, mut x) = Field::new(m, p, x)?;
+    let mut y = x.clone();
     lincomb(&mut y, 1.0 / p.alpha(ts[0]), &[]);
-    let (mut x, mut den, mut d1, mut d2, mut y_euler) =
-        (f.buffer(), f.buffer(), f.buffer(), f.buffer(), f.buffer());
+    let (mut den, mut d1, mut d2, mut y_euler) = (f.buffer(), f.buffer(), f.buffer(), f.buffer());
     let mut z = vec![0f32; y.len()];
     for (i, w) in ts.windows(2).enumerate() {
         let (t, tn) = (w[0], w[1]);
@@ -377,7 +384,7 @@ pub fn edm_heun(
         // slope ← (y − D(α y, t))/σ
         let mut slope = |y: &[f64], t: f64, s: f64, out: &mut [f64]| -> Result<()> {
             lincomb(&mut x, 0.0, &[(p.alpha(t), y)]);
-            f.denoise(p, &x, t, tr, i, &mut den)?;
+            f.predict(X0, &x, t, tr, i, &mut den)?;
             lincomb(out, 0.0, &[(1.0 / s, y), (-1.0 / s, &den)]);
             Ok(())
         };
@@ -392,6 +399,5 @@ pub fn edm_heun(
         lincomb(&mut x, 0.0, &[(p.alpha(tn), &y)]);
         f.record(&x, tn, tr)?;
     }
-    lincomb(&mut x, 0.0, &[(p.alpha(ts[ts.len() - 1]), &y)]);
     f.tensor(&x)
 }

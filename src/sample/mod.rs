@@ -64,18 +64,6 @@ impl Trace {
         Ok(((x + (s * p.sigma(t).powi(2))?)? / p.alpha(t))?)
     }
 
-    /// ε̂ = −σ_t s(x, t), counted like `score`.
-    pub fn eps(
-        &mut self,
-        model: &dyn ScoreModel,
-        p: &dyn Process,
-        x: &Tensor,
-        t: f64,
-        step: usize,
-    ) -> Result<Tensor> {
-        Ok((self.score(model, x, t, step)? * (-p.sigma(t)))?)
-    }
-
     /// Called after every step with the new state.
     pub fn record(&mut self, t: f64, x: &Tensor) {
         if let Some(b) = &self.bar {

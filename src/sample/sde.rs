@@ -85,7 +85,7 @@ pub fn euler_maruyama(
     rng: &mut ChaCha8Rng,
     tr: &mut Trace,
 ) -> Result<Tensor> {
-    run(|t, tn, last| em_rule(p, t, tn, last), m, x, ts, rng, tr)
+    run(|t, tn, last| em_rule(p, t, tn, last), m, p, x, ts, rng, tr)
 }
 
 /// Reverse-time SDE with score_sde's reverse-diffusion predictor.
@@ -101,6 +101,7 @@ pub fn reverse_diffusion(
     run(
         |t, tn, last| reverse_diffusion_rule(p, t, tn, last),
         m,
+        p,
         x,
         ts,
         rng,
@@ -121,6 +122,7 @@ pub fn ancestral(
     run(
         |t, tn, last| ancestral_rule(p, t, tn, last),
         m,
+        p,
         x,
         ts,
         rng,
@@ -174,7 +176,7 @@ pub fn predictor_corrector(
     tr: &mut Trace,
 ) -> Result<Tensor> {
     let rule = predictor(&o.predictor)?;
-    let mut chain = Chain::new(m, x)?;
+    let mut chain = Chain::new(m, p, x)?;
     for (i, w) in ts.windows(2).enumerate() {
         langevin_corrector(&mut chain, p, w[0], w[1], o, rng, tr, i)?;
         chain.step(rule(p, w[0], w[1], i + 2 == ts.len()), w[0], rng, tr, i)?;
@@ -202,7 +204,7 @@ pub fn langevin(
         cs: d,
         cz: (2.0 * d).sqrt(),
     };
-    let mut chain = Chain::new(m, x)?;
+    let mut chain = Chain::new(m, p, x)?;
     for i in 0..ts.len() - 1 {
         for _ in 0..o.langevin_steps {
             chain.step(u, t, rng, tr, i)?;
@@ -224,7 +226,7 @@ pub fn annealed_langevin(
     tr: &mut Trace,
 ) -> Result<Tensor> {
     let s_min2 = p.sigma(p.t_min()).powi(2);
-    let mut chain = Chain::new(m, x)?;
+    let mut chain = Chain::new(m, p, x)?;
     for (i, &t) in ts.iter().enumerate().skip(1) {
         let step = o.langevin_eps * p.sigma(t).powi(2) / s_min2;
         let u = Update {

@@ -13,14 +13,33 @@ use rand_chacha::ChaCha8Rng;
 /// The score model on flat states shaped, typed and placed like the sampler's x_T.
 pub struct Field<'a> {
     model: &'a dyn ScoreModel,
+    process: &'a dyn Process,
     like: Tensor,
+}
+
+/// What `Field::predict` returns in place of the score.
+#[derive(Clone, Copy, Debug)]
+pub enum Prediction {
+    /// ε̂ = −σ_t s(x, t).
+    Eps,
+    /// Tweedie's x̂0 = (x + σ_t² s(x, t))/α_t.
+    X0,
 }
 
 impl<'a> Field<'a> {
     /// The field, and x_T as the flat state.
-    pub fn new(model: &'a dyn ScoreModel, x: Tensor) -> Result<(Self, Vec<f64>)> {
+    pub fn new(
+        model: &'a dyn ScoreModel,
+        process: &'a dyn Process,
+        x: Tensor,
+    ) -> Result<(Self, Vec<f64>)> {
         let state = values(&x)?;
-        Ok((Field { model, like: x }, state))
+        let field = Field {
+            model,
+            process,
+            like: x,
+        };
+        Ok((field, state))
     }
 
     /// A zeroed buffer as long as the state.
@@ -46,10 +65,10 @@ impl<'a> Field<'a> {
         copy_values(&s, out)
     }
 
-    /// out ← ε̂ = −σ_t s(x, t).
-    pub fn eps(
+    /// out ← ε̂ or x̂0 at (x, t), from one counted score evaluation.
+    pub fn predict(
         &self,
-        p: &dyn Process,
+        what: Prediction,
         x: &[f64],
         t: f64,
         tr: &mut Trace,
@@ -57,23 +76,11 @@ impl<'a> Field<'a> {
         out: &mut [f64],
     ) -> Result<()> {
         self.score(x, t, tr, step, out)?;
-        lincomb(out, -p.sigma(t), &[]);
-        Ok(())
-    }
-
-    /// out ← Tweedie's x̂0 = (x + σ_t² s(x, t))/α_t.
-    pub fn denoise(
-        &self,
-        p: &dyn Process,
-        x: &[f64],
-        t: f64,
-        tr: &mut Trace,
-        step: usize,
-        out: &mut [f64],
-    ) -> Result<()> {
-        self.score(x, t, tr, step, out)?;
-        let a = p.alpha(t);
-        lincomb(out, p.sigma(t).powi(2) / a, &[(1.0 / a, x)]);
+        let (a, s) = (self.process.alpha(t), self.process.sigma(t));
+        match what {
+            Prediction::Eps => lincomb(out, -s, &[]),
+            Prediction::X0 => lincomb(out, s * s / a, &[(1.0 / a, x)]),
+        }
         Ok(())
     }
 
@@ -127,8 +134,8 @@ pub struct Chain<'a> {
 }
 
 impl<'a> Chain<'a> {
-    pub fn new(model: &'a dyn ScoreModel, x: Tensor) -> Result<Self> {
-        let (field, x) = Field::new(model, x)?;
+    pub fn new(model: &'a dyn ScoreModel, process: &'a dyn Process, x: Tensor) -> Result<Self> {
+        let (field, x) = Field::new(model, process, x)?;
         let (s, z) = (field.buffer(), vec![0.0; x.len()]);
         Ok(Chain { field, x, s, z })
     }
@@ -183,12 +190,13 @@ impl<'a> Chain<'a> {
 pub fn run(
     rule: impl Fn(f64, f64, bool) -> Update,
     m: &dyn ScoreModel,
+    p: &dyn Process,
     x: Tensor,
     ts: &[f64],
     rng: &mut ChaCha8Rng,
     tr: &mut Trace,
 ) -> Result<Tensor> {
-    let mut chain = Chain::new(m, x)?;
+    let mut chain = Chain::new(m, p, x)?;
     for (i, w) in ts.windows(2).enumerate() {
         chain.step(rule(w[0], w[1], i + 2 == ts.len()), w[0], rng, tr, i)?;
         chain.record(w[1], tr)?;

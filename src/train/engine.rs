@@ -78,7 +78,7 @@ impl Fused {
             .stein(net, batch, rng)?
             .context("the fused engine does not run FD-SSM")?;
         let (xs, vs) = (values::<f32>(&s.xt)?, values::<f32>(&s.v)?);
-        let ts: Vec<f64> = s.t.to_dtype(DType::F64)?.to_vec1()?;
+        let ts: Vec<f64> = values(&s.t)?;
         let (p, param) = (net.process(), net.config.arch.parameterisation);
         let coef: Vec<(f32, f32)> = ts
             .iter()

@@ -4,7 +4,7 @@
 //! batch is cut into one contiguous chunk per thread and each chunk into cache-sized blocks that
 //! run the whole network: one fork-join per call, no allocation per layer.
 
-use super::gemm::{gemm, gemm_fused, Epilogue, PackedB, Rhs, NARROW};
+use super::gemm::{gemm, gemm_fused, gemm_scaled, Epilogue, PackedB, Rhs, NARROW};
 use super::kernels::{self, Keep};
 use super::{Activation, Embedding, ScoreNet};
 use crate::flat::values;
@@ -550,24 +550,20 @@ impl FusedMlp {
             let z = resize(&mut hi[0], m * rows * l.fan_out);
             // layer 0 acts on the input tangent through W's first d columns (Wᵀ's first d rows)
             let (dims, wt) = ((m * rows, l.fan_out, width), self.transposed(&packed, i));
-            let d1 = &ws.d1[i][..if i + 1 < nl { rows * l.fan_out } else { 0 }];
-            // inference scales by a'(z) as each direction's tiles are stored; the reverse pass
-            // also needs ż before the scaling
-            let fused = i + 1 < nl
-                && !keep_pre
-                && z.chunks_exact_mut(rows * l.fan_out)
-                    .zip(lo[i].chunks_exact(rows * width))
-                    .all(|(z, v)| {
-                        let dims = (rows, l.fan_out, width);
-                        gemm_fused(dims, z, v, (width, 1), wt, Epilogue::Scale(d1))
-                    });
-            if !fused {
+            let hidden = i + 1 < nl;
+            if hidden && !keep_pre {
+                // inference: each direction's product scaled by a'(z) as it is stored
+                let d1 = &ws.d1[i][..rows * l.fan_out];
+                let directions = z.chunks_exact_mut(rows * l.fan_out);
+                for (z, v) in directions.zip(lo[i].chunks_exact(rows * width)) {
+                    gemm_scaled((rows, l.fan_out, width), z, v, (width, 1), wt, d1);
+                }
+            } else {
                 gemm(dims, z, l.fan_out, &lo[i], (width, 1), wt, false);
-                if i + 1 < nl {
-                    if keep_pre {
-                        resize(&mut ws.zdot[i], z.len()).copy_from_slice(z);
-                    }
-                    kernels::scale_blocks(z, d1);
+                if hidden {
+                    // the reverse pass needs ż before the scaling
+                    resize(&mut ws.zdot[i], z.len()).copy_from_slice(z);
+                    kernels::scale_blocks(z, &ws.d1[i][..rows * l.fan_out]);
                 }
             }
             width = l.fan_out;
@@ -645,12 +641,9 @@ impl FusedMlp {
             let gh = resize(next, rows * l.fan_in);
             let d1 = &ws.d1[i - 1][..rows * l.fan_in];
             let dims = (rows, l.fan_in, l.fan_out);
-            // without tangents, G ← a'(z) ⊙ (G W) as the product's tiles are stored
             if m == 0 {
-                if !gemm_fused(dims, gh, gi, (l.fan_out, 1), w, Epilogue::Scale(d1)) {
-                    gemm(dims, gh, l.fan_in, gi, (l.fan_out, 1), w, false);
-                    kernels::scale_blocks(gh, d1);
-                }
+                // G ← a'(z) ⊙ (G W)
+                gemm_scaled(dims, gh, gi, (l.fan_out, 1), w, d1);
             } else {
                 gemm(dims, gh, l.fan_in, gi, (l.fan_out, 1), w, false);
                 let gth = resize(next_t, m * rows * l.fan_in);
