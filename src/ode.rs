@@ -1,12 +1,12 @@
 //! Explicit Runge–Kutta integrators for dy/dt = f(y, t), in either time direction: fixed-step Euler,
 //! Heun and RK4 over a given grid, and adaptive Dormand–Prince 5(4). The probability-flow samplers
 //! and the likelihood both integrate through here. The solvers keep the state and every stage in
-//! flat f64 buffers allocated once per solve and reused by every step; `fixed_step` and `dopri5`
-//! take a right-hand side on tensors and move the state into a tensor only to evaluate it.
+//! buffers (`flat::Buf`) allocated once per solve and reused by every step: flat f64 on the CPU,
+//! where the state becomes a tensor only to evaluate the right-hand side, tensors on a GPU.
 
-use crate::flat::{copy_values, unflat, values};
+use crate::flat::{lincomb, Buf};
 use anyhow::{bail, Result};
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 /// A fixed-step explicit Runge–Kutta method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,21 +19,21 @@ pub enum Method {
     Rk4,
 }
 
-/// A right-hand side on the flat state: writes f(y, t) into `out` (as long as y).
-pub type Field<'a> = dyn FnMut(&[f64], f64, &mut [f64]) -> Result<()> + 'a;
+/// A right-hand side on the solver's state: writes f(y, t) into `out` (as long as y).
+pub type Field<'a> = dyn FnMut(&Buf, f64, &mut Buf) -> Result<()> + 'a;
 
 /// Called after each fixed step with (i, t_{i+1}, y_{i+1}).
-pub type OnStep<'a> = dyn FnMut(usize, f64, &[f64]) -> Result<()> + 'a;
+pub type OnStep<'a> = dyn FnMut(usize, f64, &Buf) -> Result<()> + 'a;
 
-/// A right-hand side on tensors as a `Field`: each evaluation puts y into a tensor shaped, typed
-/// and placed like `like`, and copies f's result back.
+/// A right-hand side on tensors as a `Field`: each evaluation views y as a tensor shaped, typed
+/// and placed like `like`, and puts f's result into `out`.
 fn on_tensors<'a>(
     f: &'a mut dyn FnMut(&Tensor, f64) -> Result<Tensor>,
     like: &Tensor,
-) -> impl FnMut(&[f64], f64, &mut [f64]) -> Result<()> + 'a {
+) -> impl FnMut(&Buf, f64, &mut Buf) -> Result<()> + 'a {
     let like = like.clone();
     move |y, t, out| {
-        let v = f(&unflat(y, &like)?, t)?;
+        let v = f(&y.tensor(&like)?, t)?;
         if v.shape() != like.shape() {
             bail!(
                 "the right-hand side has shape {:?}, the state {:?}",
@@ -41,8 +41,7 @@ fn on_tensors<'a>(
                 like.shape()
             );
         }
-        copy_values(&v, out)?;
-        Ok(())
+        out.assign(v)
     }
 }
 
@@ -54,35 +53,31 @@ pub fn fixed_step(
     grid: &[f64],
     on_step: &mut dyn FnMut(usize, f64, &Tensor) -> Result<()>,
 ) -> Result<Tensor> {
-    let mut state = values(&y)?;
+    let mut state = Buf::of(&y)?;
     let mut field = on_tensors(f, &y);
-    let mut seen = |i: usize, t: f64, s: &[f64]| on_step(i, t, &unflat(s, &y)?);
-    fixed_step_flat(method, &mut field, &mut state, grid, &mut seen)?;
-    unflat(&state, &y)
+    let mut seen = |i: usize, t: f64, s: &Buf| on_step(i, t, &s.tensor(&y)?);
+    fixed_step_buf(method, &mut field, &mut state, grid, &mut seen)?;
+    state.tensor(&y)
 }
 
-/// `fixed_step` on a flat state, in place; four stage buffers serve every step.
-pub fn fixed_step_flat(
+/// `fixed_step` on the solver's state, in place; four stage buffers serve every step.
+pub fn fixed_step_buf(
     method: Method,
     f: &mut Field,
-    y: &mut [f64],
+    y: &mut Buf,
     grid: &[f64],
     on_step: &mut OnStep,
 ) -> Result<()> {
-    let n = y.len();
     let stages = match method {
         Method::Euler => 1,
         Method::Heun => 2,
         Method::Rk4 => 4,
     };
-    let mut k = vec![vec![0.0; n]; stages];
-    let mut tmp = vec![0.0; n];
+    let mut k = (0..stages).map(|_| y.zeros()).collect::<Result<Vec<_>>>()?;
+    let mut tmp = y.zeros()?;
     // tmp ← y + c·h·k
-    let shifted = |tmp: &mut [f64], y: &[f64], k: &[f64], ch: f64| {
-        tmp.iter_mut()
-            .zip(y.iter().zip(k))
-            .for_each(|(o, (y, k))| *o = y + ch * k);
-    };
+    let shifted =
+        |tmp: &mut Buf, y: &Buf, k: &Buf, ch: f64| lincomb(tmp, 0.0, &[(1.0, y), (ch, k)]);
     for (i, w) in grid.windows(2).enumerate() {
         let (t, h) = (w[0], w[1] - w[0]);
         // Butcher weights of the stages: y ← y + h Σ b_s k_s
@@ -93,23 +88,23 @@ pub fn fixed_step_flat(
             }
             Method::Heun => {
                 f(y, t, &mut k[0])?;
-                shifted(&mut tmp, y, &k[0], h);
+                shifted(&mut tmp, y, &k[0], h)?;
                 f(&tmp, t + h, &mut k[1])?;
                 &[0.5, 0.5]
             }
             Method::Rk4 => {
                 f(y, t, &mut k[0])?;
-                shifted(&mut tmp, y, &k[0], 0.5 * h);
+                shifted(&mut tmp, y, &k[0], 0.5 * h)?;
                 f(&tmp, t + 0.5 * h, &mut k[1])?;
-                shifted(&mut tmp, y, &k[1], 0.5 * h);
+                shifted(&mut tmp, y, &k[1], 0.5 * h)?;
                 f(&tmp, t + 0.5 * h, &mut k[2])?;
-                shifted(&mut tmp, y, &k[2], h);
+                shifted(&mut tmp, y, &k[2], h)?;
                 f(&tmp, t + h, &mut k[3])?;
                 &[1.0 / 6.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 6.0]
             }
         };
         for (s, bs) in b.iter().enumerate() {
-            y.iter_mut().zip(&k[s]).for_each(|(y, k)| *y += h * bs * k);
+            lincomb(y, 1.0, &[(h * bs, &k[s])])?;
         }
         on_step(i, w[1], y)?;
     }
@@ -190,23 +185,26 @@ const E: [f64; 7] = [
 ];
 
 /// RMS of e / (atol + rtol·max(|y0|, |y1|)) over all elements (Hairer–Nørsett–Wanner II.4).
-fn error_norm(e: &[f64], y0: &[f64], y1: &[f64], rtol: f64, atol: f64) -> f64 {
+fn error_norm(e: &Buf, y0: &Buf, y1: &Buf, rtol: f64, atol: f64) -> Result<f64> {
+    if let Buf::Device(e) = e {
+        let scale = y0.device()?.abs()?.maximum(&y1.device()?.abs()?)?;
+        let r = (e / scale.affine(rtol, atol)?)?.to_dtype(DType::F64)?;
+        return Ok(r.sqr()?.mean_all()?.to_scalar::<f64>()?.sqrt());
+    }
+    let (e, y0, y1) = (e.host()?, y0.host()?, y1.host()?);
     let sum: f64 = e
         .iter()
         .zip(y0.iter().zip(y1))
         .map(|(e, (a, b))| (e / (atol + rtol * a.abs().max(b.abs()))).powi(2))
         .sum();
-    (sum / e.len().max(1) as f64).sqrt()
+    Ok((sum / e.len().max(1) as f64).sqrt())
 }
 
 /// out ← y + h Σ_s c_s k_s.
-fn combo(out: &mut [f64], y: &[f64], ks: &[Vec<f64>], coefs: &[f64], h: f64) {
-    out.copy_from_slice(y);
-    for (k, c) in ks.iter().zip(coefs) {
-        if *c != 0.0 {
-            out.iter_mut().zip(k).for_each(|(o, k)| *o += c * h * k);
-        }
-    }
+fn combo(out: &mut Buf, y: &Buf, ks: &[Buf], coefs: &[f64], h: f64) -> Result<()> {
+    let mut terms = vec![(1.0, y)];
+    terms.extend(coefs.iter().zip(ks).map(|(c, k)| (c * h, k)));
+    lincomb(out, 0.0, &terms)
 }
 
 /// Adaptive Dormand–Prince 5(4) from t0 to t1 (either direction), FSAL, with the standard
@@ -218,54 +216,50 @@ pub fn dopri5(
     t1: f64,
     tol: &Tolerance,
 ) -> Result<Solution> {
-    let state = values(&y0)?;
-    let sol = dopri5_flat(&mut on_tensors(f, &y0), state, t0, t1, tol)?;
+    let state = Buf::of(&y0)?;
+    let sol = dopri5_buf(&mut on_tensors(f, &y0), state, t0, t1, tol)?;
     Ok(Solution {
-        y: unflat(&sol.y, &y0)?,
+        y: sol.y.tensor(&y0)?,
         nfe: sol.nfe,
         accepted: sol.accepted,
         rejected: sol.rejected,
     })
 }
 
-/// `dopri5` on a flat state: the seven stages, the trial state and the error live in buffers
-/// allocated once and reused by every step.
-pub fn dopri5_flat(
+/// `dopri5` on the solver's state: the seven stages, the trial state and the error live in
+/// buffers allocated once and reused by every step.
+pub fn dopri5_buf(
     f: &mut Field,
-    mut y: Vec<f64>,
+    mut y: Buf,
     t0: f64,
     t1: f64,
     tol: &Tolerance,
-) -> Result<Solution<Vec<f64>>> {
+) -> Result<Solution<Buf>> {
     tol.check()?;
     let (rtol, atol) = (tol.rtol, tol.atol);
     let dir = (t1 - t0).signum();
     let span = (t1 - t0).abs();
-    let n = y.len();
     let mut nfe = 0usize;
-    let mut ks = vec![vec![0.0; n]; 7];
-    let (mut ys, mut err_vec) = (vec![0.0; n], vec![0.0; n]);
+    let mut ks = (0..7).map(|_| y.zeros()).collect::<Result<Vec<_>>>()?;
+    let (mut ys, mut err_vec) = (y.zeros()?, y.zeros()?);
     let mut t = t0;
     nfe += 1;
     f(&y, t, &mut ks[0])?;
     // initial step (Hairer, Nørsett & Wanner, II.4)
-    let zero = vec![0.0; n];
-    let d0 = error_norm(&y, &zero, &zero, rtol, atol);
-    let d1 = error_norm(&ks[0], &y, &y, rtol, atol);
+    let zero = y.zeros()?;
+    let d0 = error_norm(&y, &zero, &zero, rtol, atol)?;
+    let d1 = error_norm(&ks[0], &y, &y, rtol, atol)?;
     let mut h = if d0 < 1e-5 || d1 < 1e-5 {
         1e-6
     } else {
         0.01 * d0 / d1
     }
     .min(span);
-    combo(&mut ys, &y, &ks[..1], &[1.0], dir * h);
+    combo(&mut ys, &y, &ks[..1], &[1.0], dir * h)?;
     nfe += 1;
     f(&ys, t + dir * h, &mut ks[1])?;
-    err_vec
-        .iter_mut()
-        .zip(ks[1].iter().zip(&ks[0]))
-        .for_each(|(e, (a, b))| *e = a - b);
-    let d2 = error_norm(&err_vec, &y, &y, rtol, atol) / h;
+    lincomb(&mut err_vec, 0.0, &[(1.0, &ks[1]), (-1.0, &ks[0])])?;
+    let d2 = error_norm(&err_vec, &y, &y, rtol, atol)? / h;
     let h1 = if d1.max(d2) <= 1e-15 {
         (h * 1e-3).max(1e-6)
     } else {
@@ -273,7 +267,7 @@ pub fn dopri5_flat(
     };
     h = (100.0 * h).min(h1).min(span);
     let (mut accepted, mut rejected) = (0, 0);
-    let mut y_new = vec![0.0; n];
+    let mut y_new = y.zeros()?;
     while (t1 - t) * dir > 1e-12 * span.max(1.0) {
         if nfe + 6 > tol.max_nfe {
             bail!("adaptive solver hit its NFE cap ({}) at t = {t:.6} before reaching {t1}; raise the cap or loosen rtol/atol", tol.max_nfe);
@@ -281,13 +275,14 @@ pub fn dopri5_flat(
         h = h.min((t1 - t).abs());
         let hs = dir * h;
         for s in 1..7 {
-            combo(&mut ys, &y, &ks[..s], A[s], hs);
+            combo(&mut ys, &y, &ks[..s], A[s], hs)?;
             nfe += 1;
             f(&ys, t + C[s] * hs, &mut ks[s])?;
         }
-        combo(&mut y_new, &y, &ks[..6], A[6], hs);
-        combo(&mut err_vec, &zero, &ks, &E, hs);
-        let err = error_norm(&err_vec, &y, &y_new, rtol, atol);
+        combo(&mut y_new, &y, &ks[..6], A[6], hs)?;
+        let errs: Vec<_> = E.iter().zip(&ks).map(|(e, k)| (e * hs, k)).collect();
+        lincomb(&mut err_vec, 0.0, &errs)?;
+        let err = error_norm(&err_vec, &y, &y_new, rtol, atol)?;
         if !err.is_finite() {
             bail!("adaptive solver produced NaN or infinity at t = {t:.6}");
         }

@@ -374,3 +374,27 @@ fn chunked_solves_match_the_joint_solve() {
     }
     assert!(log_prob_chunked(&model, p.as_ref(), &x, &dopri(1e-5), 0, 2).is_err());
 }
+
+/// The GPU path (the ODE state and stages kept in tensors), run on the CPU: the same log p, z and
+/// NFE as the flat host path.
+#[test]
+fn tensor_state_matches_host_state() {
+    let mixture = GaussianMixture::anisotropic3();
+    let (model, p) = exact(&mixture, "vp", 100.0);
+    let x = to_tensor(&mixture.sample(200, &mut ChaCha8Rng::seed_from_u64(7)));
+    let host = log_prob(&model, p.as_ref(), &x, &dopri(1e-5)).expect("host");
+    crate::flat::TENSOR_STATE.set(true);
+    let dev = log_prob(&model, p.as_ref(), &x, &dopri(1e-5));
+    crate::flat::TENSOR_STATE.set(false);
+    let dev = dev.expect("tensor state");
+    assert_eq!(host.nfe, dev.nfe);
+    let worst = host
+        .log_p0
+        .iter()
+        .zip(&dev.log_p0)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-9, "log p differs by {worst}");
+    let dz = (host.z - dev.z).unwrap().abs().unwrap().max_all().unwrap();
+    assert!(dz.to_scalar::<f64>().unwrap() < 1e-9);
+}

@@ -2,11 +2,11 @@
 //! 2021, eq. 13): generic Runge–Kutta, and the exponential integrators that use its semi-linear form
 //! in the log-SNR λ = log(α/σ): DDIM, DPM-Solver(++) and EDM's Heun in σ = e^{−λ}.
 //! With h = λ_{t'} − λ_t and y = x/α (the VE-scaled state), exact in the linear part. The
-//! exponential integrators keep x (or y), ε̂ or x̂0 and their history in flat buffers that every
-//! step reuses (`state`).
+//! exponential integrators keep x (or y), ε̂ or x̂0 and their history in buffers that every step
+//! reuses (`state`): flat on the CPU, on the device on a GPU.
 
 use super::state::{
-    add_noise, lincomb, run, Field,
+    add_noise, lincomb, run, Buf, Field, Noise,
     Prediction::{Eps, X0},
     Update,
 };
@@ -197,11 +197,11 @@ pub fn dpm_solver_2(
         let s1 = p.t_at_lambda(p.lambda(t) + r1 * h);
         f.predict(Eps, &x, t, tr, i, &mut e0)?;
         let (ux, ue) = first_order(p, t, s1);
-        lincomb(&mut u, 0.0, &[(ux, &x), (ue, &e0)]);
+        lincomb(&mut u, 0.0, &[(ux, &x), (ue, &e0)])?;
         f.predict(Eps, &u, s1, tr, i, &mut e1)?;
         // x' = first_order(x, ε̂0) − σ'/(2r₁) (e^h − 1)(ε̂1 − ε̂0)
         let ((cx, ce), c) = (first_order(p, t, tn), p.sigma(tn) / (2.0 * r1) * h.exp_m1());
-        lincomb(&mut x, cx, &[(ce + c, &e0), (-c, &e1)]);
+        lincomb(&mut x, cx, &[(ce + c, &e0), (-c, &e1)])?;
         f.record(&x, tn, tr)?;
     }
     f.tensor(&x)
@@ -226,17 +226,17 @@ pub fn dpm_solver_3(
         let (s1, s2) = (p.t_at_lambda(l + r1 * h), p.t_at_lambda(l + r2 * h));
         f.predict(Eps, &x, t, tr, i, &mut e0)?;
         let (ux, ue) = first_order(p, t, s1);
-        lincomb(&mut u, 0.0, &[(ux, &x), (ue, &e0)]);
+        lincomb(&mut u, 0.0, &[(ux, &x), (ue, &e0)])?;
         f.predict(Eps, &u, s1, tr, i, &mut e1)?;
         // u2 = first_order(x → s2) − c₂ (ε̂1 − ε̂0)
         let c2 = p.sigma(s2) * r2 / r1 * ((r2 * h).exp_m1() / (r2 * h) - 1.0);
         let (ux, ue) = first_order(p, t, s2);
-        lincomb(&mut u, 0.0, &[(ux, &x), (ue + c2, &e0), (-c2, &e1)]);
+        lincomb(&mut u, 0.0, &[(ux, &x), (ue + c2, &e0), (-c2, &e1)])?;
         f.predict(Eps, &u, s2, tr, i, &mut e2)?;
         // x' = first_order(x → t') − c (ε̂2 − ε̂0)
         let c = p.sigma(tn) / r2 * (h.exp_m1() / h - 1.0);
         let (cx, ce) = first_order(p, t, tn);
-        lincomb(&mut x, cx, &[(ce + c, &e0), (-c, &e2)]);
+        lincomb(&mut x, cx, &[(ce + c, &e0), (-c, &e2)])?;
         f.record(&x, tn, tr)?;
     }
     f.tensor(&x)
@@ -256,13 +256,13 @@ pub fn dpm_solver_pp_2m(
     // y = x/α; x holds α_t y at the newest t (the recorded and returned state)
     let (f, mut x) = Field::new(m, p, x)?;
     let mut y = x.clone();
-    lincomb(&mut y, 1.0 / p.alpha(ts[0]), &[]);
+    lincomb(&mut y, 1.0 / p.alpha(ts[0]), &[])?;
     let (mut d, mut d_prev) = (f.buffer(), f.buffer());
     let mut h_prev = None;
     for (i, w) in ts.windows(2).enumerate() {
         let (t, tn) = (w[0], w[1]);
         let h = p.lambda(tn) - p.lambda(t);
-        lincomb(&mut x, 0.0, &[(p.alpha(t), &y)]);
+        lincomb(&mut x, 0.0, &[(p.alpha(t), &y)])?;
         f.predict(X0, &x, t, tr, i, &mut d)?;
         let (c, c_prev) = match h_prev {
             Some(h_prev) => {
@@ -272,10 +272,10 @@ pub fn dpm_solver_pp_2m(
             None => (1.0, 0.0),
         };
         let g = -(-h).exp_m1();
-        lincomb(&mut y, (-h).exp(), &[(g * c, &d), (g * c_prev, &d_prev)]);
+        lincomb(&mut y, (-h).exp(), &[(g * c, &d), (g * c_prev, &d_prev)])?;
         std::mem::swap(&mut d, &mut d_prev);
         h_prev = Some(h);
-        lincomb(&mut x, 0.0, &[(p.alpha(tn), &y)]);
+        lincomb(&mut x, 0.0, &[(p.alpha(tn), &y)])?;
         f.record(&x, tn, tr)?;
     }
     f.tensor(&x)
@@ -295,16 +295,16 @@ pub fn dpm_solver_pp_3m(
     // y = x/α; x holds α_t y at the newest t (the recorded and returned state)
     let (f, mut x) = Field::new(m, p, x)?;
     let mut y = x.clone();
-    lincomb(&mut y, 1.0 / p.alpha(ts[0]), &[]);
+    lincomb(&mut y, 1.0 / p.alpha(ts[0]), &[])?;
     // x̂0 now, one step back and two steps back, with the steps' h
     let (mut d, mut d1, mut d2) = (f.buffer(), f.buffer(), f.buffer());
     let mut hs: Vec<f64> = Vec::new(); // h of earlier steps, newest last (at most two)
     for (i, w) in ts.windows(2).enumerate() {
         let (t, tn) = (w[0], w[1]);
         let h = p.lambda(tn) - p.lambda(t);
-        lincomb(&mut x, 0.0, &[(p.alpha(t), &y)]);
+        lincomb(&mut x, 0.0, &[(p.alpha(t), &y)])?;
         f.predict(X0, &x, t, tr, i, &mut d)?;
-        lincomb(&mut y, (-h).exp(), &[(-(-h).exp_m1(), &d)]);
+        lincomb(&mut y, (-h).exp(), &[(-(-h).exp_m1(), &d)])?;
         let phi2 = (-h).exp_m1() / h + 1.0;
         match *hs.as_slice() {
             [h2, h1] => {
@@ -319,11 +319,11 @@ pub fn dpm_solver_pp_3m(
                     &mut y,
                     1.0,
                     &[(c0 / r0, &d), (-c0 / r0 - c1 / r1, &d1), (c1 / r1, &d2)],
-                );
+                )?;
             }
             [h1] => {
                 let r = h1 / h;
-                lincomb(&mut y, 1.0, &[(phi2 / r, &d), (-phi2 / r, &d1)]);
+                lincomb(&mut y, 1.0, &[(phi2 / r, &d), (-phi2 / r, &d1)])?;
             }
             _ => {}
         }
@@ -334,7 +334,7 @@ pub fn dpm_solver_pp_3m(
         if hs.len() > 2 {
             hs.remove(0);
         }
-        lincomb(&mut x, 0.0, &[(p.alpha(tn), &y)]);
+        lincomb(&mut x, 0.0, &[(p.alpha(tn), &y)])?;
         f.record(&x, tn, tr)?;
     }
     f.tensor(&x)
@@ -356,9 +356,9 @@ pub fn edm_heun(
     // y = x/α; x holds α_t y at the newest t (the recorded and returned state)
     let (f, mut x) = Field::new(m, p, x)?;
     let mut y = x.clone();
-    lincomb(&mut y, 1.0 / p.alpha(ts[0]), &[]);
+    lincomb(&mut y, 1.0 / p.alpha(ts[0]), &[])?;
     let (mut den, mut d1, mut d2, mut y_euler) = (f.buffer(), f.buffer(), f.buffer(), f.buffer());
-    let mut z = vec![0f32; y.len()];
+    let mut z = Noise::like(&y, rng)?;
     for (i, w) in ts.windows(2).enumerate() {
         let (t, tn) = (w[0], w[1]);
         let (s, sn) = (sigma(t), sigma(tn));
@@ -379,24 +379,24 @@ pub fn edm_heun(
                 (s_hat * s_hat - s * s).sqrt() * o.s_noise,
                 &mut z,
                 rng,
-            );
+            )?;
         }
         // slope ← (y − D(α y, t))/σ
-        let mut slope = |y: &[f64], t: f64, s: f64, out: &mut [f64]| -> Result<()> {
-            lincomb(&mut x, 0.0, &[(p.alpha(t), y)]);
+        let mut slope = |y: &Buf, t: f64, s: f64, out: &mut Buf| -> Result<()> {
+            lincomb(&mut x, 0.0, &[(p.alpha(t), y)])?;
             f.predict(X0, &x, t, tr, i, &mut den)?;
-            lincomb(out, 0.0, &[(1.0 / s, y), (-1.0 / s, &den)]);
+            lincomb(out, 0.0, &[(1.0 / s, y), (-1.0 / s, &den)])?;
             Ok(())
         };
         slope(&y, t_hat, s_hat, &mut d1)?;
-        lincomb(&mut y_euler, 0.0, &[(1.0, &y), (sn - s_hat, &d1)]);
+        lincomb(&mut y_euler, 0.0, &[(1.0, &y), (sn - s_hat, &d1)])?;
         slope(&y_euler, tn, sn, &mut d2)?;
         lincomb(
             &mut y,
             1.0,
             &[(0.5 * (sn - s_hat), &d1), (0.5 * (sn - s_hat), &d2)],
-        );
-        lincomb(&mut x, 0.0, &[(p.alpha(tn), &y)]);
+        )?;
+        lincomb(&mut x, 0.0, &[(p.alpha(tn), &y)])?;
         f.record(&x, tn, tr)?;
     }
     f.tensor(&x)

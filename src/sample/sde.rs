@@ -130,12 +130,6 @@ pub fn ancestral(
     )
 }
 
-/// Mean over the rows of v (each of length d) of their Euclidean norms.
-fn mean_row_norm<T: Copy + Into<f64>>(v: &[T], d: usize) -> f64 {
-    let norm = |row: &[T]| row.iter().map(|&x| x.into().powi(2)).sum::<f64>().sqrt();
-    v.chunks(d).map(norm).sum::<f64>() / (v.len() / d).max(1) as f64
-}
-
 /// Langevin corrector at t with score_sde's step rule ε = 2a²(snr·‖z‖/‖s‖)² (norms averaged
 /// over the batch), x ← x + ε s + √(2ε) z (score_sde `LangevinCorrector`).
 #[allow(clippy::too_many_arguments)]
@@ -153,14 +147,14 @@ fn langevin_corrector(
     let d = chain.field.row_len();
     for _ in 0..o.corrector_steps {
         chain.score(t, tr, i)?;
-        super::fill_standard_normals(&mut chain.z, rng);
-        let (z_norm, s_norm) = (mean_row_norm(&chain.z, d), mean_row_norm(&chain.s, d));
+        chain.z.draw(rng)?;
+        let (z_norm, s_norm) = (chain.z.mean_row_norm(d)?, chain.s.mean_row_norm(d)?);
         let eps = 2.0 * a * a * (o.snr * z_norm / s_norm.max(1e-30)).powi(2);
         chain.combine(Update {
             cx: 1.0,
             cs: eps,
             cz: (2.0 * eps).sqrt(),
-        });
+        })?;
     }
     Ok(())
 }
@@ -176,7 +170,7 @@ pub fn predictor_corrector(
     tr: &mut Trace,
 ) -> Result<Tensor> {
     let rule = predictor(&o.predictor)?;
-    let mut chain = Chain::new(m, p, x)?;
+    let mut chain = Chain::new(m, p, x, rng)?;
     for (i, w) in ts.windows(2).enumerate() {
         langevin_corrector(&mut chain, p, w[0], w[1], o, rng, tr, i)?;
         chain.step(rule(p, w[0], w[1], i + 2 == ts.len()), w[0], rng, tr, i)?;
@@ -204,7 +198,7 @@ pub fn langevin(
         cs: d,
         cz: (2.0 * d).sqrt(),
     };
-    let mut chain = Chain::new(m, p, x)?;
+    let mut chain = Chain::new(m, p, x, rng)?;
     for i in 0..ts.len() - 1 {
         for _ in 0..o.langevin_steps {
             chain.step(u, t, rng, tr, i)?;
@@ -226,7 +220,7 @@ pub fn annealed_langevin(
     tr: &mut Trace,
 ) -> Result<Tensor> {
     let s_min2 = p.sigma(p.t_min()).powi(2);
-    let mut chain = Chain::new(m, p, x)?;
+    let mut chain = Chain::new(m, p, x, rng)?;
     for (i, &t) in ts.iter().enumerate().skip(1) {
         let step = o.langevin_eps * p.sigma(t).powi(2) / s_min2;
         let u = Update {

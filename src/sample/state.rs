@@ -1,20 +1,67 @@
-//! The samplers' flat state: x [n × d] and every intermediate (scores, ε̂, x̂0, noise, history) in
-//! f64 buffers allocated once per run and reused by every step. x becomes a tensor only to
-//! evaluate the score, since `ScoreModel` works on tensors.
+//! The samplers' state: x [n × d] and every intermediate (scores, ε̂, x̂0, noise, history) in
+//! buffers (`flat::Buf`) allocated once per run and reused by every step: flat f64 vectors on the
+//! CPU, where x becomes a tensor only to evaluate the score, and tensors on a GPU.
 
 use super::{fill_standard_normals, Trace};
-use crate::flat::{copy_values, unflat, values};
+use crate::flat::{device_mean_row_norm, host_mean_row_norm};
+pub use crate::flat::{lincomb, Buf};
 use crate::process::Process;
 use crate::score::ScoreModel;
-use anyhow::Result;
+use anyhow::{bail, Result};
 use candle_core::Tensor;
+use rand::RngCore;
 use rand_chacha::ChaCha8Rng;
 
-/// The score model on flat states shaped, typed and placed like the sampler's x_T.
+/// Standard normal noise for one state: drawn on the host (`fill_standard_normals`) or by the
+/// device's generator, seeded once from the sampler's rng.
+pub enum Noise {
+    Host(Vec<f32>),
+    Device(Tensor),
+}
+
+impl Noise {
+    /// Noise buffer shaped like `like`.
+    pub fn like(like: &Buf, rng: &mut ChaCha8Rng) -> Result<Self> {
+        Ok(match like {
+            Buf::Host(v) => Noise::Host(vec![0.0; v.len()]),
+            Buf::Device(t) => {
+                if !t.device().is_cpu() {
+                    t.device().set_seed(rng.next_u64())?;
+                }
+                Noise::Device(t.zeros_like()?)
+            }
+        })
+    }
+
+    /// z ← N(0, I) (a tensor on the CPU, in tests, from the seeded host streams).
+    pub fn draw(&mut self, rng: &mut ChaCha8Rng) -> Result<()> {
+        match self {
+            Noise::Host(z) => fill_standard_normals(z, rng),
+            Noise::Device(z) if z.device().is_cpu() => {
+                let v = super::standard_normals(z.elem_count(), rng);
+                *z = Tensor::from_vec(v, z.shape(), z.device())?.to_dtype(z.dtype())?;
+            }
+            Noise::Device(z) => *z = z.randn_like(0.0, 1.0)?,
+        }
+        Ok(())
+    }
+
+    /// Mean over rows (of length d) of their Euclidean norms.
+    pub fn mean_row_norm(&self, d: usize) -> Result<f64> {
+        match self {
+            Noise::Host(z) => Ok(host_mean_row_norm(z, d)),
+            Noise::Device(z) => device_mean_row_norm(z, d),
+        }
+    }
+}
+
+/// The score model on sampler states shaped, typed and placed like the sampler's x_T.
 pub struct Field<'a> {
     model: &'a dyn ScoreModel,
     process: &'a dyn Process,
     like: Tensor,
+    /// A zeroed buffer of the state's kind (host or device), cloned for every new buffer.
+    zero: Buf,
 }
 
 /// What `Field::predict` returns in place of the score.
@@ -27,24 +74,25 @@ pub enum Prediction {
 }
 
 impl<'a> Field<'a> {
-    /// The field, and x_T as the flat state.
+    /// The field, and x_T as the state (on the host for a CPU tensor, on its device otherwise).
     pub fn new(
         model: &'a dyn ScoreModel,
         process: &'a dyn Process,
         x: Tensor,
-    ) -> Result<(Self, Vec<f64>)> {
-        let state = values(&x)?;
+    ) -> Result<(Self, Buf)> {
+        let state = Buf::of(&x)?;
         let field = Field {
             model,
             process,
             like: x,
+            zero: state.zeros()?,
         };
         Ok((field, state))
     }
 
-    /// A zeroed buffer as long as the state.
-    pub fn buffer(&self) -> Vec<f64> {
-        vec![0.0; self.like.elem_count()]
+    /// A zeroed buffer like the state.
+    pub fn buffer(&self) -> Buf {
+        self.zero.clone()
     }
 
     /// Values per row (the data dimension).
@@ -53,27 +101,19 @@ impl<'a> Field<'a> {
     }
 
     /// out ← s(x, t), counted and checked by the trace.
-    pub fn score(
-        &self,
-        x: &[f64],
-        t: f64,
-        tr: &mut Trace,
-        step: usize,
-        out: &mut [f64],
-    ) -> Result<()> {
-        let s = tr.score(self.model, &self.tensor(x)?, t, step)?;
-        copy_values(&s, out)
+    pub fn score(&self, x: &Buf, t: f64, tr: &mut Trace, step: usize, out: &mut Buf) -> Result<()> {
+        out.assign(tr.score(self.model, &self.tensor(x)?, t, step)?)
     }
 
     /// out ← ε̂ or x̂0 at (x, t), from one counted score evaluation.
     pub fn predict(
         &self,
         what: Prediction,
-        x: &[f64],
+        x: &Buf,
         t: f64,
         tr: &mut Trace,
         step: usize,
-        out: &mut [f64],
+        out: &mut Buf,
     ) -> Result<()> {
         self.score(x, t, tr, step, out)?;
         let (a, s) = (self.process.alpha(t), self.process.sigma(t));
@@ -81,39 +121,31 @@ impl<'a> Field<'a> {
             Prediction::Eps => lincomb(out, -s, &[]),
             Prediction::X0 => lincomb(out, s * s / a, &[(1.0 / a, x)]),
         }
-        Ok(())
     }
 
-    /// The flat state as a tensor like x_T.
-    pub fn tensor(&self, x: &[f64]) -> Result<Tensor> {
-        unflat(x, &self.like)
+    /// The state as a tensor like x_T.
+    pub fn tensor(&self, x: &Buf) -> Result<Tensor> {
+        x.tensor(&self.like)
     }
 
     /// `Trace::record` of the state at t (a tensor is built only if the trajectory is kept).
-    pub fn record(&self, x: &[f64], t: f64, tr: &mut Trace) -> Result<()> {
+    pub fn record(&self, x: &Buf, t: f64, tr: &mut Trace) -> Result<()> {
         tr.record_with(t, || self.tensor(x))
     }
 }
 
-/// out ← a·out + Σ c_i v_i (a = 0: out's old values are not read).
-pub fn lincomb(out: &mut [f64], a: f64, terms: &[(f64, &[f64])]) {
-    // one vectorised pass per term
-    if a == 0.0 {
-        out.fill(0.0);
-    } else if a != 1.0 {
-        out.iter_mut().for_each(|o| *o *= a);
-    }
-    for &(c, v) in terms {
-        out.iter_mut().zip(v).for_each(|(o, v)| *o += c * v);
-    }
-}
-
 /// out ← out + c·z with z ~ N(0, I) drawn into `z`.
-pub fn add_noise(out: &mut [f64], c: f64, z: &mut [f32], rng: &mut ChaCha8Rng) {
-    fill_standard_normals(z, rng);
-    out.iter_mut()
-        .zip(z.iter())
-        .for_each(|(o, &z)| *o += c * z as f64);
+pub fn add_noise(out: &mut Buf, c: f64, z: &mut Noise, rng: &mut ChaCha8Rng) -> Result<()> {
+    z.draw(rng)?;
+    match (out, &*z) {
+        (Buf::Host(out), Noise::Host(z)) => out
+            .iter_mut()
+            .zip(z.iter())
+            .for_each(|(o, &z)| *o += c * z as f64),
+        (Buf::Device(out), Noise::Device(z)) => *out = (&*out + z.affine(c, 0.0)?)?,
+        _ => bail!("state and noise on different devices"),
+    }
+    Ok(())
 }
 
 /// One update x ← c_x·x + c_s·s(x, t) + c_z·z with z ~ N(0, I): the reverse-SDE predictors,
@@ -128,15 +160,20 @@ pub struct Update {
 /// A chain of `Update`s: the state with its score and noise buffers.
 pub struct Chain<'a> {
     pub field: Field<'a>,
-    pub x: Vec<f64>,
-    pub s: Vec<f64>,
-    pub z: Vec<f32>,
+    pub x: Buf,
+    pub s: Buf,
+    pub z: Noise,
 }
 
 impl<'a> Chain<'a> {
-    pub fn new(model: &'a dyn ScoreModel, process: &'a dyn Process, x: Tensor) -> Result<Self> {
+    pub fn new(
+        model: &'a dyn ScoreModel,
+        process: &'a dyn Process,
+        x: Tensor,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Self> {
         let (field, x) = Field::new(model, process, x)?;
-        let (s, z) = (field.buffer(), vec![0.0; x.len()]);
+        let (s, z) = (field.buffer(), Noise::like(&x, rng)?);
         Ok(Chain { field, x, s, z })
     }
 
@@ -146,17 +183,30 @@ impl<'a> Chain<'a> {
     }
 
     /// x ← c_x x + c_s s + c_z z with the current s and z.
-    pub fn combine(&mut self, u: Update) {
+    pub fn combine(&mut self, u: Update) -> Result<()> {
         use rayon::prelude::*;
         const CHUNK: usize = 4096;
-        let x = self.x.par_chunks_mut(CHUNK);
-        let it = x
-            .zip(self.s.par_chunks(CHUNK))
-            .zip(self.z.par_chunks(CHUNK));
-        it.for_each(|((x, s), z)| {
-            let it = x.iter_mut().zip(s).zip(z);
-            it.for_each(|((x, s), z)| *x = u.cx * *x + u.cs * s + u.cz * *z as f64);
-        });
+        match (&mut self.x, &self.s, &self.z) {
+            (Buf::Host(x), Buf::Host(s), Noise::Host(z)) => {
+                let it = x
+                    .par_chunks_mut(CHUNK)
+                    .zip(s.par_chunks(CHUNK))
+                    .zip(z.par_chunks(CHUNK));
+                it.for_each(|((x, s), z)| {
+                    let it = x.iter_mut().zip(s).zip(z);
+                    it.for_each(|((x, s), z)| *x = u.cx * *x + u.cs * s + u.cz * *z as f64);
+                });
+            }
+            (Buf::Device(x), Buf::Device(s), Noise::Device(z)) => {
+                let mut next = (x.affine(u.cx, 0.0)? + s.affine(u.cs, 0.0)?)?;
+                if u.cz != 0.0 {
+                    next = (next + z.affine(u.cz, 0.0)?)?;
+                }
+                *x = next;
+            }
+            _ => bail!("state, score and noise on different devices"),
+        }
+        Ok(())
     }
 
     /// One full update at t: s ← s(x, t), z ← N(0, I) unless c_z = 0 (z's old values then count
@@ -171,10 +221,9 @@ impl<'a> Chain<'a> {
     ) -> Result<()> {
         self.score(t, tr, i)?;
         if u.cz != 0.0 {
-            fill_standard_normals(&mut self.z, rng);
+            self.z.draw(rng)?;
         }
-        self.combine(u);
-        Ok(())
+        self.combine(u)
     }
 
     pub fn record(&self, t: f64, tr: &mut Trace) -> Result<()> {
@@ -196,7 +245,7 @@ pub fn run(
     rng: &mut ChaCha8Rng,
     tr: &mut Trace,
 ) -> Result<Tensor> {
-    let mut chain = Chain::new(m, p, x)?;
+    let mut chain = Chain::new(m, p, x, rng)?;
     for (i, w) in ts.windows(2).enumerate() {
         chain.step(rule(w[0], w[1], i + 2 == ts.len()), w[0], rng, tr, i)?;
         chain.record(w[1], tr)?;

@@ -446,3 +446,50 @@ fn guidance_combines_the_two_scores() -> Result<()> {
     );
     Ok(())
 }
+
+/// The GPU path (state, stages, history and noise kept in tensors), run on the CPU: the ODE
+/// samplers agree with the flat host path to f32 precision, the stochastic ones recover the modes.
+#[test]
+fn tensor_state_matches_host_state() -> Result<()> {
+    let p = vp();
+    let model = ExactScore {
+        mixture: GaussianMixture::ncsn2(),
+        process: p.clone(),
+    };
+    let o = Options {
+        langevin_steps: 10,
+        s_churn: 0.0,
+        ..Default::default()
+    };
+    let prior = |n| {
+        prior_sample(
+            p.as_ref(),
+            n,
+            2,
+            &mut ChaCha8Rng::seed_from_u64(5),
+            &Device::Cpu,
+        )
+    };
+    let tensor = |f: &mut dyn FnMut() -> Result<(Tensor, usize)>| {
+        crate::flat::TENSOR_STATE.set(true);
+        let out = f();
+        crate::flat::TENSOR_STATE.set(false);
+        out
+    };
+    for &(name, grid, steps) in BUDGETS {
+        if !["em", "reverse_diffusion", "ancestral", "pc"].contains(&name) {
+            let n = 500;
+            let (host, nfe) = run(&model, p.as_ref(), name, grid, steps, &o, prior(n)?, 9)?;
+            let (dev, nfe_dev) =
+                tensor(&mut || run(&model, p.as_ref(), name, grid, steps, &o, prior(n)?, 9))?;
+            assert_eq!(nfe, nfe_dev, "{name}");
+            let diff = (host - dev)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-3, "{name}: tensor state differs by {diff}");
+        } else if ["em", "ancestral", "pc"].contains(&name) {
+            let (x, nfe) =
+                tensor(&mut || run(&model, p.as_ref(), name, grid, steps, &o, prior(10_000)?, 9))?;
+            assert_two_modes(&format!("{name} with tensor state (NFE {nfe})"), &x);
+        }
+    }
+    Ok(())
+}
