@@ -283,6 +283,7 @@ pub fn dpm_solver_pp_2m(
 
 /// DPM-Solver++(3M) (k-diffusion `sample_dpmpp_3m_sde` with η = 0), on y = x/α: the 2M update
 /// plus φ₂ d₁ − φ₃ d₂ from the last three denoised values, φ₂ = (e^{−h} − 1)/h + 1, φ₃ = φ₂/h − ½.
+/// Third order per step; its first-order first step leaves global order 2, as in k-diffusion.
 pub fn dpm_solver_pp_3m(
     m: &dyn ScoreModel,
     p: &dyn Process,
