@@ -1,0 +1,83 @@
+// The GEMM k loop's instruction mix in isolation (A, B in L1), against 12 FMAs alone:
+// gcc -O2 -mavx2 -mfma bench/kernel/kloop.c -o /tmp/kloop && /tmp/kloop  (BENCHMARKS.md: what bounds the missed targets)
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <immintrin.h>
+static double now(){struct timespec t;clock_gettime(CLOCK_MONOTONIC,&t);return t.tv_sec+t.tv_nsec*1e-9;}
+float A[6*128*8] __attribute__((aligned(64)));
+float B[128*16] __attribute__((aligned(64)));
+#define FMAS \
+ "vfmadd231ps %%ymm14, %%ymm12, %%ymm0\n" "vfmadd231ps %%ymm14, %%ymm13, %%ymm1\n" \
+ "vfmadd231ps %%ymm15, %%ymm12, %%ymm2\n" "vfmadd231ps %%ymm15, %%ymm13, %%ymm3\n" \
+ "vfmadd231ps %%ymm14, %%ymm12, %%ymm4\n" "vfmadd231ps %%ymm14, %%ymm13, %%ymm5\n" \
+ "vfmadd231ps %%ymm15, %%ymm12, %%ymm6\n" "vfmadd231ps %%ymm15, %%ymm13, %%ymm7\n" \
+ "vfmadd231ps %%ymm14, %%ymm12, %%ymm8\n" "vfmadd231ps %%ymm14, %%ymm13, %%ymm9\n" \
+ "vfmadd231ps %%ymm15, %%ymm12, %%ymm10\n" "vfmadd231ps %%ymm15, %%ymm13, %%ymm11\n"
+// variant 0: FMAs only
+static void v0(long n){ __asm__ volatile("1:\n" FMAS "dec %0\n jnz 1b\n" : "+r"(n) :: "memory"); }
+// variant 1: current kernel shape: 2 B loads, 6 broadcasts interleaved (rows stride 512B)
+static void v1(long n, float*a, float*b){ __asm__ volatile(
+ "mov $128, %%rcx\n"
+ "1:\n"
+ "vmovups (%2), %%ymm12\n vmovups 32(%2), %%ymm13\n"
+ "vbroadcastss (%1), %%ymm14\n"
+ "vfmadd231ps %%ymm14, %%ymm12, %%ymm0\n vfmadd231ps %%ymm14, %%ymm13, %%ymm1\n"
+ "vbroadcastss 512(%1), %%ymm15\n"
+ "vfmadd231ps %%ymm15, %%ymm12, %%ymm2\n vfmadd231ps %%ymm15, %%ymm13, %%ymm3\n"
+ "vbroadcastss 1024(%1), %%ymm14\n"
+ "vfmadd231ps %%ymm14, %%ymm12, %%ymm4\n vfmadd231ps %%ymm14, %%ymm13, %%ymm5\n"
+ "vbroadcastss 1536(%1), %%ymm15\n"
+ "vfmadd231ps %%ymm15, %%ymm12, %%ymm6\n vfmadd231ps %%ymm15, %%ymm13, %%ymm7\n"
+ "vbroadcastss 2048(%1), %%ymm14\n"
+ "vfmadd231ps %%ymm14, %%ymm12, %%ymm8\n vfmadd231ps %%ymm14, %%ymm13, %%ymm9\n"
+ "vbroadcastss 2560(%1), %%ymm15\n"
+ "vfmadd231ps %%ymm15, %%ymm12, %%ymm10\n vfmadd231ps %%ymm15, %%ymm13, %%ymm11\n"
+ "add $4, %1\n add $64, %2\n dec %%rcx\n jnz 2f\n mov $128, %%rcx\n sub $512, %1\n sub $8192, %2\n 2:\n"
+ "dec %0\n jnz 1b\n" : "+r"(n), "+r"(a), "+r"(b) :: "rcx","memory"); }
+// variant 2: pre-broadcast A: 6 full 32-byte loads instead of broadcasts
+static void v2(long n, float*a, float*b){ __asm__ volatile(
+ "mov $128, %%rcx\n"
+ "1:\n"
+ "vmovups (%2), %%ymm12\n vmovups 32(%2), %%ymm13\n"
+ "vmovaps (%1), %%ymm14\n"
+ "vfmadd231ps %%ymm14, %%ymm12, %%ymm0\n vfmadd231ps %%ymm14, %%ymm13, %%ymm1\n"
+ "vmovaps 32(%1), %%ymm15\n"
+ "vfmadd231ps %%ymm15, %%ymm12, %%ymm2\n vfmadd231ps %%ymm15, %%ymm13, %%ymm3\n"
+ "vmovaps 64(%1), %%ymm14\n"
+ "vfmadd231ps %%ymm14, %%ymm12, %%ymm4\n vfmadd231ps %%ymm14, %%ymm13, %%ymm5\n"
+ "vmovaps 96(%1), %%ymm15\n"
+ "vfmadd231ps %%ymm15, %%ymm12, %%ymm6\n vfmadd231ps %%ymm15, %%ymm13, %%ymm7\n"
+ "vmovaps 128(%1), %%ymm14\n"
+ "vfmadd231ps %%ymm14, %%ymm12, %%ymm8\n vfmadd231ps %%ymm14, %%ymm13, %%ymm9\n"
+ "vmovaps 160(%1), %%ymm15\n"
+ "vfmadd231ps %%ymm15, %%ymm12, %%ymm10\n vfmadd231ps %%ymm15, %%ymm13, %%ymm11\n"
+ "add $192, %1\n add $64, %2\n dec %%rcx\n jnz 2f\n mov $128, %%rcx\n sub $24576, %1\n sub $8192, %2\n 2:\n"
+ "dec %0\n jnz 1b\n" : "+r"(n), "+r"(a), "+r"(b) :: "rcx","memory"); }
+// variant 3: broadcasts from packed A (6 contiguous floats per k)
+static void v3(long n, float*a, float*b){ __asm__ volatile(
+ "mov $128, %%rcx\n"
+ "1:\n"
+ "vmovups (%2), %%ymm12\n vmovups 32(%2), %%ymm13\n"
+ "vbroadcastss (%1), %%ymm14\n"
+ "vfmadd231ps %%ymm14, %%ymm12, %%ymm0\n vfmadd231ps %%ymm14, %%ymm13, %%ymm1\n"
+ "vbroadcastss 4(%1), %%ymm15\n"
+ "vfmadd231ps %%ymm15, %%ymm12, %%ymm2\n vfmadd231ps %%ymm15, %%ymm13, %%ymm3\n"
+ "vbroadcastss 8(%1), %%ymm14\n"
+ "vfmadd231ps %%ymm14, %%ymm12, %%ymm4\n vfmadd231ps %%ymm14, %%ymm13, %%ymm5\n"
+ "vbroadcastss 12(%1), %%ymm15\n"
+ "vfmadd231ps %%ymm15, %%ymm12, %%ymm6\n vfmadd231ps %%ymm15, %%ymm13, %%ymm7\n"
+ "vbroadcastss 16(%1), %%ymm14\n"
+ "vfmadd231ps %%ymm14, %%ymm12, %%ymm8\n vfmadd231ps %%ymm14, %%ymm13, %%ymm9\n"
+ "vbroadcastss 20(%1), %%ymm15\n"
+ "vfmadd231ps %%ymm15, %%ymm12, %%ymm10\n vfmadd231ps %%ymm15, %%ymm13, %%ymm11\n"
+ "add $24, %1\n add $64, %2\n dec %%rcx\n jnz 2f\n mov $128, %%rcx\n sub $3072, %1\n sub $8192, %2\n 2:\n"
+ "dec %0\n jnz 1b\n" : "+r"(n), "+r"(a), "+r"(b) :: "rcx","memory"); }
+int main(){ long n=50000000; double t; 
+ for(int rep=0;rep<20;rep++){
+ t=now(); v0(n); double t0=now()-t;
+ t=now(); v1(n,A,B); double t1=now()-t;
+ t=now(); v2(n,A,B); double t2=now()-t;
+ t=now(); v3(n,A,B); double t3=now()-t;
+ if(rep>=0) printf("fma-only %.3f  bcast-rows %.3f (%.2f)  preb-cast %.3f (%.2f) bcast-packed %.3f (%.2f)\n",t0,t1,t0/t1,t2,t0/t2,t3,t0/t3);}
+}
