@@ -73,10 +73,12 @@ struct Workspace {
     bias0: Vec<f32>,
 }
 
-/// Rows per block: one activation matrix of about 64k floats (256 KiB) stays in L2 (512 rows at
-/// width 128 measured best against 64 and 128).
-fn block_rows(width: usize) -> usize {
-    (65_536 / width.max(1)).clamp(16, 512)
+/// Rows per inference block: one activation matrix and its m tangent directions' of about 64k
+/// floats (256 KiB) in all stay in L2. Without tangents 512 rows at width 128 measured best
+/// against 64 and 128 (and against 256 and 128 for sampling); with the two tangents of a 2-D exact
+/// divergence, 170 rows ran the likelihood 1.085× faster than 512 (8 alternating rounds).
+fn block_rows(width: usize, tangents: usize) -> usize {
+    (65_536 / (width.max(1) * (1 + tangents))).clamp(16, 512)
 }
 
 /// n rows cut into at most `rayon::current_num_threads()` contiguous chunks of ≥ 32 rows.
@@ -292,7 +294,7 @@ impl FusedMlp {
         let buffers: Vec<_> = outs.into_iter().zip(tans).collect();
         let keep = if m > 0 { Keep::First } else { Keep::Value };
         self.for_chunks_with(n, buffers, |ws, rows, (out, mut tan)| {
-            for block in self.blocks(rows.clone()) {
+            for block in self.blocks(rows.clone(), m) {
                 self.forward_block(ws, x, t, block.clone(), keep);
                 let (len, at) = (block.len() * o, (block.start - rows.start) * o);
                 out[at..at + len].copy_from_slice(&ws.acts[self.layers.len()][..len]);
@@ -363,7 +365,9 @@ impl FusedMlp {
         }
         let losses = self.for_chunks(n, |ws, rows| {
             resize(&mut ws.grads, np).fill(0.0);
-            self.blocks(rows).map(|b| per_block(ws, b)).sum::<f64>()
+            // training keeps whole 512-row blocks even with tangents: ISM's step ran 6 % slower
+            // in 170-row blocks, whose weight gradients have a shorter k
+            self.blocks(rows, 0).map(|b| per_block(ws, b)).sum::<f64>()
         });
         let ws = &self.lock();
         grad.copy_from_slice(&ws[0].grads[..np]);
@@ -428,9 +432,10 @@ impl FusedMlp {
             .collect()
     }
 
-    fn blocks(&self, rows: Range<usize>) -> impl Iterator<Item = Range<usize>> {
+    /// `rows` in blocks of `block_rows` for m tangent directions.
+    fn blocks(&self, rows: Range<usize>, m: usize) -> impl Iterator<Item = Range<usize>> {
         let width = self.layers.iter().map(|l| l.fan_out).max().unwrap_or(1);
-        let b = block_rows(width);
+        let b = block_rows(width, m);
         let end = rows.end;
         rows.step_by(b).map(move |s| s..(s + b).min(end))
     }
