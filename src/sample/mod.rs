@@ -4,7 +4,8 @@
 //! Every sampler has the same signature: a `ScoreModel`, the `Process`, the start x_T, a decreasing
 //! time grid t_0 = T > … > t_N = t_min (see `grid`), the `Options`, a seeded generator and a
 //! `Trace` that counts function evaluations (NFE), checks for NaN and can keep the trajectory.
-//! Samplers keep their state in flat buffers that every step reuses (`state`, `crate::ode`).
+//! Samplers keep their state in buffers that every step reuses (`state`, `crate::ode`): flat on
+//! the CPU, tensors on the model's device on a GPU.
 
 pub mod flow;
 pub mod grid;

@@ -75,6 +75,19 @@ fn predictor(name: &str) -> Result<Rule> {
     })
 }
 
+/// `state::run` with one predictor rule.
+fn with_rule(
+    rule: Rule,
+    m: &dyn ScoreModel,
+    p: &dyn Process,
+    x: Tensor,
+    ts: &[f64],
+    rng: &mut ChaCha8Rng,
+    tr: &mut Trace,
+) -> Result<Tensor> {
+    run(|t, tn, last| rule(p, t, tn, last), m, p, x, ts, rng, tr)
+}
+
 /// Reverse-time SDE with Euler–Maruyama steps; the last step returns the mean.
 pub fn euler_maruyama(
     m: &dyn ScoreModel,
@@ -85,7 +98,7 @@ pub fn euler_maruyama(
     rng: &mut ChaCha8Rng,
     tr: &mut Trace,
 ) -> Result<Tensor> {
-    run(|t, tn, last| em_rule(p, t, tn, last), m, p, x, ts, rng, tr)
+    with_rule(em_rule, m, p, x, ts, rng, tr)
 }
 
 /// Reverse-time SDE with score_sde's reverse-diffusion predictor.
@@ -98,15 +111,7 @@ pub fn reverse_diffusion(
     rng: &mut ChaCha8Rng,
     tr: &mut Trace,
 ) -> Result<Tensor> {
-    run(
-        |t, tn, last| reverse_diffusion_rule(p, t, tn, last),
-        m,
-        p,
-        x,
-        ts,
-        rng,
-        tr,
-    )
+    with_rule(reverse_diffusion_rule, m, p, x, ts, rng, tr)
 }
 
 /// Ancestral sampling through the Gaussian posteriors of the forward process.
@@ -119,15 +124,7 @@ pub fn ancestral(
     rng: &mut ChaCha8Rng,
     tr: &mut Trace,
 ) -> Result<Tensor> {
-    run(
-        |t, tn, last| ancestral_rule(p, t, tn, last),
-        m,
-        p,
-        x,
-        ts,
-        rng,
-        tr,
-    )
+    with_rule(ancestral_rule, m, p, x, ts, rng, tr)
 }
 
 /// Langevin corrector at t with score_sde's step rule ε = 2a²(snr·‖z‖/‖s‖)² (norms averaged

@@ -142,7 +142,9 @@ pub fn add_noise(out: &mut Buf, c: f64, z: &mut Noise, rng: &mut ChaCha8Rng) -> 
             .iter_mut()
             .zip(z.iter())
             .for_each(|(o, &z)| *o += c * z as f64),
-        (Buf::Device(out), Noise::Device(z)) => *out = (&*out + z.affine(c, 0.0)?)?,
+        (out @ Buf::Device(_), Noise::Device(z)) => {
+            lincomb(out, 1.0, &[(c, &Buf::Device(z.clone()))])?
+        }
         _ => bail!("state and noise on different devices"),
     }
     Ok(())
@@ -197,12 +199,9 @@ impl<'a> Chain<'a> {
                     it.for_each(|((x, s), z)| *x = u.cx * *x + u.cs * s + u.cz * *z as f64);
                 });
             }
-            (Buf::Device(x), Buf::Device(s), Noise::Device(z)) => {
-                let mut next = (x.affine(u.cx, 0.0)? + s.affine(u.cs, 0.0)?)?;
-                if u.cz != 0.0 {
-                    next = (next + z.affine(u.cz, 0.0)?)?;
-                }
-                *x = next;
+            (Buf::Device(_), _, Noise::Device(z)) => {
+                let z = Buf::Device(z.clone());
+                lincomb(&mut self.x, u.cx, &[(u.cs, &self.s), (u.cz, &z)])?;
             }
             _ => bail!("state, score and noise on different devices"),
         }

@@ -480,18 +480,25 @@ fn tensor_state_matches_host_state() -> Result<()> {
         out
     };
     for &(name, grid, steps) in BUDGETS {
-        if !["em", "reverse_diffusion", "ancestral", "pc"].contains(&name) {
-            let n = 500;
-            let (host, nfe) = run(&model, p.as_ref(), name, grid, steps, &o, prior(n)?, 9)?;
-            let (dev, nfe_dev) =
-                tensor(&mut || run(&model, p.as_ref(), name, grid, steps, &o, prior(n)?, 9))?;
-            assert_eq!(nfe, nfe_dev, "{name}");
-            let diff = (host - dev)?.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(diff < 1e-3, "{name}: tensor state differs by {diff}");
-        } else if ["em", "ancestral", "pc"].contains(&name) {
-            let (x, nfe) =
-                tensor(&mut || run(&model, p.as_ref(), name, grid, steps, &o, prior(10_000)?, 9))?;
-            assert_two_modes(&format!("{name} with tensor state (NFE {nfe})"), &x);
+        match name {
+            // different noise on the two paths: the modes, not the samples, must agree
+            "em" | "ancestral" | "pc" => {
+                let n = 10_000;
+                let (x, nfe) =
+                    tensor(&mut || run(&model, p.as_ref(), name, grid, steps, &o, prior(n)?, 9))?;
+                assert_two_modes(&format!("{name} with tensor state (NFE {nfe})"), &x);
+            }
+            // the same `Chain` update as em, with other coefficients
+            "reverse_diffusion" => {}
+            _ => {
+                let n = 500;
+                let (host, nfe) = run(&model, p.as_ref(), name, grid, steps, &o, prior(n)?, 9)?;
+                let (dev, nfe_dev) =
+                    tensor(&mut || run(&model, p.as_ref(), name, grid, steps, &o, prior(n)?, 9))?;
+                assert_eq!(nfe, nfe_dev, "{name}");
+                let diff = (host - dev)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(diff < 1e-3, "{name}: tensor state differs by {diff}");
+            }
         }
     }
     Ok(())
