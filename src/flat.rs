@@ -128,6 +128,14 @@ impl Buf {
         }
     }
 
+    /// The host values for writing (an error for a device buffer).
+    pub fn host_mut(&mut self) -> Result<&mut [f64]> {
+        match self {
+            Buf::Host(v) => Ok(v),
+            Buf::Device(_) => bail!("a device buffer in a host computation"),
+        }
+    }
+
     /// The device tensor (an error for a host buffer).
     pub fn device(&self) -> Result<&Tensor> {
         match self {

@@ -12,9 +12,10 @@
 //! mean_k v_kᵀ (∂s/∂x) v_k with K probes per point drawn once and held fixed along the trajectory.
 
 use crate::data::Points;
+use crate::flat::{values, Buf};
 use crate::ode::{self, Method, Tolerance};
 use crate::process::Process;
-use crate::score::{pf_velocity, times, ScoreModel};
+use crate::score::{basis, pf_velocity, times, ScoreModel};
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
@@ -104,17 +105,18 @@ pub struct LikelihoodOutput {
     pub nfe: usize,
 }
 
-/// Integrates dy/dt = f(y, t) from t0 to t1; returns the end state and the NFE.
+/// Integrates dy/dt = f(y, t) from t0 to t1 on the solver's state; returns the end state and
+/// the NFE.
 fn integrate(
-    f: &mut dyn FnMut(&Tensor, f64) -> Result<Tensor>,
-    y0: Tensor,
+    f: &mut ode::Field,
+    y: Buf,
     t0: f64,
     t1: f64,
     solver: &Solver,
-) -> Result<(Tensor, usize)> {
+) -> Result<(Buf, usize)> {
     let (y, nfe) = match *solver {
         Solver::Dopri5(tol) => {
-            let s = ode::dopri5(f, y0, t0, t1, &tol)?;
+            let s = ode::dopri5_buf(f, y, t0, t1, &tol)?;
             (s.y, s.nfe)
         }
         Solver::Fixed { method, steps } => {
@@ -122,16 +124,17 @@ fn integrate(
                 .map(|i| t0 + (t1 - t0) * i as f64 / steps as f64)
                 .collect();
             let mut nfe = 0;
-            let mut counted = |y: &Tensor, t: f64| {
+            let mut counted = |y: &Buf, t: f64, out: &mut Buf| {
                 nfe += 1;
-                f(y, t)
+                f(y, t, out)
             };
-            let y = ode::fixed_step(method, &mut counted, y0, &grid, &mut |_, _, _| Ok(()))?;
+            let mut y = y;
+            ode::fixed_step_buf(method, &mut counted, &mut y, &grid, &mut |_, _, _| Ok(()))?;
             (y, nfe)
         }
     };
-    let total = y.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-    if !total.is_finite() {
+    // a NaN or infinity anywhere makes the mean |y| non-finite
+    if !y.mean_row_norm(1)?.is_finite() {
         bail!("the probability-flow ODE produced NaN or infinity between t = {t0} and {t1}; the model is unstable there or the solver too coarse");
     }
     Ok((y, nfe))
@@ -273,6 +276,40 @@ fn solve(
     let (t0, t1) = opts.span(process)?;
     let (n, d) = x.dims2()?;
     let dev = x.device().clone();
+    let y0 = Tensor::cat(&[x, &Tensor::zeros((n, 1), DType::F64, &dev)?], 1)?;
+    let state = Buf::of(&y0)?;
+    if let (Some(host), Buf::Host(_)) = (model.host(), &state) {
+        // the fused network on the flat state: no tensors per evaluation
+        let (v, m, w) = match probes {
+            None => (basis(n, d, DType::F32, &dev)?, d, 1.0),
+            Some(v) => (
+                v.to_dtype(DType::F32)?,
+                v.dims()[0],
+                1.0 / v.dims()[0] as f64,
+            ),
+        };
+        let v = values::<f32>(&v)?;
+        let (mut s, mut div_s) = (vec![0.0; n * d], vec![0.0; n]);
+        let mut rhs = |y: &Buf, t: f64, out: &mut Buf| -> Result<()> {
+            host.score_and_trace((y.host()?, d + 1), t, (&v, m, w), &mut s, &mut div_s)?;
+            let (a, half_g2) = (process.drift_coef(t), 0.5 * process.g2(t));
+            let rows = y
+                .host()?
+                .chunks_exact(d + 1)
+                .zip(s.chunks_exact(d))
+                .zip(&div_s);
+            for (o, ((y, s), div)) in out.host_mut()?.chunks_exact_mut(d + 1).zip(rows) {
+                // the same velocity and divergence as the tensor path below, f − ½g²s, d·a − ½g²∇·s
+                for j in 0..d {
+                    o[j] = y[j] * a - s[j] * half_g2;
+                }
+                o[d] = div * -half_g2 + d as f64 * a;
+            }
+            Ok(())
+        };
+        let (y, nfe) = integrate(&mut rhs, state, t0, t1, &opts.solver)?;
+        return finish(process, y.tensor(&y0)?, d, nfe);
+    }
     let mut rhs = |y: &Tensor, t: f64| -> Result<Tensor> {
         let xt = y.narrow(1, 0, d)?;
         let tt = times(t, n, DType::F64, &dev)?;
@@ -295,8 +332,18 @@ fn solve(
             1,
         )?)
     };
-    let y0 = Tensor::cat(&[x, &Tensor::zeros((n, 1), DType::F64, &dev)?], 1)?;
-    let (y, nfe) = integrate(&mut rhs, y0, t0, t1, &opts.solver)?;
+    let (y, nfe) = integrate(
+        &mut ode::on_tensors(&mut rhs, &y0),
+        state,
+        t0,
+        t1,
+        &opts.solver,
+    )?;
+    finish(process, y.tensor(&y0)?, d, nfe)
+}
+
+/// The likelihood from the end state [n, d + 1] of a solve: z and ∫∇·v dt per point.
+fn finish(process: &dyn Process, y: Tensor, d: usize, nfe: usize) -> Result<LikelihoodOutput> {
     let z = y.narrow(1, 0, d)?.contiguous()?;
     let delta_log_p: Vec<f64> = y.narrow(1, d, 1)?.flatten_all()?.to_vec1()?;
     let zs: Vec<f64> = z.flatten_all()?.to_vec1()?;
@@ -330,7 +377,9 @@ fn transport(
         let s = model.score(y, &times(t, n, DType::F64, &dev)?)?.detach();
         pf_velocity(process, y, &s.to_dtype(DType::F64)?, t)
     };
-    integrate(&mut rhs, x, t0, t1, solver)
+    let field = &mut ode::on_tensors(&mut rhs, &x);
+    let (y, nfe) = integrate(field, Buf::of(&x)?, t0, t1, solver)?;
+    Ok((y.tensor(&x)?, nfe))
 }
 
 /// Encodes x [n, d] into its latent z = x(T) (t_min → T); returns z (f64) and the NFE.

@@ -27,7 +27,7 @@ pub type OnStep<'a> = dyn FnMut(usize, f64, &Buf) -> Result<()> + 'a;
 
 /// A right-hand side on tensors as a `Field`: each evaluation views y as a tensor shaped, typed
 /// and placed like `like`, and puts f's result into `out`.
-fn on_tensors<'a>(
+pub fn on_tensors<'a>(
     f: &'a mut dyn FnMut(&Tensor, f64) -> Result<Tensor>,
     like: &Tensor,
 ) -> impl FnMut(&Buf, f64, &mut Buf) -> Result<()> + 'a {

@@ -28,6 +28,12 @@ pub trait DivergenceModel: ScoreModel {
         v: &Tensor,
     ) -> Result<(Tensor, Tensor)>;
 
+    /// The same on host values, where the model has a host path (the fused CPU network): solvers
+    /// with their state in flat buffers then skip the tensor round trip.
+    fn host(&self) -> Option<&dyn HostDivergence> {
+        None
+    }
+
     /// Score s [n, d] and the exact divergence ∇·s [n]; by default the sum of the quadratic forms
     /// of the d unit vectors (d Jacobian-vector products, batched).
     fn score_and_divergence(&self, x: &Tensor, t: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -36,6 +42,20 @@ pub trait DivergenceModel: ScoreModel {
         let (s, q) = self.score_and_quadratic_forms(x, t, &eye)?;
         Ok((s, q.sum(0)?))
     }
+}
+
+/// A divergence model evaluated straight on host buffers, every point at one time t.
+pub trait HostDivergence {
+    /// s [n × d] at the points (y, stride): x_i = y[i·stride..i·stride + d], and trace[i] =
+    /// w Σ_k v_kiᵀ (∂s/∂x)(x_i) v_ki along the directions (v [m × n × d], m, w).
+    fn score_and_trace(
+        &self,
+        points: (&[f64], usize),
+        t: f64,
+        directions: (&[f32], usize, f64),
+        s: &mut [f64],
+        trace: &mut [f64],
+    ) -> Result<()>;
 }
 
 /// The d unit vectors e_j for each of n points, [d, n, d] (exact traces as Σ_j e_jᵀ J e_j).

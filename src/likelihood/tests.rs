@@ -332,6 +332,55 @@ fn solves_do_not_keep_the_network_graph() {
     );
 }
 
+/// A fused network's host path (score and trace straight from the flat state) gives the tensor
+/// path's log p, z and NFE, with the exact divergence and with Hutchinson probes.
+#[test]
+fn network_host_path_matches_tensor_path() {
+    use crate::nn::{ModelConfig, ScoreNet};
+    let vp = ProcessConfig::vp_default();
+    let p = vp.build().expect("process");
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let net = ScoreNet::new(ModelConfig::default_for(2, vp), &mut rng, &Device::Cpu)
+        .and_then(ScoreNet::for_inference)
+        .expect("net");
+    assert!(net.host().is_some(), "the CPU network has no host path");
+    let x = to_tensor(&GaussianMixture::anisotropic3().sample(100, &mut rng));
+    let hutchinson = Options {
+        divergence: Divergence::Hutchinson {
+            probes: 2,
+            probe: Probe::Rademacher,
+            seed: 5,
+        },
+        ..dopri(1e-5)
+    };
+    for opts in [dopri(1e-5), hutchinson] {
+        let host = log_prob(&net, p.as_ref(), &x, &opts).expect("host");
+        crate::flat::TENSOR_STATE.set(true);
+        let tensors = log_prob(&net, p.as_ref(), &x, &opts);
+        crate::flat::TENSOR_STATE.set(false);
+        let tensors = tensors.expect("tensor path");
+        assert_eq!(host.nfe, tensors.nfe, "{:?}", opts.divergence);
+        let worst = host
+            .log_p0
+            .iter()
+            .zip(&tensors.log_p0)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            worst < 1e-6,
+            "{:?}: log p differs by {worst}",
+            opts.divergence
+        );
+        let dz = (host.z - tensors.z)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert!(dz.to_scalar::<f64>().unwrap() < 1e-6);
+    }
+}
+
 /// Chunked solves give the same log-likelihoods for any thread count, agree with one joint solve
 /// to the solver's tolerance, and draw a point's Hutchinson probes as the joint solve does.
 #[test]

@@ -6,7 +6,7 @@ pub(crate) mod kernels;
 
 use crate::flat::with_values;
 use crate::process::{Process, ProcessConfig};
-use crate::score::{basis, column, DivergenceModel, Parameterisation, ScoreModel};
+use crate::score::{basis, column, DivergenceModel, HostDivergence, Parameterisation, ScoreModel};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, Var};
 pub use fused::FusedMlp;
@@ -488,26 +488,8 @@ impl ScoreNet {
         if t.elem_count() != n {
             bail!("{} times for {n} points", t.elem_count());
         }
-        let (p, param) = (self.process(), self.config.arch.parameterisation);
         let (s, _, q) = run_fused(f, x, t, v.map(|v| (v, m)), |xs, ts, vs, s, tan| {
-            let mut q = vec![0f32; m * n];
-            let mut coef = (f32::NAN, (0.0, 0.0));
-            for (r, (&tr, row)) in ts.iter().zip(s.chunks_exact_mut(d)).enumerate() {
-                if coef.0 != tr {
-                    let (a, b) = param.score_coefficients(p.alpha(tr as f64), p.sigma(tr as f64));
-                    coef = (tr, (a as f32, b as f32));
-                }
-                let (a, b) = coef.1;
-                for k in 0..m {
-                    let at = (k * n + r) * d;
-                    let (jv, vr) = (&tan[at..at + d], &vs[at..at + d]);
-                    q[k * n + r] = jv.iter().zip(vr).map(|(j, v)| (a * j + b * v) * v).sum();
-                }
-                for (o, xv) in row.iter_mut().zip(&xs[r * d..(r + 1) * d]) {
-                    *o = a * *o + b * xv;
-                }
-            }
-            Ok(q)
+            Ok(self.outputs_to_score(xs, ts, (vs, m), s, tan))
         })?;
         let dev = x.device();
         let s = Tensor::from_vec(s, (n, d), dev)?.to_dtype(x.dtype())?;
@@ -515,6 +497,78 @@ impl ScoreNet {
             .map(|_| Tensor::from_vec(q, (m, n), dev)?.to_dtype(x.dtype()))
             .transpose()?;
         Ok((s, q))
+    }
+}
+
+impl ScoreNet {
+    /// Raw outputs to scores in place, s = A·out + B·x with (A, B) computed once per run of equal
+    /// times, and the quadratic forms q [m × n] = vᵀ J_s v = vᵀ(A·J_out v + B·v) from the output
+    /// tangents along v [m × n × d].
+    fn outputs_to_score(
+        &self,
+        xs: &[f32],
+        ts: &[f32],
+        (vs, m): (&[f32], usize),
+        s: &mut [f32],
+        tan: &[f32],
+    ) -> Vec<f32> {
+        let (n, d) = (ts.len(), self.config.dim);
+        let (p, param) = (self.process(), self.config.arch.parameterisation);
+        let mut q = vec![0f32; m * n];
+        let mut coef = (f32::NAN, (0.0, 0.0));
+        for (r, (&tr, row)) in ts.iter().zip(s.chunks_exact_mut(d)).enumerate() {
+            if coef.0 != tr {
+                let (a, b) = param.score_coefficients(p.alpha(tr as f64), p.sigma(tr as f64));
+                coef = (tr, (a as f32, b as f32));
+            }
+            let (a, b) = coef.1;
+            for k in 0..m {
+                let at = (k * n + r) * d;
+                let (jv, vr) = (&tan[at..at + d], &vs[at..at + d]);
+                q[k * n + r] = jv.iter().zip(vr).map(|(j, v)| (a * j + b * v) * v).sum();
+            }
+            for (o, xv) in row.iter_mut().zip(&xs[r * d..(r + 1) * d]) {
+                *o = a * *o + b * xv;
+            }
+        }
+        q
+    }
+}
+
+impl HostDivergence for ScoreNet {
+    fn score_and_trace(
+        &self,
+        (y, stride): (&[f64], usize),
+        t: f64,
+        (v, m, w): (&[f32], usize, f64),
+        s: &mut [f64],
+        trace: &mut [f64],
+    ) -> Result<()> {
+        let Some(f) = &self.fused else {
+            bail!("this network has no host path (the candle engine is selected)");
+        };
+        let (d, n) = (self.config.dim, trace.len());
+        if f.out_dim() != d
+            || y.len() < n * stride
+            || stride < d
+            || s.len() != n * d
+            || v.len() != m * n * d
+        {
+            bail!("host buffers do not hold {n} points of dimension {d} and {m} directions");
+        }
+        let xs: Vec<f32> = y
+            .chunks_exact(stride)
+            .flat_map(|row| row[..d].iter().map(|&x| x as f32))
+            .collect();
+        let ts = vec![t as f32; n];
+        let (mut out, mut tan) = (vec![0f32; n * d], vec![0f32; m * n * d]);
+        f.forward_into(&xs, &ts, Some((v, m)), &mut out, &mut tan)?;
+        let q = self.outputs_to_score(&xs, &ts, (v, m), &mut out, &tan);
+        s.iter_mut().zip(&out).for_each(|(s, &o)| *s = o as f64);
+        for (i, tr) in trace.iter_mut().enumerate() {
+            *tr = w * (0..m).map(|k| q[k * n + i] as f64).sum::<f64>();
+        }
+        Ok(())
     }
 }
 
@@ -542,6 +596,10 @@ impl ScoreModel for ScoreNet {
 /// s = A·out + B·x is linear in (out, x), so J_s v = to_score(J_out v, v) — for ε̂: −J_ε v/σ; for
 /// x̂0: (α J_x0 v − v)/σ²; for v̂: −(σ v + α J_v v)/((α² + σ²) σ); the score as is.
 impl DivergenceModel for ScoreNet {
+    fn host(&self) -> Option<&dyn HostDivergence> {
+        self.fused.as_ref().map(|_| self as &dyn HostDivergence)
+    }
+
     fn score_and_quadratic_forms(
         &self,
         x: &Tensor,
