@@ -157,25 +157,11 @@ impl Parameterisation {
         })
     }
 
-    /// The output whose score is s: the inverse of `to_score` at x.
-    pub fn from_score(
-        &self,
-        s: &Tensor,
-        x: &Tensor,
-        alpha: &Tensor,
-        sigma: &Tensor,
-    ) -> Result<Tensor> {
-        Ok(match self {
-            Parameterisation::Eps => s.broadcast_mul(sigma)?.neg()?,
-            Parameterisation::X0 => (x + s.broadcast_mul(&sigma.sqr()?)?)?.broadcast_div(alpha)?,
-            Parameterisation::V => {
-                // ε = −σ s, then v = ((α² + σ²) ε − σ x)/α
-                let eps = s.broadcast_mul(sigma)?.neg()?;
-                let norm = (alpha.sqr()? + sigma.sqr()?)?;
-                (eps.broadcast_mul(&norm)? - x.broadcast_mul(sigma)?)?.broadcast_div(alpha)?
-            }
-            Parameterisation::Score | Parameterisation::Energy => s.clone(),
-        })
+    /// The output whose score is s at x (one component): the inverse of `to_score`,
+    /// out = (s − B·x)/A with (A, B) the `score_coefficients`.
+    pub fn output_for_score(&self, s: f64, x: f64, alpha: f64, sigma: f64) -> f64 {
+        let (a, b) = self.score_coefficients(alpha, sigma);
+        (s - b * x) / a
     }
 
     /// The regression target for x_t = α x0 + σ ε in this parameterisation.
@@ -289,12 +275,19 @@ mod tests {
             .to_scalar::<f64>()?
             .sqrt();
             let c = p.score_error_scale(a, s);
-            let back = p.from_score(&want, &x, &alpha, &sigma)?;
+            let (w, xs): (Vec<f64>, Vec<f64>) =
+                (crate::flat::values(&want)?, crate::flat::values(&x)?);
+            let back: Vec<f64> = w
+                .iter()
+                .zip(&xs)
+                .map(|(&w, &x)| p.output_for_score(w, x, a, s))
+                .collect();
+            let back = Tensor::from_vec(back, want.shape(), &dev)?;
             let round = (p.to_score(&back, &x, &alpha, &sigma)? - &want)?
                 .abs()?
                 .max_all()?
                 .to_scalar::<f64>()?;
-            assert!(round < 1e-12, "{p:?}: from_score round trip {round}");
+            assert!(round < 1e-12, "{p:?}: output_for_score round trip {round}");
             assert!((ds - c * 1e-3).abs() < 1e-9, "{p:?}: {ds} vs {}", c * 1e-3);
         }
         Ok(())

@@ -4,109 +4,120 @@
 //! c(t) turns an output error into a score error, so no 1/σ_t blows up in f32 at small t.
 
 use super::{Batch, Weighting};
+use crate::flat::values;
 use crate::nn::ScoreNet;
-use crate::score::{column, column_of};
+use crate::score::column_of;
 use anyhow::{bail, Result};
-use candle_core::Tensor;
+use candle_core::{DType, Device, Tensor};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-/// Standard normal noise [n, d] (f32) from the run's generator.
-pub fn gaussian(
-    n: usize,
-    d: usize,
-    rng: &mut ChaCha8Rng,
-    dev: &candle_core::Device,
-) -> Result<Tensor> {
-    let v: Vec<f32> = (0..n * d).map(|_| StandardNormal.sample(rng)).collect();
-    Ok(Tensor::from_vec(v, (n, d), dev)?)
-}
-
-/// x_t = α_t x0 + σ_t ε at per-row times, with ε; also the [n, 1] columns α_t, σ_t.
+/// x_t = α_t x0 + σ_t ε at per-row times, on the host (f64, [n × d] row-major): every
+/// objective's draw is a few flat loops, with tensors made once for the candle ops that need them.
 pub struct Noised {
-    pub t: Tensor,
+    pub d: usize,
     pub ts: Vec<f64>,
     /// (α_t, σ_t) of each row, computed once.
     pub coef: Vec<(f64, f64)>,
-    pub xt: Tensor,
-    pub eps: Tensor,
-    pub alpha: Tensor,
-    pub sigma: Tensor,
+    pub xt: Vec<f64>,
+    pub eps: Vec<f64>,
 }
 
-/// Noises a batch at the given per-row times.
+/// Noises a batch at the given per-row times; ε as f32 standard normal draws from the run's
+/// generator, in row order.
 pub fn noise(net: &ScoreNet, x0: &Tensor, ts: Vec<f64>, rng: &mut ChaCha8Rng) -> Result<Noised> {
     let (n, d) = x0.dims2()?;
-    let eps = gaussian(n, d, rng, x0.device())?.to_dtype(net.dtype())?;
-    let t = Tensor::from_vec(ts.clone(), n, x0.device())?.to_dtype(net.dtype())?;
+    let eps: Vec<f64> = (0..n * d)
+        .map(|_| StandardNormal.sample(rng))
+        .map(|e: f32| e as f64)
+        .collect();
     let p = net.process();
     let coef: Vec<(f64, f64)> = ts.iter().map(|&t| (p.alpha(t), p.sigma(t))).collect();
-    let (dtype, dev) = (net.dtype(), x0.device());
-    let per_row = |f: fn(&(f64, f64)) -> f64| column_of(coef.iter().map(f).collect(), dtype, dev);
-    let (alpha, sigma) = (per_row(|c| c.0)?, per_row(|c| c.1)?);
-    let xt = (x0.to_dtype(net.dtype())?.broadcast_mul(&alpha)? + eps.broadcast_mul(&sigma)?)?;
+    let mut xt: Vec<f64> = values(x0)?;
+    for ((row, e), &(a, s)) in xt.chunks_exact_mut(d).zip(eps.chunks_exact(d)).zip(&coef) {
+        row.iter_mut().zip(e).for_each(|(x, e)| *x = a * *x + s * e);
+    }
     Ok(Noised {
-        t,
+        d,
         ts,
         coef,
         xt,
         eps,
-        alpha,
-        sigma,
     })
 }
 
+impl Noised {
+    /// x_t [n, d] and t [n] as tensors of `dtype` on `device`.
+    pub fn tensors(&self, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
+        let n = self.ts.len();
+        let xt = Tensor::from_slice(&self.xt, (n, self.d), device)?.to_dtype(dtype)?;
+        let t = Tensor::from_slice(&self.ts, n, device)?.to_dtype(dtype)?;
+        Ok((xt, t))
+    }
+}
+
 /// A regression problem: minimise mean_n w_n ½‖out(x_t, t) − out*‖² over the network's raw output,
-/// with out* chosen so that to_score(out*) = s* and w_n = λ(t_n) c(t_n)².
+/// with out* chosen so that to_score(out*) = s* and w_n = λ(t_n) c(t_n)². Host values (f64).
 pub struct Regression {
-    /// Inputs x_t [n, d] and times t [n].
-    pub xt: Tensor,
-    pub t: Tensor,
-    /// Output-space targets out* [n, o].
-    pub target: Tensor,
-    /// Per-row weights w [n, 1].
-    pub weight: Tensor,
+    /// Inputs x_t [n × d] and times t [n].
+    pub xt: Vec<f64>,
+    pub t: Vec<f64>,
+    /// Output-space targets out* [n × d].
+    pub target: Vec<f64>,
+    /// Per-row weights w [n].
+    pub weight: Vec<f64>,
+    device: Device,
 }
 
 impl Regression {
     /// The loss with candle ops (differentiable in the network's parameters).
     pub fn loss(&self, net: &ScoreNet) -> Result<Tensor> {
-        let out = net.forward(&self.xt, &self.t)?;
-        let n = self.xt.dims()[0];
-        Ok(((out - &self.target)?
-            .sqr()?
-            .broadcast_mul(&self.weight)?
-            .sum_all()?
-            * (0.5 / n as f64))?)
+        let (n, dtype, dev) = (self.t.len(), net.dtype(), &self.device);
+        let d = self.xt.len() / n.max(1);
+        let xt = Tensor::from_slice(&self.xt, (n, d), dev)?.to_dtype(dtype)?;
+        let t = Tensor::from_slice(&self.t, n, dev)?.to_dtype(dtype)?;
+        let target = Tensor::from_slice(&self.target, (n, d), dev)?.to_dtype(dtype)?;
+        let weight = column_of(self.weight.clone(), dtype, dev)?;
+        let out = net.forward(&xt, &t)?;
+        Ok(((out - target)?.sqr()?.broadcast_mul(&weight)?.sum_all()? * (0.5 / n as f64))?)
     }
 }
 
-/// The regression of the output on the score target `s_target` with weights λ(t) c(t)².
+/// The regression of the output on the score target s* [n × d] with weights λ(t) c(t)², c = |A|
+/// for s = A·out + B·x (`score_coefficients`).
 pub fn regress(
     net: &ScoreNet,
     z: &Noised,
-    s_target: &Tensor,
+    s_target: Vec<f64>,
+    device: &Device,
     lambda: impl Fn(f64) -> f64,
 ) -> Result<Regression> {
     let param = net.config.arch.parameterisation;
-    let weight = z.ts.iter().zip(&z.coef).map(|(&t, &(a, s))| {
+    let mut target = s_target;
+    let mut weight = Vec::with_capacity(z.ts.len());
+    let rows = target.chunks_exact_mut(z.d).zip(z.xt.chunks_exact(z.d));
+    for ((out, x), (&t, &(a, s))) in rows.zip(z.ts.iter().zip(&z.coef)) {
+        out.iter_mut()
+            .zip(x)
+            .for_each(|(o, &x)| *o = param.output_for_score(*o, x, a, s));
         let c = param.score_error_scale(a, s);
-        lambda(t) * c * c
-    });
-    let weight = column_of(weight.collect(), net.dtype(), z.t.device())?;
-    let target = param.from_score(s_target, &z.xt, &z.alpha, &z.sigma)?;
+        weight.push(lambda(t) * c * c);
+    }
     Ok(Regression {
         xt: z.xt.clone(),
-        t: z.t.clone(),
+        t: z.ts.clone(),
         target,
         weight,
+        device: device.clone(),
     })
 }
 
 /// The DSM score target −ε/σ_t.
-fn dsm_target(z: &Noised) -> Result<Tensor> {
-    Ok(z.eps.broadcast_div(&z.sigma)?.neg()?)
+fn dsm_target(z: &Noised) -> Vec<f64> {
+    let rows = z.eps.chunks_exact(z.d).zip(&z.coef);
+    rows.flat_map(|(e, &(_, s))| e.iter().map(move |e| -e / s))
+        .collect()
 }
 
 fn uniform_times(net: &ScoreNet, n: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
@@ -125,7 +136,7 @@ pub fn dsm(
 ) -> Result<Regression> {
     let ts = uniform_times(net, b.x0.dims()[0], rng);
     let z = noise(net, &b.x0, ts, rng)?;
-    regress(net, &z, &dsm_target(&z)?, |t| {
+    regress(net, &z, dsm_target(&z), b.x0.device(), |t| {
         weighting.lambda(net.process(), t)
     })
 }
@@ -133,7 +144,7 @@ pub fn dsm(
 /// DSM at one level t with λ = σ_t².
 pub fn dsm_level(net: &ScoreNet, t: f64, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Regression> {
     let z = noise(net, &b.x0, vec![t; b.x0.dims()[0]], rng)?;
-    regress(net, &z, &dsm_target(&z)?, |t| {
+    regress(net, &z, dsm_target(&z), b.x0.device(), |t| {
         net.process().sigma(t).powi(2)
     })
 }
@@ -152,23 +163,28 @@ pub fn ncsn(net: &ScoreNet, levels: usize, b: &Batch, rng: &mut ChaCha8Rng) -> R
         .map(|_| level(rng.random_range(0..levels)))
         .collect();
     let z = noise(net, &b.x0, ts, rng)?;
-    regress(net, &z, &dsm_target(&z)?, |t| p.sigma(t).powi(2))
+    regress(net, &z, dsm_target(&z), b.x0.device(), |t| {
+        p.sigma(t).powi(2)
+    })
 }
 
 /// ESM at level t on the exact score of a known target; without one, on the data's per-sample
 /// scores F(x0) at x0 itself (the network conditioned on t; meaningful for t = t_min).
 pub fn esm(net: &ScoreNet, t: f64, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Regression> {
-    let n = b.x0.dims()[0];
+    let (n, dev) = (b.x0.dims()[0], b.x0.device());
     let mut z = noise(net, &b.x0, vec![t; n], rng)?;
     let target = match (b.truth, &b.force) {
-        (Some(truth), _) => truth.score(&z.xt, &z.t)?.to_dtype(net.dtype())?,
+        (Some(truth), _) => {
+            let (xt, t) = z.tensors(DType::F64, dev)?;
+            values(&truth.score(&xt, &t)?)?
+        }
         (None, Some(f)) => {
-            z.xt = b.x0.to_dtype(net.dtype())?;
-            f.to_dtype(net.dtype())?
+            z.xt = values(&b.x0)?;
+            values(f)?
         }
         (None, None) => bail!("explicit score matching needs known scores: a mixture target as data, or per-sample forces (data.forces)"),
     };
-    regress(net, &z, &target, |_| 1.0)
+    regress(net, &z, target, dev, |_| 1.0)
 }
 
 /// Force (target) score matching, s* = F(x0)/α_t; with `mixed`, blended with −ε/σ_t by
@@ -185,14 +201,17 @@ pub fn force(
     };
     let ts = uniform_times(net, b.x0.dims()[0], rng);
     let z = noise(net, &b.x0, ts, rng)?;
-    let mut target = f.to_dtype(net.dtype())?.broadcast_div(&z.alpha)?;
-    if mixed {
-        let p = net.process();
-        let w = column(&z.t, net.dtype(), |t| {
-            p.sigma(t).powi(2) / (p.alpha(t).powi(2) + p.sigma(t).powi(2))
-        })?;
-        let one_minus = w.affine(-1.0, 1.0)?;
-        target = (dsm_target(&z)?.broadcast_mul(&w)? + target.broadcast_mul(&one_minus)?)?;
+    let mut target: Vec<f64> = values(f)?;
+    let dsm = dsm_target(&z);
+    let rows = target.chunks_exact_mut(z.d).zip(dsm.chunks_exact(z.d));
+    for ((row, dsm), &(a, s)) in rows.zip(&z.coef) {
+        // with `mixed`, w = σ²/(α² + σ²) of the DSM target and 1 − w of F/α
+        let w = if mixed { s * s / (a * a + s * s) } else { 0.0 };
+        for (f, e) in row.iter_mut().zip(dsm) {
+            *f = w * e + (1.0 - w) * (*f / a);
+        }
     }
-    regress(net, &z, &target, |t| weighting.lambda(net.process(), t))
+    regress(net, &z, target, b.x0.device(), |t| {
+        weighting.lambda(net.process(), t)
+    })
 }

@@ -34,11 +34,11 @@ pub enum SteinKind {
 /// ISM at level t: mean_n [½‖s(x_t)‖² + tr ∂s/∂x(x_t)], the exact trace of the Jacobian.
 pub fn ism(net: &ScoreNet, t: f64, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Stein> {
     let (n, d) = b.x0.dims2()?;
-    let z = noise(net, &b.x0, vec![t; n], rng)?;
+    let (xt, t) = noise(net, &b.x0, vec![t; n], rng)?.tensors(net.dtype(), b.x0.device())?;
     Ok(Stein {
         v: basis(n, d, net.dtype(), b.x0.device())?,
-        xt: z.xt,
-        t: z.t,
+        xt,
+        t,
         kind: SteinKind::Ism,
     })
 }
@@ -54,11 +54,11 @@ pub fn ssm(
     rng: &mut ChaCha8Rng,
 ) -> Result<Stein> {
     let (n, d) = b.x0.dims2()?;
-    let z = noise(net, &b.x0, vec![t; n], rng)?;
+    let (xt, t) = noise(net, &b.x0, vec![t; n], rng)?.tensors(net.dtype(), b.x0.device())?;
     Ok(Stein {
         v: probes(kind, m, n, d, rng, net.dtype(), b.x0.device())?,
-        xt: z.xt,
-        t: z.t,
+        xt,
+        t,
         kind: SteinKind::Ssm { variance_reduced },
     })
 }
@@ -167,10 +167,10 @@ pub fn fd_ssm(
     rng: &mut ChaCha8Rng,
 ) -> Result<Tensor> {
     let (n, d) = b.x0.dims2()?;
-    let z = noise(net, &b.x0, vec![t; n], rng)?;
+    let (xt, tt) = noise(net, &b.x0, vec![t; n], rng)?.tensors(net.dtype(), b.x0.device())?;
     let v = probes(kind, 1, n, d, rng, net.dtype(), b.x0.device())?.squeeze(0)?;
-    let x2 = Tensor::cat(&[(&z.xt + (&v * eps)?)?, (&z.xt - (&v * eps)?)?], 0)?;
-    let t2 = Tensor::cat(&[&z.t, &z.t], 0)?;
+    let x2 = Tensor::cat(&[(&xt + (&v * eps)?)?, (&xt - (&v * eps)?)?], 0)?;
+    let t2 = Tensor::cat(&[&tt, &tt], 0)?;
     let s2 = crate::score::ScoreModel::score(net, &x2, &t2)?;
     let u = (s2 * Tensor::cat(&[&v, &v], 0)?)?.sum(1)?;
     let (up, um) = (u.narrow(0, 0, n)?, u.narrow(0, n, n)?);
