@@ -3,7 +3,8 @@
 //! The modules follow the pipeline: `process` (x_t = α_t x0 + σ_t ε) → `objective` (score matching)
 //! → `train` → `sample` (reverse SDE / probability-flow ODE) → `metrics` and `plot`. `target` holds
 //! distributions with exact scores and densities, `nn` the score networks, `score` the `ScoreModel`
-//! trait that samplers accept, `data` the data sets and file formats, `config` the TOML run config.
+//! trait that samplers accept, `data` the data sets and file formats, `config` the TOML run config,
+//! `ode` the integrators, `flat` the solvers' buffers and `pool` the warm thread pool of a solve.
 
 pub mod config;
 pub mod data;
@@ -15,6 +16,7 @@ pub mod nn;
 pub mod objective;
 pub mod ode;
 pub mod plot;
+pub mod pool;
 pub mod process;
 pub mod sample;
 pub mod score;

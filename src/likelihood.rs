@@ -307,7 +307,8 @@ fn solve(
             }
             Ok(())
         };
-        let (y, nfe) = integrate(&mut rhs, state, t0, t1, &opts.solver)?;
+        let solver = opts.solver;
+        let (y, nfe) = crate::pool::warm(move || integrate(&mut rhs, state, t0, t1, &solver))?;
         return finish(process, y.tensor(&y0)?, d, nfe);
     }
     let mut rhs = |y: &Tensor, t: f64| -> Result<Tensor> {

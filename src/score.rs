@@ -45,7 +45,7 @@ pub trait DivergenceModel: ScoreModel {
 }
 
 /// A divergence model evaluated straight on host buffers, every point at one time t.
-pub trait HostDivergence {
+pub trait HostDivergence: Sync {
     /// s [n × d] at the points (y, stride): x_i = y[i·stride..i·stride + d], and trace[i] =
     /// w Σ_k v_kiᵀ (∂s/∂x)(x_i) v_ki along the directions (v [m × n × d], m, w).
     fn score_and_trace(

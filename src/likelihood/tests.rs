@@ -371,13 +371,28 @@ fn network_host_path_matches_tensor_path() {
             "{:?}: log p differs by {worst}",
             opts.divergence
         );
-        let dz = (host.z - tensors.z)
+        let dz = (&host.z - tensors.z)
             .unwrap()
             .abs()
             .unwrap()
             .max_all()
             .unwrap();
         assert!(dz.to_scalar::<f64>().unwrap() < 1e-6);
+        // three solves at once on the host path: one keeps the pool warm (`pool::warm`), the
+        // others run cold, and all finish with the joint solve's values to its tolerance
+        let chunked = log_prob_chunked(&net, p.as_ref(), &x, &opts, 30, 3).expect("chunked");
+        let mean = host
+            .log_p0
+            .iter()
+            .zip(&chunked.log_p0)
+            .map(|(a, b)| (a - b).abs())
+            .sum::<f64>()
+            / 100.0;
+        assert!(
+            mean < 1e-3,
+            "{:?}: chunked vs joint {mean}",
+            opts.divergence
+        );
     }
 }
 
