@@ -10,7 +10,8 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 /// Anything that gives s(x, t) ≈ ∇x log p_t(x): exact targets, trained networks, estimators.
-pub trait ScoreModel {
+/// `Sync`, so that a sampler can run on a pool thread (`pool::warm`).
+pub trait ScoreModel: Sync {
     /// Score at x [n, d] and per-row times t [n]; returns [n, d] in x's dtype and device.
     fn score(&self, x: &Tensor, t: &Tensor) -> Result<Tensor>;
     /// Data dimension d.
