@@ -19,6 +19,18 @@ fn dopri(tol: f64) -> Options {
     }
 }
 
+/// `dopri(1e-5)` with K Rademacher probes per point drawn from `seed`.
+fn hutchinson(probes: usize, seed: u64) -> Options {
+    Options {
+        divergence: Divergence::Hutchinson {
+            probes,
+            probe: Probe::Rademacher,
+            seed,
+        },
+        ..dopri(1e-5)
+    }
+}
+
 fn exact(
     mixture: &GaussianMixture,
     process: &str,
@@ -345,15 +357,7 @@ fn network_host_path_matches_tensor_path() {
         .expect("net");
     assert!(net.host().is_some(), "the CPU network has no host path");
     let x = to_tensor(&GaussianMixture::anisotropic3().sample(100, &mut rng));
-    let hutchinson = Options {
-        divergence: Divergence::Hutchinson {
-            probes: 2,
-            probe: Probe::Rademacher,
-            seed: 5,
-        },
-        ..dopri(1e-5)
-    };
-    for opts in [dopri(1e-5), hutchinson] {
+    for opts in [dopri(1e-5), hutchinson(2, 5)] {
         let host = log_prob(&net, p.as_ref(), &x, &opts).expect("host");
         crate::flat::TENSOR_STATE.set(true);
         let tensors = log_prob(&net, p.as_ref(), &x, &opts);
@@ -403,15 +407,7 @@ fn chunked_solves_match_the_joint_solve() {
     let gm = GaussianMixture::anisotropic3();
     let (model, p) = exact(&gm, "vp", 1.0);
     let x = to_tensor(&gm.sample(150, &mut ChaCha8Rng::seed_from_u64(5)));
-    let hutchinson = Options {
-        divergence: Divergence::Hutchinson {
-            probes: 1,
-            probe: Probe::Rademacher,
-            seed: 7,
-        },
-        ..dopri(1e-5)
-    };
-    for opts in [dopri(1e-5), hutchinson] {
+    for opts in [dopri(1e-5), hutchinson(1, 7)] {
         let joint = log_prob(&model, p.as_ref(), &x, &opts).expect("joint");
         let one = log_prob_chunked(&model, p.as_ref(), &x, &opts, 40, 1).expect("1 thread");
         let three = log_prob_chunked(&model, p.as_ref(), &x, &opts, 40, 3).expect("3 threads");
