@@ -498,9 +498,7 @@ impl ScoreNet {
             .transpose()?;
         Ok((s, q))
     }
-}
 
-impl ScoreNet {
     /// Raw outputs to scores in place, s = A·out + B·x with (A, B) computed once per run of equal
     /// times, and the quadratic forms q [m × n] = vᵀ J_s v = vᵀ(A·J_out v + B·v) from the output
     /// tangents along v [m × n × d].

@@ -60,9 +60,8 @@ impl Noised {
 /// A regression problem: minimise mean_n w_n ½‖out(x_t, t) − out*‖² over the network's raw output,
 /// with out* chosen so that to_score(out*) = s* and w_n = λ(t_n) c(t_n)². Host values (f64).
 pub struct Regression {
-    /// Inputs x_t [n × d] and times t [n].
-    pub xt: Vec<f64>,
-    pub t: Vec<f64>,
+    /// The inputs: x_t [n × d] at times t [n].
+    pub z: Noised,
     /// Output-space targets out* [n × d].
     pub target: Vec<f64>,
     /// Per-row weights w [n].
@@ -73,11 +72,9 @@ pub struct Regression {
 impl Regression {
     /// The loss with candle ops (differentiable in the network's parameters).
     pub fn loss(&self, net: &ScoreNet) -> Result<Tensor> {
-        let (n, dtype, dev) = (self.t.len(), net.dtype(), &self.device);
-        let d = self.xt.len() / n.max(1);
-        let xt = Tensor::from_slice(&self.xt, (n, d), dev)?.to_dtype(dtype)?;
-        let t = Tensor::from_slice(&self.t, n, dev)?.to_dtype(dtype)?;
-        let target = Tensor::from_slice(&self.target, (n, d), dev)?.to_dtype(dtype)?;
+        let (n, dtype, dev) = (self.z.ts.len(), net.dtype(), &self.device);
+        let (xt, t) = self.z.tensors(dtype, dev)?;
+        let target = Tensor::from_slice(&self.target, (n, self.z.d), dev)?.to_dtype(dtype)?;
         let weight = column_of(self.weight.clone(), dtype, dev)?;
         let out = net.forward(&xt, &t)?;
         Ok(((out - target)?.sqr()?.broadcast_mul(&weight)?.sum_all()? * (0.5 / n as f64))?)
@@ -88,7 +85,7 @@ impl Regression {
 /// for s = A·out + B·x (`score_coefficients`).
 pub fn regress(
     net: &ScoreNet,
-    z: &Noised,
+    z: Noised,
     s_target: Vec<f64>,
     device: &Device,
     lambda: impl Fn(f64) -> f64,
@@ -105,8 +102,7 @@ pub fn regress(
         weight.push(lambda(t) * c * c);
     }
     Ok(Regression {
-        xt: z.xt.clone(),
-        t: z.ts.clone(),
+        z,
         target,
         weight,
         device: device.clone(),
@@ -118,6 +114,19 @@ fn dsm_target(z: &Noised) -> Vec<f64> {
     let rows = z.eps.chunks_exact(z.d).zip(&z.coef);
     rows.flat_map(|(e, &(_, s))| e.iter().map(move |e| -e / s))
         .collect()
+}
+
+/// The batch noised at times `ts`, regressed on the DSM target with weights λ(t) c(t)².
+fn denoising(
+    net: &ScoreNet,
+    b: &Batch,
+    ts: Vec<f64>,
+    rng: &mut ChaCha8Rng,
+    lambda: impl Fn(f64) -> f64,
+) -> Result<Regression> {
+    let z = noise(net, &b.x0, ts, rng)?;
+    let target = dsm_target(&z);
+    regress(net, z, target, b.x0.device(), lambda)
 }
 
 fn uniform_times(net: &ScoreNet, n: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
@@ -135,18 +144,13 @@ pub fn dsm(
     rng: &mut ChaCha8Rng,
 ) -> Result<Regression> {
     let ts = uniform_times(net, b.x0.dims()[0], rng);
-    let z = noise(net, &b.x0, ts, rng)?;
-    regress(net, &z, dsm_target(&z), b.x0.device(), |t| {
-        weighting.lambda(net.process(), t)
-    })
+    denoising(net, b, ts, rng, |t| weighting.lambda(net.process(), t))
 }
 
 /// DSM at one level t with λ = σ_t².
 pub fn dsm_level(net: &ScoreNet, t: f64, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Regression> {
-    let z = noise(net, &b.x0, vec![t; b.x0.dims()[0]], rng)?;
-    regress(net, &z, dsm_target(&z), b.x0.device(), |t| {
-        net.process().sigma(t).powi(2)
-    })
+    let ts = vec![t; b.x0.dims()[0]];
+    denoising(net, b, ts, rng, |t| net.process().sigma(t).powi(2))
 }
 
 /// The NCSN ladder: t_k = t_min + (T − t_min)·k/(L − 1), one random level per sample, λ = σ².
@@ -162,10 +166,7 @@ pub fn ncsn(net: &ScoreNet, levels: usize, b: &Batch, rng: &mut ChaCha8Rng) -> R
     let ts = (0..b.x0.dims()[0])
         .map(|_| level(rng.random_range(0..levels)))
         .collect();
-    let z = noise(net, &b.x0, ts, rng)?;
-    regress(net, &z, dsm_target(&z), b.x0.device(), |t| {
-        p.sigma(t).powi(2)
-    })
+    denoising(net, b, ts, rng, |t| p.sigma(t).powi(2))
 }
 
 /// ESM at level t on the exact score of a known target; without one, on the data's per-sample
@@ -184,7 +185,7 @@ pub fn esm(net: &ScoreNet, t: f64, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Re
         }
         (None, None) => bail!("explicit score matching needs known scores: a mixture target as data, or per-sample forces (data.forces)"),
     };
-    regress(net, &z, target, dev, |_| 1.0)
+    regress(net, z, target, dev, |_| 1.0)
 }
 
 /// Force (target) score matching, s* = F(x0)/α_t; with `mixed`, blended with −ε/σ_t by
@@ -211,7 +212,7 @@ pub fn force(
             *f = w * e + (1.0 - w) * (*f / a);
         }
     }
-    regress(net, &z, target, b.x0.device(), |t| {
+    regress(net, z, target, b.x0.device(), |t| {
         weighting.lambda(net.process(), t)
     })
 }

@@ -53,8 +53,12 @@ impl Fused {
     ) -> Result<f64> {
         if let Some(r) = objective.regression(net, batch, rng)? {
             let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
-            let (xs, ts, target, weight) =
-                (f32s(&r.xt), f32s(&r.t), f32s(&r.target), f32s(&r.weight));
+            let (xs, ts, target, weight) = (
+                f32s(&r.z.xt),
+                f32s(&r.z.ts),
+                f32s(&r.target),
+                f32s(&r.weight),
+            );
             let (n, o) = (ts.len(), self.mlp.out_dim());
             // mean_n w_n ½‖out_n − out*_n‖², as `Regression::loss`
             return self.mlp.loss_and_grad(
