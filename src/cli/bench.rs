@@ -119,6 +119,7 @@ pub fn run(a: Args) -> Result<()> {
             json!({"case": "sample", "sampler": sampler, "steps": steps, "n": n, "nfe": nfe,
                    "fused": net.is_fused(), "seconds": secs,
                    "flops": nfe as f64 * n as f64 * 2.0 * net.num_params() as f64,
+                   "product_flops": nfe as f64 * n as f64 * product_flops_per_row(&net),
                    "threads": threads})
         }
         Case::Nll { run, data } => {
@@ -156,6 +157,25 @@ fn timed(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> 
             Ok(t0.elapsed().as_secs_f64())
         })
         .collect()
+}
+
+/// FLOPs of one evaluation's matrix products per row at a shared t: 2 Σ fan_in · fan_out, with
+/// layer 0 over x's d inputs only (its embedding columns fold into the bias), the least any
+/// implementation of this network computes; the suite divides it by the peak for a ceiling.
+fn product_flops_per_row(net: &ScoreNet) -> f64 {
+    let embed = 2 * net.embed_w.elem_count();
+    let weights = net
+        .params
+        .iter()
+        .filter(|(name, _)| name.ends_with(".weight"));
+    let macs: usize = weights
+        .enumerate()
+        .map(|(i, (_, w))| match w.dims() {
+            [out, inp] => out * if i == 0 { inp - embed } else { *inp },
+            _ => 0,
+        })
+        .sum();
+    2.0 * macs as f64
 }
 
 /// A run's EMA network, frozen for inference, and its process.
