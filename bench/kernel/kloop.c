@@ -1,5 +1,8 @@
 // The GEMM k loop's instruction mix in isolation (A, B in L1), against 12 FMAs alone:
 // gcc -O2 -mavx2 -mfma bench/kernel/kloop.c -o /tmp/kloop && /tmp/kloop  (BENCHMARKS.md: what bounds the missed targets)
+// Each variant is a 128-step k loop (one branch per step, as in the kernel) inside an outer loop
+// that resets the pointers: an earlier version wrapped them with a second branch inside the k
+// loop, which by itself cost 10-30 % and made every variant read 0.6-0.7.
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -17,9 +20,8 @@ float B[128*16] __attribute__((aligned(64)));
 // variant 0: FMAs only
 static void v0(long n){ __asm__ volatile("1:\n" FMAS "dec %0\n jnz 1b\n" : "+r"(n) :: "memory"); }
 // variant 1: current kernel shape: 2 B loads, 6 broadcasts interleaved (rows stride 512B)
-static void v1(long n, float*a, float*b){ __asm__ volatile(
- "mov $128, %%rcx\n"
- "1:\n"
+static void v1(long n, float*a0, float*b0){ float *a, *b; n /= 128; __asm__ volatile(
+ "3: mov %3, %1\n mov %4, %2\n mov $128, %%rcx\n .p2align 5\n 1:\n"
  "vmovups (%2), %%ymm12\n vmovups 32(%2), %%ymm13\n"
  "vbroadcastss (%1), %%ymm14\n"
  "vfmadd231ps %%ymm14, %%ymm12, %%ymm0\n vfmadd231ps %%ymm14, %%ymm13, %%ymm1\n"
@@ -33,12 +35,11 @@ static void v1(long n, float*a, float*b){ __asm__ volatile(
  "vfmadd231ps %%ymm14, %%ymm12, %%ymm8\n vfmadd231ps %%ymm14, %%ymm13, %%ymm9\n"
  "vbroadcastss 2560(%1), %%ymm15\n"
  "vfmadd231ps %%ymm15, %%ymm12, %%ymm10\n vfmadd231ps %%ymm15, %%ymm13, %%ymm11\n"
- "add $4, %1\n add $64, %2\n dec %%rcx\n jnz 2f\n mov $128, %%rcx\n sub $512, %1\n sub $8192, %2\n 2:\n"
- "dec %0\n jnz 1b\n" : "+r"(n), "+r"(a), "+r"(b) :: "rcx","memory"); }
+ "add $4, %1\n add $64, %2\n dec %%rcx\n jnz 1b\n dec %0\n jnz 3b\n"
+ : "+r"(n), "=&r"(a), "=&r"(b) : "r"(a0), "r"(b0) : "rcx", "memory"); }
 // variant 2: pre-broadcast A: 6 full 32-byte loads instead of broadcasts
-static void v2(long n, float*a, float*b){ __asm__ volatile(
- "mov $128, %%rcx\n"
- "1:\n"
+static void v2(long n, float*a0, float*b0){ float *a, *b; n /= 128; __asm__ volatile(
+ "3: mov %3, %1\n mov %4, %2\n mov $128, %%rcx\n .p2align 5\n 1:\n"
  "vmovups (%2), %%ymm12\n vmovups 32(%2), %%ymm13\n"
  "vmovaps (%1), %%ymm14\n"
  "vfmadd231ps %%ymm14, %%ymm12, %%ymm0\n vfmadd231ps %%ymm14, %%ymm13, %%ymm1\n"
@@ -52,12 +53,11 @@ static void v2(long n, float*a, float*b){ __asm__ volatile(
  "vfmadd231ps %%ymm14, %%ymm12, %%ymm8\n vfmadd231ps %%ymm14, %%ymm13, %%ymm9\n"
  "vmovaps 160(%1), %%ymm15\n"
  "vfmadd231ps %%ymm15, %%ymm12, %%ymm10\n vfmadd231ps %%ymm15, %%ymm13, %%ymm11\n"
- "add $192, %1\n add $64, %2\n dec %%rcx\n jnz 2f\n mov $128, %%rcx\n sub $24576, %1\n sub $8192, %2\n 2:\n"
- "dec %0\n jnz 1b\n" : "+r"(n), "+r"(a), "+r"(b) :: "rcx","memory"); }
+ "add $192, %1\n add $64, %2\n dec %%rcx\n jnz 1b\n dec %0\n jnz 3b\n"
+ : "+r"(n), "=&r"(a), "=&r"(b) : "r"(a0), "r"(b0) : "rcx", "memory"); }
 // variant 3: broadcasts from packed A (6 contiguous floats per k)
-static void v3(long n, float*a, float*b){ __asm__ volatile(
- "mov $128, %%rcx\n"
- "1:\n"
+static void v3(long n, float*a0, float*b0){ float *a, *b; n /= 128; __asm__ volatile(
+ "3: mov %3, %1\n mov %4, %2\n mov $128, %%rcx\n .p2align 5\n 1:\n"
  "vmovups (%2), %%ymm12\n vmovups 32(%2), %%ymm13\n"
  "vbroadcastss (%1), %%ymm14\n"
  "vfmadd231ps %%ymm14, %%ymm12, %%ymm0\n vfmadd231ps %%ymm14, %%ymm13, %%ymm1\n"
@@ -71,8 +71,8 @@ static void v3(long n, float*a, float*b){ __asm__ volatile(
  "vfmadd231ps %%ymm14, %%ymm12, %%ymm8\n vfmadd231ps %%ymm14, %%ymm13, %%ymm9\n"
  "vbroadcastss 20(%1), %%ymm15\n"
  "vfmadd231ps %%ymm15, %%ymm12, %%ymm10\n vfmadd231ps %%ymm15, %%ymm13, %%ymm11\n"
- "add $24, %1\n add $64, %2\n dec %%rcx\n jnz 2f\n mov $128, %%rcx\n sub $3072, %1\n sub $8192, %2\n 2:\n"
- "dec %0\n jnz 1b\n" : "+r"(n), "+r"(a), "+r"(b) :: "rcx","memory"); }
+ "add $24, %1\n add $64, %2\n dec %%rcx\n jnz 1b\n dec %0\n jnz 3b\n"
+ : "+r"(n), "=&r"(a), "=&r"(b) : "r"(a0), "r"(b0) : "rcx", "memory"); }
 int main(){ long n=50000000; double t; 
  for(int rep=0;rep<20;rep++){
  t=now(); v0(n); double t0=now()-t;
