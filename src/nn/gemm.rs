@@ -237,7 +237,7 @@ pub fn gemm_scaled(
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use crate::nn::kernels::silu_avx2::{silu8, silu8_derivative};
+    use crate::nn::kernels::silu_avx2::{silu8_derivative, silu8xn};
     use std::arch::x86_64::*;
 
     use super::{pack_panel, Rhs, NR};
@@ -613,6 +613,24 @@ mod avx2 {
         w: usize,
         acc: Store,
     ) {
+        if let (NR, Store::Silu { bias, d1 }) = (w, acc) {
+            // the whole tile's 2R vectors at once: one row's two SiLU chains would leave the FMA
+            // pipes waiting on their latency
+            let (b0, b1) = (_mm256_loadu_ps(bias), _mm256_loadu_ps(bias.add(8)));
+            let (h0, s0) = silu8xn::<R>(std::array::from_fn(|r| _mm256_add_ps(lo[r], b0)));
+            let (h1, s1) = silu8xn::<R>(std::array::from_fn(|r| _mm256_add_ps(hi[r], b1)));
+            for r in 0..R {
+                let cp = c.add(r * ldc);
+                _mm256_storeu_ps(cp, h0[r]);
+                _mm256_storeu_ps(cp.add(8), h1[r]);
+                if !d1.is_null() {
+                    let dp = d1.add(r * ldc);
+                    _mm256_storeu_ps(dp, silu8_derivative(h0[r], s0[r]));
+                    _mm256_storeu_ps(dp.add(8), silu8_derivative(h1[r], s1[r]));
+                }
+            }
+            return;
+        }
         for r in 0..R {
             let cp = c.add(r * ldc);
             if w == NR {
@@ -623,18 +641,7 @@ mod avx2 {
                         v0 = _mm256_add_ps(v0, _mm256_loadu_ps(cp));
                         v1 = _mm256_add_ps(v1, _mm256_loadu_ps(cp.add(8)));
                     }
-                    Store::Silu { bias, d1 } => {
-                        let z0 = _mm256_add_ps(v0, _mm256_loadu_ps(bias));
-                        let z1 = _mm256_add_ps(v1, _mm256_loadu_ps(bias.add(8)));
-                        let (h0, s0) = silu8(z0);
-                        let (h1, s1) = silu8(z1);
-                        (v0, v1) = (h0, h1);
-                        if !d1.is_null() {
-                            let dp = d1.add(r * ldc);
-                            _mm256_storeu_ps(dp, silu8_derivative(h0, s0));
-                            _mm256_storeu_ps(dp.add(8), silu8_derivative(h1, s1));
-                        }
-                    }
+                    Store::Silu { .. } => unreachable!("handled above"),
                     Store::Scale { d } => {
                         let dp = d.add(r * ldc);
                         v0 = _mm256_mul_ps(v0, _mm256_loadu_ps(dp));

@@ -172,28 +172,31 @@ pub(crate) mod silu_avx2 {
     use super::Keep;
     use std::arch::x86_64::*;
 
-    /// (SiLU(z), σ(z)) for eight lanes. e^{−z} = 2^n e^{−q} with n = round(−z log₂e) taken from
-    /// the low bits of −z log₂e + 1.5·2²³ (which also hold n + 127, the scale's exponent) and
-    /// q = z + n ln 2, |q| ≤ ln2/2; e^{−q} by a degree-5 minimax polynomial (relative error
-    /// 1.7e-7); σ = 1/(1 + e^{−z}) by the reciprocal estimate and one Newton step. 17 vector
-    /// operations, against 23 for a Cephes exp and a separate 1 + e.
+    /// (SiLU(z), σ(z)) for N vectors of eight lanes, one stage at a time across all N.
+    ///
+    /// e^{−z} = 2^n e^{−q} with n = round(−z log₂e) taken from the low bits of −z log₂e + 1.5·2²³
+    /// (which also hold n + 127, the scale's exponent) and q = z + n ln 2, |q| ≤ ln2/2; e^{−q} by
+    /// a degree-5 minimax polynomial (relative error 1.7e-7); σ = 1/(1 + e^{−z}) by the reciprocal
+    /// estimate and one Newton step. 17 vector operations, against 23 for a Cephes exp and a
+    /// separate 1 + e. They form a chain of ~60 cycles' latency: N chains side by side let the
+    /// scheduler (a few dozen entries) issue them at the FMA pipes' rate (a GEMM tile's six rows
+    /// at once made DSM training steps 1.10× and sampling 1.05–1.08× faster than one row at a time).
     #[inline(always)]
-    pub unsafe fn silu8(x: __m256) -> (__m256, __m256) {
+    pub unsafe fn silu8xn<const N: usize>(x: [__m256; N]) -> ([__m256; N], [__m256; N]) {
         // beyond ±87 σ is 0 or 1 to f32 precision, and 2^n stays a normal number
-        let z = _mm256_min_ps(
-            _mm256_max_ps(x, _mm256_set1_ps(-87.0)),
-            _mm256_set1_ps(87.0),
-        );
+        let (lo, hi) = (_mm256_set1_ps(-87.0), _mm256_set1_ps(87.0));
+        let z: [__m256; N] = std::array::from_fn(|i| _mm256_min_ps(_mm256_max_ps(x[i], lo), hi));
         const SHIFTER: f32 = 12_582_912.0 + 127.0; // 1.5·2²³ + the exponent bias
-        let t = _mm256_fmadd_ps(
-            z,
-            _mm256_set1_ps(-std::f32::consts::LOG2_E),
+        let (shift, log2e) = (
             _mm256_set1_ps(SHIFTER),
+            _mm256_set1_ps(-std::f32::consts::LOG2_E),
         );
-        let n = _mm256_sub_ps(t, _mm256_set1_ps(SHIFTER));
-        let q = _mm256_fmadd_ps(n, _mm256_set1_ps(std::f32::consts::LN_2), z);
+        let t: [__m256; N] = std::array::from_fn(|i| _mm256_fmadd_ps(z[i], log2e, shift));
+        let ln2 = _mm256_set1_ps(std::f32::consts::LN_2);
+        let q: [__m256; N] =
+            std::array::from_fn(|i| _mm256_fmadd_ps(_mm256_sub_ps(t[i], shift), ln2, z[i]));
         // e^{−q} = 1 − c₁q + c₂q² − …: the minimax coefficients of e^r on |r| ≤ ln2/2, odd ones negated
-        let mut p = _mm256_set1_ps(-8.290_196e-3);
+        let mut p = [_mm256_set1_ps(-8.290_196e-3); N];
         for c in [
             4.189_817e-2,
             -1.666_763_9e-1,
@@ -201,13 +204,20 @@ pub(crate) mod silu_avx2 {
             -9.999_997e-1,
             1.0,
         ] {
-            p = _mm256_fmadd_ps(p, q, _mm256_set1_ps(c));
+            let c = _mm256_set1_ps(c);
+            for i in 0..N {
+                p[i] = _mm256_fmadd_ps(p[i], q[i], c);
+            }
         }
-        let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(t)));
-        let den = _mm256_fmadd_ps(p, scale, _mm256_set1_ps(1.0));
-        let est = _mm256_rcp_ps(den);
-        let s = _mm256_mul_ps(est, _mm256_fnmadd_ps(den, est, _mm256_set1_ps(2.0)));
-        (_mm256_mul_ps(x, s), s)
+        let (one, two) = (_mm256_set1_ps(1.0), _mm256_set1_ps(2.0));
+        let den: [__m256; N] = std::array::from_fn(|i| {
+            let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(t[i])));
+            _mm256_fmadd_ps(p[i], scale, one)
+        });
+        let est: [__m256; N] = std::array::from_fn(|i| _mm256_rcp_ps(den[i]));
+        let s: [__m256; N] =
+            std::array::from_fn(|i| _mm256_mul_ps(est[i], _mm256_fnmadd_ps(den[i], est[i], two)));
+        (std::array::from_fn(|i| _mm256_mul_ps(x[i], s[i])), s)
     }
 
     /// SiLU'(z) = σ + h(1 − σ) from σ(z) and h = SiLU(z).
@@ -224,28 +234,50 @@ pub(crate) mod silu_avx2 {
         d1: &mut [f32],
         d2: &mut [f32],
     ) {
-        let w = bias.len();
-        let rows = z.len() / w;
         assert!(keep < Keep::First || d1.len() >= z.len());
         assert!(keep < Keep::Second || d2.len() >= z.len());
+        // z as a run of 8-lane vectors (w is a multiple of 8), four at a time for `silu8xn`'s
+        // interleaving; j walks the bias alongside
+        let (len, mut i, mut j) = (z.len(), 0, 0);
+        while i < len {
+            if i + 32 <= len {
+                bias_silu_group::<4>(z, bias, keep, d1, d2, i, &mut j);
+                i += 32;
+            } else {
+                bias_silu_group::<1>(z, bias, keep, d1, d2, i, &mut j);
+                i += 8;
+            }
+        }
+    }
+
+    /// `bias_silu` on the N vectors of z from offset i, the first with bias offset j (advanced).
+    #[inline(always)]
+    unsafe fn bias_silu_group<const N: usize>(
+        z: &mut [f32],
+        bias: &[f32],
+        keep: Keep,
+        d1: &mut [f32],
+        d2: &mut [f32],
+        i: usize,
+        j: &mut usize,
+    ) {
+        let x: [__m256; N] = std::array::from_fn(|k| {
+            let b = _mm256_loadu_ps(bias.as_ptr().add(*j));
+            *j = if *j + 8 == bias.len() { 0 } else { *j + 8 };
+            _mm256_add_ps(_mm256_loadu_ps(z.as_ptr().add(i + 8 * k)), b)
+        });
+        let (h, s) = silu8xn(x);
         let (one, two) = (_mm256_set1_ps(1.0), _mm256_set1_ps(2.0));
-        for r in 0..rows {
-            for j in (0..w).step_by(8) {
-                let i = r * w + j;
-                let x = _mm256_add_ps(
-                    _mm256_loadu_ps(z.as_ptr().add(i)),
-                    _mm256_loadu_ps(bias.as_ptr().add(j)),
-                );
-                let (h, s) = silu8(x);
-                _mm256_storeu_ps(z.as_mut_ptr().add(i), h);
-                if keep >= Keep::First {
-                    _mm256_storeu_ps(d1.as_mut_ptr().add(i), silu8_derivative(h, s));
-                    if keep == Keep::Second {
-                        // σ(1 − σ)(2 + z(1 − 2σ))
-                        let ds = _mm256_mul_ps(s, _mm256_sub_ps(one, s));
-                        let t = _mm256_fmadd_ps(x, _mm256_fnmadd_ps(two, s, one), two);
-                        _mm256_storeu_ps(d2.as_mut_ptr().add(i), _mm256_mul_ps(ds, t));
-                    }
+        for k in 0..N {
+            let at = i + 8 * k;
+            _mm256_storeu_ps(z.as_mut_ptr().add(at), h[k]);
+            if keep >= Keep::First {
+                _mm256_storeu_ps(d1.as_mut_ptr().add(at), silu8_derivative(h[k], s[k]));
+                if keep == Keep::Second {
+                    // σ(1 − σ)(2 + z(1 − 2σ))
+                    let ds = _mm256_mul_ps(s[k], _mm256_sub_ps(one, s[k]));
+                    let t = _mm256_fmadd_ps(x[k], _mm256_fnmadd_ps(two, s[k], one), two);
+                    _mm256_storeu_ps(d2.as_mut_ptr().add(at), _mm256_mul_ps(ds, t));
                 }
             }
         }
@@ -388,7 +420,7 @@ mod tests {
         use std::arch::x86_64::*;
         #[target_feature(enable = "avx2,fma")]
         unsafe fn eval(z: &[f32; 8]) -> ([f32; 8], [f32; 8], [f32; 8]) {
-            let (h, s) = silu_avx2::silu8(_mm256_loadu_ps(z.as_ptr()));
+            let ([h], [s]) = silu_avx2::silu8xn([_mm256_loadu_ps(z.as_ptr())]);
             let d = silu_avx2::silu8_derivative(h, s);
             let mut out = ([0.0; 8], [0.0; 8], [0.0; 8]);
             _mm256_storeu_ps(out.0.as_mut_ptr(), h);
