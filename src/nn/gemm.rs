@@ -528,9 +528,54 @@ mod avx2 {
         store_tile(lo, hi, c, ldc, w, acc)
     }
 
+    /// One k-step of `kernel_6x16`: B's row at {b} (+ `$b`), A's column at {a}, {a3} (+ `$a`).
+    macro_rules! k_step {
+        ($b:literal, $a:literal) => {
+            concat!(
+                "vmovups {b0}, ymmword ptr [{b}",
+                $b,
+                "]\n",
+                "vmovups {b1}, ymmword ptr [{b}",
+                $b,
+                " + 32]\n",
+                "vbroadcastss {x}, dword ptr [{a}",
+                $a,
+                "]\n",
+                "vfmadd231ps {c0}, {b0}, {x}\n",
+                "vfmadd231ps {c1}, {b1}, {x}\n",
+                "vbroadcastss {y}, dword ptr [{a} + {rs}",
+                $a,
+                "]\n",
+                "vfmadd231ps {c2}, {b0}, {y}\n",
+                "vfmadd231ps {c3}, {b1}, {y}\n",
+                "vbroadcastss {x}, dword ptr [{a} + 2*{rs}",
+                $a,
+                "]\n",
+                "vfmadd231ps {c4}, {b0}, {x}\n",
+                "vfmadd231ps {c5}, {b1}, {x}\n",
+                "vbroadcastss {y}, dword ptr [{a3}",
+                $a,
+                "]\n",
+                "vfmadd231ps {c6}, {b0}, {y}\n",
+                "vfmadd231ps {c7}, {b1}, {y}\n",
+                "vbroadcastss {x}, dword ptr [{a3} + {rs}",
+                $a,
+                "]\n",
+                "vfmadd231ps {c8}, {b0}, {x}\n",
+                "vfmadd231ps {c9}, {b1}, {x}\n",
+                "vbroadcastss {y}, dword ptr [{a3} + 2*{rs}",
+                $a,
+                "]\n",
+                "vfmadd231ps {c10}, {b0}, {y}\n",
+                "vfmadd231ps {c11}, {b1}, {y}\n",
+            )
+        };
+    }
+
     /// The six-row, row-major tile's k loop in assembly: 12 accumulators, two B registers and two
     /// broadcast registers fill the 16 ymm registers exactly, and each operand pointer advances
-    /// once per k-step (intrinsics let LLVM spill accumulators or chain the row addresses).
+    /// once per two k-steps (intrinsics let LLVM spill accumulators or chain the row addresses;
+    /// unrolled twice, sampling and training ran 1.07–1.12× faster than one step per iteration).
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn kernel_6x16(
@@ -546,42 +591,30 @@ mod avx2 {
         std::arch::asm!(
             "lea {a3}, [{a} + 2*{rs}]",
             "add {a3}, {rs}",
-            "test {k}, {k}",
-            "jz 3f",
+            "mov {h}, {k}",
+            "shr {h}, 1",
+            "jz 4f",
             ".p2align 5",
             "2:",
-            "vmovups {b0}, ymmword ptr [{b}]",
-            "vmovups {b1}, ymmword ptr [{b} + 32]",
-            "vbroadcastss {x}, dword ptr [{a}]",
-            "vfmadd231ps {c0}, {b0}, {x}",
-            "vfmadd231ps {c1}, {b1}, {x}",
-            "vbroadcastss {y}, dword ptr [{a} + {rs}]",
-            "vfmadd231ps {c2}, {b0}, {y}",
-            "vfmadd231ps {c3}, {b1}, {y}",
-            "vbroadcastss {x}, dword ptr [{a} + 2*{rs}]",
-            "vfmadd231ps {c4}, {b0}, {x}",
-            "vfmadd231ps {c5}, {b1}, {x}",
-            "vbroadcastss {y}, dword ptr [{a3}]",
-            "vfmadd231ps {c6}, {b0}, {y}",
-            "vfmadd231ps {c7}, {b1}, {y}",
-            "vbroadcastss {x}, dword ptr [{a3} + {rs}]",
-            "vfmadd231ps {c8}, {b0}, {x}",
-            "vfmadd231ps {c9}, {b1}, {x}",
-            "vbroadcastss {y}, dword ptr [{a3} + 2*{rs}]",
-            "vfmadd231ps {c10}, {b0}, {y}",
-            "vfmadd231ps {c11}, {b1}, {y}",
-            "add {a}, 4",
-            "add {a3}, 4",
-            "add {b}, {ldb}",
-            "dec {k}",
+            k_step!("", ""),
+            k_step!(" + {ldb}", " + 4"),
+            "add {a}, 8",
+            "add {a3}, 8",
+            "lea {b}, [{b} + 2*{ldb}]",
+            "dec {h}",
             "jnz 2b",
+            "4:",
+            "test {k}, 1",
+            "jz 3f",
+            k_step!("", ""),
             "3:",
             a = inout(reg) a => _,
             a3 = out(reg) _,
             rs = in(reg) a_rs * 4,
             b = inout(reg) b => _,
             ldb = in(reg) ldb * 4,
-            k = inout(reg) k => _,
+            k = in(reg) k,
+            h = out(reg) _,
             b0 = out(ymm_reg) _,
             b1 = out(ymm_reg) _,
             x = out(ymm_reg) _,
