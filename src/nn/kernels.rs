@@ -123,6 +123,22 @@ pub(crate) fn has_avx2() -> bool {
     false
 }
 
+/// Whether this CPU has AVX-512F beside AVX2 and FMA (checked once), and `TWEEDIE_NO_AVX512` is
+/// unset: the GEMM's row-major tiles then run 12 × 16 in zmm registers.
+pub(crate) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| {
+            has_avx2()
+                && is_x86_feature_detected!("avx512f")
+                && std::env::var_os("TWEEDIE_NO_AVX512").is_none()
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// Defines a function whose body is compiled twice, plain and with AVX2+FMA, and runs the AVX2
 /// copy when the CPU has it (the element loops then vectorise eight lanes wide).
 macro_rules! multiversion {
@@ -185,16 +201,24 @@ pub(crate) mod silu_avx2 {
     pub unsafe fn silu8xn<const N: usize>(x: [__m256; N]) -> ([__m256; N], [__m256; N]) {
         // beyond ±87 σ is 0 or 1 to f32 precision, and 2^n stays a normal number
         let (lo, hi) = (_mm256_set1_ps(-87.0), _mm256_set1_ps(87.0));
-        let z: [__m256; N] = std::array::from_fn(|i| _mm256_min_ps(_mm256_max_ps(x[i], lo), hi));
+        // plain loops, not `array::from_fn`: a closure does not inherit the caller's target
+        // features, so where LLVM declines to inline it every intrinsic becomes a call
+        let (mut z, mut t, mut q, mut s, mut h) = (x, x, x, x, x);
+        for i in 0..N {
+            z[i] = _mm256_min_ps(_mm256_max_ps(x[i], lo), hi);
+        }
         const SHIFTER: f32 = 12_582_912.0 + 127.0; // 1.5·2²³ + the exponent bias
         let (shift, log2e) = (
             _mm256_set1_ps(SHIFTER),
             _mm256_set1_ps(-std::f32::consts::LOG2_E),
         );
-        let t: [__m256; N] = std::array::from_fn(|i| _mm256_fmadd_ps(z[i], log2e, shift));
         let ln2 = _mm256_set1_ps(std::f32::consts::LN_2);
-        let q: [__m256; N] =
-            std::array::from_fn(|i| _mm256_fmadd_ps(_mm256_sub_ps(t[i], shift), ln2, z[i]));
+        for i in 0..N {
+            t[i] = _mm256_fmadd_ps(z[i], log2e, shift);
+        }
+        for i in 0..N {
+            q[i] = _mm256_fmadd_ps(_mm256_sub_ps(t[i], shift), ln2, z[i]);
+        }
         // e^{−q} = 1 − c₁q + c₂q² − …: the minimax coefficients of e^r on |r| ≤ ln2/2, odd ones negated
         let mut p = [_mm256_set1_ps(-8.290_196e-3); N];
         for c in [
@@ -210,14 +234,21 @@ pub(crate) mod silu_avx2 {
             }
         }
         let (one, two) = (_mm256_set1_ps(1.0), _mm256_set1_ps(2.0));
-        let den: [__m256; N] = std::array::from_fn(|i| {
+        // p becomes the denominator 1 + e^{−z}, q the reciprocal estimate
+        for i in 0..N {
             let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(t[i])));
-            _mm256_fmadd_ps(p[i], scale, one)
-        });
-        let est: [__m256; N] = std::array::from_fn(|i| _mm256_rcp_ps(den[i]));
-        let s: [__m256; N] =
-            std::array::from_fn(|i| _mm256_mul_ps(est[i], _mm256_fnmadd_ps(den[i], est[i], two)));
-        (std::array::from_fn(|i| _mm256_mul_ps(x[i], s[i])), s)
+            p[i] = _mm256_fmadd_ps(p[i], scale, one);
+        }
+        for i in 0..N {
+            q[i] = _mm256_rcp_ps(p[i]);
+        }
+        for i in 0..N {
+            s[i] = _mm256_mul_ps(q[i], _mm256_fnmadd_ps(p[i], q[i], two));
+        }
+        for i in 0..N {
+            h[i] = _mm256_mul_ps(x[i], s[i]);
+        }
+        (h, s)
     }
 
     /// SiLU'(z) = σ + h(1 − σ) from σ(z) and h = SiLU(z).
@@ -261,11 +292,12 @@ pub(crate) mod silu_avx2 {
         i: usize,
         j: &mut usize,
     ) {
-        let x: [__m256; N] = std::array::from_fn(|k| {
+        let mut x = [_mm256_setzero_ps(); N];
+        for (k, x) in x.iter_mut().enumerate() {
             let b = _mm256_loadu_ps(bias.as_ptr().add(*j));
             *j = if *j + 8 == bias.len() { 0 } else { *j + 8 };
-            _mm256_add_ps(_mm256_loadu_ps(z.as_ptr().add(i + 8 * k)), b)
-        });
+            *x = _mm256_add_ps(_mm256_loadu_ps(z.as_ptr().add(i + 8 * k)), b);
+        }
         let (h, s) = silu8xn(x);
         let (one, two) = (_mm256_set1_ps(1.0), _mm256_set1_ps(2.0));
         for k in 0..N {

@@ -1,0 +1,481 @@
+//! The AVX2 + FMA products: B in 16-column panels, 6 × 16 register tiles (the k loop in
+//! assembly for row-major A), and the bias + SiLU or scaling epilogue applied to each tile.
+
+use crate::nn::kernels::silu_avx2::{silu8_derivative, silu8xn};
+use std::arch::x86_64::*;
+
+use super::{avx512, pack_panel, Rhs, NR};
+
+const MR: usize = 6;
+/// Rows of B per pass when it is packed as the product runs: a [256 × 16] panel (16 KiB)
+/// stays in L1 beside A's stream (a weight gradient's k is the block's 512 rows).
+const KC: usize = 256;
+
+thread_local! {
+    /// The current 16-column panel of B, packed [k × 16] (zero-padded past n).
+    static PANEL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// C [m × n] (+)= A·B for narrow B (n < `NARROW`) as dot products of A's rows (contiguous)
+/// with B's columns (contiguous: B[p, j] at j·b_cs + p), two rows at a time.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn narrow(
+    (m, n, k): (usize, usize, usize),
+    c: &mut [f32],
+    ldc: usize,
+    (a, a_rs): (&[f32], usize),
+    (b, b_cs): (&[f32], usize),
+    accumulate: bool,
+) {
+    let k8 = k - k % 8;
+    let hsum = |v: __m256| {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
+    };
+    let (a, b) = (a.as_ptr(), b.as_ptr());
+    for i in (0..m).step_by(2) {
+        let rows = if i + 1 < m { 2 } else { 1 };
+        for j in 0..n {
+            let bj = b.add(j * b_cs);
+            // two rows × two accumulators: four independent FMA chains
+            let mut acc = [[_mm256_setzero_ps(); 2]; 2];
+            let mut tail = [0.0f32; 2];
+            let mut p = 0;
+            while p + 16 <= k8 {
+                let (b0, b1) = (_mm256_loadu_ps(bj.add(p)), _mm256_loadu_ps(bj.add(p + 8)));
+                for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                    let ar = a.add((i + r) * a_rs + p);
+                    acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(ar), b0, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(_mm256_loadu_ps(ar.add(8)), b1, acc[1]);
+                }
+                p += 16;
+            }
+            if p < k8 {
+                let b0 = _mm256_loadu_ps(bj.add(p));
+                for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                    let ar = a.add((i + r) * a_rs + p);
+                    acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(ar), b0, acc[0]);
+                }
+            }
+            for (r, t) in tail.iter_mut().enumerate().take(rows) {
+                let ar = a.add((i + r) * a_rs);
+                *t = (k8..k).map(|p| *ar.add(p) * *bj.add(p)).sum();
+            }
+            for r in 0..rows {
+                let v = hsum(_mm256_add_ps(acc[r][0], acc[r][1])) + tail[r];
+                let dst = &mut c[(i + r) * ldc + j];
+                *dst = if accumulate { *dst + v } else { v };
+            }
+        }
+    }
+}
+
+/// How a finished tile reaches C.
+#[derive(Clone, Copy)]
+pub enum Store {
+    /// C = AB.
+    Write,
+    /// C += AB.
+    Add,
+    /// C = SiLU(AB + bias), and SiLU' into d1 (laid out like C) unless it is null.
+    Silu { bias: *const f32, d1: *mut f32 },
+    /// C = AB ⊙ d (d laid out like C).
+    Scale { d: *const f32 },
+}
+
+impl Store {
+    /// The same store for the block of C that starts `offset` values and `col` columns on.
+    unsafe fn at(self, offset: usize, col: usize) -> Store {
+        match self {
+            Store::Silu { bias, d1 } => Store::Silu {
+                bias: bias.add(col),
+                d1: if d1.is_null() { d1 } else { d1.add(offset) },
+            },
+            Store::Scale { d } => Store::Scale { d: d.add(offset) },
+            other => other,
+        }
+    }
+}
+
+/// C [m × n] (row stride `ldc`) ← A·B through `store`; A with its (row, column) strides.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn gemm(
+    (m, n, k): (usize, usize, usize),
+    c: &mut [f32],
+    ldc: usize,
+    (a, (a_rs, a_cs)): (&[f32], (usize, usize)),
+    rhs: Rhs,
+    store: Store,
+    wide: bool,
+) {
+    let (a, c) = (a.as_ptr(), c.as_mut_ptr());
+    // (A packed in 6-row tiles as well measured slower here: its strided copy costs more
+    // than the six row streams it replaces)
+    let (b, (b_rs, b_cs)) = match rhs {
+        Rhs::Packed(p) => {
+            let data = p.data().as_ptr();
+            for (pi, j) in (0..n).step_by(NR).enumerate() {
+                let (bp, w) = (data.add(pi * p.k * NR), NR.min(n - j));
+                panel(
+                    m,
+                    k,
+                    a,
+                    (a_rs, a_cs),
+                    bp,
+                    NR,
+                    c.add(j),
+                    ldc,
+                    w,
+                    store.at(j, j),
+                    wide,
+                );
+            }
+            return;
+        }
+        Rhs::Strided(b, s) => (b, s),
+    };
+    // a long k (a weight gradient's rows) goes in KC-row passes, each adding to C; the fused
+    // epilogues need the whole sum at once, and their k is a layer's width
+    let kc = if matches!(store, Store::Silu { .. } | Store::Scale { .. }) {
+        k
+    } else {
+        KC
+    };
+    PANEL.with_borrow_mut(|buf| {
+        buf.resize(kc.min(k) * NR + 16, 0.0);
+        let skip = buf.as_ptr().align_offset(64).min(16);
+        for k0 in (0..k).step_by(kc) {
+            let kk = kc.min(k - k0);
+            let (a, b) = (a.add(k0 * a_cs), &b[k0 * b_rs..]);
+            let store = if k0 == 0 { store } else { Store::Add };
+            for j in (0..n).step_by(NR) {
+                let w = NR.min(n - j);
+                let st = store.at(j, j);
+                // one row tile reads each panel once: packing would cost as much as it saves
+                if m <= MR && w == NR && b_cs == 1 {
+                    let bp = b.as_ptr().add(j);
+                    panel(m, kk, a, (a_rs, a_cs), bp, b_rs, c.add(j), ldc, w, st, wide);
+                } else {
+                    let pb = &mut buf[skip..skip + kk * NR];
+                    pack_panel(pb, b, (b_rs, b_cs), kk, j, w);
+                    panel(
+                        m,
+                        kk,
+                        a,
+                        (a_rs, a_cs),
+                        pb.as_ptr(),
+                        NR,
+                        c.add(j),
+                        ldc,
+                        w,
+                        st,
+                        wide,
+                    );
+                }
+            }
+        }
+    });
+}
+
+/// C[:, 0..w] (+)= A · B-panel for one 16-column panel of B (w ≤ 16 columns kept).
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn panel(
+    m: usize,
+    k: usize,
+    a: *const f32,
+    (a_rs, a_cs): (usize, usize),
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    w: usize,
+    acc: Store,
+    wide: bool,
+) {
+    // A's layout as a type parameter: row-major six-row tiles take the assembly k loop, and
+    // the other tiles' broadcasts get a unit stride known at compile time
+    match (a_cs, a_rs) {
+        (1, _) => rows::<ROW_MAJOR>(m, k, a, (a_rs, a_cs), b, ldb, c, ldc, w, acc, wide),
+        (_, 1) => rows::<COL_MAJOR>(m, k, a, (a_rs, a_cs), b, ldb, c, ldc, w, acc, wide),
+        _ => rows::<STRIDED>(m, k, a, (a_rs, a_cs), b, ldb, c, ldc, w, acc, wide),
+    }
+}
+
+const ROW_MAJOR: u8 = 0;
+const COL_MAJOR: u8 = 1;
+const STRIDED: u8 = 2;
+
+/// `panel`'s row tiles, for one layout of A.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn rows<const L: u8>(
+    m: usize,
+    k: usize,
+    a: *const f32,
+    (a_rs, a_cs): (usize, usize),
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    w: usize,
+    acc: Store,
+    wide: bool,
+) {
+    let mut i = 0;
+    if wide && L != STRIDED {
+        // 12-row tiles in zmm registers, then the rest as below
+        while i + avx512::MR <= m {
+            let (ai, ci) = (a.add(i * a_rs), c.add(i * ldc));
+            let st = acc.at(i * ldc, 0);
+            avx512::tile_12x16(k, ai, (a_rs, a_cs), b, ldb, ci, ldc, w, st);
+            i += avx512::MR;
+        }
+    }
+    while i + MR <= m {
+        let (ai, ci) = (a.add(i * a_rs), c.add(i * ldc));
+        tile::<MR, L>(k, ai, (a_rs, a_cs), b, ldb, ci, ldc, w, acc.at(i * ldc, 0));
+        i += MR;
+    }
+    let acc = acc.at(i * ldc, 0);
+    let (a, c) = (a.add(i * a_rs), c.add(i * ldc));
+    match m - i {
+        1 => tile::<1, L>(k, a, (a_rs, a_cs), b, ldb, c, ldc, w, acc),
+        2 => tile::<2, L>(k, a, (a_rs, a_cs), b, ldb, c, ldc, w, acc),
+        3 => tile::<3, L>(k, a, (a_rs, a_cs), b, ldb, c, ldc, w, acc),
+        4 => tile::<4, L>(k, a, (a_rs, a_cs), b, ldb, c, ldc, w, acc),
+        5 => tile::<5, L>(k, a, (a_rs, a_cs), b, ldb, c, ldc, w, acc),
+        _ => {}
+    }
+}
+
+/// R rows × 16 columns of C in 2R ymm accumulators; only the first w columns are written.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn tile<const R: usize, const L: u8>(
+    k: usize,
+    a: *const f32,
+    (a_rs, a_cs): (usize, usize),
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    w: usize,
+    acc: Store,
+) {
+    let mut lo = [_mm256_setzero_ps(); R];
+    let mut hi = [_mm256_setzero_ps(); R];
+    let (a_rs, a_cs) = match L {
+        ROW_MAJOR => (a_rs, 1),
+        COL_MAJOR => (1, a_cs),
+        _ => (a_rs, a_cs),
+    };
+    if R == MR && L == ROW_MAJOR {
+        let (l6, h6) = kernel_6x16(k, a, a_rs, b, ldb);
+        for r in 0..R {
+            (lo[r], hi[r]) = (l6[r], h6[r]);
+        }
+        return store_tile(lo, hi, c, ldc, w, acc);
+    }
+    let row: [*const f32; R] = std::array::from_fn(|r| a.add(r * a_rs));
+    // one k-step as a macro: a closure would not inherit the AVX2 target features
+    macro_rules! step {
+        ($p:expr) => {{
+            let bp = b.add($p * ldb);
+            let (b0, b1) = (_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)));
+            for r in 0..R {
+                let x = _mm256_broadcast_ss(&*row[r].add($p * a_cs));
+                lo[r] = _mm256_fmadd_ps(x, b0, lo[r]);
+                hi[r] = _mm256_fmadd_ps(x, b1, hi[r]);
+            }
+        }};
+    }
+    let mut p = 0;
+    while p + 4 <= k {
+        step!(p);
+        step!(p + 1);
+        step!(p + 2);
+        step!(p + 3);
+        p += 4;
+    }
+    while p < k {
+        step!(p);
+        p += 1;
+    }
+    store_tile(lo, hi, c, ldc, w, acc)
+}
+
+/// One k-step of `kernel_6x16`: B's row at {b} (+ `$b`), A's column at {a}, {a3} (+ `$a`).
+macro_rules! k_step {
+    ($b:literal, $a:literal) => {
+        concat!(
+            "vmovups {b0}, ymmword ptr [{b}",
+            $b,
+            "]\n",
+            "vmovups {b1}, ymmword ptr [{b}",
+            $b,
+            " + 32]\n",
+            "vbroadcastss {x}, dword ptr [{a}",
+            $a,
+            "]\n",
+            "vfmadd231ps {c0}, {b0}, {x}\n",
+            "vfmadd231ps {c1}, {b1}, {x}\n",
+            "vbroadcastss {y}, dword ptr [{a} + {rs}",
+            $a,
+            "]\n",
+            "vfmadd231ps {c2}, {b0}, {y}\n",
+            "vfmadd231ps {c3}, {b1}, {y}\n",
+            "vbroadcastss {x}, dword ptr [{a} + 2*{rs}",
+            $a,
+            "]\n",
+            "vfmadd231ps {c4}, {b0}, {x}\n",
+            "vfmadd231ps {c5}, {b1}, {x}\n",
+            "vbroadcastss {y}, dword ptr [{a3}",
+            $a,
+            "]\n",
+            "vfmadd231ps {c6}, {b0}, {y}\n",
+            "vfmadd231ps {c7}, {b1}, {y}\n",
+            "vbroadcastss {x}, dword ptr [{a3} + {rs}",
+            $a,
+            "]\n",
+            "vfmadd231ps {c8}, {b0}, {x}\n",
+            "vfmadd231ps {c9}, {b1}, {x}\n",
+            "vbroadcastss {y}, dword ptr [{a3} + 2*{rs}",
+            $a,
+            "]\n",
+            "vfmadd231ps {c10}, {b0}, {y}\n",
+            "vfmadd231ps {c11}, {b1}, {y}\n",
+        )
+    };
+}
+
+/// The six-row, row-major tile's k loop in assembly: 12 accumulators, two B registers and two
+/// broadcast registers fill the 16 ymm registers exactly, and each operand pointer advances
+/// once per two k-steps (intrinsics let LLVM spill accumulators or chain the row addresses;
+/// unrolled twice, sampling and training ran 1.07–1.12× faster than one step per iteration).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel_6x16(
+    k: usize,
+    a: *const f32,
+    a_rs: usize,
+    b: *const f32,
+    ldb: usize,
+) -> ([__m256; 6], [__m256; 6]) {
+    let z = _mm256_setzero_ps();
+    let (mut c0, mut c1, mut c2, mut c3, mut c4, mut c5) = (z, z, z, z, z, z);
+    let (mut c6, mut c7, mut c8, mut c9, mut c10, mut c11) = (z, z, z, z, z, z);
+    std::arch::asm!(
+        "lea {a3}, [{a} + 2*{rs}]",
+        "add {a3}, {rs}",
+        "mov {h}, {k}",
+        "shr {h}, 1",
+        "jz 4f",
+        ".p2align 5",
+        "2:",
+        k_step!("", ""),
+        k_step!(" + {ldb}", " + 4"),
+        "add {a}, 8",
+        "add {a3}, 8",
+        "lea {b}, [{b} + 2*{ldb}]",
+        "dec {h}",
+        "jnz 2b",
+        "4:",
+        "test {k}, 1",
+        "jz 3f",
+        k_step!("", ""),
+        "3:",
+        a = inout(reg) a => _,
+        a3 = out(reg) _,
+        rs = in(reg) a_rs * 4,
+        b = inout(reg) b => _,
+        ldb = in(reg) ldb * 4,
+        k = in(reg) k,
+        h = out(reg) _,
+        b0 = out(ymm_reg) _,
+        b1 = out(ymm_reg) _,
+        x = out(ymm_reg) _,
+        y = out(ymm_reg) _,
+        c0 = inout(ymm_reg) c0,
+        c1 = inout(ymm_reg) c1,
+        c2 = inout(ymm_reg) c2,
+        c3 = inout(ymm_reg) c3,
+        c4 = inout(ymm_reg) c4,
+        c5 = inout(ymm_reg) c5,
+        c6 = inout(ymm_reg) c6,
+        c7 = inout(ymm_reg) c7,
+        c8 = inout(ymm_reg) c8,
+        c9 = inout(ymm_reg) c9,
+        c10 = inout(ymm_reg) c10,
+        c11 = inout(ymm_reg) c11,
+        options(nostack, readonly),
+    );
+    ([c0, c2, c4, c6, c8, c10], [c1, c3, c5, c7, c9, c11])
+}
+
+/// A finished R × 16 tile into C through `acc` (only the first w columns).
+#[inline(always)]
+pub(super) unsafe fn store_tile<const R: usize>(
+    lo: [__m256; R],
+    hi: [__m256; R],
+    c: *mut f32,
+    ldc: usize,
+    w: usize,
+    acc: Store,
+) {
+    if let (NR, Store::Silu { bias, d1 }) = (w, acc) {
+        // the whole tile's 2R vectors at once: one row's two SiLU chains would leave the FMA
+        // pipes waiting on their latency
+        let (b0, b1) = (_mm256_loadu_ps(bias), _mm256_loadu_ps(bias.add(8)));
+        let (mut z0, mut z1) = (lo, hi);
+        for r in 0..R {
+            z0[r] = _mm256_add_ps(lo[r], b0);
+            z1[r] = _mm256_add_ps(hi[r], b1);
+        }
+        let (h0, s0) = silu8xn::<R>(z0);
+        let (h1, s1) = silu8xn::<R>(z1);
+        for r in 0..R {
+            let cp = c.add(r * ldc);
+            _mm256_storeu_ps(cp, h0[r]);
+            _mm256_storeu_ps(cp.add(8), h1[r]);
+            if !d1.is_null() {
+                let dp = d1.add(r * ldc);
+                _mm256_storeu_ps(dp, silu8_derivative(h0[r], s0[r]));
+                _mm256_storeu_ps(dp.add(8), silu8_derivative(h1[r], s1[r]));
+            }
+        }
+        return;
+    }
+    for r in 0..R {
+        let cp = c.add(r * ldc);
+        if w == NR {
+            let (mut v0, mut v1) = (lo[r], hi[r]);
+            match acc {
+                Store::Write => {}
+                Store::Add => {
+                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(cp));
+                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(cp.add(8)));
+                }
+                Store::Silu { .. } => unreachable!("handled above"),
+                Store::Scale { d } => {
+                    let dp = d.add(r * ldc);
+                    v0 = _mm256_mul_ps(v0, _mm256_loadu_ps(dp));
+                    v1 = _mm256_mul_ps(v1, _mm256_loadu_ps(dp.add(8)));
+                }
+            }
+            _mm256_storeu_ps(cp, v0);
+            _mm256_storeu_ps(cp.add(8), v1);
+        } else {
+            // partial panels only come from plain products (`gemm_fused` needs n % 16 = 0)
+            let mut row = [0.0f32; NR];
+            _mm256_storeu_ps(row.as_mut_ptr(), lo[r]);
+            _mm256_storeu_ps(row.as_mut_ptr().add(8), hi[r]);
+            let add = matches!(acc, Store::Add);
+            for (q, v) in row.iter().enumerate().take(w) {
+                let dst = cp.add(q);
+                *dst = if add { *dst + v } else { *v };
+            }
+        }
+    }
+}
