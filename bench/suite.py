@@ -349,7 +349,7 @@ def main():
             f"rotated, 2 threads (jax: its default). Ratio = (faster of the peers' medians) / tweedie's median (> 1: tweedie "
             f"faster). GFLOP/s = nominal FLOPs / median time, the same count for every program: 6 x batch x "
             f"params per DSM step, 2 x params per row per NFE for sampling; peak = the "
-            f"better of `tweedie bench peak` before and after the cases, all-thread AVX2 f32 FMA ({peak.get('gflops', 0):.1f} GFLOP/s, "
+            f"better of `tweedie bench peak` before and after the cases, all-thread {peak.get('isa', 'avx2').upper().replace('AVX512', 'AVX-512')} f32 FMA ({peak.get('gflops', 0):.1f} GFLOP/s, "
             f"foreign CPU {foreign_flag(peak.get('foreign_cpu', 1))}). Ratio at peak = the faster peer's "
             f"median / the time tweedie's matrix products alone would take at that peak (sampling: layer 0 "
             f"over x only, its time features folded into the bias; training: the nominal count): the "

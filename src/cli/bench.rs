@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tweedie::config::TrainConfig;
 use tweedie::likelihood::{self, Options as NllOptions};
+#[cfg(target_arch = "x86_64")]
+use tweedie::nn::simd::Lanes;
 use tweedie::nn::{Arch, ModelConfig, ScoreNet};
 use tweedie::objective::{ObjectiveConfig, Projection, Weighting};
 use tweedie::process::{Process, ProcessConfig};
@@ -65,7 +67,8 @@ enum Case {
         #[arg(long)]
         data: PathBuf,
     },
-    /// The machine's f32 peak: independent AVX2 FMA chains on every thread (and on one).
+    /// The machine's f32 peak: independent FMA chains of the widest vectors the CPU has (AVX-512
+    /// or AVX2) on every thread (and on one).
     Peak,
 }
 
@@ -140,7 +143,8 @@ pub fn run(a: Args) -> Result<()> {
             let all = peak_gflops(threads);
             let one = peak_gflops(1);
             json!({"case": "peak", "gflops": all, "gflops_one_thread": one, "threads": threads,
-                   "how": "12 independent 8-lane FMA chains per thread, 2 flops per lane, 2e8 iterations"})
+                   "isa": fma_chains(0).1,
+                   "how": "12 independent FMA chains of the widest vectors (isa) per thread, 2 flops per lane, 2e8 iterations"})
         }
     };
     println!("{line}");
@@ -253,50 +257,70 @@ fn peak_gflops(threads: usize) -> f64 {
             s.spawn(|| std::hint::black_box(fma_chains(ITERS)));
         }
     });
-    (threads as u64 * ITERS * 12 * 16) as f64 / t0.elapsed().as_secs_f64() / 1e9
+    let lanes = fma_chains(0).2;
+    (threads as u64 * ITERS * 12 * 2 * lanes) as f64 / t0.elapsed().as_secs_f64() / 1e9
 }
 
-/// 12 independent 8-lane FMA chains (enough to cover the FMA latency on two pipes).
-fn fma_chains(iters: u64) -> f32 {
+/// 12 independent FMA chains (enough to cover the FMA latency on two pipes) of the widest
+/// vectors: (a sum to keep them live, the instruction set's name, f32 lanes per vector).
+fn fma_chains(iters: u64) -> (f32, &'static str, u64) {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has the features.
-        return unsafe { fma_chains_avx2(iters) };
+    {
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has the feature.
+            return (unsafe { fma_chains_avx512(iters) }, "avx512", 16);
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features.
+            return (unsafe { fma_chains_avx2(iters) }, "avx2", 8);
+        }
     }
     let mut acc = [1.0f32; 96];
     for _ in 0..iters {
         acc.iter_mut().for_each(|a| *a = *a * 0.999_999 + 1e-7);
     }
-    acc.iter().sum()
+    (acc.iter().sum(), "scalar", 8)
+}
+
+/// `fma_chains` on vectors V.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn fma_chains_of<V: Lanes>(iters: u64) -> f32 {
+    let (b, c) = (V::splat(0.999_999), V::splat(1e-7));
+    // twelve named accumulators (an array was not kept in registers)
+    let [mut a0, mut a1, mut a2, mut a3, mut a4, mut a5] = [V::splat(1.0); 6];
+    let [mut a6, mut a7, mut a8, mut a9, mut a10, mut a11] = [V::splat(2.0); 6];
+    for _ in 0..iters {
+        a0 = V::fmadd(a0, b, c);
+        a1 = V::fmadd(a1, b, c);
+        a2 = V::fmadd(a2, b, c);
+        a3 = V::fmadd(a3, b, c);
+        a4 = V::fmadd(a4, b, c);
+        a5 = V::fmadd(a5, b, c);
+        a6 = V::fmadd(a6, b, c);
+        a7 = V::fmadd(a7, b, c);
+        a8 = V::fmadd(a8, b, c);
+        a9 = V::fmadd(a9, b, c);
+        a10 = V::fmadd(a10, b, c);
+        a11 = V::fmadd(a11, b, c);
+    }
+    let mut sum = V::splat(0.0);
+    for a in [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11] {
+        sum = V::add(sum, a);
+    }
+    let mut out = [0.0f32; 16];
+    V::store(out.as_mut_ptr(), sum);
+    out.iter().sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_chains_avx512(iters: u64) -> f32 {
+    fma_chains_of::<std::arch::x86_64::__m512>(iters)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fma_chains_avx2(iters: u64) -> f32 {
-    use std::arch::x86_64::*;
-    let (b, c) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
-    // twelve named accumulators (an array was not kept in registers)
-    let [mut a0, mut a1, mut a2, mut a3, mut a4, mut a5] = [_mm256_set1_ps(1.0); 6];
-    let [mut a6, mut a7, mut a8, mut a9, mut a10, mut a11] = [_mm256_set1_ps(2.0); 6];
-    for _ in 0..iters {
-        a0 = _mm256_fmadd_ps(a0, b, c);
-        a1 = _mm256_fmadd_ps(a1, b, c);
-        a2 = _mm256_fmadd_ps(a2, b, c);
-        a3 = _mm256_fmadd_ps(a3, b, c);
-        a4 = _mm256_fmadd_ps(a4, b, c);
-        a5 = _mm256_fmadd_ps(a5, b, c);
-        a6 = _mm256_fmadd_ps(a6, b, c);
-        a7 = _mm256_fmadd_ps(a7, b, c);
-        a8 = _mm256_fmadd_ps(a8, b, c);
-        a9 = _mm256_fmadd_ps(a9, b, c);
-        a10 = _mm256_fmadd_ps(a10, b, c);
-        a11 = _mm256_fmadd_ps(a11, b, c);
-    }
-    let mut sum = _mm256_setzero_ps();
-    for a in [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11] {
-        sum = _mm256_add_ps(sum, a);
-    }
-    let mut out = [0.0f32; 8];
-    _mm256_storeu_ps(out.as_mut_ptr(), sum);
-    out.iter().sum()
+    fma_chains_of::<std::arch::x86_64::__m256>(iters)
 }

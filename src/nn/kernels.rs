@@ -181,81 +181,12 @@ pub fn bias_act(
     bias_act_auto(z, bias, act, keep, d1, d2)
 }
 
-/// SiLU's epilogue written with AVX2 intrinsics: the auto-vectorised loop waits on `vdivps`, so
-/// σ = 1/(1 + e^{−z}) uses the reciprocal estimate and one Newton step (relative error ~1e-7).
+/// SiLU's epilogue as a pass of its own over AVX2 vectors (`simd::silu_xn`).
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod silu_avx2 {
     use super::Keep;
+    use crate::nn::simd::{silu_derivative, silu_xn};
     use std::arch::x86_64::*;
-
-    /// (SiLU(z), σ(z)) for N vectors of eight lanes, one stage at a time across all N.
-    ///
-    /// e^{−z} = 2^n e^{−q} with n = round(−z log₂e) taken from the low bits of −z log₂e + 1.5·2²³
-    /// (which also hold n + 127, the scale's exponent) and q = z + n ln 2, |q| ≤ ln2/2; e^{−q} by
-    /// a degree-5 minimax polynomial (relative error 1.7e-7); σ = 1/(1 + e^{−z}) by the reciprocal
-    /// estimate and one Newton step. 17 vector operations, against 23 for a Cephes exp and a
-    /// separate 1 + e. They form a chain of ~60 cycles' latency: N chains side by side let the
-    /// scheduler (a few dozen entries) issue them at the FMA pipes' rate (a GEMM tile's six rows
-    /// at once made DSM training steps 1.10× and sampling 1.05–1.08× faster than one row at a time).
-    #[inline(always)]
-    pub unsafe fn silu8xn<const N: usize>(x: [__m256; N]) -> ([__m256; N], [__m256; N]) {
-        // beyond ±87 σ is 0 or 1 to f32 precision, and 2^n stays a normal number
-        let (lo, hi) = (_mm256_set1_ps(-87.0), _mm256_set1_ps(87.0));
-        // plain loops, not `array::from_fn`: a closure does not inherit the caller's target
-        // features, so where LLVM declines to inline it every intrinsic becomes a call
-        let (mut z, mut t, mut q, mut s, mut h) = (x, x, x, x, x);
-        for i in 0..N {
-            z[i] = _mm256_min_ps(_mm256_max_ps(x[i], lo), hi);
-        }
-        const SHIFTER: f32 = 12_582_912.0 + 127.0; // 1.5·2²³ + the exponent bias
-        let (shift, log2e) = (
-            _mm256_set1_ps(SHIFTER),
-            _mm256_set1_ps(-std::f32::consts::LOG2_E),
-        );
-        let ln2 = _mm256_set1_ps(std::f32::consts::LN_2);
-        for i in 0..N {
-            t[i] = _mm256_fmadd_ps(z[i], log2e, shift);
-        }
-        for i in 0..N {
-            q[i] = _mm256_fmadd_ps(_mm256_sub_ps(t[i], shift), ln2, z[i]);
-        }
-        // e^{−q} = 1 − c₁q + c₂q² − …: the minimax coefficients of e^r on |r| ≤ ln2/2, odd ones negated
-        let mut p = [_mm256_set1_ps(-8.290_196e-3); N];
-        for c in [
-            4.189_817e-2,
-            -1.666_763_9e-1,
-            4.999_914_8e-1,
-            -9.999_997e-1,
-            1.0,
-        ] {
-            let c = _mm256_set1_ps(c);
-            for i in 0..N {
-                p[i] = _mm256_fmadd_ps(p[i], q[i], c);
-            }
-        }
-        let (one, two) = (_mm256_set1_ps(1.0), _mm256_set1_ps(2.0));
-        // p becomes the denominator 1 + e^{−z}, q the reciprocal estimate
-        for i in 0..N {
-            let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(t[i])));
-            p[i] = _mm256_fmadd_ps(p[i], scale, one);
-        }
-        for i in 0..N {
-            q[i] = _mm256_rcp_ps(p[i]);
-        }
-        for i in 0..N {
-            s[i] = _mm256_mul_ps(q[i], _mm256_fnmadd_ps(p[i], q[i], two));
-        }
-        for i in 0..N {
-            h[i] = _mm256_mul_ps(x[i], s[i]);
-        }
-        (h, s)
-    }
-
-    /// SiLU'(z) = σ + h(1 − σ) from σ(z) and h = SiLU(z).
-    #[inline(always)]
-    pub unsafe fn silu8_derivative(h: __m256, s: __m256) -> __m256 {
-        _mm256_fmadd_ps(h, _mm256_sub_ps(_mm256_set1_ps(1.0), s), s)
-    }
 
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn bias_silu(
@@ -267,7 +198,7 @@ pub(crate) mod silu_avx2 {
     ) {
         assert!(keep < Keep::First || d1.len() >= z.len());
         assert!(keep < Keep::Second || d2.len() >= z.len());
-        // z as a run of 8-lane vectors (w is a multiple of 8), four at a time for `silu8xn`'s
+        // z as a run of 8-lane vectors (w is a multiple of 8), four at a time for `silu_xn`'s
         // interleaving; j walks the bias alongside
         let (len, mut i, mut j) = (z.len(), 0, 0);
         while i < len {
@@ -298,13 +229,13 @@ pub(crate) mod silu_avx2 {
             *j = if *j + 8 == bias.len() { 0 } else { *j + 8 };
             *x = _mm256_add_ps(_mm256_loadu_ps(z.as_ptr().add(i + 8 * k)), b);
         }
-        let (h, s) = silu8xn(x);
+        let (h, s) = silu_xn(x);
         let (one, two) = (_mm256_set1_ps(1.0), _mm256_set1_ps(2.0));
         for k in 0..N {
             let at = i + 8 * k;
             _mm256_storeu_ps(z.as_mut_ptr().add(at), h[k]);
             if keep >= Keep::First {
-                _mm256_storeu_ps(d1.as_mut_ptr().add(at), silu8_derivative(h[k], s[k]));
+                _mm256_storeu_ps(d1.as_mut_ptr().add(at), silu_derivative(h[k], s[k]));
                 if keep == Keep::Second {
                     // σ(1 − σ)(2 + z(1 − 2σ))
                     let ds = _mm256_mul_ps(s[k], _mm256_sub_ps(one, s[k]));
@@ -436,46 +367,6 @@ mod tests {
                     assert!(
                         (got - want).abs() <= 1e-6 * (1.0 + want.abs()),
                         "{act:?}: {got} vs {want}"
-                    );
-                }
-            }
-        }
-    }
-
-    /// The AVX2 SiLU against f64 over ±100 (beyond its ±87 clamp too).
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn avx2_silu_is_accurate() {
-        if !has_avx2() {
-            return;
-        }
-        use std::arch::x86_64::*;
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn eval(z: &[f32; 8]) -> ([f32; 8], [f32; 8], [f32; 8]) {
-            let ([h], [s]) = silu_avx2::silu8xn([_mm256_loadu_ps(z.as_ptr())]);
-            let d = silu_avx2::silu8_derivative(h, s);
-            let mut out = ([0.0; 8], [0.0; 8], [0.0; 8]);
-            _mm256_storeu_ps(out.0.as_mut_ptr(), h);
-            _mm256_storeu_ps(out.1.as_mut_ptr(), s);
-            _mm256_storeu_ps(out.2.as_mut_ptr(), d);
-            out
-        }
-        for i in (-20_000..20_000).step_by(8) {
-            let z: [f32; 8] = std::array::from_fn(|k| (i + k as i32) as f32 * 0.005);
-            // SAFETY: the CPU has AVX2 and FMA.
-            let (h, s, d) = unsafe { eval(&z) };
-            for k in 0..8 {
-                let x = z[k] as f64;
-                let sig = 1.0 / (1.0 + (-x).exp());
-                let want = [x * sig, sig, sig * (1.0 + x * (1.0 - sig))];
-                // SiLU' = σ + h(1 − σ): relative to its terms' size (it cancels near z = −1.28),
-                // plus |h| times the f32 rounding of 1 − σ
-                let h_abs = (x * sig).abs();
-                let size = [h_abs, sig, sig + h_abs * (1.0 - sig) + 0.06 * h_abs];
-                for ((got, want), size) in [h[k], s[k], d[k]].into_iter().zip(want).zip(size) {
-                    assert!(
-                        (got as f64 - want).abs() <= 1e-6 * size + 1e-30,
-                        "SiLU at {x}: {got} vs {want}"
                     );
                 }
             }

@@ -3,6 +3,8 @@
 pub mod fused;
 pub mod gemm;
 pub(crate) mod kernels;
+#[cfg(target_arch = "x86_64")]
+pub mod simd;
 
 use crate::flat::with_values;
 use crate::process::{Process, ProcessConfig};

@@ -1,7 +1,7 @@
 //! The AVX2 + FMA products: B in 16-column panels, 6 × 16 register tiles (the k loop in
 //! assembly for row-major A), and the bias + SiLU or scaling epilogue applied to each tile.
 
-use crate::nn::kernels::silu_avx2::{silu8_derivative, silu8xn};
+use crate::nn::simd::{silu_derivative, silu_xn, Lanes};
 use std::arch::x86_64::*;
 
 use super::{avx512, pack_panel, Rhs, NR};
@@ -276,7 +276,7 @@ unsafe fn tile<const R: usize, const L: u8>(
         for r in 0..R {
             (lo[r], hi[r]) = (l6[r], h6[r]);
         }
-        return store_tile(lo, hi, c, ldc, w, acc);
+        return store_halves(lo, hi, c, ldc, w, acc);
     }
     let row: [*const f32; R] = std::array::from_fn(|r| a.add(r * a_rs));
     // one k-step as a macro: a closure would not inherit the AVX2 target features
@@ -303,7 +303,24 @@ unsafe fn tile<const R: usize, const L: u8>(
         step!(p);
         p += 1;
     }
-    store_tile(lo, hi, c, ldc, w, acc)
+    store_halves(lo, hi, c, ldc, w, acc)
+}
+
+/// `store_tile` for rows held as two 8-lane halves.
+#[inline(always)]
+unsafe fn store_halves<const R: usize>(
+    lo: [__m256; R],
+    hi: [__m256; R],
+    c: *mut f32,
+    ldc: usize,
+    w: usize,
+    acc: Store,
+) {
+    let mut t = [[lo[0]; 2]; R];
+    for r in 0..R {
+        t[r] = [lo[r], hi[r]];
+    }
+    store_tile(t, c, ldc, w, acc)
 }
 
 /// One k-step of `kernel_6x16`: B's row at {b} (+ `$b`), A's column at {a}, {a3} (+ `$a`).
@@ -414,35 +431,33 @@ unsafe fn kernel_6x16(
     ([c0, c2, c4, c6, c8, c10], [c1, c3, c5, c7, c9, c11])
 }
 
-/// A finished R × 16 tile into C through `acc` (only the first w columns).
+/// A finished R × 16 tile of C, each row P vectors of V (P·V::LANES = 16), into C through `acc`
+/// (only the first w columns): the AVX2 tiles' and the AVX-512 tiles' one store.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
-pub(super) unsafe fn store_tile<const R: usize>(
-    lo: [__m256; R],
-    hi: [__m256; R],
+pub(super) unsafe fn store_tile<V: Lanes, const R: usize, const P: usize>(
+    t: [[V; P]; R],
     c: *mut f32,
     ldc: usize,
     w: usize,
     acc: Store,
 ) {
+    let l = V::LANES;
     if let (NR, Store::Silu { bias, d1 }) = (w, acc) {
-        // the whole tile's 2R vectors at once: one row's two SiLU chains would leave the FMA
-        // pipes waiting on their latency
-        let (b0, b1) = (_mm256_loadu_ps(bias), _mm256_loadu_ps(bias.add(8)));
-        let (mut z0, mut z1) = (lo, hi);
-        for r in 0..R {
-            z0[r] = _mm256_add_ps(lo[r], b0);
-            z1[r] = _mm256_add_ps(hi[r], b1);
-        }
-        let (h0, s0) = silu8xn::<R>(z0);
-        let (h1, s1) = silu8xn::<R>(z1);
-        for r in 0..R {
-            let cp = c.add(r * ldc);
-            _mm256_storeu_ps(cp, h0[r]);
-            _mm256_storeu_ps(cp.add(8), h1[r]);
-            if !d1.is_null() {
-                let dp = d1.add(r * ldc);
-                _mm256_storeu_ps(dp, silu8_derivative(h0[r], s0[r]));
-                _mm256_storeu_ps(dp.add(8), silu8_derivative(h1[r], s1[r]));
+        // a column of R vectors at once: one row's chains would leave the FMA pipes waiting on
+        // their latency
+        for p in 0..P {
+            let b = V::load(bias.add(p * l));
+            let mut z = [b; R];
+            for r in 0..R {
+                z[r] = V::add(t[r][p], b);
+            }
+            let (h, s) = silu_xn::<V, R>(z);
+            for r in 0..R {
+                V::store(c.add(r * ldc + p * l), h[r]);
+                if !d1.is_null() {
+                    V::store(d1.add(r * ldc + p * l), silu_derivative(h[r], s[r]));
+                }
             }
         }
         return;
@@ -450,27 +465,22 @@ pub(super) unsafe fn store_tile<const R: usize>(
     for r in 0..R {
         let cp = c.add(r * ldc);
         if w == NR {
-            let (mut v0, mut v1) = (lo[r], hi[r]);
-            match acc {
-                Store::Write => {}
-                Store::Add => {
-                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(cp));
-                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(cp.add(8)));
+            for p in 0..P {
+                let (q, mut v) = (cp.add(p * l), t[r][p]);
+                match acc {
+                    Store::Write => {}
+                    Store::Add => v = V::add(v, V::load(q)),
+                    Store::Silu { .. } => unreachable!("handled above"),
+                    Store::Scale { d } => v = V::mul(v, V::load(d.add(r * ldc + p * l))),
                 }
-                Store::Silu { .. } => unreachable!("handled above"),
-                Store::Scale { d } => {
-                    let dp = d.add(r * ldc);
-                    v0 = _mm256_mul_ps(v0, _mm256_loadu_ps(dp));
-                    v1 = _mm256_mul_ps(v1, _mm256_loadu_ps(dp.add(8)));
-                }
+                V::store(q, v);
             }
-            _mm256_storeu_ps(cp, v0);
-            _mm256_storeu_ps(cp.add(8), v1);
         } else {
             // partial panels only come from plain products (`gemm_fused` needs n % 16 = 0)
             let mut row = [0.0f32; NR];
-            _mm256_storeu_ps(row.as_mut_ptr(), lo[r]);
-            _mm256_storeu_ps(row.as_mut_ptr().add(8), hi[r]);
+            for p in 0..P {
+                V::store(row.as_mut_ptr().add(p * l), t[r][p]);
+            }
             let add = matches!(acc, Store::Add);
             for (q, v) in row.iter().enumerate().take(w) {
                 let dst = cp.add(q);

@@ -1,7 +1,7 @@
 //! The AVX-512 tile: 12 rows × 16 columns of C in 12 zmm accumulators, one B load and twelve
 //! FMAs with A's values broadcast from memory (`{1to16}`) per k-step. On a CPU with two 512-bit
-//! FMA pipes this doubles the FLOP rate of the 6 × 16 ymm tile; the finished tile goes through
-//! the AVX2 epilogue as two 8-lane halves.
+//! FMA pipes this doubles the FLOP rate of the 6 × 16 ymm tile; the epilogue (bias + SiLU or
+//! scaling) runs on the same 16-lane vectors.
 
 use std::arch::x86_64::*;
 
@@ -128,12 +128,19 @@ pub unsafe fn tile_12x16(
         c11 = inout(zmm_reg) c11,
         options(nostack, readonly),
     );
-    let rows = [c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11];
-    // the halves by plain loops: closures would not inherit this function's target features
-    let (mut lo, mut hi) = ([_mm256_setzero_ps(); MR], [_mm256_setzero_ps(); MR]);
-    for r in 0..MR {
-        lo[r] = _mm512_castps512_ps256(rows[r]);
-        hi[r] = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(rows[r])));
-    }
-    store_tile(lo, hi, c, ldc, w, acc)
+    let tile = [
+        [c0],
+        [c1],
+        [c2],
+        [c3],
+        [c4],
+        [c5],
+        [c6],
+        [c7],
+        [c8],
+        [c9],
+        [c10],
+        [c11],
+    ];
+    store_tile::<__m512, MR, 1>(tile, c, ldc, w, acc)
 }
