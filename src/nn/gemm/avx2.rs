@@ -104,7 +104,7 @@ pub unsafe fn gemm(
     (m, n, k): (usize, usize, usize),
     c: &mut [f32],
     ldc: usize,
-    (a, (a_rs, a_cs)): (&[f32], (usize, usize)),
+    (a, a_strides): (&[f32], (usize, usize)),
     rhs: Rhs,
     store: Store,
     wide: bool,
@@ -114,24 +114,8 @@ pub unsafe fn gemm(
     // than the six row streams it replaces)
     let (b, (b_rs, b_cs)) = match rhs {
         Rhs::Packed(p) => {
-            let data = p.data().as_ptr();
-            for (pi, j) in (0..n).step_by(NR).enumerate() {
-                let (bp, w) = (data.add(pi * p.k * NR), NR.min(n - j));
-                panel(
-                    m,
-                    k,
-                    a,
-                    (a_rs, a_cs),
-                    bp,
-                    NR,
-                    c.add(j),
-                    ldc,
-                    w,
-                    store.at(j, j),
-                    wide,
-                );
-            }
-            return;
+            let b = (p.data().as_ptr(), NR, p.k * NR);
+            return row_blocks((m, n, k), a, a_strides, b, c, ldc, store, wide);
         }
         Rhs::Strided(b, s) => (b, s),
     };
@@ -142,40 +126,74 @@ pub unsafe fn gemm(
     } else {
         KC
     };
+    let panels = n.div_ceil(NR);
     PANEL.with_borrow_mut(|buf| {
-        buf.resize(kc.min(k) * NR + 16, 0.0);
+        buf.resize(kc.min(k) * NR * panels + 16, 0.0);
         let skip = buf.as_ptr().align_offset(64).min(16);
         for k0 in (0..k).step_by(kc) {
             let kk = kc.min(k - k0);
-            let (a, b) = (a.add(k0 * a_cs), &b[k0 * b_rs..]);
+            let (a, b) = (a.add(k0 * a_strides.1), &b[k0 * b_rs..]);
             let store = if k0 == 0 { store } else { Store::Add };
-            for j in (0..n).step_by(NR) {
-                let w = NR.min(n - j);
-                let st = store.at(j, j);
-                // one row tile reads each panel once: packing would cost as much as it saves
-                if m <= MR && w == NR && b_cs == 1 {
-                    let bp = b.as_ptr().add(j);
-                    panel(m, kk, a, (a_rs, a_cs), bp, b_rs, c.add(j), ldc, w, st, wide);
-                } else {
-                    let pb = &mut buf[skip..skip + kk * NR];
-                    pack_panel(pb, b, (b_rs, b_cs), kk, j, w);
-                    panel(
-                        m,
-                        kk,
-                        a,
-                        (a_rs, a_cs),
-                        pb.as_ptr(),
-                        NR,
-                        c.add(j),
-                        ldc,
-                        w,
-                        st,
-                        wide,
-                    );
-                }
+            // one row tile reads each panel once: packing would cost as much as it saves
+            if m <= MR && n.is_multiple_of(NR) && b_cs == 1 {
+                let b = (b.as_ptr(), b_rs, NR);
+                row_blocks((m, n, kk), a, a_strides, b, c, ldc, store, wide);
+                continue;
             }
+            let pb = &mut buf[skip..skip + kk * NR * panels];
+            for (pi, j) in (0..n).step_by(NR).enumerate() {
+                let panel = &mut pb[pi * kk * NR..(pi + 1) * kk * NR];
+                pack_panel(panel, b, (b_rs, b_cs), kk, j, NR.min(n - j));
+            }
+            let b = (pb.as_ptr(), NR, kk * NR);
+            row_blocks((m, n, kk), a, a_strides, b, c, ldc, store, wide);
         }
     });
+}
+
+/// Rows of A per block with the AVX-512 tiles: each block meets every panel of B while its rows
+/// (24 × k floats) stay in L1, and B's panels stream past as single contiguous runs.
+const MC: usize = 24;
+
+/// C ← A·B through `store`, B as panels of 16 columns (panel p at b + p·panel_step, its rows
+/// `ldb` apart), MC rows of A at a time against all of them (all m rows at once for AVX2).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn row_blocks(
+    (m, n, k): (usize, usize, usize),
+    a: *const f32,
+    (a_rs, a_cs): (usize, usize),
+    (b, ldb, panel_step): (*const f32, usize, usize),
+    c: *mut f32,
+    ldc: usize,
+    store: Store,
+    wide: bool,
+) {
+    // the AVX2 tiles ran 1.08× slower in blocks (DPM-Solver++), the AVX-512 tiles 1.05–1.12× faster
+    let mc = if wide { MC } else { m };
+    for i0 in (0..m).step_by(mc) {
+        let (mi, ai, ci) = (mc.min(m - i0), a.add(i0 * a_rs), c.add(i0 * ldc));
+        for (pi, j) in (0..n).step_by(NR).enumerate() {
+            let (bp, w, st) = (
+                b.add(pi * panel_step),
+                NR.min(n - j),
+                store.at(i0 * ldc + j, j),
+            );
+            panel(
+                mi,
+                k,
+                ai,
+                (a_rs, a_cs),
+                bp,
+                ldb,
+                ci.add(j),
+                ldc,
+                w,
+                st,
+                wide,
+            );
+        }
+    }
 }
 
 /// C[:, 0..w] (+)= A · B-panel for one 16-column panel of B (w ≤ 16 columns kept).
