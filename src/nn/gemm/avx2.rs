@@ -12,8 +12,10 @@ const MR: usize = 6;
 const KC: usize = 256;
 
 thread_local! {
-    /// The current 16-column panel of B, packed [k × 16] (zero-padded past n).
+    /// B as 16-column panels, each packed [k × 16] (zero-padded past n).
     static PANEL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// A block of a column-major A's rows, copied [k × MC] (`row_blocks`).
+    static BLOCK_A: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// C [m × n] (+)= A·B for narrow B (n < `NARROW`) as dot products of A's rows (contiguous)
@@ -171,29 +173,35 @@ unsafe fn row_blocks(
 ) {
     // the AVX2 tiles ran 1.08× slower in blocks (DPM-Solver++), the AVX-512 tiles 1.05–1.12× faster
     let mc = if wide { MC } else { m };
-    for i0 in (0..m).step_by(mc) {
-        let (mi, ai, ci) = (mc.min(m - i0), a.add(i0 * a_rs), c.add(i0 * ldc));
-        for (pi, j) in (0..n).step_by(NR).enumerate() {
-            let (bp, w, st) = (
-                b.add(pi * panel_step),
-                NR.min(n - j),
-                store.at(i0 * ldc + j, j),
-            );
-            panel(
-                mi,
-                k,
-                ai,
-                (a_rs, a_cs),
-                bp,
-                ldb,
-                ci.add(j),
-                ldc,
-                w,
-                st,
-                wide,
-            );
+    // a column-major A (a weight gradient's Gᵀ) with a long column stride puts a block's k lines
+    // into a few L1 sets (a 1 KiB stride: 4 of 64), which evict each other before the next panel
+    // comes: copy the block to a contiguous [k × mc] first
+    let copy_a = wide && a_rs == 1 && a_cs > mc;
+    BLOCK_A.with_borrow_mut(|buf| {
+        if copy_a {
+            buf.resize(k * mc, 0.0);
         }
-    }
+        for i0 in (0..m).step_by(mc) {
+            let (mi, ci) = (mc.min(m - i0), c.add(i0 * ldc));
+            let (ai, strides) = if copy_a {
+                for (p, row) in buf.chunks_exact_mut(mc).enumerate().take(k) {
+                    let src = std::slice::from_raw_parts(a.add(i0 + p * a_cs), mi);
+                    row[..mi].copy_from_slice(src);
+                }
+                (buf.as_ptr(), (1, mc))
+            } else {
+                (a.add(i0 * a_rs), (a_rs, a_cs))
+            };
+            for (pi, j) in (0..n).step_by(NR).enumerate() {
+                let (bp, w, st) = (
+                    b.add(pi * panel_step),
+                    NR.min(n - j),
+                    store.at(i0 * ldc + j, j),
+                );
+                panel(mi, k, ai, strides, bp, ldb, ci.add(j), ldc, w, st, wide);
+            }
+        }
+    });
 }
 
 /// C[:, 0..w] (+)= A · B-panel for one 16-column panel of B (w ≤ 16 columns kept).
