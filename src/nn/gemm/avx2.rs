@@ -185,8 +185,17 @@ unsafe fn row_blocks(
             let (mi, ci) = (mc.min(m - i0), c.add(i0 * ldc));
             let (ai, strides) = if copy_a {
                 for (p, row) in buf.chunks_exact_mut(mc).enumerate().take(k) {
-                    let src = std::slice::from_raw_parts(a.add(i0 + p * a_cs), mi);
-                    row[..mi].copy_from_slice(src);
+                    let src = a.add(i0 + p * a_cs);
+                    if mi == MC {
+                        // a fixed-size copy: vector moves, not a `memcpy` call per k
+                        std::ptr::copy_nonoverlapping(
+                            src as *const [f32; MC],
+                            row.as_mut_ptr() as *mut [f32; MC],
+                            1,
+                        );
+                    } else {
+                        row[..mi].copy_from_slice(std::slice::from_raw_parts(src, mi));
+                    }
                 }
                 (buf.as_ptr(), (1, mc))
             } else {

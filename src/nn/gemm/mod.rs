@@ -70,7 +70,13 @@ fn pack_panel(
     w: usize,
 ) {
     let panel = &mut panel[..k * NR];
-    if b_cs == 1 {
+    if b_cs == 1 && w == NR {
+        // rows as fixed-size arrays: the copies become two vector moves, not `memcpy` calls
+        for (p, row) in panel.as_chunks_mut::<NR>().0.iter_mut().enumerate() {
+            let src: &[f32; NR] = b[p * b_rs + j..][..NR].try_into().expect("NR values");
+            *row = *src;
+        }
+    } else if b_cs == 1 {
         for (p, row) in panel.chunks_exact_mut(NR).enumerate() {
             row[..w].copy_from_slice(&b[p * b_rs + j..p * b_rs + j + w]);
             row[w..].fill(0.0);
