@@ -15,7 +15,7 @@ use crate::data::Points;
 use crate::flat::{values, Buf};
 use crate::ode::{self, Method, Tolerance};
 use crate::process::Process;
-use crate::score::{basis, pf_velocity, times, ScoreModel};
+use crate::score::{basis, pf_coefficients, pf_velocity, times, ScoreModel};
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
@@ -292,14 +292,14 @@ fn solve(
         let (mut s, mut div_s) = (vec![0.0; n * d], vec![0.0; n]);
         let mut rhs = |y: &Buf, t: f64, out: &mut Buf| -> Result<()> {
             host.score_and_trace((y.host()?, d + 1), t, (&v, m, w), &mut s, &mut div_s)?;
-            let (a, half_g2) = (process.drift_coef(t), 0.5 * process.g2(t));
+            let (a, half_g2) = pf_coefficients(process, t);
             let rows = y
                 .host()?
                 .chunks_exact(d + 1)
                 .zip(s.chunks_exact(d))
                 .zip(&div_s);
             for (o, ((y, s), div)) in out.host_mut()?.chunks_exact_mut(d + 1).zip(rows) {
-                // the same velocity and divergence as the tensor path below, f − ½g²s, d·a − ½g²∇·s
+                // `pf_velocity` and the divergence on the flat state: f x − ½g²s, d·f − ½g²∇·s
                 for j in 0..d {
                     o[j] = y[j] * a - s[j] * half_g2;
                 }
@@ -327,7 +327,8 @@ fn solve(
             s.detach().to_dtype(DType::F64)?,
             div_s.detach().to_dtype(DType::F64)?,
         );
-        let div_v = div_s.affine(-0.5 * process.g2(t), d as f64 * process.drift_coef(t))?;
+        let (a, half_g2) = pf_coefficients(process, t);
+        let div_v = div_s.affine(-half_g2, d as f64 * a)?;
         Ok(Tensor::cat(
             &[pf_velocity(process, &xt, &s, t)?, div_v.unsqueeze(1)?],
             1,

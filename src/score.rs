@@ -226,9 +226,16 @@ pub fn denoise(
     Ok((x + s.broadcast_mul(&sigma2)?)?.broadcast_div(&alpha)?)
 }
 
+/// The probability-flow ODE's coefficients (f(t), ½ g(t)²): dx/dt = f x − ½ g² s, and its
+/// divergence d·f − ½ g² ∇·s (Song et al. 2021, eq. 13).
+pub fn pf_coefficients(process: &dyn Process, t: f64) -> (f64, f64) {
+    (process.drift_coef(t), 0.5 * process.g2(t))
+}
+
 /// Probability-flow velocity dx/dt = f(t) x − ½ g(t)² s (Song et al. 2021, eq. 13).
 pub fn pf_velocity(process: &dyn Process, x: &Tensor, s: &Tensor, t: f64) -> Result<Tensor> {
-    Ok(((x * process.drift_coef(t))? - (s * (0.5 * process.g2(t)))?)?)
+    let (f, half_g2) = pf_coefficients(process, t);
+    Ok(((x * f)? - (s * half_g2)?)?)
 }
 
 /// A [n] tensor filled with time t.
