@@ -213,7 +213,13 @@ pub fn column_of(v: Vec<f64>, dtype: DType, device: &candle_core::Device) -> Res
     Ok(Tensor::from_vec(v, (n, 1), device)?.to_dtype(dtype)?)
 }
 
-/// Tweedie's formula: x̂0 = E[x0 | x_t] = (x_t + σ_t² s(x_t, t))/α_t.
+/// Tweedie's formula as coefficients: x̂0 = E[x0 | x_t] = (x_t + σ_t² s)/α_t = c_x x_t + c_s s
+/// with (c_x, c_s) = (1/α_t, σ_t²/α_t).
+pub fn tweedie_coefficients(alpha: f64, sigma: f64) -> (f64, f64) {
+    (1.0 / alpha, sigma * sigma / alpha)
+}
+
+/// Tweedie's formula: x̂0 = E[x0 | x_t] = (x_t + σ_t² s(x_t, t))/α_t, per row's time.
 pub fn denoise(
     model: &dyn ScoreModel,
     process: &dyn Process,
@@ -221,9 +227,10 @@ pub fn denoise(
     t: &Tensor,
 ) -> Result<Tensor> {
     let s = model.score(x, t)?;
-    let alpha = column(t, x.dtype(), |t| process.alpha(t))?;
-    let sigma2 = column(t, x.dtype(), |t| process.sigma(t).powi(2))?;
-    Ok((x + s.broadcast_mul(&sigma2)?)?.broadcast_div(&alpha)?)
+    let coef = |t: f64| tweedie_coefficients(process.alpha(t), process.sigma(t));
+    let c_x = column(t, x.dtype(), |t| coef(t).0)?;
+    let c_s = column(t, x.dtype(), |t| coef(t).1)?;
+    Ok((x.broadcast_mul(&c_x)? + s.broadcast_mul(&c_s)?)?)
 }
 
 /// The probability-flow ODE's coefficients (f(t), ½ g(t)²): dx/dt = f x − ½ g² s, and its
@@ -297,6 +304,40 @@ mod tests {
                 .to_scalar::<f64>()?;
             assert!(round < 1e-12, "{p:?}: output_for_score round trip {round}");
             assert!((ds - c * 1e-3).abs() < 1e-9, "{p:?}: {ds} vs {}", c * 1e-3);
+        }
+        Ok(())
+    }
+
+    /// Tweedie's formula on an exact Gaussian score equals the posterior mean
+    /// E[x0 | x_t] = μ + α s0² (x_t − α μ)/(α² s0² + σ²), per row's time.
+    #[test]
+    fn denoise_is_the_gaussian_posterior_mean() -> Result<()> {
+        use crate::process::Vp;
+        use crate::target::{ExactScore, GaussianMixture};
+        let (mu, s0sq) = ([1.5, -0.5], [0.7, 2.0]);
+        let vp = Vp {
+            beta_min: 0.1,
+            beta_max: 20.0,
+            t_min: 1e-3,
+        };
+        let model = ExactScore {
+            mixture: GaussianMixture::gaussian(mu.to_vec(), vec![s0sq[0], 0.0, 0.0, s0sq[1]])?,
+            process: std::sync::Arc::new(vp.clone()),
+        };
+        let dev = Device::Cpu;
+        let x = Tensor::new(&[[0.3f64, -1.2], [2.0, 0.5], [-3.0, 4.0]], &dev)?;
+        let ts = [0.05, 0.4, 0.9];
+        let got: Vec<f64> =
+            crate::flat::values(&denoise(&model, &vp, &x, &Tensor::new(&ts, &dev)?)?)?;
+        let xs: Vec<f64> = crate::flat::values(&x)?;
+        for (i, &t) in ts.iter().enumerate() {
+            let (a, s) = (vp.alpha(t), vp.sigma(t));
+            for j in 0..2 {
+                let want =
+                    mu[j] + a * s0sq[j] * (xs[2 * i + j] - a * mu[j]) / (a * a * s0sq[j] + s * s);
+                let err = (got[2 * i + j] - want).abs();
+                assert!(err < 1e-10, "t {t} [{j}]: {} vs {want}", got[2 * i + j]);
+            }
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ pub mod sde;
 mod state;
 
 use crate::process::Process;
-use crate::score::{times, ScoreModel};
+use crate::score::{times, tweedie_coefficients, ScoreModel};
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
@@ -62,7 +62,8 @@ impl Trace {
         step: usize,
     ) -> Result<Tensor> {
         let s = self.score(model, x, t, step)?;
-        Ok(((x + (s * p.sigma(t).powi(2))?)? / p.alpha(t))?)
+        let (c_x, c_s) = tweedie_coefficients(p.alpha(t), p.sigma(t));
+        Ok(((x * c_x)? + (s * c_s)?)?)
     }
 
     /// Called after every step with the new state.

@@ -6,7 +6,7 @@ use super::{fill_standard_normals, Trace};
 use crate::flat::{device_mean_row_norm, host_mean_row_norm};
 pub use crate::flat::{lincomb, Buf};
 use crate::process::Process;
-use crate::score::ScoreModel;
+use crate::score::{tweedie_coefficients, ScoreModel};
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 use rand::RngCore;
@@ -119,7 +119,10 @@ impl<'a> Field<'a> {
         let (a, s) = (self.process.alpha(t), self.process.sigma(t));
         match what {
             Prediction::Eps => lincomb(out, -s, &[]),
-            Prediction::X0 => lincomb(out, s * s / a, &[(1.0 / a, x)]),
+            Prediction::X0 => {
+                let (c_x, c_s) = tweedie_coefficients(a, s);
+                lincomb(out, c_s, &[(c_x, x)])
+            }
         }
     }
 
