@@ -227,9 +227,15 @@ pub fn denoise(
     t: &Tensor,
 ) -> Result<Tensor> {
     let s = model.score(x, t)?;
-    let coef = |t: f64| tweedie_coefficients(process.alpha(t), process.sigma(t));
-    let c_x = column(t, x.dtype(), |t| coef(t).0)?;
-    let c_s = column(t, x.dtype(), |t| coef(t).1)?;
+    let ts: Vec<f64> = crate::flat::values(t)?;
+    let (c_x, c_s): (Vec<f64>, Vec<f64>) = ts
+        .into_iter()
+        .map(|t| tweedie_coefficients(process.alpha(t), process.sigma(t)))
+        .unzip();
+    let (c_x, c_s) = (
+        column_of(c_x, x.dtype(), x.device())?,
+        column_of(c_s, x.dtype(), x.device())?,
+    );
     Ok((x.broadcast_mul(&c_x)? + s.broadcast_mul(&c_s)?)?)
 }
 

@@ -143,7 +143,7 @@ pub fn run(a: Args) -> Result<()> {
             let all = peak_gflops(threads);
             let one = peak_gflops(1);
             json!({"case": "peak", "gflops": all, "gflops_one_thread": one, "threads": threads,
-                   "isa": fma_chains(0).1,
+                   "isa": widest_fma().0,
                    "how": "12 independent FMA chains of the widest vectors (isa) per thread, 2 flops per lane, 2e8 iterations"})
         }
     };
@@ -257,29 +257,39 @@ fn peak_gflops(threads: usize) -> f64 {
             s.spawn(|| std::hint::black_box(fma_chains(ITERS)));
         }
     });
-    let lanes = fma_chains(0).2;
+    let lanes = widest_fma().1;
     (threads as u64 * ITERS * 12 * 2 * lanes) as f64 / t0.elapsed().as_secs_f64() / 1e9
 }
 
-/// 12 independent FMA chains (enough to cover the FMA latency on two pipes) of the widest
-/// vectors: (a sum to keep them live, the instruction set's name, f32 lanes per vector).
-fn fma_chains(iters: u64) -> (f32, &'static str, u64) {
+/// The widest f32 FMA this CPU has: (its instruction set's name, lanes per vector).
+fn widest_fma() -> (&'static str, u64) {
     #[cfg(target_arch = "x86_64")]
     {
         if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has the feature.
-            return (unsafe { fma_chains_avx512(iters) }, "avx512", 16);
+            return ("avx512", 16);
         }
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has the features.
-            return (unsafe { fma_chains_avx2(iters) }, "avx2", 8);
+            return ("avx2", 8);
         }
+    }
+    ("scalar", 8)
+}
+
+/// 12 independent FMA chains (enough to cover the FMA latency on two pipes) of `widest_fma`'s
+/// vectors; returns their sum to keep them live.
+fn fma_chains(iters: u64) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    match widest_fma().0 {
+        // SAFETY (both): `widest_fma` checked that the CPU has the features.
+        "avx512" => return unsafe { fma_chains_avx512(iters) },
+        "avx2" => return unsafe { fma_chains_avx2(iters) },
+        _ => {}
     }
     let mut acc = [1.0f32; 96];
     for _ in 0..iters {
         acc.iter_mut().for_each(|a| *a = *a * 0.999_999 + 1e-7);
     }
-    (acc.iter().sum(), "scalar", 8)
+    acc.iter().sum()
 }
 
 /// `fma_chains` on vectors V.

@@ -112,8 +112,9 @@ pub unsafe fn gemm(
     wide: bool,
 ) {
     let (a, c) = (a.as_ptr(), c.as_mut_ptr());
-    // (A packed in 6-row tiles as well measured slower here: its strided copy costs more
-    // than the six row streams it replaces)
+    // (A packed in 6-row tiles measured slower for the AVX2 tiles: its strided copy costs more
+    // than the six row streams it replaces; `row_blocks` copies only a column-major A, for the
+    // AVX-512 tiles)
     let (b, (b_rs, b_cs)) = match rhs {
         Rhs::Packed(p) => {
             let b = (p.data().as_ptr(), NR, p.k * NR);
@@ -259,8 +260,8 @@ unsafe fn rows<const L: u8>(
     wide: bool,
 ) {
     let mut i = 0;
-    if wide && L != STRIDED {
-        // 12-row tiles in zmm registers, then the rest as below
+    if wide {
+        // 12-row tiles in zmm registers (any layout of A), then the rest as below
         while i + avx512::MR <= m {
             let (ai, ci) = (a.add(i * a_rs), c.add(i * ldc));
             let st = acc.at(i * ldc, 0);
@@ -299,19 +300,17 @@ unsafe fn tile<const R: usize, const L: u8>(
     w: usize,
     acc: Store,
 ) {
-    let mut lo = [_mm256_setzero_ps(); R];
-    let mut hi = [_mm256_setzero_ps(); R];
     let (a_rs, a_cs) = match L {
         ROW_MAJOR => (a_rs, 1),
         COL_MAJOR => (1, a_cs),
         _ => (a_rs, a_cs),
     };
+    // each row's two 8-lane halves
+    let mut t = [[_mm256_setzero_ps(); 2]; R];
     if R == MR && L == ROW_MAJOR {
-        let (l6, h6) = kernel_6x16(k, a, a_rs, b, ldb);
-        for r in 0..R {
-            (lo[r], hi[r]) = (l6[r], h6[r]);
-        }
-        return store_halves(lo, hi, c, ldc, w, acc);
+        let t6 = kernel_6x16(k, a, a_rs, b, ldb);
+        t.copy_from_slice(&t6[..R]);
+        return store_tile(t, c, ldc, w, acc);
     }
     let row: [*const f32; R] = std::array::from_fn(|r| a.add(r * a_rs));
     // one k-step as a macro: a closure would not inherit the AVX2 target features
@@ -321,8 +320,8 @@ unsafe fn tile<const R: usize, const L: u8>(
             let (b0, b1) = (_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)));
             for r in 0..R {
                 let x = _mm256_broadcast_ss(&*row[r].add($p * a_cs));
-                lo[r] = _mm256_fmadd_ps(x, b0, lo[r]);
-                hi[r] = _mm256_fmadd_ps(x, b1, hi[r]);
+                t[r][0] = _mm256_fmadd_ps(x, b0, t[r][0]);
+                t[r][1] = _mm256_fmadd_ps(x, b1, t[r][1]);
             }
         }};
     }
@@ -337,23 +336,6 @@ unsafe fn tile<const R: usize, const L: u8>(
     while p < k {
         step!(p);
         p += 1;
-    }
-    store_halves(lo, hi, c, ldc, w, acc)
-}
-
-/// `store_tile` for rows held as two 8-lane halves.
-#[inline(always)]
-unsafe fn store_halves<const R: usize>(
-    lo: [__m256; R],
-    hi: [__m256; R],
-    c: *mut f32,
-    ldc: usize,
-    w: usize,
-    acc: Store,
-) {
-    let mut t = [[lo[0]; 2]; R];
-    for r in 0..R {
-        t[r] = [lo[r], hi[r]];
     }
     store_tile(t, c, ldc, w, acc)
 }
@@ -414,7 +396,7 @@ unsafe fn kernel_6x16(
     a_rs: usize,
     b: *const f32,
     ldb: usize,
-) -> ([__m256; 6], [__m256; 6]) {
+) -> [[__m256; 2]; 6] {
     let z = _mm256_setzero_ps();
     let (mut c0, mut c1, mut c2, mut c3, mut c4, mut c5) = (z, z, z, z, z, z);
     let (mut c6, mut c7, mut c8, mut c9, mut c10, mut c11) = (z, z, z, z, z, z);
@@ -463,7 +445,7 @@ unsafe fn kernel_6x16(
         c11 = inout(ymm_reg) c11,
         options(nostack, readonly),
     );
-    ([c0, c2, c4, c6, c8, c10], [c1, c3, c5, c7, c9, c11])
+    [[c0, c1], [c2, c3], [c4, c5], [c6, c7], [c8, c9], [c10, c11]]
 }
 
 /// A finished R × 16 tile of C, each row P vectors of V (P·V::LANES = 16), into C through `acc`
