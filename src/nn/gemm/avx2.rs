@@ -88,7 +88,7 @@ pub enum Store {
 
 impl Store {
     /// The same store for the block of C that starts `offset` values and `col` columns on.
-    unsafe fn at(self, offset: usize, col: usize) -> Store {
+    pub(super) unsafe fn at(self, offset: usize, col: usize) -> Store {
         match self {
             Store::Silu { bias, d1 } => Store::Silu {
                 bias: bias.add(col),
@@ -202,7 +202,31 @@ unsafe fn row_blocks(
             } else {
                 (a.add(i0 * a_rs), (a_rs, a_cs))
             };
-            for (pi, j) in (0..n).step_by(NR).enumerate() {
+            // with AVX-512, full panels in pairs: 12 × 32 tiles, then one R × 32 tile for the
+            // block's last R < 12 rows; a last odd panel as below
+            let (mut pi, full) = (0, mi - mi % avx512::MR);
+            while wide && (pi + 2) * NR <= n {
+                let (bp, j) = (b.add(pi * panel_step), pi * NR);
+                for i in (0..full).step_by(avx512::MR) {
+                    let (aij, cij) = (ai.add(i * strides.0), ci.add(i * ldc + j));
+                    let st = store.at((i0 + i) * ldc + j, j);
+                    avx512::tile_12x32(k, aij, strides, (bp, ldb, panel_step), cij, ldc, st);
+                }
+                let (ar, cr) = (ai.add(full * strides.0), ci.add(full * ldc + j));
+                let st = store.at((i0 + full) * ldc + j, j);
+                avx512::rows_x32(
+                    mi - full,
+                    k,
+                    ar,
+                    strides,
+                    (bp, ldb, panel_step),
+                    cr,
+                    ldc,
+                    st,
+                );
+                pi += 2;
+            }
+            for (pi, j) in (pi..n.div_ceil(NR)).map(|p| (p, p * NR)) {
                 let (bp, w, st) = (
                     b.add(pi * panel_step),
                     NR.min(n - j),

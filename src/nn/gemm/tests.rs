@@ -27,6 +27,8 @@ fn gemm_matches_a_naive_product() {
         (25, 16, 1),
         (12, 32, 2),
         (37, 17, 130),
+        (23, 64, 7),
+        (5, 32, 3),
     ];
     for (wide, (m, n, k)) in kernels().into_iter().flat_map(|w| shapes.map(|s| (w, s))) {
         // A row-major, column-major (transposed storage), and with neither stride 1
@@ -97,7 +99,13 @@ fn gemm_matches_a_naive_product() {
 /// The fused epilogues equal the plain product followed by the element-wise pass.
 #[test]
 fn fused_epilogues_match_product_then_pass() {
-    let shapes = [(1, 16, 3), (13, 32, 2), (20, 48, 130), (31, 16, 7)];
+    let shapes = [
+        (1, 16, 3),
+        (13, 32, 2),
+        (20, 48, 130),
+        (31, 16, 7),
+        (11, 64, 5),
+    ];
     for (wide, (m, n, k)) in kernels().into_iter().flat_map(|w| shapes.map(|s| (w, s))) {
         let a: Vec<f32> = (0..m * k)
             .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1)
