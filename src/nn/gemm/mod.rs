@@ -138,8 +138,15 @@ fn gemm_on(
     #[cfg(target_arch = "x86_64")]
     if super::kernels::has_avx2() {
         if let (Rhs::Strided(b, (1, b_cs)), 1, true) = (rhs, a_cs, n < NARROW) {
+            let dims = (m, n, k);
             // SAFETY: as below.
-            return unsafe { avx2::narrow((m, n, k), c, ldc, (a, a_rs), (b, b_cs), accumulate) };
+            return unsafe {
+                if wide {
+                    avx512::narrow(dims, c, ldc, (a, a_rs), (b, b_cs), accumulate)
+                } else {
+                    avx2::narrow(dims, c, ldc, (a, a_rs), (b, b_cs), accumulate)
+                }
+            };
         }
         let store = if accumulate {
             avx2::Store::Add
