@@ -208,63 +208,71 @@ pub fn train(
         .open(&log_path)
         .with_context(|| format!("{}: cannot open", log_path.display()))?;
     let began = Instant::now();
-    let (mut window_loss, mut window_n, mut window_start) = (0.0f64, 0usize, Instant::now());
-    let mut last_loss = f64::NAN;
-    let mut last_saved = start;
-    for step in start..t.steps {
-        if opts.stop_after.is_some_and(|k| step - start >= k) {
-            bar.abandon();
-            return Ok(TrainSummary {
-                steps: step,
-                final_loss: last_loss,
-                wall_seconds: began.elapsed().as_secs_f64(),
-                steps_per_second: f64::NAN,
-                checkpoint: ck_path,
-            });
-        }
-        let batch = source.batch(
-            t.batch,
-            cfg.data.scale,
-            &mut rng,
-            device,
-            truth.as_ref().map(|m| m as &dyn ScoreModel),
-        )?;
-        let (loss_val, norm, lr) =
-            match engine.step(&net, &cfg.objective, &batch, &mut rng, t, step) {
-                Ok(v) => v,
-                Err(e) => {
-                    bar.abandon();
-                    return Err(e.context(format!(
-                        "the last good checkpoint is {} (step {last_saved})",
-                        ck_path.display()
-                    )));
-                }
-            };
+    // the pool kept warm through the steps: a step's parallel regions start at once instead of
+    // waiting for sleeping threads to wake (`pool::warm`)
+    let (steps, last_loss) = crate::pool::warm(|| -> Result<(usize, f64)> {
+        let (mut window_loss, mut window_n, mut window_start) = (0.0f64, 0usize, Instant::now());
+        let mut last_loss = f64::NAN;
+        let mut last_saved = start;
+        for step in start..t.steps {
+            if opts.stop_after.is_some_and(|k| step - start >= k) {
+                bar.abandon();
+                return Ok((step, last_loss));
+            }
+            let batch = source.batch(
+                t.batch,
+                cfg.data.scale,
+                &mut rng,
+                device,
+                truth.as_ref().map(|m| m as &dyn ScoreModel),
+            )?;
+            let (loss_val, norm, lr) =
+                match engine.step(&net, &cfg.objective, &batch, &mut rng, t, step) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        bar.abandon();
+                        return Err(e.context(format!(
+                            "the last good checkpoint is {} (step {last_saved})",
+                            ck_path.display()
+                        )));
+                    }
+                };
 
-        window_loss += loss_val;
-        window_n += 1;
-        let done = step + 1;
-        if done % t.log_every == 0 || done == t.steps {
-            let rate = window_n as f64 / window_start.elapsed().as_secs_f64();
-            last_loss = window_loss / window_n as f64;
-            let line = LogLine {
-                step: done,
-                loss: last_loss,
-                lr,
-                grad_norm: norm,
-                steps_per_sec: rate,
-            };
-            writeln!(log, "{}", serde_json::to_string(&line)?)?;
-            bar.set_message(format!("loss {last_loss:.4}"));
-            (window_loss, window_n, window_start) = (0.0, 0, Instant::now());
+            window_loss += loss_val;
+            window_n += 1;
+            let done = step + 1;
+            if done % t.log_every == 0 || done == t.steps {
+                let rate = window_n as f64 / window_start.elapsed().as_secs_f64();
+                last_loss = window_loss / window_n as f64;
+                let line = LogLine {
+                    step: done,
+                    loss: last_loss,
+                    lr,
+                    grad_norm: norm,
+                    steps_per_sec: rate,
+                };
+                writeln!(log, "{}", serde_json::to_string(&line)?)?;
+                bar.set_message(format!("loss {last_loss:.4}"));
+                (window_loss, window_n, window_start) = (0.0, 0, Instant::now());
+            }
+            if done % t.checkpoint_every == 0 || done == t.steps {
+                save(done, &rng, &engine)?;
+                last_saved = done;
+            }
+            bar.inc(1);
         }
-        if done % t.checkpoint_every == 0 || done == t.steps {
-            save(done, &rng, &engine)?;
-            last_saved = done;
-        }
-        bar.inc(1);
+        bar.finish();
+        Ok((t.steps, last_loss))
+    })?;
+    if steps < t.steps {
+        return Ok(TrainSummary {
+            steps,
+            final_loss: last_loss,
+            wall_seconds: began.elapsed().as_secs_f64(),
+            steps_per_second: f64::NAN,
+            checkpoint: ck_path,
+        });
     }
-    bar.finish();
     let wall = began.elapsed().as_secs_f64();
     Ok(TrainSummary {
         steps: t.steps,
