@@ -3,7 +3,7 @@
 //! points takes about 2 ms, a batch-512 training step about 1 ms, an EM step's noise draw far less), and between them the pool's threads fall asleep: on this project's VM a
 //! sleeping thread starts its share 50–250 µs late, up to a tenth of the region.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// One warm scope at a time: spinners of two concurrent scopes could each hold up the other's
 /// body (a thread spinning for one scope above the suspended body of the other).
@@ -44,6 +44,43 @@ pub fn warm<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     })
 }
 
+/// Runs every job, the first on this thread and the others on the pool, and waits for them by
+/// spinning (taking pool work meanwhile), not sleeping: rayon's join sleeps once its short spin
+/// ends, and the thread that finished first would then start the next region a wake-up late.
+pub fn run_all<R: Send, F: FnOnce() -> R + Send>(jobs: Vec<F>) -> Vec<R> {
+    let mut out: Vec<Option<R>> = jobs.iter().map(|_| None).collect();
+    let left = &AtomicUsize::new(jobs.len().saturating_sub(1));
+    rayon::scope(|s| {
+        let mut todo = jobs.into_iter().zip(out.iter_mut());
+        let first = todo.next();
+        for (job, slot) in todo {
+            s.spawn(move |_| {
+                // counted down even if the job panics (the scope then re-raises the panic)
+                let _done = CountDown(left);
+                *slot = Some(job());
+            });
+        }
+        if let Some((job, slot)) = first {
+            *slot = Some(job());
+        }
+        while left.load(Ordering::Acquire) > 0 {
+            if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                std::hint::spin_loop();
+            }
+        }
+    });
+    out.into_iter().flatten().collect()
+}
+
+/// Counts a job as done when dropped.
+struct CountDown<'a>(&'a AtomicUsize);
+
+impl Drop for CountDown<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}
+
 /// Clears a flag when dropped.
 struct Release<'a>(&'a AtomicBool);
 
@@ -82,5 +119,29 @@ mod tests {
                 .collect()
         });
         assert_eq!(got, vec![want; 3]);
+    }
+
+    /// run_all returns the jobs' values in order, inside and outside a warm scope, with more
+    /// jobs than threads and with none; a panicking job's panic reaches the caller (no job left
+    /// counted as running, so nothing spins forever).
+    #[test]
+    fn run_all_returns_values_in_order_and_passes_panics_on() {
+        let jobs = |n: u64| {
+            (0..n)
+                .map(|i| move || (0..=i).sum::<u64>())
+                .collect::<Vec<_>>()
+        };
+        let want: Vec<u64> = (0..9u64).map(|i| i * (i + 1) / 2).collect();
+        assert_eq!(super::run_all(jobs(9)), want);
+        assert_eq!(super::warm(|| super::run_all(jobs(9))), want);
+        assert!(super::run_all(jobs(0)).is_empty());
+        let panicking: Vec<Box<dyn FnOnce() -> u8 + Send>> = vec![
+            Box::new(|| 1),
+            Box::new(|| panic!("job 1 fails")),
+            Box::new(|| 3),
+        ];
+        let caught =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| super::run_all(panicking)));
+        assert!(caught.is_err());
     }
 }

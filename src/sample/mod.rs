@@ -278,15 +278,21 @@ pub fn standard_normals(n: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
 /// `standard_normals` into a buffer the caller reuses.
 pub fn fill_standard_normals(v: &mut [f32], rng: &mut ChaCha8Rng) {
     use rand::{RngCore, SeedableRng};
-    use rayon::prelude::*;
     const CHUNK: usize = 8192;
     let seed = rng.next_u64();
-    v.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
-        let mut r = ChaCha8Rng::seed_from_u64(seed);
-        r.set_stream(c as u64);
-        out.iter_mut()
-            .for_each(|z| *z = StandardNormal.sample(&mut r));
-    });
+    let jobs = v
+        .chunks_mut(CHUNK)
+        .enumerate()
+        .map(|(c, out)| {
+            move || {
+                let mut r = ChaCha8Rng::seed_from_u64(seed);
+                r.set_stream(c as u64);
+                out.iter_mut()
+                    .for_each(|z| *z = StandardNormal.sample(&mut r));
+            }
+        })
+        .collect();
+    crate::pool::run_all(jobs);
 }
 
 /// What `generate` should do.

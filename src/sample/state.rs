@@ -189,18 +189,22 @@ impl<'a> Chain<'a> {
 
     /// x ← c_x x + c_s s + c_z z with the current s and z.
     pub fn combine(&mut self, u: Update) -> Result<()> {
-        use rayon::prelude::*;
         const CHUNK: usize = 4096;
         match (&mut self.x, &self.s, &self.z) {
             (Buf::Host(x), Buf::Host(s), Noise::Host(z)) => {
                 let it = x
-                    .par_chunks_mut(CHUNK)
-                    .zip(s.par_chunks(CHUNK))
-                    .zip(z.par_chunks(CHUNK));
-                it.for_each(|((x, s), z)| {
-                    let it = x.iter_mut().zip(s).zip(z);
-                    it.for_each(|((x, s), z)| *x = u.cx * *x + u.cs * s + u.cz * *z as f64);
-                });
+                    .chunks_mut(CHUNK)
+                    .zip(s.chunks(CHUNK))
+                    .zip(z.chunks(CHUNK));
+                let jobs = it
+                    .map(|((x, s), z)| {
+                        move || {
+                            let it = x.iter_mut().zip(s).zip(z);
+                            it.for_each(|((x, s), z)| *x = u.cx * *x + u.cs * s + u.cz * *z as f64);
+                        }
+                    })
+                    .collect();
+                crate::pool::run_all(jobs);
             }
             (Buf::Device(_), _, Noise::Device(z)) => {
                 let z = Buf::Device(z.clone());

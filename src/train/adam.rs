@@ -110,7 +110,6 @@ impl AdamStep {
             self.eps as f32,
             self.weight_decay as f32,
         );
-        use rayon::prelude::*;
         // chunks of 8192 values spread over the threads; the EMA follows each chunk's update in
         // the same pass (one fork-join per step, not two)
         const CHUNK: usize = 8192;
@@ -120,16 +119,16 @@ impl AdamStep {
         };
         let mut emas: Vec<&mut [f32]> = ema.chunks_mut(CHUNK).collect();
         emas.resize_with(theta.len().div_ceil(CHUNK), || &mut []);
-        theta
-            .par_chunks_mut(CHUNK)
-            .zip(m.par_chunks_mut(CHUNK))
-            .zip(v.par_chunks_mut(CHUNK))
-            .zip(g.par_chunks(CHUNK))
+        let c = [scale, b1, b2, c1, c2, eps, wd, lr, d];
+        let jobs = theta
+            .chunks_mut(CHUNK)
+            .zip(m.chunks_mut(CHUNK))
+            .zip(v.chunks_mut(CHUNK))
+            .zip(g.chunks(CHUNK))
             .zip(emas)
-            .for_each(|((((theta, m), v), g), ema)| {
-                let c = [scale, b1, b2, c1, c2, eps, wd, lr, d];
-                adam_chunk(theta, m, v, g, ema, c)
-            });
+            .map(|((((theta, m), v), g), ema)| move || adam_chunk(theta, m, v, g, ema, c))
+            .collect();
+        crate::pool::run_all(jobs);
     }
 }
 

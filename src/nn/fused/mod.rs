@@ -11,7 +11,6 @@ use crate::flat::values;
 use crate::score::Parameterisation;
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
-use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
 
@@ -413,6 +412,9 @@ impl FusedMlp {
     ) -> Vec<R> {
         let parts = chunks(n);
         debug_assert_eq!(parts.len(), per_chunk.len());
+        // repack changed weights here, once: inside, the first thread would repack under the
+        // write lock while the others slept on it (a futex wake-up of up to 0.25 ms on a VM)
+        drop(self.packed());
         let mut workspaces = self.lock();
         while workspaces.len() < parts.len() {
             workspaces.push(Workspace::default());
@@ -424,12 +426,14 @@ impl FusedMlp {
                 .into_iter()
                 .collect();
         }
-        workspaces[..parts.len()]
-            .par_iter_mut()
+        let f = &f;
+        let jobs = workspaces[..parts.len()]
+            .iter_mut()
             .zip(parts)
             .zip(per_chunk)
-            .map(|((w, rows), item)| f(w, rows, item))
-            .collect()
+            .map(|((w, rows), item)| move || f(w, rows, item))
+            .collect();
+        crate::pool::run_all(jobs)
     }
 
     /// `rows` in blocks of `block_rows` for m tangent directions.
