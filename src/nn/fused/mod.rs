@@ -171,11 +171,15 @@ impl FusedMlp {
             p.wt.resize_with(n, PackedB::default);
             p.w.resize_with(n, PackedB::default);
             let Packed { wt, w, .. } = &mut *p;
-            for ((l, wt), w) in self.layers.iter().zip(wt).zip(w) {
+            // a layer per job: a training step repacks every step
+            let jobs = self.layers.iter().zip(wt).zip(w).map(|((l, wt), w)| {
                 let weights = &self.params[l.w..l.w + l.fan_in * l.fan_out];
-                wt.pack(weights, (1, l.fan_in), l.fan_in, l.fan_out);
-                w.pack(weights, (l.fan_in, 1), l.fan_out, l.fan_in);
-            }
+                move || {
+                    wt.pack(weights, (1, l.fan_in), l.fan_in, l.fan_out);
+                    w.pack(weights, (l.fan_in, 1), l.fan_out, l.fan_in);
+                }
+            });
+            crate::pool::run_all(jobs.collect());
             p.fresh = true;
         }
         drop(p);
