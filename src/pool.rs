@@ -1,7 +1,9 @@
 //! The thread pool kept warm through a solver's or a training run's serial steps. A likelihood
 //! solve, a sampler or a training run makes hundreds of short parallel regions (an NFE of 1000
-//! points takes about 2 ms, a batch-512 training step about 1 ms, an EM step's noise draw far less), and between them the pool's threads fall asleep: on this project's VM a
-//! sleeping thread starts its share 50–250 µs late, up to a tenth of the region.
+//! points takes about 2 ms, a batch-512 training step about 1 ms, an EM step's noise draw far
+//! less), and between them the pool's threads fall asleep: on this project's VM a sleeping thread
+//! starts its share 50–250 µs late, up to a tenth of the region. `run_all` runs one region and
+//! waits for it the same way.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -31,11 +33,7 @@ pub fn warm<R: Send>(f: impl FnOnce() -> R + Send) -> R {
                 if rayon::current_thread_index() == body {
                     return;
                 }
-                while running.load(Ordering::Acquire) {
-                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                        std::hint::spin_loop();
-                    }
-                }
+                spin_while(|| running.load(Ordering::Acquire), rayon::yield_now);
             });
         }
         // stops the spinners however `f` ends, a panic included (the scope waits for them)
@@ -44,12 +42,26 @@ pub fn warm<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     })
 }
 
-/// Runs every job, the first on this thread and the others on the pool, and waits for them by
-/// spinning (taking pool work meanwhile), not sleeping: rayon's join sleeps once its short spin
-/// ends, and the thread that finished first would then start the next region a wake-up late.
+/// `warm(f)` where `on` (a CPU run), plain `f()` otherwise (a GPU run's host thread mostly
+/// waits on the device: spinners would only burn cores).
+pub fn warm_if<R: Send>(on: bool, f: impl FnOnce() -> R + Send) -> R {
+    if on {
+        warm(f)
+    } else {
+        f()
+    }
+}
+
+/// Runs every job, the first on the pool thread that runs this region and the others wherever
+/// the pool takes them, and waits for them by spinning, not sleeping: rayon's join sleeps once
+/// its short spin ends, and the thread that finished first would then start the next region a
+/// wake-up late. A single job runs on the calling thread.
 pub fn run_all<R: Send, F: FnOnce() -> R + Send>(jobs: Vec<F>) -> Vec<R> {
+    if jobs.len() < 2 {
+        return jobs.into_iter().map(|f| f()).collect();
+    }
     let mut out: Vec<Option<R>> = jobs.iter().map(|_| None).collect();
-    let left = &AtomicUsize::new(jobs.len().saturating_sub(1));
+    let left = &AtomicUsize::new(jobs.len() - 1);
     rayon::scope(|s| {
         let mut todo = jobs.into_iter().zip(out.iter_mut());
         let first = todo.next();
@@ -63,13 +75,28 @@ pub fn run_all<R: Send, F: FnOnce() -> R + Send>(jobs: Vec<F>) -> Vec<R> {
         if let Some((job, slot)) = first {
             *slot = Some(job());
         }
-        while left.load(Ordering::Acquire) > 0 {
-            if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                std::hint::spin_loop();
-            }
-        }
+        // this region's own jobs only (`yield_local`): a foreign one, such as a warm scope's
+        // spinner, would not return until its own scope ends
+        spin_while(|| left.load(Ordering::Acquire) > 0, rayon::yield_local);
     });
-    out.into_iter().flatten().collect()
+    // every slot is filled: a panicking job's panic was re-raised by the scope
+    out.into_iter().map(|r| r.expect("every job ran")).collect()
+}
+
+/// Spins while `busy()`, running pool work through `take` between checks; after a long idle
+/// spell it gives the core to the OS between checks (the thread it waits for may need it).
+fn spin_while(busy: impl Fn() -> bool, take: fn() -> Option<rayon::Yield>) {
+    let mut idle = 0u32;
+    while busy() {
+        if take() == Some(rayon::Yield::Executed) {
+            idle = 0;
+        } else if idle < 1 << 12 {
+            idle += 1;
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
 }
 
 /// Counts a job as done when dropped.

@@ -239,7 +239,7 @@ fn time_training(
         }
         Ok(())
     };
-    // as `train::run` does: the pool kept warm through the steps
+    // as `train::train` does on a CPU: the pool kept warm through the steps
     let blocks = tweedie::pool::warm(|| {
         run(20)?;
         timed(repeats, || run(steps))

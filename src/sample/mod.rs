@@ -327,12 +327,10 @@ pub fn generate(
         b.set_position(0);
         b.set_length(plan.steps as u64);
     }
-    let mut x = if device.is_cpu() {
-        let opts = &plan.options;
-        crate::pool::warm(|| f(model, process, x_t, &ts, opts, rng, trace))?
-    } else {
-        f(model, process, x_t, &ts, &plan.options, rng, trace)?
-    };
+    let opts = &plan.options;
+    let mut x = crate::pool::warm_if(device.is_cpu(), || {
+        f(model, process, x_t, &ts, opts, rng, trace)
+    })?;
     if plan.denoise_final {
         let t_end = ts[ts.len() - 1];
         x = trace.denoise(model, process, &x, t_end, ts.len())?;

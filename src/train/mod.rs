@@ -208,9 +208,9 @@ pub fn train(
         .open(&log_path)
         .with_context(|| format!("{}: cannot open", log_path.display()))?;
     let began = Instant::now();
-    // the pool kept warm through the steps: a step's parallel regions start at once instead of
-    // waiting for sleeping threads to wake (`pool::warm`)
-    let (steps, last_loss) = crate::pool::warm(|| -> Result<(usize, f64)> {
+    // the pool kept warm through a CPU run's steps: a step's parallel regions start at once
+    // instead of waiting for sleeping threads to wake (`pool::warm`)
+    let (steps, last_loss) = crate::pool::warm_if(device.is_cpu(), || -> Result<(usize, f64)> {
         let (mut window_loss, mut window_n, mut window_start) = (0.0f64, 0usize, Instant::now());
         let mut last_loss = f64::NAN;
         let mut last_saved = start;

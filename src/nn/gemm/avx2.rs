@@ -212,18 +212,12 @@ unsafe fn row_blocks(
                     let st = store.at((i0 + i) * ldc + j, j);
                     avx512::tile_12x32(k, aij, strides, (bp, ldb, panel_step), cij, ldc, st);
                 }
-                let (ar, cr) = (ai.add(full * strides.0), ci.add(full * ldc + j));
-                let st = store.at((i0 + full) * ldc + j, j);
-                avx512::rows_x32(
-                    mi - full,
-                    k,
-                    ar,
-                    strides,
-                    (bp, ldb, panel_step),
-                    cr,
-                    ldc,
-                    st,
-                );
+                if mi > full {
+                    let (ar, cr) = (ai.add(full * strides.0), ci.add(full * ldc + j));
+                    let st = store.at((i0 + full) * ldc + j, j);
+                    let b = (bp, ldb, panel_step);
+                    avx512::rows_x32(mi - full, k, ar, strides, b, cr, ldc, st);
+                }
                 pi += 2;
             }
             for (pi, j) in (pi..n.div_ceil(NR)).map(|p| (p, p * NR)) {

@@ -393,7 +393,7 @@ pub unsafe fn narrow(
         for j in (0..n).step_by(2) {
             let cols = 2.min(n - j);
             let mut acc = [[_mm512_setzero_ps(); 2]; R];
-            // a missing row or column reads row i or column j again, and is not stored
+            // a missing row or column reads the last one again, and is not stored
             let ar: [*const f32; R] = [0, 1, 2, 3].map(|r| a.add((i + r.min(rows - 1)) * a_rs));
             let bc = [b.add(j * b_cs), b.add((j + cols - 1) * b_cs)];
             let mut p = 0;

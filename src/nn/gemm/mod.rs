@@ -194,7 +194,7 @@ fn check_rhs(rhs: Rhs, k: usize, n: usize) {
     }
 }
 
-/// What a fused product does to each 6 × 16 tile of A·B in registers before storing it, so the
+/// What a fused product does to each register tile of A·B before storing it, so the
 /// element-wise work costs no pass of its own over C.
 pub enum Epilogue<'a> {
     /// C = SiLU(A·B + bias), and SiLU'(z) = σ + C(1 − σ) into `d1` [m × n] when given.

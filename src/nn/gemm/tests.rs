@@ -29,6 +29,8 @@ fn gemm_matches_a_naive_product() {
         (37, 17, 130),
         (23, 64, 7),
         (5, 32, 3),
+        (30, 32, 600),
+        (8, 3, 32),
     ];
     for (wide, (m, n, k)) in kernels().into_iter().flat_map(|w| shapes.map(|s| (w, s))) {
         // A row-major, column-major (transposed storage), and with neither stride 1
@@ -89,6 +91,50 @@ fn gemm_matches_a_naive_product() {
                     assert!(
                         (got - want).abs() < 1e-4,
                         "{m}×{n}×{k} (wide {wide}) [{i},{j}]: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// C with a row stride wider than n: each product writes (or adds to) its n columns and leaves
+/// the columns between rows alone, for packed and strided B and for row tiles of every kind.
+#[test]
+fn gemm_keeps_to_its_columns_of_a_wider_c() {
+    for (wide, (m, n, k)) in kernels()
+        .into_iter()
+        .flat_map(|w| [(30, 48, 20), (13, 32, 7), (7, 3, 9)].map(|s| (w, s)))
+    {
+        let ldc = n + 5;
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.3)
+            .collect();
+        let bt: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.2)
+            .collect();
+        let mut packed = PackedB::default();
+        packed.pack(&bt, (1, k), k, n);
+        for (rhs, accumulate) in [
+            (Rhs::Strided(&bt, (1, k)), true),
+            (Rhs::Packed(&packed), false),
+        ] {
+            let mut c = vec![7.0f32; (m - 1) * ldc + n];
+            gemm_on(wide, (m, n, k), &mut c, ldc, &a, (k, 1), rhs, accumulate);
+            for i in 0..m {
+                for j in 0..ldc.min(c.len() - i * ldc) {
+                    let product: f64 = (0..k)
+                        .map(|p| a[i * k + p] as f64 * bt[j.min(n - 1) * k + p] as f64)
+                        .sum();
+                    let want = match (j < n, accumulate) {
+                        (false, _) => 7.0,
+                        (true, true) => 7.0 + product,
+                        (true, false) => product,
+                    };
+                    let got = c[i * ldc + j] as f64;
+                    assert!(
+                        (got - want).abs() < 1e-4,
+                        "{m}×{n}×{k} ldc {ldc} (wide {wide}) [{i},{j}]: {got} vs {want}"
                     );
                 }
             }
