@@ -82,7 +82,21 @@ fn block_rows(width: usize, tangents: usize) -> usize {
 
 /// n rows cut into at most `rayon::current_num_threads()` contiguous chunks of ≥ 32 rows.
 fn chunks(n: usize) -> Vec<Range<usize>> {
-    let k = rayon::current_num_threads().min(n.div_ceil(32)).max(1);
+    split(n, rayon::current_num_threads().min(n.div_ceil(32)))
+}
+
+/// Inference's chunks: up to four per thread where each gets ≥ 512 rows, so that a thread slowed
+/// by the shared machine takes fewer of them (training keeps one per thread: each chunk's
+/// gradient is summed serially afterwards).
+fn inference_chunks(n: usize) -> Vec<Range<usize>> {
+    let threads = rayon::current_num_threads();
+    let per_thread = (n / (threads * 512)).clamp(1, 4);
+    split(n, (threads * per_thread).min(n.div_ceil(32)))
+}
+
+/// 0..n in k (≥ 1) contiguous near-equal ranges.
+fn split(n: usize, k: usize) -> Vec<Range<usize>> {
+    let k = k.max(1);
     (0..k).map(|i| i * n / k..(i + 1) * n / k).collect()
 }
 
@@ -284,7 +298,7 @@ impl FusedMlp {
             );
         }
         // each chunk's rows of out, and of every tangent direction's block of tan
-        let parts = chunks(n);
+        let parts = inference_chunks(n);
         let outs = split_rows(out, &parts, o);
         let mut tans: Vec<Vec<&mut [f32]>> = parts.iter().map(|_| Vec::new()).collect();
         if n > 0 {
@@ -296,7 +310,7 @@ impl FusedMlp {
         }
         let buffers: Vec<_> = outs.into_iter().zip(tans).collect();
         let keep = if m > 0 { Keep::First } else { Keep::Value };
-        self.for_chunks_with(n, buffers, |ws, rows, (out, mut tan)| {
+        self.for_chunks_with(parts, buffers, |ws, rows, (out, mut tan)| {
             for block in self.blocks(rows.clone(), m) {
                 self.forward_block(ws, x, t, block.clone(), keep);
                 let (len, at) = (block.len() * o, (block.start - rows.start) * o);
@@ -403,18 +417,19 @@ impl FusedMlp {
         n: usize,
         f: impl Fn(&mut Workspace, Range<usize>) -> R + Sync,
     ) -> Vec<R> {
-        let unit = vec![(); chunks(n).len()];
-        self.for_chunks_with(n, unit, |ws, rows, ()| f(ws, rows))
+        let parts = chunks(n);
+        let unit = vec![(); parts.len()];
+        self.for_chunks_with(parts, unit, |ws, rows, ()| f(ws, rows))
     }
 
-    /// `for_chunks` with one item of `per_chunk` (say, that chunk's output rows) handed to each.
+    /// `f` on each of `parts` (rows) with a workspace of its own and one item of `per_chunk` (say,
+    /// that chunk's output rows); results in chunk order.
     fn for_chunks_with<T: Send, R: Send>(
         &self,
-        n: usize,
+        parts: Vec<Range<usize>>,
         per_chunk: Vec<T>,
         f: impl Fn(&mut Workspace, Range<usize>, T) -> R + Sync,
     ) -> Vec<R> {
-        let parts = chunks(n);
         debug_assert_eq!(parts.len(), per_chunk.len());
         // repack changed weights here, once: inside, the first thread would repack under the
         // write lock while the others slept on it (a futex wake-up of up to 0.25 ms on a VM)
@@ -470,15 +485,21 @@ impl FusedMlp {
         let h0 = resize(&mut ws.acts[0], rows * in0);
         let (first, rest) = h0.split_at_mut(in0);
         self.embed(t[block.start], &mut first[d..]);
+        // inference at one t never reads the embedding's columns past the first row (they fold
+        // into layer 0's bias below); a reverse pass (dW₀) does
+        let rows_need_embedding = !shared || keep != Keep::Value;
         for (r, row) in block.clone().skip(1).zip(rest.chunks_exact_mut(in0)) {
-            if shared {
-                row[d..].copy_from_slice(&first[d..]);
-            } else {
+            if !shared {
                 self.embed(t[r], &mut row[d..]);
+            } else if rows_need_embedding {
+                row[d..].copy_from_slice(&first[d..]);
             }
         }
         for (r, row) in block.clone().zip(h0.chunks_exact_mut(in0)) {
-            row[..d].copy_from_slice(&x[r * d..(r + 1) * d]);
+            // an element loop: d is a few values, too few for a `memcpy` call per row
+            for (h, x) in row[..d].iter_mut().zip(&x[r * d..(r + 1) * d]) {
+                *h = *x;
+            }
         }
         let l0 = &self.layers[0];
         let bias0 = resize(&mut ws.bias0, l0.fan_out);

@@ -177,7 +177,8 @@ fn jvp_gradients_match_the_candle_network() -> Result<()> {
 }
 
 /// When every row has the same time (samplers, ODE solves) layer 0 folds the embedding into
-/// its bias: outputs, tangents and gradients still equal the candle network's.
+/// its bias: outputs, tangents and gradients still equal the candle network's, and so do
+/// outputs without tangents over many chunks.
 #[test]
 fn shared_time_matches_the_candle_network() -> Result<()> {
     let dev = Device::Cpu;
@@ -211,6 +212,12 @@ fn shared_time_matches_the_candle_network() -> Result<()> {
         let e = rel(&flat(&got), &flat(grads.get(p.as_tensor()).unwrap()));
         assert!(e < 1e-5, "∂L/∂{name}: relative error {e:e}");
     }
+    // a sampler's call: no tangents, enough rows for several chunks per thread
+    let n = 4100 * rayon::current_num_threads();
+    let x = Tensor::randn(0f32, 1.0, (n, d), &dev)?;
+    let t = Tensor::full(0.81f32, n, &dev)?;
+    let (out, _) = fused.forward(&flat(&x), &flat(&t), None)?;
+    assert!(rel(&out, &flat(&net.forward(&x, &t)?)) < 1e-5);
     Ok(())
 }
 
