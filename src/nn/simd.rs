@@ -29,6 +29,10 @@ pub trait Lanes: Copy {
     unsafe fn recip_estimate(a: Self) -> Self;
     /// The f32 whose exponent field is the low bits of t's bit pattern: 2^(bits − 127).
     unsafe fn exponent_from_low_bits(t: Self) -> Self;
+    /// The first n < LANES values at `p` (only those are read), zero in the other lanes.
+    unsafe fn load_first(p: *const f32, n: usize) -> Self;
+    /// The sum of the lanes.
+    unsafe fn sum(v: Self) -> f32;
 }
 
 impl Lanes for __m256 {
@@ -81,6 +85,17 @@ impl Lanes for __m256 {
     unsafe fn exponent_from_low_bits(t: Self) -> Self {
         _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(t)))
     }
+    #[inline(always)]
+    unsafe fn load_first(p: *const f32, n: usize) -> Self {
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lane))
+    }
+    #[inline(always)]
+    unsafe fn sum(v: Self) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
+    }
 }
 
 impl Lanes for __m512 {
@@ -132,6 +147,14 @@ impl Lanes for __m512 {
     #[inline(always)]
     unsafe fn exponent_from_low_bits(t: Self) -> Self {
         _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_castps_si512(t)))
+    }
+    #[inline(always)]
+    unsafe fn load_first(p: *const f32, n: usize) -> Self {
+        _mm512_maskz_loadu_ps(((1u32 << n) - 1) as __mmask16, p)
+    }
+    #[inline(always)]
+    unsafe fn sum(v: Self) -> f32 {
+        _mm512_reduce_add_ps(v)
     }
 }
 

@@ -18,10 +18,25 @@ thread_local! {
     static BLOCK_A: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// C [m × n] (+)= A·B for narrow B (n < `NARROW`) as dot products of A's rows (contiguous)
-/// with B's columns (contiguous: B[p, j] at j·b_cs + p), two rows at a time.
+/// `narrow_on` in ymm registers.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn narrow(
+    dims: (usize, usize, usize),
+    c: &mut [f32],
+    ldc: usize,
+    a: (&[f32], usize),
+    b: (&[f32], usize),
+    accumulate: bool,
+) {
+    narrow_on::<__m256>(dims, c, ldc, a, b, accumulate)
+}
+
+/// C [m × n] (+)= A·B for narrow B (n < `NARROW`) as dot products of A's rows (contiguous) with
+/// B's columns (B[p, j] at j·b_cs + p), four rows × two columns at a time: each chunk of A and of
+/// B is loaded once for all eight FMA chains, and a partial load takes k's tail.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+pub(super) unsafe fn narrow_on<V: Lanes>(
     (m, n, k): (usize, usize, usize),
     c: &mut [f32],
     ldc: usize,
@@ -29,45 +44,42 @@ pub unsafe fn narrow(
     (b, b_cs): (&[f32], usize),
     accumulate: bool,
 ) {
-    let k8 = k - k % 8;
-    let hsum = |v: __m256| {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
-    };
-    let (a, b) = (a.as_ptr(), b.as_ptr());
-    for i in (0..m).step_by(2) {
-        let rows = if i + 1 < m { 2 } else { 1 };
-        for j in 0..n {
-            let bj = b.add(j * b_cs);
-            // two rows × two accumulators: four independent FMA chains
-            let mut acc = [[_mm256_setzero_ps(); 2]; 2];
-            let mut tail = [0.0f32; 2];
-            let mut p = 0;
-            while p + 16 <= k8 {
-                let (b0, b1) = (_mm256_loadu_ps(bj.add(p)), _mm256_loadu_ps(bj.add(p + 8)));
-                for (r, acc) in acc.iter_mut().enumerate().take(rows) {
-                    let ar = a.add((i + r) * a_rs + p);
-                    acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(ar), b0, acc[0]);
-                    acc[1] = _mm256_fmadd_ps(_mm256_loadu_ps(ar.add(8)), b1, acc[1]);
-                }
-                p += 16;
+    const R: usize = 4;
+    let (a, b, c, l) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), V::LANES);
+    // a macro, not a closure: a closure would not inherit the caller's target features
+    macro_rules! load {
+        ($p:expr, $at:expr) => {
+            if $at + l <= k {
+                V::load($p.add($at))
+            } else {
+                V::load_first($p.add($at), k - $at)
             }
-            if p < k8 {
-                let b0 = _mm256_loadu_ps(bj.add(p));
-                for (r, acc) in acc.iter_mut().enumerate().take(rows) {
-                    let ar = a.add((i + r) * a_rs + p);
-                    acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(ar), b0, acc[0]);
-                }
+        };
+    }
+    for i in (0..m).step_by(R) {
+        let rows = R.min(m - i);
+        for j in (0..n).step_by(2) {
+            let cols = 2.min(n - j);
+            let mut acc = [[V::splat(0.0); 2]; R];
+            // a missing row or column reads the last one again, and is not stored
+            let mut ar = [a; R];
+            for r in 0..R {
+                ar[r] = a.add((i + r.min(rows - 1)) * a_rs);
             }
-            for (r, t) in tail.iter_mut().enumerate().take(rows) {
-                let ar = a.add((i + r) * a_rs);
-                *t = (k8..k).map(|p| *ar.add(p) * *bj.add(p)).sum();
+            let bc = [b.add(j * b_cs), b.add((j + cols - 1) * b_cs)];
+            for at in (0..k).step_by(l) {
+                let bv = [load!(bc[0], at), load!(bc[1], at)];
+                for r in 0..R {
+                    let x = load!(ar[r], at);
+                    acc[r][0] = V::fmadd(x, bv[0], acc[r][0]);
+                    acc[r][1] = V::fmadd(x, bv[1], acc[r][1]);
+                }
             }
             for r in 0..rows {
-                let v = hsum(_mm256_add_ps(acc[r][0], acc[r][1])) + tail[r];
-                let dst = &mut c[(i + r) * ldc + j];
-                *dst = if accumulate { *dst + v } else { v };
+                for q in 0..cols {
+                    let (dst, v) = (c.add((i + r) * ldc + j + q), V::sum(acc[r][q]));
+                    *dst = if accumulate { *dst + v } else { v };
+                }
             }
         }
     }

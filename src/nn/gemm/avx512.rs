@@ -373,50 +373,15 @@ pub unsafe fn rows_x32(
     tile(k, a, a_strides, b, c, ldc, acc)
 }
 
-/// C [m × n] (+)= A·B for narrow B (n < `NARROW`) as dot products of A's rows (contiguous) with
-/// B's columns (B[p, j] at j·b_cs + p), four rows × two columns at a time: each 16-float chunk
-/// of A and of B is loaded once for all eight FMA chains, and a masked load takes k's tail.
+/// `avx2::narrow_on` in zmm registers.
 #[target_feature(enable = "avx512f,avx2,fma")]
 pub unsafe fn narrow(
-    (m, n, k): (usize, usize, usize),
+    dims: (usize, usize, usize),
     c: &mut [f32],
     ldc: usize,
-    (a, a_rs): (&[f32], usize),
-    (b, b_cs): (&[f32], usize),
+    a: (&[f32], usize),
+    b: (&[f32], usize),
     accumulate: bool,
 ) {
-    const R: usize = 4;
-    let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
-    let tail: __mmask16 = (1u32 << (k % 16)).wrapping_sub(1) as __mmask16;
-    for i in (0..m).step_by(R) {
-        let rows = R.min(m - i);
-        for j in (0..n).step_by(2) {
-            let cols = 2.min(n - j);
-            let mut acc = [[_mm512_setzero_ps(); 2]; R];
-            // a missing row or column reads the last one again, and is not stored
-            let ar: [*const f32; R] = [0, 1, 2, 3].map(|r| a.add((i + r.min(rows - 1)) * a_rs));
-            let bc = [b.add(j * b_cs), b.add((j + cols - 1) * b_cs)];
-            let mut p = 0;
-            while p < k {
-                let mask = if p + 16 <= k { u16::MAX } else { tail };
-                let bv = [
-                    _mm512_maskz_loadu_ps(mask, bc[0].add(p)),
-                    _mm512_maskz_loadu_ps(mask, bc[1].add(p)),
-                ];
-                for r in 0..R {
-                    let x = _mm512_maskz_loadu_ps(mask, ar[r].add(p));
-                    acc[r][0] = _mm512_fmadd_ps(x, bv[0], acc[r][0]);
-                    acc[r][1] = _mm512_fmadd_ps(x, bv[1], acc[r][1]);
-                }
-                p += 16;
-            }
-            for (r, acc) in acc.iter().enumerate().take(rows) {
-                for (q, v) in acc.iter().enumerate().take(cols) {
-                    let dst = c.add((i + r) * ldc + j + q);
-                    let v = _mm512_reduce_add_ps(*v);
-                    *dst = if accumulate { *dst + v } else { v };
-                }
-            }
-        }
-    }
+    super::avx2::narrow_on::<__m512>(dims, c, ldc, a, b, accumulate)
 }
