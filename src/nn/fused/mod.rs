@@ -29,6 +29,13 @@ struct Layer {
     b: usize,
 }
 
+impl Layer {
+    /// An output of a few dimensions: its Wᵀ products read W's rows as dot products, unpacked.
+    fn narrow(&self) -> bool {
+        self.fan_out < NARROW
+    }
+}
+
 /// An MLP on [x, embed(t)] evaluated by fused CPU kernels (f32).
 pub struct FusedMlp {
     dim: usize,
@@ -189,7 +196,9 @@ impl FusedMlp {
             let jobs = self.layers.iter().zip(wt).zip(w).map(|((l, wt), w)| {
                 let weights = &self.params[l.w..l.w + l.fan_in * l.fan_out];
                 move || {
-                    wt.pack(weights, (1, l.fan_in), l.fan_in, l.fan_out);
+                    if !l.narrow() {
+                        wt.pack(weights, (1, l.fan_in), l.fan_in, l.fan_out);
+                    }
                     w.pack(weights, (l.fan_in, 1), l.fan_out, l.fan_in);
                 }
             });
@@ -204,7 +213,7 @@ impl FusedMlp {
     /// dimensions) read from W, whose rows are Wᵀ's contiguous columns.
     fn transposed<'a>(&'a self, packed: &'a Packed, i: usize) -> Rhs<'a> {
         let l = &self.layers[i];
-        if l.fan_out < NARROW {
+        if l.narrow() {
             Rhs::Strided(&self.params[l.w..l.w + l.fan_in * l.fan_out], (1, l.fan_in))
         } else {
             Rhs::Packed(&packed.wt[i])
@@ -438,13 +447,7 @@ impl FusedMlp {
         while workspaces.len() < parts.len() {
             workspaces.push(Workspace::default());
         }
-        if parts.len() == 1 {
-            let item = per_chunk.into_iter().next();
-            return item
-                .map(|it| f(&mut workspaces[0], parts[0].clone(), it))
-                .into_iter()
-                .collect();
-        }
+        // (a single chunk runs on this thread: `run_all`'s own shortcut)
         let f = &f;
         let jobs = workspaces[..parts.len()]
             .iter_mut()
