@@ -304,6 +304,10 @@ unsafe fn rows<const L: u8>(
         tile::<MR, L>(k, ai, (a_rs, a_cs), b, ldb, ci, ldc, w, acc.at(i * ldc, 0));
         i += MR;
     }
+    if i == m {
+        // (no pointer past the rows: `add` must stay inside the slices)
+        return;
+    }
     let acc = acc.at(i * ldc, 0);
     let (a, c) = (a.add(i * a_rs), c.add(i * ldc));
     match m - i {
