@@ -6,6 +6,7 @@
 //! waits for it the same way.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// One warm scope at a time: spinners of two concurrent scopes could each hold up the other's
 /// body (a thread spinning for one scope above the suspended body of the other).
@@ -83,6 +84,39 @@ pub fn run_all<R: Send, F: FnOnce() -> R + Send>(jobs: Vec<F>) -> Vec<R> {
     out.into_iter().map(|r| r.expect("every job ran")).collect()
 }
 
+/// `f(worker, i, item)` on every item, each claimed in order by whichever worker is free next
+/// (a worker is per-thread state, such as a workspace): a thread slowed by the shared machine
+/// claims fewer items, where a fixed share per thread would leave the others waiting on it.
+/// At most one job per worker runs at a time; results come in item order.
+pub fn run_claimed<W: Send, T: Send, R: Send>(
+    workers: &mut [W],
+    items: Vec<T>,
+    f: impl Fn(&mut W, usize, T) -> R + Sync,
+) -> Vec<R> {
+    let n = items.len();
+    let queue = Mutex::new(items.into_iter().enumerate());
+    let (queue, f) = (&queue, &f);
+    let jobs = workers
+        .iter_mut()
+        .take(n)
+        .map(|w| {
+            move || {
+                let mut done = Vec::new();
+                loop {
+                    // the guard is dropped before f runs: a `while let` would hold it throughout
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                    let Some((i, item)) = next else { break };
+                    done.push((i, f(w, i, item)));
+                }
+                done
+            }
+        })
+        .collect();
+    let mut out: Vec<(usize, R)> = run_all(jobs).into_iter().flatten().collect();
+    out.sort_unstable_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
 /// Spins while `busy()`, running pool work through `take` between checks; after a long idle
 /// spell it gives the core to the OS between checks (the thread it waits for may need it).
 fn spin_while(busy: impl Fn() -> bool, take: fn() -> Option<rayon::Yield>) {
@@ -146,6 +180,37 @@ mod tests {
                 .collect()
         });
         assert_eq!(got, vec![want; 3]);
+    }
+
+    /// run_claimed hands every item to exactly one worker, returns the values in item order
+    /// (inside and outside a warm scope) and passes a panic on.
+    #[test]
+    fn run_claimed_runs_each_item_once_in_order() {
+        let claimed = |workers: &mut [usize]| {
+            let items: Vec<u64> = (0..50).collect();
+            super::run_claimed(workers, items, |count, i, x| {
+                *count += 1;
+                (i as u64, x * x)
+            })
+        };
+        let want: Vec<(u64, u64)> = (0..50u64).map(|i| (i, i * i)).collect();
+        for warm in [false, true] {
+            let mut workers = vec![0usize; 3];
+            let got = if warm {
+                super::warm(|| claimed(&mut workers))
+            } else {
+                claimed(&mut workers)
+            };
+            assert_eq!(got, want);
+            assert_eq!(workers.iter().sum::<usize>(), 50);
+        }
+        assert!(super::run_claimed(&mut [(); 2], Vec::<u8>::new(), |_, _, x| x).is_empty());
+        let caught = std::panic::catch_unwind(|| {
+            super::run_claimed(&mut [(); 2], (0..8).collect(), |_, i, _: i32| {
+                assert!(i != 5, "item 5 fails");
+            })
+        });
+        assert!(caught.is_err());
     }
 
     /// run_all returns the jobs' values in order, inside and outside a warm scope, with more
