@@ -515,21 +515,25 @@ impl ScoreNet {
         let (n, d) = (ts.len(), self.config.dim);
         let (p, param) = (self.process(), self.config.arch.parameterisation);
         let mut q = vec![0f32; m * n];
-        let mut coef = (f32::NAN, (0.0, 0.0));
-        for (r, (&tr, row)) in ts.iter().zip(s.chunks_exact_mut(d)).enumerate() {
-            if coef.0 != tr {
-                let (a, b) = param.score_coefficients(p.alpha(tr as f64), p.sigma(tr as f64));
-                coef = (tr, (a as f32, b as f32));
-            }
-            let (a, b) = coef.1;
+        // runs of rows at one time (a sampler's whole batch): one (A, B) and flat passes each
+        let mut r0 = 0;
+        while r0 < n {
+            let tr = ts[r0];
+            let r1 = r0 + 1 + ts[r0 + 1..].iter().take_while(|&&t| t == tr).count();
+            let (a, b) = param.score_coefficients(p.alpha(tr as f64), p.sigma(tr as f64));
+            let (a, b) = (a as f32, b as f32);
             for k in 0..m {
-                let at = (k * n + r) * d;
-                let (jv, vr) = (&tan[at..at + d], &vs[at..at + d]);
-                q[k * n + r] = jv.iter().zip(vr).map(|(j, v)| (a * j + b * v) * v).sum();
+                let (at, to) = ((k * n + r0) * d, (k * n + r1) * d);
+                let rows = tan[at..to].chunks_exact(d).zip(vs[at..to].chunks_exact(d));
+                for (q, (jv, vr)) in q[k * n + r0..k * n + r1].iter_mut().zip(rows) {
+                    *q = jv.iter().zip(vr).map(|(j, v)| (a * j + b * v) * v).sum();
+                }
             }
-            for (o, xv) in row.iter_mut().zip(&xs[r * d..(r + 1) * d]) {
+            let (at, to) = (r0 * d, r1 * d);
+            for (o, xv) in s[at..to].iter_mut().zip(&xs[at..to]) {
                 *o = a * *o + b * xv;
             }
+            r0 = r1;
         }
         q
     }

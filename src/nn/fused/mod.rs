@@ -54,6 +54,8 @@ pub struct FusedMlp {
 #[derive(Default)]
 struct Packed {
     fresh: bool,
+    /// Counts the repacks: the weights' version, for what a workspace derives from them.
+    generation: u64,
     wt: Vec<PackedB>,
     w: Vec<PackedB>,
 }
@@ -77,6 +79,8 @@ struct Workspace {
     grads: Vec<f32>,
     /// Layer 0's bias, with the embedding's share folded in when the block has one time.
     bias0: Vec<f32>,
+    /// The time's bits and the weights' generation that `bias0` was folded for, if it was.
+    bias0_for: Option<(u32, u64)>,
 }
 
 /// Rows per inference block: one activation matrix and its m tangent directions' of about 64k
@@ -205,6 +209,7 @@ impl FusedMlp {
             });
             crate::pool::run_all(jobs.collect());
             p.fresh = true;
+            p.generation += 1;
         }
         drop(p);
         read()
@@ -495,12 +500,18 @@ impl FusedMlp {
         // samplers and ODE solvers evaluate every row at one time: then the embedding's share of
         // layer 0, emb(t)·W0[:, d..]ᵀ + b0, is one row, computed once and used as layer 0's bias
         let shared = block.clone().all(|r| t[r] == t[block.start]);
-        let h0 = resize(&mut ws.acts[0], rows * in0);
-        let (first, rest) = h0.split_at_mut(in0);
-        self.embed(t[block.start], &mut first[d..]);
+        let packed = self.packed();
+        // a sampler's later blocks at the same t reuse the first one's fold
+        let key = (t[block.start].to_bits(), packed.generation);
+        let folded = shared && ws.bias0_for == Some(key);
         // inference at one t never reads the embedding's columns past the first row (they fold
         // into layer 0's bias below); a reverse pass (dW₀) does
         let rows_need_embedding = !shared || keep != Keep::Value;
+        let h0 = resize(&mut ws.acts[0], rows * in0);
+        let (first, rest) = h0.split_at_mut(in0);
+        if !folded || rows_need_embedding {
+            self.embed(t[block.start], &mut first[d..]);
+        }
         for (r, row) in block.clone().skip(1).zip(rest.chunks_exact_mut(in0)) {
             if !shared {
                 self.embed(t[r], &mut row[d..]);
@@ -515,17 +526,20 @@ impl FusedMlp {
             }
         }
         let l0 = &self.layers[0];
-        let bias0 = resize(&mut ws.bias0, l0.fan_out);
-        bias0.copy_from_slice(&self.params[l0.b..l0.b + l0.fan_out]);
-        if shared {
-            // bias0_j += Σ_k emb_k W0[j, d + k], then layer 0 needs only x's d columns
-            let emb = &h0[d..d + e];
-            for (j, b) in bias0.iter_mut().enumerate() {
-                let w = &self.params[l0.w + j * in0 + d..l0.w + (j + 1) * in0];
-                *b += w.iter().zip(emb).map(|(w, e)| w * e).sum::<f32>();
+        if !folded {
+            let bias0 = resize(&mut ws.bias0, l0.fan_out);
+            bias0.copy_from_slice(&self.params[l0.b..l0.b + l0.fan_out]);
+            ws.bias0_for = None;
+            if shared {
+                // bias0_j += Σ_k emb_k W0[j, d + k], then layer 0 needs only x's d columns
+                let emb = &h0[d..d + e];
+                for (j, b) in bias0.iter_mut().enumerate() {
+                    let w = &self.params[l0.w + j * in0 + d..l0.w + (j + 1) * in0];
+                    *b += w.iter().zip(emb).map(|(w, e)| w * e).sum::<f32>();
+                }
+                ws.bias0_for = Some(key);
             }
         }
-        let packed = self.packed();
         for (i, l) in self.layers.iter().enumerate() {
             let (lo, hi) = ws.acts.split_at_mut(i + 1);
             let z = resize(&mut hi[0], rows * l.fan_out);

@@ -218,6 +218,18 @@ fn shared_time_matches_the_candle_network() -> Result<()> {
     let t = Tensor::full(0.81f32, n, &dev)?;
     let (out, _) = fused.forward(&flat(&x), &flat(&t), None)?;
     assert!(rel(&out, &flat(&net.forward(&x, &t)?)) < 1e-5);
+    // new weights at the same t: the workspaces' folded layer-0 bias must not be reused
+    let mut fused = fused;
+    fused.params_mut().iter_mut().for_each(|p| *p *= 0.9);
+    for ((_, var), p) in net
+        .params
+        .iter()
+        .zip(fused.to_tensors(fused.params(), &dev)?)
+    {
+        var.set(&p)?;
+    }
+    let (out, _) = fused.forward(&flat(&x), &flat(&t), None)?;
+    assert!(rel(&out, &flat(&net.forward(&x, &t)?)) < 1e-5);
     Ok(())
 }
 
