@@ -123,7 +123,7 @@ pub(crate) fn has_avx2() -> bool {
     false
 }
 
-/// Whether this CPU has AVX-512F beside AVX2 and FMA (checked once), and `TWEEDIE_NO_AVX512` is
+/// Whether this CPU has AVX-512F and DQ beside AVX2 and FMA (checked once), and `TWEEDIE_NO_AVX512` is
 /// unset: the GEMM then runs its tiles in zmm registers (12 × 32 for the most part).
 pub(crate) fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -132,6 +132,7 @@ pub(crate) fn has_avx512() -> bool {
         *HAS.get_or_init(|| {
             has_avx2()
                 && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512dq")
                 && std::env::var_os("TWEEDIE_NO_AVX512").is_none()
         })
     }

@@ -7,7 +7,7 @@ use std::arch::x86_64::*;
 ///
 /// # Safety
 /// Every method is an intrinsic of the vector's instruction set: call them only where the CPU
-/// has it (AVX2 + FMA for `__m256`, AVX-512F for `__m512`), from a function that enables it;
+/// has it (AVX2 + FMA for `__m256`, AVX-512F and DQ for `__m512`), from a function that enables it;
 /// `load` and `store` need `LANES` valid f32 at `p`.
 #[allow(clippy::missing_safety_doc)] // one contract for every method, stated above
 pub trait Lanes: Copy {
@@ -19,8 +19,8 @@ pub trait Lanes: Copy {
     unsafe fn add(a: Self, b: Self) -> Self;
     unsafe fn sub(a: Self, b: Self) -> Self;
     unsafe fn mul(a: Self, b: Self) -> Self;
-    unsafe fn min(a: Self, b: Self) -> Self;
-    unsafe fn max(a: Self, b: Self) -> Self;
+    /// a clamped to [−l, l] (l ≥ 0).
+    unsafe fn clamp_abs(a: Self, l: Self) -> Self;
     /// a·b + c.
     unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self;
     /// −a·b + c.
@@ -58,12 +58,8 @@ impl Lanes for __m256 {
         _mm256_mul_ps(a, b)
     }
     #[inline(always)]
-    unsafe fn min(a: Self, b: Self) -> Self {
-        _mm256_min_ps(a, b)
-    }
-    #[inline(always)]
-    unsafe fn max(a: Self, b: Self) -> Self {
-        _mm256_max_ps(a, b)
+    unsafe fn clamp_abs(a: Self, l: Self) -> Self {
+        _mm256_min_ps(_mm256_max_ps(a, _mm256_sub_ps(_mm256_setzero_ps(), l)), l)
     }
     #[inline(always)]
     unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
@@ -121,12 +117,9 @@ impl Lanes for __m512 {
         _mm512_mul_ps(a, b)
     }
     #[inline(always)]
-    unsafe fn min(a: Self, b: Self) -> Self {
-        _mm512_min_ps(a, b)
-    }
-    #[inline(always)]
-    unsafe fn max(a: Self, b: Self) -> Self {
-        _mm512_max_ps(a, b)
+    unsafe fn clamp_abs(a: Self, l: Self) -> Self {
+        // one `vrangeps`: the smaller magnitude of a and l, with a's sign
+        _mm512_range_ps::<0b0010>(a, l)
     }
     #[inline(always)]
     unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
@@ -177,13 +170,13 @@ impl Lanes for __m512 {
 #[inline(always)]
 pub unsafe fn silu_xn<V: Lanes, const N: usize>(x: [V; N]) -> ([V; N], [V; N]) {
     // beyond ±87 σ is 0 or 1 to f32 precision, and 2^n stays a normal number
-    let (lo, hi) = (V::splat(-87.0), V::splat(87.0));
+    let limit = V::splat(87.0);
     const SHIFTER: f32 = 12_582_912.0 + 127.0; // 1.5·2²³ + the exponent bias
     let (shift, log2e) = (V::splat(SHIFTER), V::splat(-std::f32::consts::LOG2_E));
     let ln2 = V::splat(std::f32::consts::LN_2);
     let (mut z, mut t, mut q, mut s, mut h) = (x, x, x, x, x);
     for i in 0..N {
-        z[i] = V::min(V::max(x[i], lo), hi);
+        z[i] = V::clamp_abs(x[i], limit);
     }
     for i in 0..N {
         t[i] = V::fmadd(z[i], log2e, shift);
@@ -256,7 +249,7 @@ mod tests {
         eval::<__m256>(z)
     }
 
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,avx512dq")]
     unsafe fn eval_avx512(z: &[f32; 16]) -> [[f32; 16]; 3] {
         eval::<__m512>(z)
     }
@@ -268,7 +261,7 @@ mod tests {
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             widths.push(eval_avx2);
         }
-        if is_x86_feature_detected!("avx512f") {
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512dq") {
             widths.push(eval_avx512);
         }
         for eval in widths {

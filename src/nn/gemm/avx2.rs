@@ -92,7 +92,8 @@ pub enum Store {
     Write,
     /// C += AB.
     Add,
-    /// C = SiLU(AB + bias), and SiLU' into d1 (laid out like C) unless it is null.
+    /// C = SiLU(AB + bias), and SiLU' into d1 (laid out like C) unless it is null; a null bias:
+    /// the tile's accumulators started from it.
     Silu { bias: *const f32, d1: *mut f32 },
     /// C = AB ⊙ d (d laid out like C).
     Scale { d: *const f32 },
@@ -103,7 +104,7 @@ impl Store {
     pub(super) unsafe fn at(self, offset: usize, col: usize) -> Store {
         match self {
             Store::Silu { bias, d1 } => Store::Silu {
-                bias: bias.add(col),
+                bias: if bias.is_null() { bias } else { bias.add(col) },
                 d1: if d1.is_null() { d1 } else { d1.add(offset) },
             },
             Store::Scale { d } => Store::Scale { d: d.add(offset) },
@@ -498,10 +499,15 @@ pub(super) unsafe fn store_tile<V: Lanes, const R: usize, const P: usize>(
         // a column of R vectors at once: one row's chains would leave the FMA pipes waiting on
         // their latency
         for p in 0..P {
-            let b = V::load(bias.add(p * l));
-            let mut z = [b; R];
+            let mut z = [t[0][p]; R];
             for r in 0..R {
-                z[r] = V::add(t[r][p], b);
+                z[r] = t[r][p];
+            }
+            if !bias.is_null() {
+                let b = V::load(bias.add(p * l));
+                for z in &mut z {
+                    *z = V::add(*z, b);
+                }
             }
             let (h, s) = silu_xn::<V, R>(z);
             for r in 0..R {

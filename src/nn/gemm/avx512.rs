@@ -68,7 +68,7 @@ macro_rules! z_step {
 /// C[0..12, 0..w] ← A·B-panel through `acc`: A[r, p] at a + r·a_rs + p·a_cs (both strides in
 /// the address arithmetic, so row- and column-major A take the same loop), B's rows `ldb` apart.
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
 pub unsafe fn tile_12x16(
     k: usize,
     a: *const f32,
@@ -202,7 +202,7 @@ macro_rules! wide_step {
 /// the first), 24 accumulators: each broadcast of A feeds two FMAs, so a k-step issues 14 loads
 /// for 24 FMAs where two 12 × 16 tiles issue 26.
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
 pub unsafe fn tile_12x32(
     k: usize,
     a: *const f32,
@@ -212,11 +212,25 @@ pub unsafe fn tile_12x32(
     ldc: usize,
     acc: Store,
 ) {
-    let z = _mm512_setzero_ps();
-    let [mut c0, mut c1, mut c2, mut c3, mut c4, mut c5] = [z; 6];
-    let [mut c6, mut c7, mut c8, mut c9, mut c10, mut c11] = [z; 6];
-    let [mut d0, mut d1, mut d2, mut d3, mut d4, mut d5] = [z; 6];
-    let [mut d6, mut d7, mut d8, mut d9, mut d10, mut d11] = [z; 6];
+    // a SiLU epilogue's bias is the accumulators' start: one add fewer per vector
+    let (zl, zr, acc) = match acc {
+        Store::Silu { bias, d1 } if !bias.is_null() => {
+            let (l, r) = (_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(NR)));
+            (
+                l,
+                r,
+                Store::Silu {
+                    bias: std::ptr::null(),
+                    d1,
+                },
+            )
+        }
+        _ => (_mm512_setzero_ps(), _mm512_setzero_ps(), acc),
+    };
+    let [mut c0, mut c1, mut c2, mut c3, mut c4, mut c5] = [zl; 6];
+    let [mut c6, mut c7, mut c8, mut c9, mut c10, mut c11] = [zl; 6];
+    let [mut d0, mut d1, mut d2, mut d3, mut d4, mut d5] = [zr; 6];
+    let [mut d6, mut d7, mut d8, mut d9, mut d10, mut d11] = [zr; 6];
     std::arch::asm!(
         "lea {a3}, [{a} + 2*{rs}]",
         "add {a3}, {rs}",
@@ -314,7 +328,7 @@ pub unsafe fn tile_12x32(
 /// 12-row tiles) in 2R zmm accumulators: at R ≥ 4 that is enough independent FMA chains to
 /// cover the FMA latency, where the 8-lane tiles ran these rows at half the rate.
 #[allow(clippy::needless_range_loop)]
-#[target_feature(enable = "avx512f,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
 unsafe fn tile_rx32<const R: usize>(
     k: usize,
     a: *const f32,
@@ -374,7 +388,7 @@ pub unsafe fn rows_x32(
 }
 
 /// `avx2::narrow_on` in zmm registers.
-#[target_feature(enable = "avx512f,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
 pub unsafe fn narrow(
     dims: (usize, usize, usize),
     c: &mut [f32],

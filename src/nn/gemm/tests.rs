@@ -4,7 +4,8 @@ use super::*;
 fn kernels() -> Vec<bool> {
     let wide = cfg!(target_arch = "x86_64")
         && super::super::kernels::has_avx2()
-        && std::arch::is_x86_feature_detected!("avx512f");
+        && std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512dq");
     if wide {
         vec![false, true]
     } else {
