@@ -96,14 +96,22 @@ fn chunks(n: usize) -> Vec<Range<usize>> {
     split(n, rayon::current_num_threads().min(n.div_ceil(32)))
 }
 
-/// Inference's chunks, claimed by the threads in turn (`for_chunks_with`): about 16 per thread,
-/// so that a thread slowed by the shared machine claims fewer, in whole 12-row tiles and at least
-/// 120 rows, so that a chunk's fixed cost stays small (16 per thread sampled 1.09× faster than 4
-/// and the likelihood's 1000 points no faster; 120 rows ran the likelihood 1.03× faster than 500).
+/// Inference's chunks, claimed by the threads in turn (`for_chunks_with`), in whole 12-row tiles
+/// and shrinking (guided): each an eighth of the rows left per thread, 48 to 504 rows, so that a
+/// thread slowed by the shared machine claims fewer and the last ones end close together (against
+/// ~16 equal chunks per thread: EM 1.10×, DPM-Solver++ 1.04–1.06×, the likelihood 1.04×).
 fn inference_chunks(n: usize) -> Vec<Range<usize>> {
     let threads = rayon::current_num_threads();
-    let rows = n.div_ceil(16 * threads).max(120).next_multiple_of(12);
-    (0..n).step_by(rows).map(|s| s..(s + rows).min(n)).collect()
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let rows = ((n - start) / (8 * threads))
+            .next_multiple_of(12)
+            .clamp(48, 504);
+        parts.push(start..(start + rows).min(n));
+        start += rows;
+    }
+    parts
 }
 
 /// 0..n in k (≥ 1) contiguous near-equal ranges.

@@ -278,3 +278,22 @@ fn inference_score_matches_the_candle_network() -> Result<()> {
     }
     Ok(())
 }
+
+/// Inference chunks cover 0..n in order, in whole 12-row tiles (but the last) of 48 to 504 rows,
+/// never growing.
+#[test]
+fn inference_chunks_tile_the_rows_and_shrink() {
+    for n in [0, 1, 47, 100, 1000, 10_000, 123_457] {
+        let parts = inference_chunks(n);
+        assert_eq!(parts.first().map_or(0, |p| p.start), 0);
+        assert_eq!(parts.last().map_or(0, |p| p.end), n);
+        for (i, p) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            assert!(last || (p.len() % 12 == 0 && (48..=504).contains(&p.len())));
+            if let Some(next) = parts.get(i + 1) {
+                assert_eq!(p.end, next.start);
+                assert!(next.len() <= p.len(), "{n} rows: {parts:?}");
+            }
+        }
+    }
+}
