@@ -150,15 +150,34 @@ pub fn lincomb(out: &mut Buf, a: f64, terms: &[(f64, &Buf)]) -> Result<()> {
     let terms = terms.iter().filter(|(c, _)| *c != 0.0);
     match out {
         Buf::Host(out) => {
-            // one vectorised pass per term
-            if a == 0.0 {
-                out.fill(0.0);
-            } else if a != 1.0 {
-                out.iter_mut().for_each(|o| *o *= a);
+            let terms = terms
+                .map(|&(c, v)| Ok((c, v.host()?)))
+                .collect::<Result<Vec<_>>>()?;
+            if terms.iter().any(|(_, v)| v.len() != out.len()) {
+                bail!("lincomb of buffers of different lengths");
             }
-            for &(c, v) in terms {
-                out.iter_mut().zip(v.host()?).for_each(|(o, v)| *o += c * v);
-            }
+            // chunks in parallel (a sampler's state is serial work between NFEs otherwise), one
+            // vectorised pass per term in each
+            const CHUNK: usize = 8192;
+            let terms = &terms;
+            let jobs = out
+                .chunks_mut(CHUNK)
+                .enumerate()
+                .map(|(i, out)| {
+                    move || {
+                        if a == 0.0 {
+                            out.fill(0.0);
+                        } else if a != 1.0 {
+                            out.iter_mut().for_each(|o| *o *= a);
+                        }
+                        for &(c, v) in terms {
+                            let v = &v[i * CHUNK..i * CHUNK + out.len()];
+                            out.iter_mut().zip(v).for_each(|(o, v)| *o += c * v);
+                        }
+                    }
+                })
+                .collect();
+            crate::pool::run_all(jobs);
         }
         Buf::Device(out) => {
             let mut acc = if a == 0.0 {
