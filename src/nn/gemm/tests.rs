@@ -1,6 +1,6 @@
 use super::*;
 
-/// The kernels this CPU can run: without AVX-512 tiles, and with them where it has AVX-512F.
+/// The kernels this CPU can run: without AVX-512 tiles, and with them where it has AVX-512F and DQ.
 fn kernels() -> Vec<bool> {
     let wide = cfg!(target_arch = "x86_64")
         && super::super::kernels::has_avx2()
