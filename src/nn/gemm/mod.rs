@@ -2,9 +2,9 @@
 //! micro-kernel (6 rows × 16 columns: 12 accumulators, two B loads and six A broadcasts per k,
 //! the classic BLIS/Goto shape for 16 ymm registers) walks B in 16-column panels, each packed
 //! contiguously (from any strides: Wᵀ is read straight from W) so that it stays in L1 while A's
-//! rows stream past. With AVX-512F and DQ, zmm tiles (`avx512`: 12 × 32 over two adjacent panels, R × 32
-//! for a block's last rows, 12 × 16 for a last odd panel) take A in 24-row blocks against every
-//! panel instead. Elsewhere the `gemm` crate does the work.
+//! rows stream past. With AVX-512F and DQ, zmm tiles (`avx512`: 12 × 32 over two adjacent
+//! panels, R × 32 for a block's last rows, 12 × 16 for a last odd panel) take A in 24-row blocks
+//! against every panel instead. Elsewhere the `gemm` crate does the work.
 
 /// The B operand of a product: a matrix read through (row, column) strides, packed panel by
 /// panel as the product runs, or one packed beforehand to be reused by many products.
