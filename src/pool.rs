@@ -94,6 +94,10 @@ pub fn run_claimed<W: Send, T: Send, R: Send>(
     f: impl Fn(&mut W, usize, T) -> R + Sync,
 ) -> Vec<R> {
     let n = items.len();
+    assert!(
+        n == 0 || !workers.is_empty(),
+        "items but no workers to run them"
+    );
     let queue = Mutex::new(items.into_iter().enumerate());
     let (queue, f) = (&queue, &f);
     let jobs = workers

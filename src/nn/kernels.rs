@@ -123,8 +123,9 @@ pub(crate) fn has_avx2() -> bool {
     false
 }
 
-/// Whether this CPU has AVX-512F and DQ beside AVX2 and FMA (checked once), and `TWEEDIE_NO_AVX512` is
-/// unset: the GEMM then runs its tiles in zmm registers (12 × 32 for the most part).
+/// Whether this CPU has AVX-512F and DQ beside AVX2 and FMA (checked once), and
+/// `TWEEDIE_NO_AVX512` is unset: the GEMM then runs its tiles in zmm registers (12 × 32 for the
+/// most part).
 pub(crate) fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {

@@ -1,8 +1,9 @@
 //! The fused CPU MLP: the same network as `ScoreNet`'s candle ops, with every weight and bias in one
 //! flat buffer, workspaces kept between calls, GEMMs with the bias and activation applied to each
 //! output block while it is in cache, a hand-written backward pass and forward-mode tangents. The
-//! batch is cut into one contiguous chunk per thread and each chunk into cache-sized blocks that
-//! run the whole network: one fork-join per call, no allocation per layer.
+//! batch is cut into chunks (training: one per thread; inference: shrinking ones that the threads
+//! claim in turn) and each chunk into cache-sized blocks that run the whole network: one parallel
+//! region per call, no allocation per layer.
 
 use super::gemm::{gemm, gemm_fused, gemm_scaled, Epilogue, PackedB, Rhs, NARROW};
 use super::kernels::{self, Keep};
@@ -85,7 +86,8 @@ struct Workspace {
 
 /// Rows per inference block: one activation matrix and its m tangent directions' of about 64k
 /// floats (256 KiB) in all stay in L2. Without tangents 512 rows at width 128 measured best
-/// against 64 and 128 (and against 256 and 128 for sampling); with the two tangents of a 2-D exact
+/// against 64 and 128 (and against 256 and 128 for sampling; inference chunks now hold at most
+/// 504 rows, so sampling's blocks are its chunks); with the two tangents of a 2-D exact
 /// divergence, 170 rows ran the likelihood 1.085× faster than 512 (8 alternating rounds).
 fn block_rows(width: usize, tangents: usize) -> usize {
     (65_536 / (width.max(1) * (1 + tangents))).clamp(16, 512)
@@ -102,6 +104,10 @@ fn chunks(n: usize) -> Vec<Range<usize>> {
 /// ~16 equal chunks per thread: EM 1.10×, DPM-Solver++ 1.04–1.06×, the likelihood 1.04×).
 fn inference_chunks(n: usize) -> Vec<Range<usize>> {
     let threads = rayon::current_num_threads();
+    if threads == 1 && n > 0 {
+        // nothing to balance: one chunk, in blocks
+        return std::iter::once(0..n).collect();
+    }
     let mut parts = Vec::new();
     let mut start = 0;
     while start < n {
@@ -506,7 +512,8 @@ impl FusedMlp {
         let (d, e) = (self.dim, 2 * self.embed_w.len());
         let in0 = self.layers[0].fan_in;
         // samplers and ODE solvers evaluate every row at one time: then the embedding's share of
-        // layer 0, emb(t)·W0[:, d..]ᵀ + b0, is one row, computed once and used as layer 0's bias
+        // layer 0, emb(t)·W0[:, d..]ᵀ + b0, is one row, used as layer 0's bias and computed once
+        // per workspace for each t and version of the weights
         let shared = block.clone().all(|r| t[r] == t[block.start]);
         let packed = self.packed();
         // a sampler's later blocks at the same t reuse the first one's fold

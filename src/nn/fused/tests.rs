@@ -297,3 +297,23 @@ fn inference_chunks_tile_the_rows_and_shrink() {
         }
     }
 }
+
+/// A row's output does not depend on its position in the batch (which tile its block gives
+/// it): each of 37 rows evaluated alone equals its value in the batch, bit for bit.
+#[test]
+fn a_rows_output_does_not_depend_on_its_tile() -> Result<()> {
+    let dev = Device::Cpu;
+    let (n, d) = (37, 2);
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let config = ModelConfig::default_for(d, ProcessConfig::vp_default());
+    let fused = FusedMlp::from_net(&ScoreNet::new(config, &mut rng, &dev)?)?;
+    let x: Vec<f32> = (0..n * d).map(|i| (i as f32 * 0.37).sin()).collect();
+    let t = vec![0.42f32; n];
+    let (batch, _) = fused.forward(&x, &t, None)?;
+    let o = fused.out_dim();
+    for r in 0..n {
+        let (alone, _) = fused.forward(&x[r * d..(r + 1) * d], &t[r..r + 1], None)?;
+        assert_eq!(alone, batch[r * o..(r + 1) * o], "row {r}");
+    }
+    Ok(())
+}

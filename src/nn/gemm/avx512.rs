@@ -198,6 +198,29 @@ macro_rules! wide_step {
     };
 }
 
+/// The start of a 32-column tile's two columns of accumulators, and the store that finishes
+/// them: a SiLU epilogue's bias (one add fewer per vector; the store then gets a null bias,
+/// "already added"), zero otherwise. Every 32-column tile starts so, so a row's result does not
+/// depend on which tile its position in the block gives it.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn start(acc: Store) -> (__m512, __m512, Store) {
+    match acc {
+        Store::Silu { bias, d1 } if !bias.is_null() => {
+            let (l, r) = (_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(NR)));
+            (
+                l,
+                r,
+                Store::Silu {
+                    bias: std::ptr::null(),
+                    d1,
+                },
+            )
+        }
+        _ => (_mm512_setzero_ps(), _mm512_setzero_ps(), acc),
+    }
+}
+
 /// C[0..12, 0..32] ← A·B for two adjacent full panels of B (the second `panel_step` floats after
 /// the first), 24 accumulators: each broadcast of A feeds two FMAs, so a k-step issues 14 loads
 /// for 24 FMAs where two 12 × 16 tiles issue 26.
@@ -212,21 +235,7 @@ pub unsafe fn tile_12x32(
     ldc: usize,
     acc: Store,
 ) {
-    // a SiLU epilogue's bias is the accumulators' start: one add fewer per vector
-    let (zl, zr, acc) = match acc {
-        Store::Silu { bias, d1 } if !bias.is_null() => {
-            let (l, r) = (_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(NR)));
-            (
-                l,
-                r,
-                Store::Silu {
-                    bias: std::ptr::null(),
-                    d1,
-                },
-            )
-        }
-        _ => (_mm512_setzero_ps(), _mm512_setzero_ps(), acc),
-    };
+    let (zl, zr, acc) = start(acc);
     let [mut c0, mut c1, mut c2, mut c3, mut c4, mut c5] = [zl; 6];
     let [mut c6, mut c7, mut c8, mut c9, mut c10, mut c11] = [zl; 6];
     let [mut d0, mut d1, mut d2, mut d3, mut d4, mut d5] = [zr; 6];
@@ -338,7 +347,8 @@ unsafe fn tile_rx32<const R: usize>(
     ldc: usize,
     acc: Store,
 ) {
-    let mut t = [[_mm512_setzero_ps(); 2]; R];
+    let (zl, zr, acc) = start(acc);
+    let mut t = [[zl, zr]; R];
     for p in 0..k {
         let bp = b.add(p * ldb);
         let (b0, b1) = (_mm512_loadu_ps(bp), _mm512_loadu_ps(bp.add(panel_step)));
