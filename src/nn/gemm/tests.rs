@@ -13,6 +13,14 @@ fn kernels() -> Vec<bool> {
     }
 }
 
+/// Deterministic operands: `len_a` values for A and `len_b` for B, small mixed-sign steps times
+/// `scale`.
+fn operands(len_a: usize, len_b: usize, scale: (f32, f32)) -> (Vec<f32>, Vec<f32>) {
+    let a = (0..len_a).map(|i| ((i * 7 % 13) as f32 - 6.0) * scale.0);
+    let b = (0..len_b).map(|i| ((i * 5 % 11) as f32 - 5.0) * scale.1);
+    (a.collect(), b.collect())
+}
+
 /// Every shape class (full and partial row tiles of both kernels and column panels, strided A,
 /// odd and even k, accumulate) against a plain triple loop in f64.
 #[test]
@@ -36,12 +44,7 @@ fn gemm_matches_a_naive_product() {
     for (wide, (m, n, k)) in kernels().into_iter().flat_map(|w| shapes.map(|s| (w, s))) {
         // A row-major, column-major (transposed storage), and with neither stride 1
         for (a_rs, a_cs) in [(k, 1), (1, m), (2 * k, 2)] {
-            let a: Vec<f32> = (0..2 * m * k)
-                .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.3)
-                .collect();
-            let b: Vec<f32> = (0..k * n)
-                .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.2)
-                .collect();
+            let (a, b) = operands(2 * m * k, k * n, (0.3, 0.2));
             let mut c = vec![1.0f32; m * n];
             let a_s = (a_rs, a_cs);
             gemm_on(
@@ -108,12 +111,7 @@ fn gemm_keeps_to_its_columns_of_a_wider_c() {
         .flat_map(|w| [(30, 48, 20), (13, 32, 7), (7, 3, 9)].map(|s| (w, s)))
     {
         let ldc = n + 5;
-        let a: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.3)
-            .collect();
-        let bt: Vec<f32> = (0..n * k)
-            .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.2)
-            .collect();
+        let (a, bt) = operands(m * k, n * k, (0.3, 0.2));
         let mut packed = PackedB::default();
         packed.pack(&bt, (1, k), k, n);
         for (rhs, accumulate) in [
@@ -154,12 +152,7 @@ fn fused_epilogues_match_product_then_pass() {
         (11, 64, 5),
     ];
     for (wide, (m, n, k)) in kernels().into_iter().flat_map(|w| shapes.map(|s| (w, s))) {
-        let a: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1)
-            .collect();
-        let bt: Vec<f32> = (0..n * k)
-            .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.1)
-            .collect();
+        let (a, bt) = operands(m * k, n * k, (0.1, 0.1));
         let d: Vec<f32> = (0..m * n).map(|i| (i % 9) as f32 * 0.25 - 1.0).collect();
         let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.1 - 0.8).collect();
         let mut packed = PackedB::default();
