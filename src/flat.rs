@@ -159,25 +159,17 @@ pub fn lincomb(out: &mut Buf, a: f64, terms: &[(f64, &Buf)]) -> Result<()> {
             // chunks in parallel (a sampler's state is serial work between NFEs otherwise), one
             // vectorised pass per term in each
             const CHUNK: usize = 8192;
-            let terms = &terms;
-            let jobs = out
-                .chunks_mut(CHUNK)
-                .enumerate()
-                .map(|(i, out)| {
-                    move || {
-                        if a == 0.0 {
-                            out.fill(0.0);
-                        } else if a != 1.0 {
-                            out.iter_mut().for_each(|o| *o *= a);
-                        }
-                        for &(c, v) in terms {
-                            let v = &v[i * CHUNK..i * CHUNK + out.len()];
-                            out.iter_mut().zip(v).for_each(|(o, v)| *o += c * v);
-                        }
-                    }
-                })
-                .collect();
-            crate::pool::run_all(jobs);
+            crate::pool::for_each_chunk(out, CHUNK, |i, out| {
+                if a == 0.0 {
+                    out.fill(0.0);
+                } else if a != 1.0 {
+                    out.iter_mut().for_each(|o| *o *= a);
+                }
+                for &(c, v) in &terms {
+                    let v = &v[i * CHUNK..i * CHUNK + out.len()];
+                    out.iter_mut().zip(v).for_each(|(o, v)| *o += c * v);
+                }
+            });
         }
         Buf::Device(out) => {
             let mut acc = if a == 0.0 {

@@ -84,6 +84,18 @@ pub fn run_all<R: Send, F: FnOnce() -> R + Send>(jobs: Vec<F>) -> Vec<R> {
     out.into_iter().map(|r| r.expect("every job ran")).collect()
 }
 
+/// `f(i, chunk)` on each `len`-value chunk of `v` (chunk i starts at i·len) as one `run_all`
+/// region.
+pub fn for_each_chunk<T: Send>(v: &mut [T], len: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let f = &f;
+    let jobs = v
+        .chunks_mut(len)
+        .enumerate()
+        .map(|(i, chunk)| move || f(i, chunk))
+        .collect();
+    run_all(jobs);
+}
+
 /// `f(worker, i, item)` on every item, each claimed in order by whichever worker is free next
 /// (a worker is per-thread state, such as a workspace): a thread slowed by the shared machine
 /// claims fewer items, where a fixed share per thread would leave the others waiting on it.

@@ -7,8 +7,8 @@ use std::arch::x86_64::*;
 ///
 /// # Safety
 /// Every method is an intrinsic of the vector's instruction set: call them only where the CPU
-/// has it (AVX2 + FMA for `__m256`, AVX-512F for `__m512`, and DQ for its `clamp_abs`), from a function that enables it;
-/// `load` and `store` need `LANES` valid f32 at `p`.
+/// has it (AVX2 + FMA for `__m256`, AVX-512F for `__m512`, and DQ for its `clamp_abs`), from a
+/// function that enables it; `load` and `store` need `LANES` valid f32 at `p`.
 #[allow(clippy::missing_safety_doc)] // one contract for every method, stated above
 pub trait Lanes: Copy {
     /// f32 values per vector.

@@ -280,19 +280,12 @@ pub fn fill_standard_normals(v: &mut [f32], rng: &mut ChaCha8Rng) {
     use rand::{RngCore, SeedableRng};
     const CHUNK: usize = 8192;
     let seed = rng.next_u64();
-    let jobs = v
-        .chunks_mut(CHUNK)
-        .enumerate()
-        .map(|(c, out)| {
-            move || {
-                let mut r = ChaCha8Rng::seed_from_u64(seed);
-                r.set_stream(c as u64);
-                out.iter_mut()
-                    .for_each(|z| *z = StandardNormal.sample(&mut r));
-            }
-        })
-        .collect();
-    crate::pool::run_all(jobs);
+    crate::pool::for_each_chunk(v, CHUNK, |c, out| {
+        let mut r = ChaCha8Rng::seed_from_u64(seed);
+        r.set_stream(c as u64);
+        out.iter_mut()
+            .for_each(|z| *z = StandardNormal.sample(&mut r));
+    });
 }
 
 /// What `generate` should do.

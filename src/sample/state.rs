@@ -192,19 +192,11 @@ impl<'a> Chain<'a> {
         const CHUNK: usize = 4096;
         match (&mut self.x, &self.s, &self.z) {
             (Buf::Host(x), Buf::Host(s), Noise::Host(z)) => {
-                let it = x
-                    .chunks_mut(CHUNK)
-                    .zip(s.chunks(CHUNK))
-                    .zip(z.chunks(CHUNK));
-                let jobs = it
-                    .map(|((x, s), z)| {
-                        move || {
-                            let it = x.iter_mut().zip(s).zip(z);
-                            it.for_each(|((x, s), z)| *x = u.cx * *x + u.cs * s + u.cz * *z as f64);
-                        }
-                    })
-                    .collect();
-                crate::pool::run_all(jobs);
+                crate::pool::for_each_chunk(x, CHUNK, |i, x| {
+                    let at = i * CHUNK..i * CHUNK + x.len();
+                    let it = x.iter_mut().zip(&s[at.clone()]).zip(&z[at]);
+                    it.for_each(|((x, s), z)| *x = u.cx * *x + u.cs * s + u.cz * *z as f64);
+                });
             }
             (Buf::Device(_), _, Noise::Device(z)) => {
                 let z = Buf::Device(z.clone());

@@ -264,21 +264,17 @@ pub fn train(
         bar.finish();
         Ok((t.steps, last_loss))
     })?;
-    if steps < t.steps {
-        return Ok(TrainSummary {
-            steps,
-            final_loss: last_loss,
-            wall_seconds: began.elapsed().as_secs_f64(),
-            steps_per_second: f64::NAN,
-            checkpoint: ck_path,
-        });
-    }
     let wall = began.elapsed().as_secs_f64();
     Ok(TrainSummary {
-        steps: t.steps,
+        steps,
         final_loss: last_loss,
         wall_seconds: wall,
-        steps_per_second: (t.steps - start) as f64 / wall,
+        // a run stopped early (`stop_after`) reports no rate
+        steps_per_second: if steps < t.steps {
+            f64::NAN
+        } else {
+            (t.steps - start) as f64 / wall
+        },
         checkpoint: ck_path,
     })
 }

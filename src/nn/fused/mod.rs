@@ -95,7 +95,8 @@ fn block_rows(width: usize, tangents: usize) -> usize {
 
 /// n rows cut into at most `rayon::current_num_threads()` contiguous chunks of ≥ 32 rows.
 fn chunks(n: usize) -> Vec<Range<usize>> {
-    split(n, rayon::current_num_threads().min(n.div_ceil(32)))
+    let k = rayon::current_num_threads().min(n.div_ceil(32)).max(1);
+    (0..k).map(|i| i * n / k..(i + 1) * n / k).collect()
 }
 
 /// Inference's chunks, claimed by the threads in turn (`for_chunks_with`), in whole 12-row tiles
@@ -118,12 +119,6 @@ fn inference_chunks(n: usize) -> Vec<Range<usize>> {
         start += rows;
     }
     parts
-}
-
-/// 0..n in k (≥ 1) contiguous near-equal ranges.
-fn split(n: usize, k: usize) -> Vec<Range<usize>> {
-    let k = k.max(1);
-    (0..k).map(|i| i * n / k..(i + 1) * n / k).collect()
 }
 
 /// `buf` [n × width] cut into the rows of each chunk.
