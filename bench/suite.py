@@ -1,13 +1,15 @@
 """Side-by-side CPU benchmark suite: tweedie against the PyTorch and JAX references.
 
-    python3 bench/suite.py [--rounds 3] [--cases train_b512,...] [--work /tmp/tweedie-bench]
-                           [--out bench/results] [--quick] [--no-scaling]
+    bench/setup.sh        # once: the peers' Python environment in bench/.venv
+    python3 bench/suite.py [--rounds 3] [--cases train_b512,...] [--work bench/.work]
+                           [--out bench/results] [--quick] [--no-scaling] [--python PY]
 
-Standard library only. Sets up a gmm40/VP run (trained by tweedie, converted for the torch peer)
-and test points in --work, measures the machine's f32 peak (`tweedie bench peak`), then for each
-case and round runs every implementation once as a fresh process (rotating who goes first), after
-waiting (bounded) for an idle machine. Each process times its own blocks after a warm-up; a
-round's value is the median of its blocks; the suite reports the median over rounds and [min, max].
+Standard library only (the peers run in the environment bench/setup.sh makes). Sets up a gmm40/VP
+run (trained by tweedie, converted for the torch peer) and test points in --work, measures the
+machine's f32 peak (`tweedie bench peak`), then for each case and round runs every implementation
+once as a fresh process (rotating who goes first), after waiting (bounded) for an idle machine.
+Each process times its own blocks after a warm-up; a round's value is the median of its blocks;
+the suite reports the median over rounds and [min, max].
 Ratio = (faster of the peers' medians) / tweedie's median: > 1 means tweedie is faster.
 Writes OUT/suite.json (every number and command) and OUT/suite.md (tables for BENCHMARKS.md).
 """
@@ -27,10 +29,16 @@ from machine import cpu_jiffies, wait_idle  # bench/machine.py, beside this file
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TWEEDIE = str(ROOT / "target" / "release" / "tweedie")
-TORCH_PY = os.environ.get("TORCH_PY", "/tmp/torchenv/bin/python")
-JAX_PY = os.environ.get("JAX_PY", "/tmp/jaxenv/bin/python")
+# The peers' code (torch_ref, jax_ref): ../shared/peers beside the repository, or TWEEDIE_PEERS.
+DEFAULT_PEERS = ROOT.parent / "shared" / "peers"
+PEERS = pathlib.Path(os.environ.get("TWEEDIE_PEERS", DEFAULT_PEERS)).resolve()
+# The Python environment of bench/setup.sh (torch, numpy, scipy, jax, optax), or TWEEDIE_BENCH_VENV;
+# TORCH_PY / JAX_PY (or --python) name another interpreter for one side or both.
+VENV = pathlib.Path(os.environ.get("TWEEDIE_BENCH_VENV", ROOT / "bench" / ".venv")).resolve()
+TORCH_PY = os.environ.get("TORCH_PY", str(VENV / "bin" / "python"))
+JAX_PY = os.environ.get("JAX_PY", TORCH_PY)
 TORCH_CASES = str(ROOT / "bench" / "peers" / "torch_cases.py")
-JAX_DSM = "/work/shared/peers/jax_ref/bench_dsm.py"
+JAX_DSM = str(PEERS / "jax_ref" / "bench_dsm.py")
 MAX_FOREIGN = 0.10  # share of all CPUs others may use: the idle test, and a run flagged "!" above it
 
 # name: (issue case, target ratio, kind, args, quick overrides, implementations)
@@ -83,6 +91,24 @@ def run_process(cmd, env=None, timeout=3600):
         foreign = max(0.0, busy - child_cpu) / (wall * os.cpu_count())
         return dict(rc=p.returncode, stdout=out.read(), stderr=err.read(), wall_s=round(wall, 3),
                     foreign_cpu=round(foreign, 3), rss_kib=ru.ru_maxrss, cpu_s=round(child_cpu, 3))
+
+
+def shown(arg):
+    """An argument as the records show it: a path inside the repository relative to its root, one
+    inside the peers' folder as ../shared/peers/... (or $TWEEDIE_PEERS/... where that is set)."""
+    s = str(arg)
+    if not os.path.isabs(s):
+        return s
+    for base, name in ((PEERS, None), (ROOT, ".")):
+        try:
+            rel = pathlib.Path(s).relative_to(base)
+        except ValueError:
+            continue
+        if name is None:
+            default = PEERS == DEFAULT_PEERS.resolve()
+            name = os.path.relpath(DEFAULT_PEERS, ROOT) if default else "$TWEEDIE_PEERS"
+        return str(pathlib.Path(name) / rel) if str(rel) != "." else name
+    return s
 
 
 def command(impl, kind, a, w, threads):
@@ -139,7 +165,7 @@ def setup(work, quick):
         if target.exists():
             print(f"setup: {target} exists, skipped")
             continue
-        print("setup:", " ".join(map(str, cmd)), flush=True)
+        print("setup:", " ".join(map(shown, cmd)), flush=True)
         subprocess.run([str(c) for c in cmd], check=True)
     return {"run": run, "ckpt": ckpt, "points": points}
 
@@ -172,7 +198,8 @@ def run_case(name, rounds, w, quick, scaling, impls, idle_s, retries):
                 if attempt < retries:
                     print(f"  {name} {impl} {threads} thr: foreign CPU {q['foreign_cpu']:.2f}, rerun",
                           flush=True)
-            rec = dict(round=r, impl=impl, threads=threads, cmd=" ".join(cmd), waited_s=round(waited, 1),
+            rec = dict(round=r, impl=impl, threads=threads, cmd=" ".join(map(shown, cmd)),
+                       waited_s=round(waited, 1),
                        **{k_: p[k_] for k_ in ("rc", "wall_s", "foreign_cpu", "rss_kib", "cpu_s")})
             try:
                 if p["rc"] != 0:
@@ -180,7 +207,7 @@ def run_case(name, rounds, w, quick, scaling, impls, idle_s, retries):
                 rec["blocks"], rec["output"] = parse(impl, p["stdout"])
                 rec["value"] = statistics.median(rec["blocks"])
             except Exception as e:  # noqa: BLE001  report and go on with the others
-                print(f"  FAILED {name} {impl} ({e}): {' '.join(cmd)}\n{p['stderr'][-3000:]}"
+                print(f"  FAILED {name} {impl} ({e}): {' '.join(map(shown, cmd))}\n{p['stderr'][-3000:]}"
                       f"{p['stdout'][-500:]}", file=sys.stderr, flush=True)
                 rec["error"], rec["stderr"] = str(e), p["stderr"][-3000:]
                 res["failed"].append(impl)
@@ -294,25 +321,62 @@ def machine_info():
             "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "python": sys.version.split()[0]}
 
 
+def python_has(py, *modules):
+    """Whether the interpreter py runs and imports every one of modules."""
+    try:
+        return subprocess.run([py, "-c", "import " + ", ".join(modules)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, timeout=300).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def preflight():
+    """Stops with what to do when the binary, the torch environment or the peers are missing."""
+    problems = []
+    if not os.access(TWEEDIE, os.X_OK):
+        problems.append(f"{shown(TWEEDIE)} not found: build it with `cargo build --release`")
+    if not os.access(TORCH_PY, os.X_OK):
+        problems.append(f"no Python at {shown(TORCH_PY)}: run bench/setup.sh to make the peers' "
+                        "environment (bench/.venv), or name one with --python or TORCH_PY")
+    elif not python_has(TORCH_PY, "torch", "numpy", "scipy"):
+        problems.append(f"{shown(TORCH_PY)} cannot import torch, numpy and scipy: rerun bench/setup.sh, "
+                        "or name another interpreter with --python or TORCH_PY")
+    if not (PEERS / "torch_ref").is_dir():
+        problems.append(f"the peers are not at {PEERS} (expected ../shared/peers beside the "
+                        "repository): set TWEEDIE_PEERS to the folder holding torch_ref/ and jax_ref/")
+    if problems:
+        raise SystemExit("bench/suite.py cannot run:\n" + "\n".join("  - " + p for p in problems))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--cases", default=",".join(CASES))
-    p.add_argument("--work", default="/tmp/tweedie-bench")
+    p.add_argument("--work", default=str(ROOT / "bench" / ".work"),
+                   help="setup files (the trained run, its torch copy, test points); default bench/.work")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     p.add_argument("--quick", action="store_true", help="small blocks and a 2000-step run (in WORK/quick)")
     p.add_argument("--no-scaling", action="store_true", help="skip the 1-thread runs")
     p.add_argument("--idle-wait", type=float, default=20.0, help="max s to wait for idle before a process")
     p.add_argument("--retries", type=int, default=1,
                    help="reruns of a process during which others used > 10%% of the CPUs")
+    p.add_argument("--python", help="the peers' interpreter, torch and jax alike (default: TORCH_PY / "
+                   "JAX_PY, else bench/.venv/bin/python from bench/setup.sh)")
     a = p.parse_args()
+    global TORCH_PY, JAX_PY
+    if a.python:
+        TORCH_PY = JAX_PY = a.python
     names = [c for c in a.cases.split(",") if c]
     for c in names:
         if c not in CASES:
             raise SystemExit(f"unknown case {c}; known: {', '.join(CASES)}")
+    preflight()
     notes = []
-    if not os.access(JAX_PY, os.X_OK):
-        notes.append(f"jax skipped: {JAX_PY} not found")
+    jax_ok = python_has(JAX_PY, "jax", "optax") and os.path.isfile(JAX_DSM)
+    if not jax_ok:
+        notes.append(f"jax skipped: {shown(JAX_PY)} cannot import jax and optax, or {shown(JAX_DSM)} "
+                     f"is missing (bench/setup.sh installs jax unless given --no-jax)")
+        print("note:", notes[-1], file=sys.stderr)
     work = pathlib.Path(a.work) / ("quick" if a.quick else "")
     try:
         w = setup(work, a.quick)
@@ -327,7 +391,7 @@ def main():
           flush=True)
     results = {}
     for name in names:
-        impls = [i for i in CASES[name][5] if i != "jax" or os.access(JAX_PY, os.X_OK)]
+        impls = [i for i in CASES[name][5] if i != "jax" or jax_ok]
         print(f"case {name} ({', '.join(impls)})", flush=True)
         if w is None and CASES[name][2] != "train":
             results[name] = {"issue": CASES[name][0], "target": CASES[name][1], "kind": CASES[name][2],
@@ -366,8 +430,10 @@ def main():
     out = pathlib.Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "suite.json").write_text(json.dumps(
-        {"machine": info, "peak": peak, "args": vars(a), "notes": notes,
-         "setup": {k: str(v) for k, v in (w or {}).items()}, "cases": results}, indent=1, default=str))
+        {"machine": info, "peak": peak, "notes": notes,
+         "args": {k: shown(v) if isinstance(v, str) else v for k, v in vars(a).items()},
+         "setup": {k: shown(v) for k, v in (w or {}).items()}, "cases": results},
+        indent=1, default=str))
     (out / "suite.md").write_text(md_table(*t1) + "\n\n" + md_table(*t2) + "\n\n" + defs + "\n"
                                   + "".join(f"\nNote: {n}\n" for n in notes))
     print(f"wrote {out / 'suite.json'} and {out / 'suite.md'}")

@@ -3,7 +3,7 @@
 
 use crate::nn::Arch;
 use crate::objective::ObjectiveConfig;
-use crate::process::ProcessConfig;
+use crate::process::{ProcessConfig, Space};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -18,6 +18,10 @@ pub struct DataConfig {
     pub scale: f64,
     /// Optional `.npy`/`.csv` of per-sample forces F = ∇log p0 = −∇E beside a data file (same shape).
     pub forces: Option<String>,
+    /// The subspace the data live in: `{ kind = "com_free", particles = N, dim = k }` for
+    /// particles [n, N, k] with zero centre of mass (noise, prior and likelihood follow it).
+    #[serde(skip_serializing_if = "Space::is_full")]
+    pub space: Space,
 }
 
 impl Default for DataConfig {
@@ -26,6 +30,7 @@ impl Default for DataConfig {
             source: "checkerboard".into(),
             scale: 1.0,
             forces: None,
+            space: Space::Full,
         }
     }
 }

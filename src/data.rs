@@ -17,6 +17,8 @@ pub struct Points {
     pub d: usize,
     /// Row-major data, length `n * d`.
     pub data: Vec<f64>,
+    /// The shape of one point ([N, k] for particles, [c, h, w] for images); empty: [d].
+    pub event: Vec<usize>,
 }
 
 impl Points {
@@ -29,7 +31,33 @@ impl Points {
                 n * d
             );
         }
-        Ok(Self { n, d, data })
+        Ok(Self {
+            n,
+            d,
+            data,
+            event: Vec::new(),
+        })
+    }
+
+    /// The same points with each one shaped `event` (whose sizes multiply to d; empty: [d]).
+    pub fn with_event(mut self, event: Vec<usize>) -> Result<Self> {
+        if !event.is_empty() && event.iter().product::<usize>() != self.d {
+            bail!(
+                "an event of shape {event:?} does not hold the {} values of a point",
+                self.d
+            );
+        }
+        self.event = if event.len() == 1 { Vec::new() } else { event };
+        Ok(self)
+    }
+
+    /// The shape of one point: `event`, or [d] when none was given.
+    pub fn event_shape(&self) -> Vec<usize> {
+        if self.event.is_empty() {
+            vec![self.d]
+        } else {
+            self.event.clone()
+        }
     }
 
     /// The `i`-th point as a slice of length `d` (panics if `i >= n`, like slice indexing).
@@ -77,6 +105,7 @@ impl Points {
             n: self.n,
             d: self.d,
             data: self.data.iter().map(|v| v * factor).collect(),
+            event: self.event.clone(),
         }
     }
 }
@@ -294,7 +323,8 @@ pub fn toy_log_prob(name: &str, x: &Points) -> Option<Vec<f64>> {
 
 // ------------------------------------------------------------------------ IO
 
-/// Reads a 2-D (or 1-D, as n × 1) C-order little-endian `f32`/`f64` `.npy` file.
+/// Reads a C-order little-endian `f32`/`f64` `.npy` file of n points: [n, d], [n] (as n × 1), or
+/// [n, e₁, e₂, …] (each point an event of shape [e₁, e₂, …], e.g. particles [n, N, k]).
 pub fn read_npy(path: &Path) -> Result<Points> {
     let p = path.display();
     let bytes = std::fs::read(path).with_context(|| format!("{p}: cannot read file"))?;
@@ -315,14 +345,15 @@ pub fn read_npy(path: &Path) -> Result<Points> {
         bail!("{p}: array is stored in Fortran order; save np.ascontiguousarray(arr) instead");
     }
     let shape = header.shape().to_vec();
-    let (n, d) = match shape[..] {
-        [n] => (n as usize, 1),
-        [n, d] => (n as usize, d as usize),
-        _ => bail!(
-            "{p}: array has shape {shape:?} ({} dims); expected a 1-D or 2-D array",
-            shape.len()
-        ),
+    let (n, event): (usize, Vec<usize>) = match shape[..] {
+        [] => bail!("{p}: array is a scalar; expected one point per row, [n, d] or [n, ...event]"),
+        [n] => (n as usize, vec![1]),
+        [n, ref rest @ ..] => (n as usize, rest.iter().map(|&e| e as usize).collect()),
     };
+    let d = event
+        .iter()
+        .try_fold(1usize, |a, &e| a.checked_mul(e))
+        .ok_or_else(|| anyhow!("{p}: shape {shape:?} is too large"))?;
     let need = n.saturating_mul(d).saturating_mul(size);
     if rest.len() < need {
         bail!(
@@ -341,14 +372,20 @@ pub fn read_npy(path: &Path) -> Result<Points> {
         npy.into_vec()
             .with_context(|| format!("{p}: reading data"))?
     };
-    Points::new(n, d, data).with_context(|| format!("{p}: inconsistent data length"))
+    Points::new(n, d, data)
+        .and_then(|x| x.with_event(event))
+        .with_context(|| format!("{p}: inconsistent data length"))
 }
 
-/// Writes points as a 2-D C-order `.npy` file, `f64` (`<f8`) if `f64` is true else `f32` (`<f4`).
+/// Writes points as a C-order `.npy` file of shape [n, ...event], `f64` (`<f8`) if `f64` is true
+/// else `f32` (`<f4`).
 pub fn write_npy(path: &Path, x: &Points, f64: bool) -> Result<()> {
     let p = path.display();
     let file = std::fs::File::create(path).with_context(|| format!("{p}: cannot create file"))?;
-    let shape = [x.n as u64, x.d as u64];
+    let shape: Vec<u64> = std::iter::once(x.n)
+        .chain(x.event_shape())
+        .map(|v| v as u64)
+        .collect();
     let w = std::io::BufWriter::new(file);
     let res = if f64 {
         npyz::WriteOptions::<f64>::new()
@@ -630,9 +667,16 @@ mod tests {
             .writer(f)
             .begin_nd()
             .unwrap();
-        w.extend([0.0f64; 8]).unwrap();
+        w.extend((0..8).map(f64::from)).unwrap();
         w.finish().unwrap();
-        check(&p3, "3 dims");
+        // 3-D: two points, each an event [2, 2], and back to the same shape
+        let three = read_npy(&p3).unwrap();
+        assert_eq!((three.n, three.d, three.event_shape()), (2, 4, vec![2, 2]));
+        let back = dir.path().join("three_back.npy");
+        write_npy(&back, &three, true).unwrap();
+        assert_eq!(read_npy(&back).unwrap(), three);
+        let header = npyz::NpyFile::new(std::fs::File::open(&back).unwrap()).unwrap();
+        assert_eq!(header.shape(), &[2, 2, 2]);
         // Wrong dtype.
         let pi = dir.path().join("int.npy");
         let f = std::fs::File::create(&pi).unwrap();

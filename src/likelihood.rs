@@ -14,7 +14,7 @@
 use crate::data::Points;
 use crate::flat::{values, Buf};
 use crate::ode::{self, Method, Tolerance};
-use crate::process::Process;
+use crate::process::{Process, Space};
 use crate::score::{basis, pf_coefficients, pf_velocity, times, ScoreModel};
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
@@ -186,12 +186,13 @@ pub fn log_prob(
 ) -> Result<LikelihoodOutput> {
     opts.span(process)?;
     let x = checked_points(model, x)?;
-    let probes = all_probes(&x, opts)?;
+    let probes = all_probes(&x, opts, process.space())?;
     solve(model, process, &x, probes.as_ref(), opts)
 }
 
-/// The Hutchinson probes [m, n, d] of the points x [n, d] (f64), drawn once for all of them.
-fn all_probes(x: &Tensor, opts: &Options) -> Result<Option<Tensor>> {
+/// The Hutchinson probes [m, n, d] of the points x [n, d] (f64), drawn once for all of them and
+/// projected onto the space (E[P v vᵀ P] = P: the estimate is of the trace on the space).
+fn all_probes(x: &Tensor, opts: &Options, space: Space) -> Result<Option<Tensor>> {
     let (n, d) = x.dims2()?;
     Ok(match opts.divergence {
         Divergence::Exact => None,
@@ -199,8 +200,34 @@ fn all_probes(x: &Tensor, opts: &Options) -> Result<Option<Tensor>> {
             probes,
             probe,
             seed,
-        } => Some(draw_probes(probes, n, d, probe, seed, x.device())?),
+        } => Some(project_directions(
+            &draw_probes(probes, n, d, probe, seed, x.device())?,
+            space,
+        )?),
     })
+}
+
+/// Directions v [m, n, d] projected onto the space, each row P v.
+fn project_directions(v: &Tensor, space: Space) -> Result<Tensor> {
+    if space.is_full() {
+        return Ok(v.clone());
+    }
+    let (m, n, d) = v.dims3()?;
+    Ok(space
+        .project_tensor(&v.reshape((m * n, d))?)?
+        .reshape((m, n, d))?)
+}
+
+/// The exact divergence's directions on the space: P e_j for the d unit vectors, [d, n, d]
+/// (tr(P J P) = Σ_j (P e_j)ᵀ J (P e_j), the trace over the space's dof dimensions).
+fn exact_directions(
+    n: usize,
+    d: usize,
+    dtype: DType,
+    space: Space,
+    dev: &candle_core::Device,
+) -> Result<Tensor> {
+    project_directions(&basis(n, d, dtype, dev)?, space)
 }
 
 /// `log_prob` over independent solves of consecutive chunks of at most `chunk` points, run on
@@ -221,7 +248,7 @@ pub fn log_prob_chunked(
     }
     opts.span(process)?;
     let x = checked_points(model, x)?;
-    let probes = all_probes(&x, opts)?;
+    let probes = all_probes(&x, opts, process.space())?;
     let n = x.dims()[0];
     let starts: Vec<usize> = (0..n).step_by(chunk).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -275,13 +302,15 @@ fn solve(
 ) -> Result<LikelihoodOutput> {
     let (t0, t1) = opts.span(process)?;
     let (n, d) = x.dims2()?;
-    let dev = x.device().clone();
+    let (space, dev) = (process.space(), x.device().clone());
+    // ∇·(f x) = dof·f on the space
+    let dof = space.dof(d) as f64;
     let y0 = Tensor::cat(&[x, &Tensor::zeros((n, 1), DType::F64, &dev)?], 1)?;
     let state = Buf::of(&y0)?;
     if let (Some(host), Buf::Host(_)) = (model.host(), &state) {
         // the fused network on the flat state: no tensors per evaluation
         let (v, m, w) = match probes {
-            None => (basis(n, d, DType::F32, &dev)?, d, 1.0),
+            None => (exact_directions(n, d, DType::F32, space, &dev)?, d, 1.0),
             Some(v) => (
                 v.to_dtype(DType::F32)?,
                 v.dims()[0],
@@ -299,11 +328,11 @@ fn solve(
                 .zip(s.chunks_exact(d))
                 .zip(&div_s);
             for (o, ((y, s), div)) in out.host_mut()?.chunks_exact_mut(d + 1).zip(rows) {
-                // `pf_velocity` and the divergence on the flat state: f x − ½g²s, d·f − ½g²∇·s
+                // `pf_velocity` and the divergence on the flat state: f x − ½g²s, dof·f − ½g²∇·s
                 for j in 0..d {
                     o[j] = y[j] * a - s[j] * half_g2;
                 }
-                o[d] = div * -half_g2 + d as f64 * a;
+                o[d] = div * -half_g2 + dof * a;
             }
             Ok(())
         };
@@ -315,7 +344,12 @@ fn solve(
         let xt = y.narrow(1, 0, d)?;
         let tt = times(t, n, DType::F64, &dev)?;
         let (s, div_s) = match probes {
-            None => model.score_and_divergence(&xt, &tt)?,
+            None if space.is_full() => model.score_and_divergence(&xt, &tt)?,
+            None => {
+                let e = exact_directions(n, d, DType::F64, space, &dev)?;
+                let (s, q) = model.score_and_quadratic_forms(&xt, &tt, &e)?;
+                (s, q.sum(0)?)
+            }
             Some(v) => {
                 let (s, q) = model.score_and_quadratic_forms(&xt, &tt, v)?;
                 (s, q.mean(0)?)
@@ -328,7 +362,7 @@ fn solve(
             div_s.detach().to_dtype(DType::F64)?,
         );
         let (a, half_g2) = pf_coefficients(process, t);
-        let div_v = div_s.affine(-half_g2, d as f64 * a)?;
+        let div_v = div_s.affine(-half_g2, dof * a)?;
         Ok(Tensor::cat(
             &[pf_velocity(process, &xt, &s, t)?, div_v.unsqueeze(1)?],
             1,

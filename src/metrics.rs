@@ -251,6 +251,7 @@ fn head(x: &Points, k: usize) -> Points {
         n: k,
         d: x.d,
         data: x.data[..k * x.d].to_vec(),
+        event: x.event.clone(),
     }
 }
 

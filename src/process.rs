@@ -51,12 +51,147 @@ pub trait Process: Send + Sync {
         }
         0.5 * (lo + hi)
     }
-    /// Log-density of the prior N(0, prior_std² I) at a point of dimension x.len().
+    /// The subspace that noise, prior and samples live in (all of R^d unless restricted).
+    fn space(&self) -> Space {
+        Space::Full
+    }
+    /// Log-density of the prior N(0, prior_std² I) on the space at a point of dimension x.len()
+    /// (lying in the space): its degrees of freedom count, not x.len().
     fn prior_log_prob(&self, x: &[f64]) -> f64 {
         let s2 = self.prior_std().powi(2);
-        let d = x.len() as f64;
+        let d = self.space().dof(x.len()) as f64;
         -0.5 * x.iter().map(|v| v * v).sum::<f64>() / s2
             - 0.5 * d * (2.0 * std::f64::consts::PI * s2).ln()
+    }
+}
+
+/// The subspace of R^d where a process's noise and prior live.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Space {
+    /// All of R^d.
+    #[default]
+    Full,
+    /// N `particles` in `dim` dimensions with zero centre of mass (E(n)-equivariant models: DEM,
+    /// EGNN): an event [N, k] with Σ_i x_i = 0, of dimension N·k − k.
+    ComFree { particles: usize, dim: usize },
+}
+
+impl Space {
+    /// Whether this is all of R^d.
+    pub fn is_full(&self) -> bool {
+        *self == Space::Full
+    }
+
+    /// Degrees of freedom of the space in R^d.
+    pub fn dof(&self, d: usize) -> usize {
+        match *self {
+            Space::Full => d,
+            Space::ComFree { dim, .. } => d - dim,
+        }
+    }
+
+    /// Checks that the space fits events of d values.
+    pub fn check(&self, d: usize) -> Result<()> {
+        if let Space::ComFree { particles, dim } = *self {
+            if particles < 2 || dim == 0 || particles * dim != d {
+                bail!("a centre-of-mass-free space of {particles} particles in {dim} dimensions needs events of {particles}·{dim} values (at least two particles), not {d}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Projects rows of d values onto the space in place: each particle minus the rows' centre.
+    pub fn project<T: num_like::Real>(&self, x: &mut [T]) {
+        let Space::ComFree { particles, dim } = *self else {
+            return;
+        };
+        for row in x.chunks_exact_mut(particles * dim) {
+            for j in 0..dim {
+                let mean = row.iter().skip(j).step_by(dim).fold(T::ZERO, |a, &v| a + v)
+                    / T::from_usize(particles);
+                row.iter_mut()
+                    .skip(j)
+                    .step_by(dim)
+                    .for_each(|v| *v = *v - mean);
+            }
+        }
+    }
+
+    /// The projection of x [n, d] onto the space, as a tensor.
+    pub fn project_tensor(&self, x: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+        let Space::ComFree { particles, dim } = *self else {
+            return Ok(x.clone());
+        };
+        let (n, d) = x.dims2()?;
+        let x3 = x.reshape((n, particles, dim))?;
+        Ok(x3.broadcast_sub(&x3.mean_keepdim(1)?)?.reshape((n, d))?)
+    }
+}
+
+/// The scalars `Space::project` works on.
+pub mod num_like {
+    /// f32 or f64.
+    pub trait Real:
+        Copy
+        + std::ops::Add<Output = Self>
+        + std::ops::Sub<Output = Self>
+        + std::ops::Div<Output = Self>
+    {
+        const ZERO: Self;
+        fn from_usize(n: usize) -> Self;
+    }
+    impl Real for f32 {
+        const ZERO: Self = 0.0;
+        fn from_usize(n: usize) -> Self {
+            n as f32
+        }
+    }
+    impl Real for f64 {
+        const ZERO: Self = 0.0;
+        fn from_usize(n: usize) -> Self {
+            n as f64
+        }
+    }
+}
+
+/// A process whose noise and prior are restricted to a subspace; its coefficients are the inner
+/// process's.
+pub struct Restricted {
+    pub inner: Box<dyn Process>,
+    pub space: Space,
+}
+
+impl Process for Restricted {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn alpha(&self, t: f64) -> f64 {
+        self.inner.alpha(t)
+    }
+    fn sigma(&self, t: f64) -> f64 {
+        self.inner.sigma(t)
+    }
+    fn drift_coef(&self, t: f64) -> f64 {
+        self.inner.drift_coef(t)
+    }
+    fn g2(&self, t: f64) -> f64 {
+        self.inner.g2(t)
+    }
+    fn t_min(&self) -> f64 {
+        self.inner.t_min()
+    }
+    fn t_max(&self) -> f64 {
+        self.inner.t_max()
+    }
+    fn prior_std(&self) -> f64 {
+        self.inner.prior_std()
+    }
+    fn t_at_lambda(&self, lambda: f64) -> f64 {
+        self.inner.t_at_lambda(lambda)
+    }
+    fn space(&self) -> Space {
+        self.space
     }
 }
 
@@ -311,6 +446,15 @@ impl ProcessConfig {
             | ProcessConfig::Ve { t_min, .. } => *t_min = t,
         }
         c
+    }
+
+    /// The process restricted to `space` (as `build` for all of R^d).
+    pub fn build_in(&self, space: Space) -> Result<Box<dyn Process>> {
+        let inner = self.build()?;
+        Ok(match space {
+            Space::Full => inner,
+            space => Box::new(Restricted { inner, space }),
+        })
     }
 
     /// Checks the parameters and builds the process.

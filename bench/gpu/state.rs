@@ -7,26 +7,25 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
 use tweedie::likelihood::{log_prob, Options as LOpts};
-use tweedie::nn::{Arch, ModelConfig, ScoreNet};
+use tweedie::nn::{Arch, Model, ModelConfig};
 use tweedie::process::ProcessConfig;
 use tweedie::sample::grid::Grid;
 use tweedie::sample::{by_name, prior_sample, Options, Trace};
 use tweedie::score::{times, ScoreModel};
 
-fn net(d: usize, width: usize, dev: &Device) -> Result<ScoreNet> {
+fn net(d: usize, width: usize, dev: &Device) -> Result<Model> {
     let cfg = ModelConfig {
-        dim: d,
         arch: Arch {
             width,
             ..Arch::default()
         },
-        process: ProcessConfig::vp_default(),
+        ..ModelConfig::default_for(d, ProcessConfig::vp_default())
     };
-    ScoreNet::new(cfg, &mut ChaCha8Rng::seed_from_u64(0), dev)?.for_inference()
+    Model::new(cfg, &mut ChaCha8Rng::seed_from_u64(0), dev)?.for_inference()
 }
 
 fn sample(
-    m: &ScoreNet,
+    m: &Model,
     name: &str,
     grid: Grid,
     steps: usize,

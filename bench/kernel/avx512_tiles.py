@@ -1,9 +1,10 @@
 """AVX-512 GEMM k-loop shapes in isolation (A and B in L1), against 24 zmm FMAs alone.
 
-Writes a C file (BENCHMARKS.md, "AVX-512 (session 9)": the tile-shape table):
+Writes a C file (bench/HISTORY.md, "AVX-512 (session 9)": the tile-shape table), by default
+target/avx512_tiles.c (target/ is ignored by git):
 
-    python3 bench/kernel/avx512_tiles.py /tmp/avx512_tiles.c
-    gcc -O2 -mavx512f /tmp/avx512_tiles.c -o /tmp/avx512_tiles && /tmp/avx512_tiles
+    python3 bench/kernel/avx512_tiles.py target/avx512_tiles.c
+    gcc -O2 -mavx512f target/avx512_tiles.c -o target/avx512_tiles && target/avx512_tiles
 
 Each printed value is a shape's FLOP rate as a share of the FMA-only rate of the same round.
 Names: rRcC = R rows x 16C columns (C zmm B vectors per k-step); a trailing e broadcasts A from
@@ -11,6 +12,7 @@ memory inside the FMA ({1to16}), otherwise vbroadcastss into a register first. E
 128-step k loop (A rows 512 B apart, as at width 128; B panel rows 64 B apart, the second panel
 8 KiB on) in an outer loop that resets the pointers. The kernel in src/nn/gemm/avx512.rs is r12c1e.
 """
+import pathlib
 import sys
 
 
@@ -50,4 +52,6 @@ out.append('int main(){ for(int rr=0;rr<3;rr++){ long n=128*200000; double t=now
 for (name,R,C,e) in vs:
     out.append(f' t=now(); {name}(n/{R*C}*8, A, B); {{ double tt=now()-t; printf("  {name} %.3f", (double)(n/{R*C}*8/128*128)*{R*C}*32/tt/1e9/peak); }}\n')
 out.append(' printf("\\n");}}\n')
-open(sys.argv[1] if len(sys.argv) > 1 else '/tmp/avx512_tiles.c', 'w').write(''.join(out))
+dest = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else pathlib.Path(__file__).resolve().parents[2] / 'target' / 'avx512_tiles.c')
+dest.parent.mkdir(parents=True, exist_ok=True)
+dest.write_text(''.join(out))

@@ -1,5 +1,5 @@
 // The GEMM k loop's instruction mix in isolation (A, B in L1), against 12 FMAs alone:
-// gcc -O2 -mavx2 -mfma bench/kernel/kloop.c -o /tmp/kloop && /tmp/kloop  (BENCHMARKS.md: what bounds the missed targets)
+// gcc -O2 -mavx2 -mfma bench/kernel/kloop.c -o target/kloop && target/kloop  (bench/HISTORY.md: what bounds the missed targets)
 // Each variant is a 128-step k loop (one branch per step, as in the kernel) inside an outer loop
 // that resets the pointers: an earlier version wrapped them with a second branch inside the k
 // loop, which by itself cost 10-30 % and made every variant read 0.6-0.7.

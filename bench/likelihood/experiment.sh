@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DIR=${1:?usage: bench/likelihood/experiment.sh DIR}
-PY=${PY:-python3}
+PY=${PY:-${TWEEDIE_BENCH_VENV:-bench/.venv}/bin/python}  # numpy: the environment of bench/setup.sh
+[ -x "$PY" ] || { echo "bench/likelihood/experiment.sh: no Python at $PY: run bench/setup.sh (or set PY)" >&2; exit 1; }
 W=target/release/tweedie
 mkdir -p "$DIR/runs"
 cargo build --release -q

@@ -155,7 +155,7 @@ fn setup(a: &Args, device: &candle_core::Device) -> Result<Setup> {
     Ok(match (&source.run, &source.target) {
         (Some(run), None) => {
             let (net, ck) = source.load_run(run, device)?;
-            let process: Arc<dyn Process> = Arc::from(ck.model.process.build()?);
+            let process: Arc<dyn Process> = Arc::from(ck.model.process.build_in(ck.model.space)?);
             let toy = ck.run.data.source.clone();
             let truth = move |x: &Points| data::toy_log_prob(&toy, x);
             (Box::new(net), process, ck.run.data.scale, Box::new(truth))

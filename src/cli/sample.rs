@@ -97,19 +97,22 @@ pub struct Args {
     device: String,
 }
 
+/// The model, its process, the data scale, reference points for the figure and one sample's shape.
+type Loaded = (
+    Box<dyn ScoreModel>,
+    Arc<dyn Process>,
+    f64,
+    Option<Points>,
+    Vec<usize>,
+);
+
 pub fn run(a: Args) -> Result<()> {
     let device = tweedie::device(&a.device)?;
     let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
-    // (model, process, data scale, reference points for the figure)
-    let (model, process, scale, reference): (
-        Box<dyn ScoreModel>,
-        Arc<dyn Process>,
-        f64,
-        Option<Points>,
-    ) = match (&a.model.run, &a.model.target) {
+    let (model, process, scale, reference, event): Loaded = match (&a.model.run, &a.model.target) {
         (Some(run), None) => {
             let (net, ck) = a.model.load_run(run, &device)?;
-            let process: Arc<dyn Process> = Arc::from(ck.model.process.build()?);
+            let process: Arc<dyn Process> = Arc::from(ck.model.process.build_in(ck.model.space)?);
             let reference = data::TOY_NAMES
                 .contains(&ck.run.data.source.as_str())
                 .then(|| {
@@ -120,7 +123,8 @@ pub fn run(a: Args) -> Result<()> {
                     )
                 })
                 .transpose()?;
-            (Box::new(net), process, ck.run.data.scale, reference)
+            let event = ck.model.event_shape();
+            (Box::new(net), process, ck.run.data.scale, reference, event)
         }
         (None, Some(name)) => {
             let mixture = GaussianMixture::named(name)?;
@@ -134,6 +138,7 @@ pub fn run(a: Args) -> Result<()> {
                 process,
                 1.0,
                 reference,
+                Vec::new(),
             )
         }
         _ => return Err(ModelSource::neither()),
@@ -179,7 +184,9 @@ pub fn run(a: Args) -> Result<()> {
         .to_dtype(candle_core::DType::F32)?
         .flatten_all()?
         .to_vec1()?;
-    let pts = Points::from_f32(a.n, model.dim(), &v)?.scaled(scale);
+    let pts = Points::from_f32(a.n, model.dim(), &v)?
+        .with_event(event)?
+        .scaled(scale);
     data::write_npy(&a.out, &pts, false)?;
     eprintln!(
         "{} samples with {} ({} steps, {} grid, NFE {}) in {:.2} s -> {}",

@@ -4,7 +4,7 @@ use anyhow::Result;
 use candle_core::Device;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tweedie::nn::ScoreNet;
+use tweedie::nn::Model;
 use tweedie::process::{Process, ProcessConfig};
 use tweedie::train::{self, checkpoint::Checkpoint, CHECKPOINT};
 
@@ -30,11 +30,7 @@ pub struct ModelSource {
 
 impl ModelSource {
     /// The network of run folder `run` (EMA weights unless --no-ema) and its checkpoint.
-    pub fn load_run(
-        &self,
-        run: &std::path::Path,
-        device: &Device,
-    ) -> Result<(ScoreNet, Checkpoint)> {
+    pub fn load_run(&self, run: &std::path::Path, device: &Device) -> Result<(Model, Checkpoint)> {
         train::load_net(&run.join(CHECKPOINT), !self.no_ema, device)
     }
 

@@ -4,9 +4,9 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use std::path::PathBuf;
 use tweedie::config::RunConfig;
-use tweedie::nn::Activation;
+use tweedie::nn::{Activation, NetworkKind};
 use tweedie::objective::{ObjectiveConfig, Weighting};
-use tweedie::process::ProcessConfig;
+use tweedie::process::{ProcessConfig, Space};
 use tweedie::score::Parameterisation;
 use tweedie::train::{self, TrainOptions};
 
@@ -44,12 +44,19 @@ pub struct Args {
     /// Seed of the run.
     #[arg(long)]
     seed: Option<u64>,
-    /// Hidden width of the MLP.
+    /// Network: mlp (fused CPU kernels) or resmlp (pre-LayerNorm residual blocks).
+    #[arg(long, value_enum)]
+    network: Option<NetworkKind>,
+    /// Hidden width of the network.
     #[arg(long)]
     width: Option<usize>,
-    /// Hidden layers of the MLP.
+    /// Hidden layers (mlp) or residual blocks (resmlp).
     #[arg(long)]
     depth: Option<usize>,
+    /// Particles: each point of --data [n, N, k] is N particles in k dimensions, trained with
+    /// noise and prior in the zero-centre-of-mass subspace (dimension N·k − k).
+    #[arg(long)]
+    com_free: bool,
     /// Hidden nonlinearity.
     #[arg(long, value_enum)]
     activation: Option<Activation>,
@@ -110,7 +117,11 @@ pub fn run(a: Args) -> Result<()> {
     a.batch.inspect(|v| t.batch = *v);
     a.lr.inspect(|v| t.lr = *v);
     a.seed.inspect(|v| t.seed = *v);
+    if a.com_free {
+        cfg.data.space = com_free_space(&cfg.data.source)?;
+    }
     let m = &mut cfg.model;
+    a.network.inspect(|v| m.network = *v);
     a.width.inspect(|v| m.width = *v);
     a.depth.inspect(|v| m.depth = *v);
     a.activation.inspect(|v| m.activation = *v);
@@ -132,6 +143,18 @@ pub fn run(a: Args) -> Result<()> {
         summary.checkpoint.display()
     );
     Ok(())
+}
+
+/// The zero-centre-of-mass space of a particle data file [n, N, k].
+fn com_free_space(source: &str) -> Result<Space> {
+    let x = tweedie::data::read_points(std::path::Path::new(source))
+        .context("--com-free needs a particle data file [n, N, k]")?;
+    match x.event_shape()[..] {
+        [particles, dim] => Ok(Space::ComFree { particles, dim }),
+        ref other => anyhow::bail!(
+            "--com-free needs particle data of shape [n, N, k]; {source} holds points of shape {other:?}"
+        ),
+    }
 }
 
 /// A folder name for a data source: the toy name or the file's stem.

@@ -3,7 +3,7 @@
 use super::write_text;
 use crate::config::{DataConfig, TrainConfig};
 use crate::data::Points;
-use crate::nn::{Arch, ModelConfig, ScoreNet};
+use crate::nn::{Arch, Model, ModelConfig};
 use crate::objective::diagnostics::{fisher_at, fisher_over_t};
 use crate::objective::{ObjectiveConfig, Projection, Weighting};
 use crate::plot;
@@ -124,6 +124,7 @@ fn grid_over(truth: &ExactScore, t: f64) -> Points {
         n: m * m,
         d: 2,
         data,
+        event: Vec::new(),
     }
 }
 
@@ -142,6 +143,7 @@ pub fn run(s: &Settings, out: &Path) -> Result<Vec<Row>> {
         source: s.target.clone(),
         scale: 1.0,
         forces: None,
+        ..DataConfig::default()
     })?;
     let mixture = source
         .mixture()
@@ -180,11 +182,10 @@ pub fn run(s: &Settings, out: &Path) -> Result<Vec<Row>> {
         } else {
             obj.name()
         };
-        let net = ScoreNet::new(
+        let net = Model::new(
             ModelConfig {
-                dim,
                 arch,
-                process: process_cfg.clone(),
+                ..ModelConfig::default_for(dim, process_cfg.clone())
             },
             &mut ChaCha8Rng::seed_from_u64(s.seed),
             &Device::Cpu,

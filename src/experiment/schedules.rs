@@ -6,7 +6,7 @@ use super::write_text;
 use crate::config::{DataConfig, TrainConfig};
 use crate::data::Points;
 use crate::metrics::{mode_fractions, w2_exact};
-use crate::nn::{Arch, ModelConfig, ScoreNet};
+use crate::nn::{Arch, Model, ModelConfig};
 use crate::objective::diagnostics::fisher_over_t;
 use crate::objective::{ObjectiveConfig, Weighting};
 use crate::plot;
@@ -81,12 +81,7 @@ fn processes() -> Vec<ProcessConfig> {
     ]
 }
 
-fn sample_quality(
-    net: &ScoreNet,
-    reference: &Points,
-    n: usize,
-    seed: u64,
-) -> Result<[(f64, f64); 2]> {
+fn sample_quality(net: &Model, reference: &Points, n: usize, seed: u64) -> Result<[(f64, f64); 2]> {
     let mut out = [(0.0, 0.0); 2];
     for (k, (sampler, steps)) in [("dpmpp_2m", 50), ("em", 500)].into_iter().enumerate() {
         let plan = Plan {
@@ -113,7 +108,7 @@ fn sample_quality(
 }
 
 /// Score error binned by the true log-density on a 60×60 grid over [−10, 10]² at time t.
-fn low_density(net: &ScoreNet, truth: &ExactScore, t: f64) -> Result<LowDensity> {
+fn low_density(net: &Model, truth: &ExactScore, t: f64) -> Result<LowDensity> {
     let m = 60;
     let pts: Vec<f64> = (0..m * m)
         .flat_map(|k| {
@@ -159,6 +154,7 @@ pub fn run(s: &Settings, out: &Path) -> Result<(Vec<Row>, Vec<LowDensity>)> {
         source: "ncsn2".into(),
         scale: 1.0,
         forces: None,
+        ..DataConfig::default()
     })?;
     let mixture = source.mixture().expect("ncsn2 is a mixture").clone();
     let reference = mixture.sample(s.n, &mut ChaCha8Rng::seed_from_u64(s.seed + 11));
@@ -182,11 +178,10 @@ pub fn run(s: &Settings, out: &Path) -> Result<(Vec<Row>, Vec<LowDensity>)> {
                 width: s.width,
                 ..Default::default()
             };
-            let net = ScoreNet::new(
+            let net = Model::new(
                 ModelConfig {
-                    dim: 2,
                     arch,
-                    process: pc.clone(),
+                    ..ModelConfig::default_for(2, pc.clone())
                 },
                 &mut ChaCha8Rng::seed_from_u64(s.seed),
                 &Device::Cpu,

@@ -319,11 +319,11 @@ fn bad_input_is_an_error() {
 /// 1000 points, and most of the time went to page faults).
 #[test]
 fn solves_do_not_keep_the_network_graph() {
-    use crate::nn::{ModelConfig, ScoreNet};
+    use crate::nn::{Model, ModelConfig};
     let vp = ProcessConfig::vp_default();
     let p = vp.build().expect("process");
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let net = ScoreNet::new(ModelConfig::default_for(2, vp), &mut rng, &Device::Cpu).expect("net");
+    let net = Model::new(ModelConfig::default_for(2, vp), &mut rng, &Device::Cpu).expect("net");
     let x = Tensor::new(&[[0.1f64, -0.3], [0.5, 0.2]], &Device::Cpu).expect("x");
     let fixed = Options {
         solver: Solver::Fixed {
@@ -348,12 +348,12 @@ fn solves_do_not_keep_the_network_graph() {
 /// path's log p, z and NFE, with the exact divergence and with Hutchinson probes.
 #[test]
 fn network_host_path_matches_tensor_path() {
-    use crate::nn::{ModelConfig, ScoreNet};
+    use crate::nn::{Model, ModelConfig};
     let vp = ProcessConfig::vp_default();
     let p = vp.build().expect("process");
     let mut rng = ChaCha8Rng::seed_from_u64(11);
-    let net = ScoreNet::new(ModelConfig::default_for(2, vp), &mut rng, &Device::Cpu)
-        .and_then(ScoreNet::for_inference)
+    let net = Model::new(ModelConfig::default_for(2, vp), &mut rng, &Device::Cpu)
+        .and_then(Model::for_inference)
         .expect("net");
     assert!(net.host().is_some(), "the CPU network has no host path");
     let x = to_tensor(&GaussianMixture::anisotropic3().sample(100, &mut rng));

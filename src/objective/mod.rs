@@ -10,7 +10,7 @@ pub mod diagnostics;
 pub mod regression;
 pub mod stein;
 
-use crate::nn::ScoreNet;
+use crate::nn::Model;
 use crate::process::Process;
 use crate::score::ScoreModel;
 use anyhow::{bail, Result};
@@ -187,7 +187,7 @@ impl ObjectiveConfig {
     }
 
     /// One Monte-Carlo estimate of the loss on a batch (a scalar with gradients).
-    pub fn loss(&self, net: &ScoreNet, batch: &Batch, rng: &mut ChaCha8Rng) -> Result<Tensor> {
+    pub fn loss(&self, net: &Model, batch: &Batch, rng: &mut ChaCha8Rng) -> Result<Tensor> {
         if let Some(r) = self.regression(net, batch, rng)? {
             return r.loss(net);
         }
@@ -206,7 +206,7 @@ impl ObjectiveConfig {
     /// `rng` exactly as `loss` does.
     pub fn stein(
         &self,
-        net: &ScoreNet,
+        net: &Model,
         batch: &Batch,
         rng: &mut ChaCha8Rng,
     ) -> Result<Option<stein::Stein>> {
@@ -230,17 +230,11 @@ impl ObjectiveConfig {
         }))
     }
 
-    /// Whether the fused CPU engine can train this objective: every one but FD-SSM (regressions
-    /// on the raw output, and ISM/SSM through the fused tangents).
-    pub fn is_fusable(&self) -> bool {
-        !matches!(self, ObjectiveConfig::FdSsm { .. })
-    }
-
     /// For a regression objective, one draw of its inputs, targets and weights; None for the
     /// Stein objectives. Draws from `rng` exactly as `loss` does.
     pub fn regression(
         &self,
-        net: &ScoreNet,
+        net: &Model,
         batch: &Batch,
         rng: &mut ChaCha8Rng,
     ) -> Result<Option<regression::Regression>> {

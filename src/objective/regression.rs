@@ -5,7 +5,7 @@
 
 use super::{Batch, Weighting};
 use crate::flat::values;
-use crate::nn::ScoreNet;
+use crate::nn::Model;
 use crate::score::column_of;
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
@@ -26,7 +26,7 @@ pub struct Noised {
 
 /// Noises a batch at the given per-row times; ε as f32 standard normal draws from the run's
 /// generator, in row order.
-pub fn noise(net: &ScoreNet, x0: &Tensor, ts: Vec<f64>, rng: &mut ChaCha8Rng) -> Result<Noised> {
+pub fn noise(net: &Model, x0: &Tensor, ts: Vec<f64>, rng: &mut ChaCha8Rng) -> Result<Noised> {
     let (n, d) = x0.dims2()?;
     let eps: Vec<f64> = (0..n * d)
         .map(|_| StandardNormal.sample(rng))
@@ -35,6 +35,10 @@ pub fn noise(net: &ScoreNet, x0: &Tensor, ts: Vec<f64>, rng: &mut ChaCha8Rng) ->
     let p = net.process();
     let coef: Vec<(f64, f64)> = ts.iter().map(|&t| (p.alpha(t), p.sigma(t))).collect();
     let mut xt: Vec<f64> = values(x0)?;
+    // in a restricted space (particles: zero centre of mass) both x0 and ε are projected onto it
+    let mut eps = eps;
+    p.space().project(&mut eps);
+    p.space().project(&mut xt);
     for ((row, e), &(a, s)) in xt.chunks_exact_mut(d).zip(eps.chunks_exact(d)).zip(&coef) {
         row.iter_mut().zip(e).for_each(|(x, e)| *x = a * *x + s * e);
     }
@@ -71,7 +75,7 @@ pub struct Regression {
 
 impl Regression {
     /// The loss with candle ops (differentiable in the network's parameters).
-    pub fn loss(&self, net: &ScoreNet) -> Result<Tensor> {
+    pub fn loss(&self, net: &Model) -> Result<Tensor> {
         let (n, dtype, dev) = (self.z.ts.len(), net.dtype(), &self.device);
         let (xt, t) = self.z.tensors(dtype, dev)?;
         let target = Tensor::from_slice(&self.target, (n, self.z.d), dev)?.to_dtype(dtype)?;
@@ -84,7 +88,7 @@ impl Regression {
 /// The regression of the output on the score target s* [n × d] with weights λ(t) c(t)², c = |A|
 /// for s = A·out + B·x (`score_coefficients`).
 pub fn regress(
-    net: &ScoreNet,
+    net: &Model,
     z: Noised,
     s_target: Vec<f64>,
     device: &Device,
@@ -118,7 +122,7 @@ fn dsm_target(z: &Noised) -> Vec<f64> {
 
 /// The batch noised at times `ts`, regressed on the DSM target with weights λ(t) c(t)².
 fn denoising(
-    net: &ScoreNet,
+    net: &Model,
     b: &Batch,
     ts: Vec<f64>,
     rng: &mut ChaCha8Rng,
@@ -129,7 +133,7 @@ fn denoising(
     regress(net, z, target, b.x0.device(), lambda)
 }
 
-fn uniform_times(net: &ScoreNet, n: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
+fn uniform_times(net: &Model, n: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
     let p = net.process();
     (0..n)
         .map(|_| rng.random_range(p.t_min()..p.t_max()))
@@ -138,7 +142,7 @@ fn uniform_times(net: &ScoreNet, n: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
 
 /// Continuous-time DSM with weighting λ(t), t ~ U(t_min, T).
 pub fn dsm(
-    net: &ScoreNet,
+    net: &Model,
     weighting: Weighting,
     b: &Batch,
     rng: &mut ChaCha8Rng,
@@ -148,13 +152,13 @@ pub fn dsm(
 }
 
 /// DSM at one level t with λ = σ_t².
-pub fn dsm_level(net: &ScoreNet, t: f64, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Regression> {
+pub fn dsm_level(net: &Model, t: f64, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Regression> {
     let ts = vec![t; b.x0.dims()[0]];
     denoising(net, b, ts, rng, |t| net.process().sigma(t).powi(2))
 }
 
 /// The NCSN ladder: t_k = t_min + (T − t_min)·k/(L − 1), one random level per sample, λ = σ².
-pub fn ncsn(net: &ScoreNet, levels: usize, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Regression> {
+pub fn ncsn(net: &Model, levels: usize, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Regression> {
     let p = net.process();
     let level = |k: usize| {
         if levels == 1 {
@@ -171,7 +175,7 @@ pub fn ncsn(net: &ScoreNet, levels: usize, b: &Batch, rng: &mut ChaCha8Rng) -> R
 
 /// ESM at level t on the exact score of a known target; without one, on the data's per-sample
 /// scores F(x0) at x0 itself (the network conditioned on t; meaningful for t = t_min).
-pub fn esm(net: &ScoreNet, t: f64, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Regression> {
+pub fn esm(net: &Model, t: f64, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Regression> {
     let (n, dev) = (b.x0.dims()[0], b.x0.device());
     let mut z = noise(net, &b.x0, vec![t; n], rng)?;
     let target = match (b.truth, &b.force) {
@@ -191,7 +195,7 @@ pub fn esm(net: &ScoreNet, t: f64, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Re
 /// Force (target) score matching, s* = F(x0)/α_t; with `mixed`, blended with −ε/σ_t by
 /// w(t) = σ_t²/(α_t² + σ_t²).
 pub fn force(
-    net: &ScoreNet,
+    net: &Model,
     weighting: Weighting,
     b: &Batch,
     rng: &mut ChaCha8Rng,

@@ -6,12 +6,11 @@
 
 use super::regression::noise;
 use super::{Batch, Projection};
-use crate::nn::ScoreNet;
+use crate::nn::Model;
 use crate::score::{basis, probes, DivergenceModel};
 use anyhow::Result;
 use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
-use std::ops::Range;
 
 /// One draw of a Stein objective: x_t [n, d] at times t [n] and directions v [m, n, d] (ISM: the
 /// d unit vectors; SSM: m random projections).
@@ -32,7 +31,7 @@ pub enum SteinKind {
 }
 
 /// ISM at level t: mean_n [½‖s(x_t)‖² + tr ∂s/∂x(x_t)], the exact trace of the Jacobian.
-pub fn ism(net: &ScoreNet, t: f64, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Stein> {
+pub fn ism(net: &Model, t: f64, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Stein> {
     let (n, d) = b.x0.dims2()?;
     let (xt, t) = noise(net, &b.x0, vec![t; n], rng)?.tensors(net.dtype(), b.x0.device())?;
     Ok(Stein {
@@ -45,7 +44,7 @@ pub fn ism(net: &ScoreNet, t: f64, b: &Batch, rng: &mut ChaCha8Rng) -> Result<St
 
 /// SSM at level t: mean over samples and projections of vᵀJv + ½(vᵀs)² (VR: + ½‖s‖²).
 pub fn ssm(
-    net: &ScoreNet,
+    net: &Model,
     t: f64,
     kind: Projection,
     m: usize,
@@ -65,7 +64,7 @@ pub fn ssm(
 
 impl Stein {
     /// The loss with candle ops (differentiable in the network's parameters).
-    pub fn loss(&self, net: &ScoreNet) -> Result<Tensor> {
+    pub fn loss(&self, net: &Model) -> Result<Tensor> {
         let (m, n, _) = self.v.dims3()?;
         let (s, q) = net.score_and_quadratic_forms(&self.xt, &self.t, &self.v)?;
         let half_s2 = (s.sqr()?.sum(1)? * 0.5)?;
@@ -82,84 +81,12 @@ impl Stein {
             }
         })
     }
-
-    /// The same loss on the raw outputs of rows `rows` of n, for the fused kernels: with
-    /// s = A·out + B·x (per-row `coef` (A, B)) and J_s v = A·tan + B·v, returns the block's share
-    /// and writes ∂L/∂out into g [rows × d] and ∂L/∂tan into gt [m × rows × d]. x [n × d] and
-    /// v [m × n × d] are the whole problem's values; out and tan the block's.
-    #[allow(clippy::too_many_arguments)]
-    pub fn block_loss(
-        &self,
-        coef: &[(f32, f32)],
-        x: &[f32],
-        v: &[f32],
-        rows: Range<usize>,
-        out: &[f32],
-        tan: &[f32],
-        g: &mut [f32],
-        gt: &mut [f32],
-    ) -> f64 {
-        let (n, len) = (coef.len(), rows.len());
-        let d = x.len() / n.max(1);
-        let m = v.len() / (n * d).max(1);
-        // weight of each quadratic form: ISM sums them per row, SSM averages over projections
-        let wq = match self.kind {
-            SteinKind::Ism => 1.0 / n as f32,
-            SteinKind::Ssm { .. } => 1.0 / (m * n) as f32,
-        };
-        let mut total = 0.0f64;
-        let mut s = vec![0.0f32; d];
-        for (i, r) in rows.enumerate() {
-            let (a, b) = coef[r];
-            for j in 0..d {
-                s[j] = a * out[i * d + j] + b * x[r * d + j];
-            }
-            let gi = &mut g[i * d..(i + 1) * d];
-            if !matches!(
-                self.kind,
-                SteinKind::Ssm {
-                    variance_reduced: false
-                }
-            ) {
-                let s2: f32 = s.iter().map(|e| e * e).sum();
-                total += (0.5 * s2 / n as f32) as f64;
-                gi.iter_mut()
-                    .zip(&s)
-                    .for_each(|(g, s)| *g = a * s / n as f32);
-            } else {
-                gi.fill(0.0);
-            }
-            for k in 0..m {
-                let vk = &v[(k * n + r) * d..(k * n + r + 1) * d];
-                let tk = &tan[(k * len + i) * d..(k * len + i + 1) * d];
-                let gk = &mut gt[(k * len + i) * d..(k * len + i + 1) * d];
-                let mut q = 0.0f32;
-                for j in 0..d {
-                    q += vk[j] * (a * tk[j] + b * vk[j]);
-                    gk[j] = wq * a * vk[j];
-                }
-                total += (wq * q) as f64;
-                if self.kind
-                    == (SteinKind::Ssm {
-                        variance_reduced: false,
-                    })
-                {
-                    let vs: f32 = vk.iter().zip(&s).map(|(v, s)| v * s).sum();
-                    total += (0.5 * wq * vs * vs) as f64;
-                    gi.iter_mut()
-                        .zip(vk)
-                        .for_each(|(g, v)| *g += wq * a * vs * v);
-                }
-            }
-        }
-        total
-    }
 }
 
 /// FD-SSM at level t: u± = vᵀs(x ± εv), loss mean_n [(u₊ − u₋)/(2ε) + ⅛(u₊ + u₋)²]
 /// (Pang et al. 2020: both Jacobian and quadratic terms from two forward evaluations, O(ε²) bias).
 pub fn fd_ssm(
-    net: &ScoreNet,
+    net: &Model,
     t: f64,
     kind: Projection,
     eps: f64,

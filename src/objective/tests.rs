@@ -14,7 +14,7 @@ use candle_core::Device;
 use rand::SeedableRng;
 use std::sync::Arc;
 
-fn small_net(param: Parameterisation, activation: Activation, seed: u64) -> ScoreNet {
+fn small_net(param: Parameterisation, activation: Activation, seed: u64) -> Model {
     let arch = Arch {
         width: 16,
         depth: 2,
@@ -24,11 +24,10 @@ fn small_net(param: Parameterisation, activation: Activation, seed: u64) -> Scor
         ..Default::default()
     };
     let cfg = ModelConfig {
-        dim: 2,
         arch,
-        process: ProcessConfig::vp_default(),
+        ..ModelConfig::default_for(2, ProcessConfig::vp_default())
     };
-    ScoreNet::new(cfg, &mut ChaCha8Rng::seed_from_u64(seed), &Device::Cpu).expect("net")
+    Model::new(cfg, &mut ChaCha8Rng::seed_from_u64(seed), &Device::Cpu).expect("net")
 }
 
 fn mixture_source() -> DataSource {
@@ -36,6 +35,7 @@ fn mixture_source() -> DataSource {
         source: "anisotropic3".into(),
         scale: 1.0,
         forces: None,
+        ..DataConfig::default()
     })
     .expect("source")
 }
@@ -93,7 +93,7 @@ fn all_objectives() -> Vec<ObjectiveConfig> {
 }
 
 /// Loss at the net's current weights, with a fixed batch and a fixed copy of the generator.
-fn loss_at(net: &ScoreNet, obj: &ObjectiveConfig, batch: &Batch, rng: &ChaCha8Rng) -> f64 {
+fn loss_at(net: &Model, obj: &ObjectiveConfig, batch: &Batch, rng: &ChaCha8Rng) -> f64 {
     obj.loss(net, batch, &mut rng.clone())
         .unwrap()
         .to_dtype(DType::F64)
@@ -124,8 +124,8 @@ fn parameter_gradients_match_finite_differences() {
                 .unwrap();
             let loss = obj.loss(&net, &batch, &mut rng.clone()).unwrap();
             let grads =
-                crate::train::adam::collect_grads(&net.params, &loss.backward().unwrap()).unwrap();
-            for ((name, var), g) in net.params.iter().zip(&grads) {
+                crate::train::adam::collect_grads(net.vars(), &loss.backward().unwrap()).unwrap();
+            for ((name, var), g) in net.vars().iter().zip(&grads) {
                 let g: Vec<f64> = g.flatten_all().unwrap().to_vec1().unwrap();
                 let mut order: Vec<usize> = (0..g.len()).collect();
                 order.sort_by(|a, b| g[*b].abs().total_cmp(&g[*a].abs()));
@@ -173,7 +173,7 @@ fn identity_gap(
             let batch = source
                 .batch(batch_size, 1.0, &mut rng, &Device::Cpu, Some(&truth))
                 .unwrap();
-            let d = |net: &ScoreNet| {
+            let d = |net: &Model| {
                 a_scale * loss_at(net, a, &batch, &rng) - loss_at(net, b, &batch, &rng)
             };
             d(&n1) - d(&n2)
@@ -366,14 +366,13 @@ fn continuous_objectives_and_the_two_mode_mixture() {
             ..Default::default()
         };
         let cfg = ModelConfig {
-            dim: 2,
             arch,
-            process: ProcessConfig::vp_default(),
+            ..ModelConfig::default_for(2, ProcessConfig::vp_default())
         };
-        let net = ScoreNet::new(cfg, &mut ChaCha8Rng::seed_from_u64(7), &Device::Cpu).unwrap();
+        let net = Model::new(cfg, &mut ChaCha8Rng::seed_from_u64(7), &Device::Cpu).unwrap();
         let p = ProcessConfig::vp_default().build().unwrap();
         let level = |k: f64| p.t_min() + (p.t_max() - p.t_min()) * k / 19.0;
-        let score = |net: &ScoreNet| match obj {
+        let score = |net: &Model| match obj {
             ObjectiveConfig::Ncsn { .. } => {
                 0.5 * (fisher_at(net, &truth, level(2.0), 1000, 5)
                     + fisher_at(net, &truth, level(10.0), 1000, 5))
@@ -402,6 +401,7 @@ fn continuous_objectives_and_the_two_mode_mixture() {
         source: "ncsn2".into(),
         scale: 1.0,
         forces: None,
+        ..DataConfig::default()
     })
     .unwrap();
     let truth2 = ExactScore {

@@ -359,7 +359,7 @@ pub fn edm_heun(
     let mut y = x.clone();
     lincomb(&mut y, 1.0 / p.alpha(ts[0]), &[])?;
     let (mut den, mut d1, mut d2, mut y_euler) = (f.buffer(), f.buffer(), f.buffer(), f.buffer());
-    let mut z = Noise::like(&y, rng)?;
+    let mut z = Noise::like(&y, rng, p.space())?;
     for (i, w) in ts.windows(2).enumerate() {
         let (t, tn) = (w[0], w[1]);
         let (s, sn) = (sigma(t), sigma(tn));

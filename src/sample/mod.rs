@@ -252,7 +252,7 @@ pub fn by_name(name: &str) -> Result<Sampler> {
     }
 }
 
-/// x_T ~ N(0, prior_std² I) with n rows of dimension d (f32).
+/// x_T ~ N(0, prior_std² I) in the process's space with n rows of dimension d (f32).
 pub fn prior_sample(
     process: &dyn Process,
     n: usize,
@@ -263,6 +263,7 @@ pub fn prior_sample(
     let s = process.prior_std() as f32;
     let mut v = standard_normals(n * d, rng);
     v.iter_mut().for_each(|z| *z *= s);
+    process.space().project(&mut v);
     Ok(Tensor::from_vec(v, (n, d), device)?)
 }
 

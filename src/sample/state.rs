@@ -5,52 +5,68 @@
 use super::{fill_standard_normals, Trace};
 use crate::flat::{device_mean_row_norm, host_mean_row_norm};
 pub use crate::flat::{lincomb, Buf};
-use crate::process::Process;
+use crate::process::{Process, Space};
 use crate::score::{tweedie_coefficients, ScoreModel};
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 use rand::RngCore;
 use rand_chacha::ChaCha8Rng;
 
-/// Standard normal noise for one state: drawn on the host (`fill_standard_normals`) or by the
-/// device's generator, seeded once from the sampler's rng.
-pub enum Noise {
+/// Standard normal noise for one state, in the process's space (projected onto it for
+/// particles): drawn on the host (`fill_standard_normals`) or by the device's generator, seeded
+/// once from the sampler's rng.
+pub struct Noise {
+    pub z: NoiseBuf,
+    space: Space,
+}
+
+/// Where the noise lives.
+pub enum NoiseBuf {
     Host(Vec<f32>),
     Device(Tensor),
 }
 
 impl Noise {
-    /// Noise buffer shaped like `like`.
-    pub fn like(like: &Buf, rng: &mut ChaCha8Rng) -> Result<Self> {
-        Ok(match like {
-            Buf::Host(v) => Noise::Host(vec![0.0; v.len()]),
+    /// Noise buffer shaped like `like`, in `space`.
+    pub fn like(like: &Buf, rng: &mut ChaCha8Rng, space: Space) -> Result<Self> {
+        let z = match like {
+            Buf::Host(v) => NoiseBuf::Host(vec![0.0; v.len()]),
             Buf::Device(t) => {
                 if !t.device().is_cpu() {
                     t.device().set_seed(rng.next_u64())?;
                 }
-                Noise::Device(t.zeros_like()?)
+                NoiseBuf::Device(t.zeros_like()?)
             }
-        })
+        };
+        Ok(Noise { z, space })
     }
 
-    /// z ← N(0, I) (a tensor on the CPU, in tests, from the seeded host streams).
+    /// z ← P N(0, I), P the projection onto the space (a tensor on the CPU, in tests, from the
+    /// seeded host streams).
     pub fn draw(&mut self, rng: &mut ChaCha8Rng) -> Result<()> {
-        match self {
-            Noise::Host(z) => fill_standard_normals(z, rng),
-            Noise::Device(z) if z.device().is_cpu() => {
-                let v = super::standard_normals(z.elem_count(), rng);
-                *z = Tensor::from_vec(v, z.shape(), z.device())?.to_dtype(z.dtype())?;
+        match &mut self.z {
+            NoiseBuf::Host(z) => {
+                fill_standard_normals(z, rng);
+                self.space.project(z);
             }
-            Noise::Device(z) => *z = z.randn_like(0.0, 1.0)?,
+            NoiseBuf::Device(z) => {
+                *z = if z.device().is_cpu() {
+                    let v = super::standard_normals(z.elem_count(), rng);
+                    Tensor::from_vec(v, z.shape(), z.device())?.to_dtype(z.dtype())?
+                } else {
+                    z.randn_like(0.0, 1.0)?
+                };
+                *z = self.space.project_tensor(z)?;
+            }
         }
         Ok(())
     }
 
     /// Mean over rows (of length d) of their Euclidean norms.
     pub fn mean_row_norm(&self, d: usize) -> Result<f64> {
-        match self {
-            Noise::Host(z) => Ok(host_mean_row_norm(z, d)),
-            Noise::Device(z) => device_mean_row_norm(z, d),
+        match &self.z {
+            NoiseBuf::Host(z) => Ok(host_mean_row_norm(z, d)),
+            NoiseBuf::Device(z) => device_mean_row_norm(z, d),
         }
     }
 }
@@ -140,12 +156,12 @@ impl<'a> Field<'a> {
 /// out ← out + c·z with z ~ N(0, I) drawn into `z`.
 pub fn add_noise(out: &mut Buf, c: f64, z: &mut Noise, rng: &mut ChaCha8Rng) -> Result<()> {
     z.draw(rng)?;
-    match (out, &*z) {
-        (Buf::Host(out), Noise::Host(z)) => out
+    match (out, &z.z) {
+        (Buf::Host(out), NoiseBuf::Host(z)) => out
             .iter_mut()
             .zip(z.iter())
             .for_each(|(o, &z)| *o += c * z as f64),
-        (out @ Buf::Device(_), Noise::Device(z)) => {
+        (out @ Buf::Device(_), NoiseBuf::Device(z)) => {
             lincomb(out, 1.0, &[(c, &Buf::Device(z.clone()))])?
         }
         _ => bail!("state and noise on different devices"),
@@ -178,7 +194,7 @@ impl<'a> Chain<'a> {
         rng: &mut ChaCha8Rng,
     ) -> Result<Self> {
         let (field, x) = Field::new(model, process, x)?;
-        let (s, z) = (field.buffer(), Noise::like(&x, rng)?);
+        let (s, z) = (field.buffer(), Noise::like(&x, rng, process.space())?);
         Ok(Chain { field, x, s, z })
     }
 
@@ -190,15 +206,15 @@ impl<'a> Chain<'a> {
     /// x ← c_x x + c_s s + c_z z with the current s and z.
     pub fn combine(&mut self, u: Update) -> Result<()> {
         const CHUNK: usize = 4096;
-        match (&mut self.x, &self.s, &self.z) {
-            (Buf::Host(x), Buf::Host(s), Noise::Host(z)) => {
+        match (&mut self.x, &self.s, &self.z.z) {
+            (Buf::Host(x), Buf::Host(s), NoiseBuf::Host(z)) => {
                 crate::pool::for_each_chunk(x, CHUNK, |i, x| {
                     let at = i * CHUNK..i * CHUNK + x.len();
                     let it = x.iter_mut().zip(&s[at.clone()]).zip(&z[at]);
                     it.for_each(|((x, s), z)| *x = u.cx * *x + u.cs * s + u.cz * *z as f64);
                 });
             }
-            (Buf::Device(_), _, Noise::Device(z)) => {
+            (Buf::Device(_), _, NoiseBuf::Device(z)) => {
                 let z = Buf::Device(z.clone());
                 lincomb(&mut self.x, u.cx, &[(u.cs, &self.s), (u.cz, &z)])?;
             }

@@ -1,10 +1,12 @@
 //! Checkpoints: one safetensors file with weights, EMA weights and Adam moments, and the run's
 //! metadata (format, configs, step, RNG state) as JSON strings in the safetensors header.
 //!
-//! Tensor names (load in Python with `safetensors.numpy.load_file`): `params.layers.{i}.weight`
-//! [out, in] and `params.layers.{i}.bias` [out], the same under `ema.`, `adam_m.`, `adam_v.`, and the
-//! fixed embedding frequencies `embed.W`. Header keys: `format`, `model` (ModelConfig JSON), `run`
-//! (RunConfig JSON), `step`, `rng` (ChaCha8 seed, stream and word position).
+//! Tensor names (load in Python with `safetensors.numpy.load_file`): the network's variables under
+//! `params.` (the MLP's `params.layers.{i}.weight` [out, in] and `params.layers.{i}.bias` [out]),
+//! the same under `ema.`, `adam_m.`, `adam_v.`, and the network's fixed buffers under their own
+//! names (`embed.W`). Header keys: `format`, `model` (the model spec: ModelConfig JSON, from which
+//! any network is rebuilt), `run` (RunConfig JSON), `step`, `rng` (ChaCha8 seed, stream and word
+//! position). Version 1 files (the MLP before the network interface) load as they are.
 
 use crate::config::RunConfig;
 use crate::nn::ModelConfig;
@@ -16,7 +18,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Value of the `format` header key; bumped on incompatible changes.
-pub const FORMAT: &str = "tweedie.checkpoint.v1";
+pub const FORMAT: &str = "tweedie.checkpoint.v2";
+/// Earlier formats that still load: v1 holds the same tensors, for the MLP only.
+const READS: [&str; 2] = [FORMAT, "tweedie.checkpoint.v1"];
 
 /// Exact state of the ChaCha8 generator.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -63,13 +67,15 @@ pub struct Checkpoint {
     pub ema: Vec<Tensor>,
     pub adam_m: Vec<Tensor>,
     pub adam_v: Vec<Tensor>,
-    pub embed_w: Tensor,
+    /// The network's fixed tensors (e.g. `embed.W`), by name.
+    pub buffers: Vec<(String, Tensor)>,
 }
 
 impl Checkpoint {
     /// Writes the checkpoint atomically: a temporary file in the same folder, synced, then renamed.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let mut tensors: Vec<(String, &Tensor)> = vec![("embed.W".into(), &self.embed_w)];
+        let mut tensors: Vec<(String, &Tensor)> =
+            self.buffers.iter().map(|(n, t)| (n.clone(), t)).collect();
         for (prefix, list) in [
             ("params", &self.params),
             ("ema", &self.ema),
@@ -115,8 +121,11 @@ impl Checkpoint {
             .ok_or_else(|| anyhow!("no tweedie metadata in the header"))?;
         let get = |k: &str| meta.get(k).ok_or_else(|| anyhow!("header lacks key '{k}'"));
         let format = get("format")?;
-        if format != FORMAT {
-            bail!("format '{format}' is not {FORMAT}");
+        if !READS.contains(&format.as_str()) {
+            bail!(
+                "format '{format}' is not one this tweedie reads ({})",
+                READS.join(", ")
+            );
         }
         let model: ModelConfig =
             serde_json::from_str(get("model")?).context("bad 'model' header")?;
@@ -129,11 +138,19 @@ impl Checkpoint {
             all.remove(name)
                 .ok_or_else(|| anyhow!("missing tensor '{name}'"))
         };
-        let embed_w = take("embed.W")?;
-        let n_layers = model.arch.depth + 1;
-        let names: Vec<String> = (0..n_layers)
-            .flat_map(|i| [format!("layers.{i}.weight"), format!("layers.{i}.bias")])
-            .collect();
+        // the names come from the network the spec describes
+        let spec = crate::nn::Model::new(
+            model.clone(),
+            &mut <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0),
+            &Device::Cpu,
+        )
+        .context("bad 'model' header")?;
+        let names: Vec<String> = spec.vars().iter().map(|(n, _)| n.clone()).collect();
+        let buffers = spec
+            .buffers()
+            .into_iter()
+            .map(|(name, _)| Ok((name.clone(), take(&name)?)))
+            .collect::<Result<Vec<_>>>()?;
         let mut lists: [Vec<Tensor>; 4] = Default::default();
         for (list, prefix) in lists.iter_mut().zip(["params", "ema", "adam_m", "adam_v"]) {
             for name in &names {
@@ -151,7 +168,7 @@ impl Checkpoint {
             ema,
             adam_m,
             adam_v,
-            embed_w,
+            buffers,
         })
     }
 }
@@ -163,4 +180,68 @@ fn tmp_path(path: &Path) -> PathBuf {
         .unwrap_or_default();
     name.push(".tmp");
     path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::{Model, ModelConfig};
+    use crate::process::ProcessConfig;
+    use rand::SeedableRng;
+
+    /// A version-1 file (the MLP before the network interface: no `network`, `event` or `space`
+    /// in its model JSON) still loads, with the same tensors; an unknown format is refused.
+    #[test]
+    fn version_1_checkpoints_still_load() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let cfg = ModelConfig::default_for(2, ProcessConfig::vp_default());
+        let net = Model::new(cfg.clone(), &mut ChaCha8Rng::seed_from_u64(1), &Device::Cpu)?;
+        let mut model_json: serde_json::Value = serde_json::to_value(&cfg)?;
+        model_json["arch"]
+            .as_object_mut()
+            .map(|a| a.remove("network"));
+        let (w, buffers) = (net.vars(), net.buffers());
+        let mut tensors: Vec<(String, &Tensor)> = vec![("embed.W".into(), &buffers[0].1)];
+        for prefix in ["params", "ema", "adam_m", "adam_v"] {
+            for (name, v) in w {
+                tensors.push((format!("{prefix}.{name}"), v.as_tensor()));
+            }
+        }
+        let write = |format: &str, path: &Path| -> Result<()> {
+            let meta: HashMap<String, String> = [
+                ("format".to_string(), format.to_string()),
+                ("model".to_string(), model_json.to_string()),
+                (
+                    "run".to_string(),
+                    serde_json::to_string(&RunConfig::default())?,
+                ),
+                ("step".to_string(), "7".to_string()),
+                (
+                    "rng".to_string(),
+                    serde_json::to_string(&RngState::of(&ChaCha8Rng::seed_from_u64(0)))?,
+                ),
+            ]
+            .into();
+            Ok(safetensors::serialize_to_file(
+                tensors.clone(),
+                Some(meta),
+                path,
+            )?)
+        };
+        let v1 = dir.path().join("v1.safetensors");
+        write("tweedie.checkpoint.v1", &v1)?;
+        let ck = Checkpoint::load(&v1)?;
+        assert_eq!((ck.step, ck.model.clone()), (7, cfg));
+        assert_eq!(ck.names.len(), w.len());
+        let same = |a: &Tensor, b: &Tensor| -> Result<bool> {
+            Ok(a.flatten_all()?.to_vec1::<f32>()? == b.flatten_all()?.to_vec1::<f32>()?)
+        };
+        assert!(same(&ck.params[0], w[0].1.as_tensor())?);
+        assert!(same(&ck.buffers[0].1, &buffers[0].1)?);
+        let v0 = dir.path().join("v0.safetensors");
+        write("tweedie.checkpoint.v0", &v0)?;
+        let err = format!("{:#}", Checkpoint::load(&v0).err().expect("refused"));
+        assert!(err.contains("tweedie.checkpoint.v1"), "{err}");
+        Ok(())
+    }
 }

@@ -7,14 +7,14 @@ use super::adam::{ema_decay_at, Adam};
 use super::{check_finite, optimise, schedule};
 use crate::config::TrainConfig;
 use crate::flat::values;
-use crate::nn::{FusedMlp, ScoreNet};
+use crate::nn::fused::{self, losses};
+use crate::nn::{FusedMlp, Model};
 use crate::objective::{Batch, ObjectiveConfig};
-use crate::score::Parameterisation;
 use anyhow::{Context, Result};
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
 
-/// The state a checkpoint stores, each list in `ScoreNet::params` order.
+/// The state a checkpoint stores, each list in `Model::params` order.
 pub struct State {
     pub params: Vec<Tensor>,
     pub ema: Vec<Tensor>,
@@ -46,7 +46,7 @@ impl Fused {
     /// One draw of the objective's loss and its gradient (into `grad`) on the fused kernels.
     fn loss_and_grad(
         &mut self,
-        net: &ScoreNet,
+        net: &Model,
         objective: &ObjectiveConfig,
         batch: &Batch,
         rng: &mut ChaCha8Rng,
@@ -59,23 +59,10 @@ impl Fused {
                 f32s(&r.target),
                 f32s(&r.weight),
             );
-            let (n, o) = (ts.len(), self.mlp.out_dim());
-            // mean_n w_n ½‖out_n − out*_n‖², as `Regression::loss`
             return self.mlp.loss_and_grad(
                 &xs,
                 &ts,
-                |rows, out, g| {
-                    let mut total = 0.0f64;
-                    for (i, r) in rows.enumerate() {
-                        let w = weight[r] / n as f32;
-                        for j in 0..o {
-                            let e = out[i * o + j] - target[r * o + j];
-                            total += (0.5 * w * e * e) as f64;
-                            g[i * o + j] = w * e;
-                        }
-                    }
-                    total
-                },
+                |rows, out, g| losses::regression(&target, &weight, rows, out, g),
                 &mut self.grad,
             );
         }
@@ -84,7 +71,7 @@ impl Fused {
             .context("the fused engine does not run FD-SSM")?;
         let (xs, vs) = (values::<f32>(&s.xt)?, values::<f32>(&s.v)?);
         let ts: Vec<f64> = values(&s.t)?;
-        let (p, param) = (net.process(), net.config.arch.parameterisation);
+        let (p, param) = (net.process(), net.parameterisation());
         let coef: Vec<(f32, f32)> = ts
             .iter()
             .map(|&t| {
@@ -98,7 +85,7 @@ impl Fused {
             &xs,
             &t32,
             (&vs, m),
-            |rows, out, tan, g, gt| s.block_loss(&coef, &xs, &vs, rows, out, tan, g, gt),
+            |rows, out, tan, g, gt| losses::stein(s.kind, &coef, &xs, &vs, rows, out, tan, g, gt),
             &mut self.grad,
         )
     }
@@ -122,20 +109,14 @@ impl Engine {
     /// The fused engine if it applies to `net` and `objective`, else candle; starts from the
     /// given Adam state and EMA (an empty EMA keeps none).
     pub fn new(
-        net: &ScoreNet,
+        net: &Model,
         objective: &ObjectiveConfig,
         adam: Adam,
         ema: Vec<Tensor>,
     ) -> Result<Self> {
-        let fusable = net.device().is_cpu()
-            && net.dtype() == DType::F32
-            && net.config.arch.parameterisation != Parameterisation::Energy
-            && objective.is_fusable()
-            && crate::nn::fused::enabled();
-        if !fusable {
+        let Some(mlp) = fused::build(net, Some(objective))? else {
             return Ok(Engine::Candle { adam, ema });
-        }
-        let mlp = FusedMlp::from_net(net)?;
+        };
         let flat = |ts: &[Tensor]| -> Result<Vec<f32>> {
             if ts.is_empty() {
                 return Ok(Vec::new());
@@ -166,7 +147,7 @@ impl Engine {
     /// norm, learning rate). A non-finite loss or gradient is an error and changes nothing.
     pub fn step(
         &mut self,
-        net: &ScoreNet,
+        net: &Model,
         objective: &ObjectiveConfig,
         batch: &Batch,
         rng: &mut ChaCha8Rng,
@@ -206,11 +187,11 @@ impl Engine {
     }
 
     /// The current weights, EMA and Adam moments as tensors on the network's device.
-    pub fn state(&self, net: &ScoreNet) -> Result<State> {
+    pub fn state(&self, net: &Model) -> Result<State> {
         Ok(match self {
             Engine::Candle { adam, ema } => State {
                 params: net
-                    .params
+                    .vars()
                     .iter()
                     .map(|(_, p)| p.as_tensor().clone())
                     .collect(),
@@ -236,10 +217,10 @@ impl Engine {
     }
 
     /// Writes the engine's weights into the network's variables (a no-op for candle).
-    pub fn sync(&self, net: &ScoreNet) -> Result<()> {
+    pub fn sync(&self, net: &Model) -> Result<()> {
         if let Engine::Fused(f) = self {
             for ((_, var), t) in net
-                .params
+                .vars()
                 .iter()
                 .zip(f.mlp.to_tensors(f.mlp.params(), net.device())?)
             {
@@ -256,8 +237,10 @@ mod tests {
     use crate::nn::{Arch, ModelConfig};
     use crate::objective::Weighting;
     use crate::process::ProcessConfig;
+    use crate::score::Parameterisation;
     use crate::target::GaussianMixture;
     use crate::train::DataSource;
+    use candle_core::DType;
     use candle_core::Device;
     use rand::SeedableRng;
 
@@ -312,20 +295,19 @@ mod tests {
                 parameterisation: Parameterisation::X0,
                 ..Arch::default()
             };
-            let net = ScoreNet::new(cfg, &mut ChaCha8Rng::seed_from_u64(3), &dev)?;
+            let net = Model::new(cfg, &mut ChaCha8Rng::seed_from_u64(3), &dev)?;
             let ema0: Vec<Tensor> = net
-                .params
+                .vars()
                 .iter()
                 .map(|(_, p)| p.as_tensor().copy())
                 .collect::<candle_core::Result<_>>()?;
             let run = |fused: bool| -> Result<(Vec<f64>, State)> {
-                let copy =
-                    ScoreNet::new(net.config.clone(), &mut ChaCha8Rng::seed_from_u64(3), &dev)?;
+                let copy = Model::new(net.config.clone(), &mut ChaCha8Rng::seed_from_u64(3), &dev)?;
                 let mut engine =
-                    Engine::new(&copy, &objective, Adam::new(&copy.params)?, ema0.clone())?;
+                    Engine::new(&copy, &objective, Adam::new(copy.vars())?, ema0.clone())?;
                 if !fused {
                     engine = Engine::Candle {
-                        adam: Adam::new(&copy.params)?,
+                        adam: Adam::new(copy.vars())?,
                         ema: ema0.clone(),
                     };
                 }

@@ -7,7 +7,7 @@ pub mod engine;
 pub mod source;
 
 use crate::config::RunConfig;
-use crate::nn::{ModelConfig, ScoreNet};
+use crate::nn::{Model, ModelConfig};
 use crate::objective::ObjectiveConfig;
 use crate::process::Process;
 use crate::score::ScoreModel;
@@ -63,11 +63,11 @@ struct LogLine {
 }
 
 /// Rebuilds a network from a checkpoint's weights (EMA weights if `ema`).
-pub fn net_from_checkpoint(ck: &Checkpoint, ema: bool, device: &Device) -> Result<ScoreNet> {
+pub fn net_from_checkpoint(ck: &Checkpoint, ema: bool, device: &Device) -> Result<Model> {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let mut net = ScoreNet::new(ck.model.clone(), &mut rng, device)?;
+    let mut net = Model::new(ck.model.clone(), &mut rng, device)?;
     let src = if ema { &ck.ema } else { &ck.params };
-    for ((name, var), t) in net.params.iter().zip(src) {
+    for ((name, var), t) in net.vars().iter().zip(src) {
         if var.dims() != t.dims() {
             bail!(
                 "tensor {name} has shape {:?}, the model config implies {:?}",
@@ -77,20 +77,15 @@ pub fn net_from_checkpoint(ck: &Checkpoint, ema: bool, device: &Device) -> Resul
         }
         var.set(&t.to_device(device)?)?;
     }
-    if ck.embed_w.dims() != net.embed_w.dims() {
-        bail!(
-            "embed.W has shape {:?}, expected {:?}",
-            ck.embed_w.dims(),
-            net.embed_w.dims()
-        );
+    for (name, t) in &ck.buffers {
+        net.set_buffer(name, t.clone())?;
     }
-    net.embed_w = ck.embed_w.to_device(device)?;
     Ok(net)
 }
 
 /// Loads a checkpoint's network for sampling (EMA weights if `ema`), frozen for inference (on
 /// the fused kernels on CPU; `TWEEDIE_ENGINE=candle` keeps candle ops).
-pub fn load_net(path: &Path, ema: bool, device: &Device) -> Result<(ScoreNet, Checkpoint)> {
+pub fn load_net(path: &Path, ema: bool, device: &Device) -> Result<(Model, Checkpoint)> {
     let ck = Checkpoint::load(path)?;
     let mut net = net_from_checkpoint(&ck, ema, device)
         .with_context(|| format!("{}: weights do not match the model config", path.display()))?;
@@ -152,18 +147,20 @@ pub fn train(
         (net, adam, to_dev(&ck.ema)?, ck.rng.restore()?, ck.step)
     } else {
         let mut rng = ChaCha8Rng::seed_from_u64(t.seed);
-        let net = ScoreNet::new(
+        let net = Model::new(
             ModelConfig {
                 dim: source.dim(),
+                event: source.event(),
+                space: cfg.data.space,
                 arch: cfg.model.clone(),
                 process: cfg.process.clone(),
             },
             &mut rng,
             device,
         )?;
-        let adam = Adam::new(&net.params)?;
+        let adam = Adam::new(net.vars())?;
         let ema = net
-            .params
+            .vars()
             .iter()
             .map(|(_, p)| Ok(p.as_tensor().copy()?))
             .collect::<Result<Vec<_>>>()?;
@@ -191,12 +188,12 @@ pub fn train(
             run: cfg.clone(),
             step,
             rng: RngState::of(rng),
-            names: net.params.iter().map(|(n, _)| n.clone()).collect(),
+            names: net.vars().iter().map(|(n, _)| n.clone()).collect(),
             params: state.params,
             ema: state.ema,
             adam_m: state.adam_m,
             adam_v: state.adam_v,
-            embed_w: net.embed_w.clone(),
+            buffers: net.buffers(),
         }
         .save(&ck_path)
     };
@@ -319,7 +316,7 @@ fn prior_warning(cfg: &RunConfig, source: &DataSource, rng: &ChaCha8Rng) -> Resu
 /// EMA. Returns (loss, gradient norm, learning rate); a non-finite loss or gradient is an error
 /// and leaves the weights untouched.
 pub fn optimise(
-    net: &ScoreNet,
+    net: &Model,
     adam: &mut Adam,
     ema: &mut [Tensor],
     loss: &Tensor,
@@ -327,12 +324,12 @@ pub fn optimise(
     step: usize,
 ) -> Result<(f64, f64, f64)> {
     let loss_val = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-    let grads = collect_grads(&net.params, &loss.backward()?)?;
+    let grads = collect_grads(net.vars(), &loss.backward()?)?;
     let norm = global_norm(&grads)?;
     check_finite(loss_val, norm, step)?;
     let h = schedule(t, step, norm);
-    adam.update(&net.params, &grads, &h)?;
-    ema_update(ema, &net.params, ema_decay_at(t.ema_decay, step))?;
+    adam.update(net.vars(), &grads, &h)?;
+    ema_update(ema, net.vars(), ema_decay_at(t.ema_decay, step))?;
     Ok((loss_val, norm, h.lr))
 }
 
@@ -369,14 +366,14 @@ fn schedule(t: &crate::config::TrainConfig, step: usize, norm: f64) -> AdamStep 
 
 /// Trains `net` in memory (no files, no EMA kept): for tests and experiments. Returns the losses.
 pub fn fit(
-    net: &ScoreNet,
+    net: &Model,
     objective: &ObjectiveConfig,
     source: &DataSource,
     truth: Option<&dyn ScoreModel>,
     t: &crate::config::TrainConfig,
     rng: &mut ChaCha8Rng,
 ) -> Result<Vec<f64>> {
-    let mut engine = Engine::new(net, objective, Adam::new(&net.params)?, Vec::new())?;
+    let mut engine = Engine::new(net, objective, Adam::new(net.vars())?, Vec::new())?;
     let no_ema = crate::config::TrainConfig {
         ema_decay: 0.0,
         ..t.clone()

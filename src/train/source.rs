@@ -66,6 +66,14 @@ impl DataSource {
         Ok(DataSource::Points { x, forces })
     }
 
+    /// The shape of one point (empty: [d]).
+    pub fn event(&self) -> Vec<usize> {
+        match self {
+            DataSource::Points { x, .. } => x.event.clone(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Data dimension.
     pub fn dim(&self) -> usize {
         match self {

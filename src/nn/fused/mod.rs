@@ -1,4 +1,4 @@
-//! The fused CPU MLP: the same network as `ScoreNet`'s candle ops, with every weight and bias in one
+//! The fused CPU MLP: the same network as `Mlp`'s candle ops, with every weight and bias in one
 //! flat buffer, workspaces kept between calls, GEMMs with the bias and activation applied to each
 //! output block while it is in cache, a hand-written backward pass and forward-mode tangents. The
 //! batch is cut into chunks (training: one per thread; inference: shrinking ones that the threads
@@ -7,18 +7,43 @@
 
 use super::gemm::{gemm, gemm_fused, gemm_scaled, Epilogue, PackedB, Rhs, NARROW};
 use super::kernels::{self, Keep};
-use super::{Activation, Embedding, ScoreNet};
+use super::{Activation, Mlp, Model};
 use crate::flat::values;
+use crate::objective::ObjectiveConfig;
 use crate::score::Parameterisation;
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use std::ops::Range;
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
 
+pub mod losses;
+pub mod peak;
+pub mod score;
+
 /// Whether the fused kernels may be used: always, unless `TWEEDIE_ENGINE=candle` asks for
 /// candle's ops (for comparisons and debugging).
 pub fn enabled() -> bool {
     std::env::var("TWEEDIE_ENGINE").as_deref() != Ok("candle")
+}
+
+/// The one test of "can this run fused?": a CPU f32 model whose network has a fused path, not an
+/// energy, with the fused engine enabled, and (when training) an objective the kernels compute:
+/// every one but FD-SSM (regressions on the raw output, ISM/SSM through the fused tangents).
+pub fn applies(model: &Model, objective: Option<&ObjectiveConfig>) -> bool {
+    model.device().is_cpu()
+        && model.dtype() == candle_core::DType::F32
+        && model.parameterisation() != Parameterisation::Energy
+        && !matches!(objective, Some(ObjectiveConfig::FdSsm { .. }))
+        && enabled()
+        && model.network().fused().is_some()
+}
+
+/// A fused copy of the model's network where `applies`, else None.
+pub fn build(model: &Model, objective: Option<&ObjectiveConfig>) -> Result<Option<FusedMlp>> {
+    if !applies(model, objective) {
+        return Ok(None);
+    }
+    model.network().fused().transpose()
 }
 
 /// One linear layer's place in the flat buffer: W [fan_out × fan_in] at `w`, b [fan_out] at `b`.
@@ -41,10 +66,10 @@ impl Layer {
 pub struct FusedMlp {
     dim: usize,
     layers: Vec<Layer>,
-    act: super::Activation,
+    act: Activation,
     embed_w: Vec<f32>,
     embed_scale: f32,
-    /// Weights and biases layer by layer (W_i row-major, then b_i): `ScoreNet::params` in order.
+    /// Weights and biases layer by layer (W_i row-major, then b_i): `Mlp::vars` in order.
     params: Vec<f32>,
     workspaces: Mutex<Vec<Workspace>>,
     packed: RwLock<Packed>,
@@ -145,15 +170,13 @@ fn resize(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
 }
 
 impl FusedMlp {
-    /// A fused copy of a (non-energy) network's current weights.
-    pub fn from_net(net: &ScoreNet) -> Result<Self> {
-        let cfg = &net.config;
-        if cfg.arch.parameterisation == Parameterisation::Energy {
-            bail!("the fused MLP has no energy (second-order) path; use the candle network");
-        }
-        let mut params = Vec::with_capacity(net.num_params());
+    /// A fused copy of an MLP's current weights.
+    pub fn from_mlp(net: &Mlp) -> Result<Self> {
+        use super::Network;
+        let vars = net.vars();
+        let mut params = Vec::with_capacity(vars.iter().map(|(_, v)| v.elem_count()).sum());
         let mut layers = Vec::new();
-        for pair in net.params.chunks(2) {
+        for pair in vars.chunks(2) {
             let w = pair[0].1.as_tensor();
             let (fan_out, fan_in) = w.dims2()?;
             let w_off = params.len();
@@ -168,21 +191,18 @@ impl FusedMlp {
             });
         }
         Ok(FusedMlp {
-            dim: cfg.dim,
+            dim: net.dim,
             layers,
-            act: cfg.arch.activation,
-            embed_w: values::<f32>(&net.embed_w)?,
-            embed_scale: match cfg.arch.embedding {
-                Embedding::Fourier => (2.0 * std::f64::consts::PI) as f32,
-                Embedding::Sinusoidal => 1000.0,
-            },
+            act: net.activation,
+            embed_w: values::<f32>(&net.embed.w)?,
+            embed_scale: net.embed.kind.scale() as f32,
             params,
             workspaces: Mutex::new(Vec::new()),
             packed: RwLock::default(),
         })
     }
 
-    /// The flat weights and biases (`ScoreNet::params` in order, each row-major).
+    /// The flat weights and biases (`Mlp::vars` in order, each row-major).
     pub fn params(&self) -> &[f32] {
         &self.params
     }
@@ -241,7 +261,7 @@ impl FusedMlp {
     }
 
     /// A flat buffer laid out like `params` split into the network's tensors (weights [out, in],
-    /// biases [out]) in `ScoreNet::params` order.
+    /// biases [out]) in `Mlp::vars` order.
     pub fn to_tensors(&self, flat: &[f32], device: &Device) -> Result<Vec<Tensor>> {
         let mut out = Vec::with_capacity(2 * self.layers.len());
         for l in &self.layers {
@@ -256,7 +276,7 @@ impl FusedMlp {
         Ok(out)
     }
 
-    /// The inverse of `to_tensors`: tensors in `ScoreNet::params` order to one flat buffer.
+    /// The inverse of `to_tensors`: tensors in `Mlp::vars` order to one flat buffer.
     pub fn from_tensors(&self, tensors: &[Tensor]) -> Result<Vec<f32>> {
         if tensors.len() != 2 * self.layers.len() {
             bail!(

@@ -1,6 +1,7 @@
 //! Tests of the fused MLP against the candle network it replaces.
 
 use super::*;
+use crate::nn::Embedding;
 use crate::nn::{Activation, Arch, ModelConfig};
 use crate::process::ProcessConfig;
 use crate::score::probes;
@@ -46,8 +47,8 @@ fn fused_mlp_matches_the_candle_network() -> Result<()> {
             embedding,
             ..Arch::default()
         };
-        let net = ScoreNet::new(config, &mut rng, &dev)?;
-        let fused = FusedMlp::from_net(&net)?;
+        let net = Model::new(config, &mut rng, &dev)?;
+        let fused = net.network().fused().expect("an mlp")?;
         let (xs, ts, vs) = (flat(&x), flat(&t), flat(&v));
 
         let (want_out, want_tan) = net.forward_with_tangents(&x, &t, &v)?;
@@ -90,12 +91,12 @@ fn fused_mlp_matches_the_candle_network() -> Result<()> {
             "loss {value} vs {want_loss}"
         );
         let want: Vec<Tensor> = net
-            .params
+            .vars()
             .iter()
             .map(|(_, p): &(String, Var)| grads.get(p.as_tensor()).unwrap().clone())
             .collect();
         for ((name, _), (got, want)) in net
-            .params
+            .vars()
             .iter()
             .zip(fused.to_tensors(&grad, &dev)?.iter().zip(&want))
         {
@@ -129,8 +130,8 @@ fn jvp_gradients_match_the_candle_network() -> Result<()> {
             activation,
             ..Arch::default()
         };
-        let net = ScoreNet::new(config, &mut rng, &dev)?;
-        let fused = FusedMlp::from_net(&net)?;
+        let net = Model::new(config, &mut rng, &dev)?;
+        let fused = net.network().fused().expect("an mlp")?;
         // L = Σ_n ½‖out_n‖²/n + Σ_{k,n} ⟨u_kn, tan_kn⟩/n
         let (out, tan) = net.forward_with_tangents(&x, &t, &v)?;
         let loss = ((out.sqr()?.sum_all()? * 0.5)? + (tan * &u)?.sum_all()?)?;
@@ -167,7 +168,7 @@ fn jvp_gradients_match_the_candle_network() -> Result<()> {
             (value - want_loss).abs() < 1e-5 * want_loss.abs(),
             "loss {value} vs {want_loss}"
         );
-        for ((name, p), got) in net.params.iter().zip(fused.to_tensors(&grad, &dev)?) {
+        for ((name, p), got) in net.vars().iter().zip(fused.to_tensors(&grad, &dev)?) {
             let want = flat(grads.get(p.as_tensor()).unwrap());
             let e = rel(&flat(&got), &want);
             assert!(e < 1e-5, "{activation:?} ∂L/∂{name}: relative error {e:e}");
@@ -189,8 +190,8 @@ fn shared_time_matches_the_candle_network() -> Result<()> {
         width: 64,
         ..Arch::default()
     };
-    let net = ScoreNet::new(config, &mut rng, &dev)?;
-    let fused = FusedMlp::from_net(&net)?;
+    let net = Model::new(config, &mut rng, &dev)?;
+    let fused = net.network().fused().expect("an mlp")?;
     let x = Tensor::randn(0f32, 1.0, (n, d), &dev)?;
     let t = Tensor::full(0.37f32, n, &dev)?;
     let v = probes(Probe::Gaussian, 2, n, d, &mut rng, DType::F32, &dev)?;
@@ -208,7 +209,7 @@ fn shared_time_matches_the_candle_network() -> Result<()> {
         },
         &mut grad,
     )?;
-    for ((name, p), got) in net.params.iter().zip(fused.to_tensors(&grad, &dev)?) {
+    for ((name, p), got) in net.vars().iter().zip(fused.to_tensors(&grad, &dev)?) {
         let e = rel(&flat(&got), &flat(grads.get(p.as_tensor()).unwrap()));
         assert!(e < 1e-5, "∂L/∂{name}: relative error {e:e}");
     }
@@ -222,7 +223,7 @@ fn shared_time_matches_the_candle_network() -> Result<()> {
     let mut fused = fused;
     fused.params_mut().iter_mut().for_each(|p| *p *= 0.9);
     for ((_, var), p) in net
-        .params
+        .vars()
         .iter()
         .zip(fused.to_tensors(fused.params(), &dev)?)
     {
@@ -257,7 +258,7 @@ fn inference_score_matches_the_candle_network() -> Result<()> {
             parameterisation: param,
             ..Arch::default()
         };
-        let build = || ScoreNet::new(config.clone(), &mut ChaCha8Rng::seed_from_u64(9), &dev);
+        let build = || Model::new(config.clone(), &mut ChaCha8Rng::seed_from_u64(9), &dev);
         let (net, fast) = (build()?, build()?.for_inference()?);
         assert!(fast.is_fused());
         for t in [&per_row, &shared] {
@@ -306,7 +307,10 @@ fn a_rows_output_does_not_depend_on_its_tile() -> Result<()> {
     let (n, d) = (37, 2);
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let config = ModelConfig::default_for(d, ProcessConfig::vp_default());
-    let fused = FusedMlp::from_net(&ScoreNet::new(config, &mut rng, &dev)?)?;
+    let fused = Model::new(config, &mut rng, &dev)?
+        .network()
+        .fused()
+        .expect("an mlp")?;
     let x: Vec<f32> = (0..n * d).map(|i| (i as f32 * 0.37).sin()).collect();
     let t = vec![0.42f32; n];
     let (batch, _) = fused.forward(&x, &t, None)?;

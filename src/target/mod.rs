@@ -4,6 +4,8 @@
 //! Computed in f64 on the CPU in plain loops: these are the ground truth every solver and objective
 //! is tested against, so precision matters more than speed. (Uses `data::Points` as its plain array.)
 
+pub mod subspace;
+
 use crate::data::Points;
 use crate::process::Process;
 use crate::score::{DivergenceModel, ScoreModel};
@@ -12,6 +14,7 @@ use candle_core::{DType, Tensor};
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use std::sync::Arc;
+pub use subspace::SubspaceGaussian;
 
 /// Names accepted by `GaussianMixture::named`.
 pub const TARGET_NAMES: &[&str] = &["ncsn2", "anisotropic3", "gmm40", "8gaussians"];
@@ -437,7 +440,12 @@ impl GaussianMixture {
                 data.push(self.means[k][i] + lz);
             }
         }
-        Points { n, d, data }
+        Points {
+            n,
+            d,
+            data,
+            event: Vec::new(),
+        }
     }
 }
 

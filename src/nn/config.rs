@@ -1,0 +1,135 @@
+//! What a model is made of (the `[model]` table, and the spec stored in every checkpoint): the
+//! network and its sizes, the parameterisation, the event shape, the process and its space.
+
+use super::layers::{Activation, Embedding};
+use super::mlp::Mlp;
+use super::network::Network;
+use super::resmlp::ResMlp;
+use crate::process::{ProcessConfig, Space};
+use crate::score::Parameterisation;
+use anyhow::{bail, Result};
+use candle_core::Device;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// Which network computes the raw output.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkKind {
+    /// An MLP on [x, embed(t)] (fused CPU kernels; energies).
+    #[default]
+    Mlp,
+    /// Pre-LayerNorm residual blocks on a projection of [x, embed(t)].
+    Resmlp,
+}
+
+/// Architecture of the network (the `[model]` table of a run config).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Arch {
+    pub network: NetworkKind,
+    /// Hidden width.
+    pub width: usize,
+    /// Hidden layers (MLP) or residual blocks (resmlp).
+    pub depth: usize,
+    pub activation: Activation,
+    pub embedding: Embedding,
+    /// Number of embedding features (even).
+    pub embed_dim: usize,
+    /// Standard deviation of the Fourier frequencies.
+    pub fourier_scale: f64,
+    pub parameterisation: Parameterisation,
+}
+
+impl Default for Arch {
+    /// The peer's network: 32 Fourier features (scale 16), 3×128 SiLU MLP, ε-prediction.
+    fn default() -> Self {
+        Arch {
+            network: NetworkKind::Mlp,
+            width: 128,
+            depth: 3,
+            activation: Activation::Silu,
+            embedding: Embedding::Fourier,
+            embed_dim: 32,
+            fourier_scale: 16.0,
+            parameterisation: Parameterisation::Eps,
+        }
+    }
+}
+
+/// Everything needed to rebuild a model; stored in every checkpoint.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Data dimension d: the number of values in one event.
+    pub dim: usize,
+    /// The event shape ([d] for points, [N, k] for particles, [c, h, w] for images); empty: [d].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub event: Vec<usize>,
+    /// The subspace of R^d that noise, prior and samples live in.
+    #[serde(default, skip_serializing_if = "Space::is_full")]
+    pub space: Space,
+    pub arch: Arch,
+    pub process: ProcessConfig,
+}
+
+impl ModelConfig {
+    /// The default architecture for data of dimension `dim` under `process`.
+    pub fn default_for(dim: usize, process: ProcessConfig) -> Self {
+        ModelConfig {
+            dim,
+            event: Vec::new(),
+            space: Space::Full,
+            arch: Arch::default(),
+            process,
+        }
+    }
+
+    /// The event shape, [d] when none was given.
+    pub fn event_shape(&self) -> Vec<usize> {
+        if self.event.is_empty() {
+            vec![self.dim]
+        } else {
+            self.event.clone()
+        }
+    }
+
+    /// Checks sizes, the event shape and the space against each other.
+    pub fn check(&self) -> Result<()> {
+        let a = &self.arch;
+        if self.dim == 0 || a.width == 0 || a.depth == 0 {
+            bail!("model dim, width and depth must be positive");
+        }
+        if a.embed_dim == 0 || !a.embed_dim.is_multiple_of(2) {
+            bail!(
+                "model embed_dim must be a positive even number, got {}",
+                a.embed_dim
+            );
+        }
+        let size: usize = self.event_shape().iter().product();
+        if size != self.dim {
+            bail!(
+                "model event shape {:?} holds {size} values, not dim = {}",
+                self.event,
+                self.dim
+            );
+        }
+        self.space.check(self.dim)?;
+        if a.network != NetworkKind::Mlp && a.parameterisation == Parameterisation::Energy {
+            bail!("the energy parameterisation needs network = \"mlp\" (its second-order jets)");
+        }
+        Ok(())
+    }
+
+    /// The network, freshly initialised from `rng`: d outputs, or one for an energy.
+    pub fn build_network(&self, rng: &mut impl Rng, device: &Device) -> Result<Box<dyn Network>> {
+        let out = match self.arch.parameterisation {
+            Parameterisation::Energy => 1,
+            _ => self.dim,
+        };
+        Ok(match self.arch.network {
+            NetworkKind::Mlp => Box::new(Mlp::new(self.dim, out, &self.arch, rng, device)?),
+            NetworkKind::Resmlp => Box::new(ResMlp::new(self.dim, out, &self.arch, rng, device)?),
+        })
+    }
+}
