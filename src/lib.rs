@@ -18,6 +18,7 @@ pub mod ode;
 pub mod plot;
 pub mod pool;
 pub mod process;
+pub mod progress;
 pub mod sample;
 pub mod score;
 pub mod target;

@@ -16,10 +16,7 @@ use tweedie::target::{GaussianMixture, SubspaceGaussian};
 use tweedie::train::{self, TrainOptions};
 
 fn quiet() -> TrainOptions {
-    TrainOptions {
-        quiet: true,
-        ..TrainOptions::default()
-    }
+    TrainOptions::default()
 }
 
 fn plan(sampler: &str, steps: usize) -> Plan<'_> {
@@ -56,7 +53,18 @@ fn a_residual_mlp_goes_through_the_whole_pipeline() {
     cfg.train.lr = 2e-3;
     cfg.train.log_every = 50;
     cfg.train.checkpoint_every = 400;
-    train::train(&cfg, dir.path(), &quiet(), &Device::Cpu).expect("train");
+    // the step callback sees every optimiser step, in order
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    let opts = TrainOptions {
+        callback: Some(Box::new(move |s: &train::TrainStep| {
+            let before = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            assert_eq!((s.step, s.total), (before + 1, 400));
+        })),
+        ..TrainOptions::default()
+    };
+    train::train(&cfg, dir.path(), &opts, &Device::Cpu).expect("train");
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 400);
     let ck_path = dir.path().join(train::CHECKPOINT);
     let (model, ck) = train::load_net(&ck_path, true, &Device::Cpu).expect("load");
     assert_eq!(ck.model.arch.network, NetworkKind::Resmlp);
@@ -67,7 +75,7 @@ fn a_residual_mlp_goes_through_the_whole_pipeline() {
     let truth = GaussianMixture::named("ncsn2").expect("ncsn2");
     let reference = truth.sample(400, &mut ChaCha8Rng::seed_from_u64(5));
     let p = model.process();
-    for &(name, ..) in sample::SAMPLERS {
+    for name in sample::SAMPLERS.iter().map(|s| s.name) {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let x = sample::generate(
             &model,

@@ -53,15 +53,18 @@ pub fn run(a: Args) -> Result<()> {
         a.steps,
         a.out.display()
     );
+    let bar = tweedie::progress::bar(cfg.train.steps, 0, a.quiet);
     let summary = train::train(
         &cfg,
         &a.out,
         &TrainOptions {
-            quiet: a.quiet,
+            callback: Some(tweedie::progress::train_callback(bar.clone())),
             ..Default::default()
         },
         &device,
-    )?;
+    )
+    .inspect_err(|_| bar.abandon())?;
+    bar.finish();
 
     eprintln!(
         "[2/3] sampling {} points (reverse SDE, Euler–Maruyama 1000 steps; PF-ODE Heun 100 steps)",
@@ -75,8 +78,9 @@ pub fn run(a: Args) -> Result<()> {
     let mut results = serde_json::Map::new();
     for (sampler, steps) in [("em", 1000), ("heun", 100)] {
         let mut rng = ChaCha8Rng::seed_from_u64(a.seed + 7);
+        let bar = tweedie::progress::bar(steps, 0, a.quiet);
         let mut trace = Trace {
-            bar: (!a.quiet).then(|| train::progress_bar(steps, 0, false)),
+            callback: Some(tweedie::progress::sample_callback(bar.clone())),
             ..Default::default()
         };
         let started = std::time::Instant::now();
@@ -96,6 +100,7 @@ pub fn run(a: Args) -> Result<()> {
             &device,
             &mut trace,
         )?;
+        bar.finish_and_clear();
         let secs = started.elapsed().as_secs_f64();
         let v: Vec<f32> = x.flatten_all()?.to_vec1()?;
         let pts = Points::from_f32(a.n, 2, &v)?.scaled(cfg.data.scale);

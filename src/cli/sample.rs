@@ -14,7 +14,6 @@ use tweedie::sample::grid::Grid;
 use tweedie::sample::{self, Options, Plan, Trace};
 use tweedie::score::ScoreModel;
 use tweedie::target::{ExactScore, GaussianMixture};
-use tweedie::train;
 
 #[derive(Parser)]
 #[command(after_help = sampler_help())]
@@ -166,8 +165,9 @@ pub fn run(a: Args) -> Result<()> {
         },
     };
     let started = Instant::now();
+    let bar = tweedie::progress::bar(a.steps, 0, false);
     let mut trace = Trace {
-        bar: Some(train::progress_bar(a.steps, 0, false)),
+        callback: Some(tweedie::progress::sample_callback(bar.clone())),
         keep: a.trajectory.is_some(),
         ..Default::default()
     };
@@ -180,6 +180,7 @@ pub fn run(a: Args) -> Result<()> {
         &device,
         &mut trace,
     )?;
+    bar.finish_and_clear();
     let v: Vec<f32> = x
         .to_dtype(candle_core::DType::F32)?
         .flatten_all()?
@@ -240,8 +241,18 @@ pub fn run(a: Args) -> Result<()> {
 /// The sampler list for `--help`.
 fn sampler_help() -> String {
     let mut s = String::from("Samplers:\n");
-    for (name, _, what) in sample::SAMPLERS {
-        s.push_str(&format!("  {name:<18} {what}\n"));
+    for i in sample::SAMPLERS {
+        let nfe = match i.nfe_per_step {
+            0 => "adaptive NFE".to_string(),
+            k => format!("{k} NFE/step"),
+        };
+        s.push_str(&format!(
+            "  {:<18} {} [{}; {nfe}; grid {}]\n",
+            i.name,
+            i.summary,
+            i.source,
+            i.grid.name()
+        ));
     }
     s
 }

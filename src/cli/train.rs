@@ -128,12 +128,14 @@ pub fn run(a: Args) -> Result<()> {
     a.parameterisation.inspect(|v| m.parameterisation = *v);
 
     let device = tweedie::device(&a.device)?;
+    let bar = tweedie::progress::bar(cfg.train.steps, 0, a.quiet);
     let opts = TrainOptions {
         resume: a.resume,
-        quiet: a.quiet,
         stop_after: None,
+        callback: Some(tweedie::progress::train_callback(bar.clone())),
     };
-    let summary = train::train(&cfg, &out, &opts, &device)?;
+    let summary = train::train(&cfg, &out, &opts, &device).inspect_err(|_| bar.abandon())?;
+    bar.finish();
     eprintln!(
         "trained {} steps in {:.1} s ({:.0} steps/s); final loss {:.4}; checkpoint {}",
         summary.steps,

@@ -160,7 +160,7 @@ pub fn run(s: &Settings, out: &Path) -> Result<Vec<Row>> {
         lr: s.lr,
         ..Default::default()
     };
-    let bar = crate::train::progress_bar(objectives(s.level).len(), 0, s.quiet);
+    let bar = crate::progress::bar(objectives(s.level).len(), 0, s.quiet);
     let mut rows = Vec::new();
     let mut fields: Vec<(String, Points)> = Vec::new();
     let grid = (dim == 2).then(|| grid_over(&truth, s.level));

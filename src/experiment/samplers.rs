@@ -128,7 +128,7 @@ pub fn run(settings: &Settings, out: &Path) -> Result<Vec<Row>> {
             },
         ));
     }
-    let bar = crate::train::progress_bar(jobs.len(), 0, settings.quiet);
+    let bar = crate::progress::bar(jobs.len(), 0, settings.quiet);
     for (name, steps, grid, options) in jobs {
         let plan = Plan {
             sampler: name,

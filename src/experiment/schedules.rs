@@ -165,7 +165,7 @@ pub fn run(s: &Settings, out: &Path) -> Result<(Vec<Row>, Vec<LowDensity>)> {
         ..Default::default()
     };
     let weightings = [Weighting::Sigma2, Weighting::G2, Weighting::One];
-    let bar = crate::train::progress_bar(processes().len() * weightings.len(), 0, s.quiet);
+    let bar = crate::progress::bar(processes().len() * weightings.len(), 0, s.quiet);
     let (mut rows, mut low) = (Vec::new(), Vec::new());
     for pc in processes() {
         let process: Arc<dyn Process> = Arc::from(pc.build()?);

@@ -19,17 +19,24 @@ pub enum Grid {
 /// Names accepted by `Grid::parse`.
 pub const GRIDS: &str = "auto, uniform, quadratic, logsnr, karras (ρ = 7), karras:RHO";
 
-/// The grid each sampler was designed for: log-SNR for DDIM and DPM-Solver(++) (Lu et al. 2022),
-/// Karras ρ = 7 for EDM, uniform in t for the SDE, Langevin and Runge–Kutta samplers (score_sde).
+/// The grid each sampler was designed for (its `SamplerInfo::grid`): log-SNR for DDIM and
+/// DPM-Solver(++) (Lu et al. 2022), Karras ρ = 7 for EDM, uniform in t for the SDE, Langevin and
+/// Runge–Kutta samplers (score_sde); uniform for an unknown name.
 pub fn recommended(sampler: &str) -> Grid {
-    match sampler {
-        "ddim" | "dpm1" | "dpm2" | "dpm3" | "dpmpp_2m" | "dpmpp_3m" => Grid::LogSnr,
-        "edm" => Grid::Karras(7.0),
-        _ => Grid::Uniform,
-    }
+    super::info(sampler).map_or(Grid::Uniform, |i| i.grid)
 }
 
 impl Grid {
+    /// The grid's name as `parse` reads it.
+    pub fn name(&self) -> String {
+        match self {
+            Grid::Uniform => "uniform".into(),
+            Grid::Quadratic => "quadratic".into(),
+            Grid::LogSnr => "logsnr".into(),
+            Grid::Karras(rho) => format!("karras:{rho}"),
+        }
+    }
+
     /// Parses `auto` (the sampler's recommended grid), `uniform`, `quadratic`, `logsnr`, `karras` or `karras:RHO`.
     pub fn parse(s: &str, sampler: &str) -> Result<Self> {
         Ok(match s {

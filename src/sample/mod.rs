@@ -19,7 +19,19 @@ use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-/// Records NFE and (optionally) the states along a trajectory.
+/// What a sampler's step callback sees after each step (k-diffusion's `callback`): step i
+/// (0: x_T), its time t and the score evaluations so far.
+#[derive(Clone, Copy, Debug)]
+pub struct Step {
+    pub i: usize,
+    pub t: f64,
+    pub nfe: usize,
+}
+
+/// An observer of a sampling or training loop (a progress bar, a report, a library user's hook).
+pub type Callback<S> = Box<dyn Fn(&S) + Send + Sync>;
+
+/// Records NFE and (optionally) the states along a trajectory, and tells a callback of each step.
 #[derive(Default)]
 pub struct Trace {
     /// Number of score evaluations so far.
@@ -27,8 +39,10 @@ pub struct Trace {
     /// Keep (t, x_t) after every step.
     pub keep: bool,
     pub states: Vec<(f64, Tensor)>,
-    /// Progress bar advanced once per step.
-    pub bar: Option<indicatif::ProgressBar>,
+    /// Called after every step.
+    pub callback: Option<Callback<Step>>,
+    /// Steps recorded so far.
+    pub recorded: usize,
 }
 
 impl Trace {
@@ -68,22 +82,31 @@ impl Trace {
 
     /// Called after every step with the new state.
     pub fn record(&mut self, t: f64, x: &Tensor) {
-        if let Some(b) = &self.bar {
-            b.inc(1);
-        }
         if self.keep {
             self.states.push((t, x.clone()));
         }
+        self.tell(t);
     }
 
     /// `record` for a state kept elsewhere: `x` builds its tensor only if the trajectory is kept.
     pub fn record_with(&mut self, t: f64, x: impl FnOnce() -> Result<Tensor>) -> Result<()> {
         if self.keep {
-            self.record(t, &x()?);
-        } else if let Some(b) = &self.bar {
-            b.inc(1);
+            self.states.push((t, x()?));
         }
+        self.tell(t);
         Ok(())
+    }
+
+    /// Step `recorded` is done: tell the callback.
+    fn tell(&mut self, t: f64) {
+        if let Some(c) = &self.callback {
+            c(&Step {
+                i: self.recorded,
+                t,
+                nfe: self.nfe,
+            });
+        }
+        self.recorded += 1;
     }
 }
 
@@ -179,77 +202,226 @@ pub type Sampler = fn(
     &mut Trace,
 ) -> Result<Tensor>;
 
-/// Every sampler by name, with a one-line description.
-pub const SAMPLERS: &[(&str, Sampler, &str)] = &[
-    ("em", sde::euler_maruyama, "reverse SDE, Euler–Maruyama"),
-    (
-        "reverse_diffusion",
-        sde::reverse_diffusion,
-        "reverse SDE, score_sde reverse-diffusion predictor",
-    ),
-    (
-        "ancestral",
-        sde::ancestral,
-        "ancestral sampling (DDPM posterior; any process)",
-    ),
-    (
-        "pc",
-        sde::predictor_corrector,
-        "predictor–corrector: --predictor + Langevin corrector (snr rule)",
-    ),
-    (
-        "langevin",
-        sde::langevin,
-        "plain Langevin dynamics at t_min (loses mode weights)",
-    ),
-    (
-        "annealed_langevin",
-        sde::annealed_langevin,
-        "annealed Langevin dynamics over the grid's noise levels (NCSN)",
-    ),
-    ("euler", flow::euler, "PF-ODE, Euler"),
-    ("heun", flow::heun, "PF-ODE, Heun"),
-    ("rk4", flow::rk4, "PF-ODE, classical Runge–Kutta 4"),
-    (
-        "dopri5",
-        flow::dopri5,
-        "PF-ODE, adaptive Dormand–Prince 5(4) (rtol, atol, max_nfe)",
-    ),
-    ("ddim", flow::ddim, "DDIM (eta = 0 deterministic)"),
-    ("dpm1", flow::dpm_solver_1, "DPM-Solver-1 (= DDIM, eta = 0)"),
-    ("dpm2", flow::dpm_solver_2, "DPM-Solver-2, single-step"),
-    ("dpm3", flow::dpm_solver_3, "DPM-Solver-3, single-step"),
-    (
-        "dpmpp_2m",
-        flow::dpm_solver_pp_2m,
-        "DPM-Solver++(2M), multistep",
-    ),
-    (
-        "dpmpp_3m",
-        flow::dpm_solver_pp_3m,
-        "DPM-Solver++(3M), multistep",
-    ),
-    (
-        "edm",
-        flow::edm_heun,
-        "EDM Heun in σ = e^(−λ), optional churn",
-    ),
+/// A sampler and what the CLI, the experiments, `--help` and the README say of it: the one
+/// registry of samplers.
+#[derive(Clone, Copy)]
+pub struct SamplerInfo {
+    pub name: &'static str,
+    pub run: Sampler,
+    /// One line: what it is.
+    pub summary: &'static str,
+    /// Where its update rule comes from.
+    pub source: &'static str,
+    /// The grid it was designed for (`--grid auto`).
+    pub grid: grid::Grid,
+    /// Score evaluations per grid step with the default options (0: adaptive).
+    pub nfe_per_step: usize,
+    /// Whether it draws noise along the way (reverse SDE, Langevin, η > 0, churn).
+    pub stochastic: bool,
+}
+
+/// Every sampler.
+pub const SAMPLERS: &[SamplerInfo] = &[
+    SamplerInfo {
+        name: "em",
+        run: sde::euler_maruyama,
+        summary: "reverse SDE, Euler–Maruyama",
+        source: "Song et al. 2021, eq. 6",
+        grid: grid::Grid::Uniform,
+        nfe_per_step: 1,
+        stochastic: true,
+    },
+    SamplerInfo {
+        name: "reverse_diffusion",
+        run: sde::reverse_diffusion,
+        summary: "reverse SDE, score_sde reverse-diffusion predictor",
+        source: "Song et al. 2021, eq. 46",
+        grid: grid::Grid::Uniform,
+        nfe_per_step: 1,
+        stochastic: true,
+    },
+    SamplerInfo {
+        name: "ancestral",
+        run: sde::ancestral,
+        summary: "ancestral sampling (DDPM posterior; any process)",
+        source: "Ho et al. 2020, eq. 6–7",
+        grid: grid::Grid::Uniform,
+        nfe_per_step: 1,
+        stochastic: true,
+    },
+    SamplerInfo {
+        name: "pc",
+        run: sde::predictor_corrector,
+        summary: "predictor–corrector: --predictor + Langevin corrector (snr rule)",
+        source: "Song et al. 2021, Alg. 1–2",
+        grid: grid::Grid::Uniform,
+        nfe_per_step: 2,
+        stochastic: true,
+    },
+    SamplerInfo {
+        name: "langevin",
+        run: sde::langevin,
+        summary: "plain Langevin dynamics at t_min (loses mode weights)",
+        source: "Song & Ermon 2019, eq. 4",
+        grid: grid::Grid::Uniform,
+        nfe_per_step: 1,
+        stochastic: true,
+    },
+    SamplerInfo {
+        name: "annealed_langevin",
+        run: sde::annealed_langevin,
+        summary: "annealed Langevin dynamics over the grid's noise levels (NCSN)",
+        source: "Song & Ermon 2019, Alg. 1",
+        grid: grid::Grid::Uniform,
+        nfe_per_step: 10,
+        stochastic: true,
+    },
+    SamplerInfo {
+        name: "euler",
+        run: flow::euler,
+        summary: "PF-ODE, Euler",
+        source: "Song et al. 2021, eq. 13",
+        grid: grid::Grid::Uniform,
+        nfe_per_step: 1,
+        stochastic: false,
+    },
+    SamplerInfo {
+        name: "heun",
+        run: flow::heun,
+        summary: "PF-ODE, Heun",
+        source: "Song et al. 2021, eq. 13; Heun's method",
+        grid: grid::Grid::Uniform,
+        nfe_per_step: 2,
+        stochastic: false,
+    },
+    SamplerInfo {
+        name: "rk4",
+        run: flow::rk4,
+        summary: "PF-ODE, classical Runge–Kutta 4",
+        source: "Song et al. 2021, eq. 13; Kutta 1901",
+        grid: grid::Grid::Uniform,
+        nfe_per_step: 4,
+        stochastic: false,
+    },
+    SamplerInfo {
+        name: "dopri5",
+        run: flow::dopri5,
+        summary: "PF-ODE, adaptive Dormand–Prince 5(4) (rtol, atol, max_nfe)",
+        source: "Dormand & Prince 1980 (score_sde's RK45)",
+        grid: grid::Grid::Uniform,
+        nfe_per_step: 0,
+        stochastic: false,
+    },
+    SamplerInfo {
+        name: "ddim",
+        run: flow::ddim,
+        summary: "DDIM (eta = 0 deterministic)",
+        source: "Song, Meng & Ermon 2021, eq. 12",
+        grid: grid::Grid::LogSnr,
+        nfe_per_step: 1,
+        stochastic: true,
+    },
+    SamplerInfo {
+        name: "dpm1",
+        run: flow::dpm_solver_1,
+        summary: "DPM-Solver-1 (= DDIM, eta = 0)",
+        source: "Lu et al. 2022, eq. 3.7",
+        grid: grid::Grid::LogSnr,
+        nfe_per_step: 1,
+        stochastic: false,
+    },
+    SamplerInfo {
+        name: "dpm2",
+        run: flow::dpm_solver_2,
+        summary: "DPM-Solver-2, single-step",
+        source: "Lu et al. 2022, Alg. 4",
+        grid: grid::Grid::LogSnr,
+        nfe_per_step: 2,
+        stochastic: false,
+    },
+    SamplerInfo {
+        name: "dpm3",
+        run: flow::dpm_solver_3,
+        summary: "DPM-Solver-3, single-step",
+        source: "Lu et al. 2022, Alg. 5",
+        grid: grid::Grid::LogSnr,
+        nfe_per_step: 3,
+        stochastic: false,
+    },
+    SamplerInfo {
+        name: "dpmpp_2m",
+        run: flow::dpm_solver_pp_2m,
+        summary: "DPM-Solver++(2M), multistep",
+        source: "Lu et al. 2022b, Alg. 2",
+        grid: grid::Grid::LogSnr,
+        nfe_per_step: 1,
+        stochastic: false,
+    },
+    SamplerInfo {
+        name: "dpmpp_3m",
+        run: flow::dpm_solver_pp_3m,
+        summary: "DPM-Solver++(3M), multistep",
+        source: "Lu et al. 2022b, App. B",
+        grid: grid::Grid::LogSnr,
+        nfe_per_step: 1,
+        stochastic: false,
+    },
+    SamplerInfo {
+        name: "edm",
+        run: flow::edm_heun,
+        summary: "EDM Heun in σ = e^(−λ), optional churn",
+        source: "Karras et al. 2022, Alg. 2",
+        grid: grid::Grid::Karras(7.0),
+        nfe_per_step: 2,
+        stochastic: true,
+    },
 ];
 
 /// Names of all samplers, comma-separated.
 pub fn sampler_names() -> String {
-    SAMPLERS.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
+    SAMPLERS
+        .iter()
+        .map(|s| s.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Looks a sampler up by name; an unknown name lists the valid ones.
-pub fn by_name(name: &str) -> Result<Sampler> {
-    match SAMPLERS.iter().find(|s| s.0 == name) {
-        Some(s) => Ok(s.1),
+pub fn info(name: &str) -> Result<&'static SamplerInfo> {
+    match SAMPLERS.iter().find(|s| s.name == name) {
+        Some(s) => Ok(s),
         None => bail!(
             "unknown sampler '{name}'; valid samplers: {}",
             sampler_names()
         ),
     }
+}
+
+/// A sampler's update function by name.
+pub fn by_name(name: &str) -> Result<Sampler> {
+    Ok(info(name)?.run)
+}
+
+/// The samplers as a Markdown table (the README's, checked by a test).
+pub fn markdown_table() -> String {
+    let mut s = String::from(
+        "| sampler | what | source | grid | NFE per step | stochastic |\n| --- | --- | --- | --- | --- | --- |\n",
+    );
+    for i in SAMPLERS {
+        let nfe = match i.nfe_per_step {
+            0 => "adaptive".to_string(),
+            k => k.to_string(),
+        };
+        let stochastic = if i.stochastic { "yes" } else { "no" };
+        s.push_str(&format!(
+            "| `{}` | {} | {} | {} | {nfe} | {stochastic} |\n",
+            i.name,
+            i.summary,
+            i.source,
+            i.grid.name()
+        ));
+    }
+    s
 }
 
 /// x_T ~ N(0, prior_std² I) in the process's space with n rows of dimension d (f32).
@@ -317,10 +489,6 @@ pub fn generate(
     let ts = plan.grid.times(process, plan.steps)?;
     let x_t = prior_sample(process, n, model.dim(), rng, device)?;
     trace.record(ts[0], &x_t);
-    if let Some(b) = &trace.bar {
-        b.set_position(0);
-        b.set_length(plan.steps as u64);
-    }
     let opts = &plan.options;
     let mut x = crate::pool::warm_if(device.is_cpu(), || {
         f(model, process, x_t, &ts, opts, rng, trace)
@@ -328,9 +496,6 @@ pub fn generate(
     if plan.denoise_final {
         let t_end = ts[ts.len() - 1];
         x = trace.denoise(model, process, &x, t_end, ts.len())?;
-    }
-    if let Some(b) = &trace.bar {
-        b.finish_and_clear();
     }
     if !all_finite(&x)? {
         bail!(

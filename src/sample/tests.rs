@@ -503,3 +503,16 @@ fn tensor_state_matches_host_state() -> Result<()> {
     }
     Ok(())
 }
+
+/// The README's sampler table is the registry's (`SAMPLERS`), so the two cannot drift apart.
+#[test]
+fn readme_sampler_table_is_the_registry() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let table = super::markdown_table();
+    assert!(
+        readme.contains(&table),
+        "README.md's sampler table differs from sample::SAMPLERS; paste:\n{table}"
+    );
+    assert_eq!(super::SAMPLERS.len(), 17);
+}

@@ -36,10 +36,23 @@ pub const METRICS_LOG: &str = "metrics.jsonl";
 pub struct TrainOptions {
     /// Continue from the run folder's checkpoint.
     pub resume: bool,
-    /// Hide the progress bar.
-    pub quiet: bool,
     /// Stop (as if killed) after this many steps of this call, without a final checkpoint.
     pub stop_after: Option<usize>,
+    /// Called after every optimiser step (a progress bar, a report).
+    pub callback: Option<crate::sample::Callback<TrainStep>>,
+}
+
+/// What the training callback sees after each optimiser step.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainStep {
+    /// Steps done, of `total`.
+    pub step: usize,
+    pub total: usize,
+    /// This step's loss, and the mean over the logging window when this step wrote a log line.
+    pub loss: f64,
+    pub logged_loss: Option<f64>,
+    pub lr: f64,
+    pub grad_norm: f64,
 }
 
 /// What a finished run reports.
@@ -198,7 +211,6 @@ pub fn train(
         .save(&ck_path)
     };
 
-    let bar = progress_bar(t.steps, start, opts.quiet);
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -213,7 +225,6 @@ pub fn train(
         let mut last_saved = start;
         for step in start..t.steps {
             if opts.stop_after.is_some_and(|k| step - start >= k) {
-                bar.abandon();
                 return Ok((step, last_loss));
             }
             let batch = source.batch(
@@ -227,7 +238,6 @@ pub fn train(
                 match engine.step(&net, &cfg.objective, &batch, &mut rng, t, step) {
                     Ok(v) => v,
                     Err(e) => {
-                        bar.abandon();
                         return Err(e.context(format!(
                             "the last good checkpoint is {} (step {last_saved})",
                             ck_path.display()
@@ -238,6 +248,7 @@ pub fn train(
             window_loss += loss_val;
             window_n += 1;
             let done = step + 1;
+            let mut logged_loss = None;
             if done % t.log_every == 0 || done == t.steps {
                 let rate = window_n as f64 / window_start.elapsed().as_secs_f64();
                 last_loss = window_loss / window_n as f64;
@@ -249,16 +260,24 @@ pub fn train(
                     steps_per_sec: rate,
                 };
                 writeln!(log, "{}", serde_json::to_string(&line)?)?;
-                bar.set_message(format!("loss {last_loss:.4}"));
+                logged_loss = Some(last_loss);
                 (window_loss, window_n, window_start) = (0.0, 0, Instant::now());
             }
             if done % t.checkpoint_every == 0 || done == t.steps {
                 save(done, &rng, &engine)?;
                 last_saved = done;
             }
-            bar.inc(1);
+            if let Some(c) = &opts.callback {
+                c(&TrainStep {
+                    step: done,
+                    total: t.steps,
+                    loss: loss_val,
+                    logged_loss,
+                    lr,
+                    grad_norm: norm,
+                });
+            }
         }
-        bar.finish();
         Ok((t.steps, last_loss))
     })?;
     let wall = began.elapsed().as_secs_f64();
@@ -385,21 +404,6 @@ pub fn fit(
     }
     engine.sync(net)?;
     Ok(losses)
-}
-
-/// A progress bar on stderr with the loss and steps/s (hidden when `quiet` or not a terminal).
-pub fn progress_bar(len: usize, pos: usize, quiet: bool) -> indicatif::ProgressBar {
-    if quiet {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len as u64).with_position(pos as u64);
-    let style = indicatif::ProgressStyle::with_template(
-        "{elapsed_precise} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-    .progress_chars("=> ");
-    bar.set_style(style);
-    bar
 }
 
 /// Drops log lines past `step` so a resumed run's log has no duplicates.

@@ -1,0 +1,35 @@
+//! Progress bars (indicatif) for the command line and the experiments, driven by the loops'
+//! step callbacks: the core (`train`, `sample`) knows only its callbacks.
+
+use crate::sample::{Callback, Step};
+use crate::train::TrainStep;
+
+/// A progress bar on stderr with the loss and steps/s (hidden when `quiet` or not a terminal).
+pub fn bar(len: usize, pos: usize, quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len as u64).with_position(pos as u64);
+    let style = indicatif::ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar
+}
+
+/// A callback that moves `bar` to each training step and shows the logged loss.
+pub fn train_callback(bar: indicatif::ProgressBar) -> Callback<TrainStep> {
+    Box::new(move |s: &TrainStep| {
+        bar.set_position(s.step as u64);
+        if let Some(l) = s.logged_loss {
+            bar.set_message(format!("loss {l:.4}"));
+        }
+    })
+}
+
+/// A callback that moves `bar` to each sampler step.
+pub fn sample_callback(bar: indicatif::ProgressBar) -> Callback<Step> {
+    Box::new(move |s: &Step| bar.set_position(s.i as u64))
+}
