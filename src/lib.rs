@@ -1,10 +1,12 @@
 //! tweedie: score-based generative modelling.
 //!
-//! The modules follow the pipeline: `process` (x_t = α_t x0 + σ_t ε) → `objective` (score matching)
-//! → `train` → `sample` (reverse SDE / probability-flow ODE) → `metrics` and `plot`. `target` holds
-//! distributions with exact scores and densities, `nn` the score networks, `score` the `ScoreModel`
-//! trait that samplers accept, `data` the data sets and file formats, `config` the TOML run config,
-//! `ode` the integrators, `flat` the solvers' buffers and `pool` the warm thread pool of a solve.
+//! The modules follow the pipeline: `process` (x_t = α_t x0 + σ_t ε, and the space noise and prior
+//! live in) → `nn` (networks, and `Model`, which reads any network as a score) → `objective` (score
+//! matching) → `train` → `sample` (reverse SDE / probability-flow ODE) → `likelihood` (PF-ODE
+//! log p) → `metrics` and `plot`. `target` holds distributions with exact scores and densities,
+//! `score` the `ScoreModel` trait that samplers, likelihoods and metrics accept, `data` the data sets
+//! and file formats, `config` the TOML run config, `experiment` the comparisons, `progress` the
+//! progress bars, `ode` the integrators, `flat` the solvers' buffers and `pool` the warm thread pool.
 
 pub mod config;
 pub mod data;

@@ -141,7 +141,7 @@ fn integrate(
 }
 
 /// Checks x [n, d] against the model and returns it as f64.
-fn checked_points(model: &dyn ScoreModel, x: &Tensor) -> Result<Tensor> {
+fn checked_points(model: &dyn ScoreModel, space: Space, x: &Tensor) -> Result<Tensor> {
     let (_, d) = x.dims2()?;
     if d != model.dim() {
         bail!(
@@ -153,7 +153,17 @@ fn checked_points(model: &dyn ScoreModel, x: &Tensor) -> Result<Tensor> {
     if !x.sum_all()?.to_scalar::<f64>()?.is_finite() {
         bail!("points contain NaN or infinite values");
     }
-    Ok(x)
+    if space.is_full() {
+        return Ok(x);
+    }
+    // a density on the space is defined on it alone: points off it are an error, not projected
+    let on = space.project_tensor(&x)?;
+    let off = (&x - &on)?.abs()?.max_all()?.to_scalar::<f64>()?;
+    let size = x.abs()?.max_all()?.to_scalar::<f64>()?;
+    if off > 1e-4 * (1.0 + size) {
+        bail!("points lie off the model's zero-centre-of-mass space (a particle mean of up to {off:.3e}); centre each point's particles (subtract their mean) first");
+    }
+    Ok(on)
 }
 
 /// Probes [m, n, d] (f64) from ChaCha8 seeded with `seed` (see `score::probes`).
@@ -185,7 +195,7 @@ pub fn log_prob(
     opts: &Options,
 ) -> Result<LikelihoodOutput> {
     opts.span(process)?;
-    let x = checked_points(model, x)?;
+    let x = checked_points(model, process.space(), x)?;
     let probes = all_probes(&x, opts, process.space())?;
     solve(model, process, &x, probes.as_ref(), opts)
 }
@@ -247,7 +257,7 @@ pub fn log_prob_chunked(
         bail!("the chunk size must be at least 1");
     }
     opts.span(process)?;
-    let x = checked_points(model, x)?;
+    let x = checked_points(model, process.space(), x)?;
     let probes = all_probes(&x, opts, process.space())?;
     let n = x.dims()[0];
     let starts: Vec<usize> = (0..n).step_by(chunk).collect();
@@ -407,7 +417,7 @@ fn transport(
     t1: f64,
     solver: &Solver,
 ) -> Result<(Tensor, usize)> {
-    let x = checked_points(model, x)?;
+    let x = checked_points(model, process.space(), x)?;
     let (n, dev) = (x.dims()[0], x.device().clone());
     let mut rhs = |y: &Tensor, t: f64| -> Result<Tensor> {
         let s = model.score(y, &times(t, n, DType::F64, &dev)?)?.detach();

@@ -22,6 +22,12 @@ pub fn bar(len: usize, pos: usize, quiet: bool) -> indicatif::ProgressBar {
 /// A callback that moves `bar` to each training step and shows the logged loss.
 pub fn train_callback(bar: indicatif::ProgressBar) -> Callback<TrainStep> {
     Box::new(move |s: &TrainStep| {
+        if s.step == s.start + 1 {
+            // a resumed run: rate and ETA count from here
+            bar.set_position(s.start as u64);
+            bar.reset_elapsed();
+            bar.reset_eta();
+        }
         bar.set_position(s.step as u64);
         if let Some(l) = s.logged_loss {
             bar.set_message(format!("loss {l:.4}"));

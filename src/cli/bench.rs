@@ -16,7 +16,7 @@ use tweedie::likelihood::{self, Options as NllOptions};
 #[cfg(target_arch = "x86_64")]
 use tweedie::nn::fused::peak::{peak_gflops, widest_fma};
 use tweedie::nn::{Arch, Model, ModelConfig};
-use tweedie::objective::{ObjectiveConfig, Projection, Weighting};
+use tweedie::objective::{ObjectiveConfig, Probe, Weighting};
 use tweedie::process::{Process, ProcessConfig};
 use tweedie::sample::{self, grid::Grid, Plan, Trace};
 use tweedie::train::adam::Adam;
@@ -204,7 +204,7 @@ fn time_training(
         "ism" => ObjectiveConfig::Ism { t: 0.1 },
         "ssm" => ObjectiveConfig::Ssm {
             t: 0.1,
-            projection: Projection::Rademacher,
+            projection: Probe::Rademacher,
             projections: 1,
             variance_reduced: true,
         },

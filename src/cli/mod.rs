@@ -23,7 +23,7 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a score network (DSM) on a toy or a .npy/.csv data set; writes a run folder.
+    /// Train a score network (any objective; DSM by default) on a toy or a .npy/.csv data set; writes a run folder.
     Train(train::Args),
     /// Draw samples from a trained run or from an exact mixture score; writes .npy (and PNG).
     Sample(sample::Args),

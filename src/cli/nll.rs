@@ -18,6 +18,7 @@ use tweedie::likelihood::{
 use tweedie::ode::{Method, Tolerance};
 use tweedie::process::Process;
 use tweedie::target::{ExactScore, GaussianMixture};
+use tweedie::train::checkpoint::Checkpoint;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum DivergenceKind {
@@ -187,7 +188,11 @@ const CPU_CHUNK: usize = 512;
 /// (chunk, threads) of the solve; with threads > 1 and more than one chunk, candle's thread pools
 /// are set to one thread (before any candle op creates them) unless CANDLE_NUM_THREADS is set.
 fn parallelism(a: &Args, device: &candle_core::Device, n: usize) -> (usize, usize) {
-    let fused_run = a.model.run.is_some() && tweedie::nn::fused::enabled();
+    // read from the checkpoint's header alone: no candle op may run before the thread pools are set
+    let fused_run = a.model.run.as_ref().is_some_and(|run| {
+        Checkpoint::spec(&run.join(tweedie::train::CHECKPOINT))
+            .is_ok_and(|spec| tweedie::nn::fused::spec_applies(&spec))
+    });
     let chunk = a.chunk.unwrap_or(if device.is_cpu() && !fused_run {
         CPU_CHUNK
     } else {
@@ -239,8 +244,9 @@ pub fn run(a: Args) -> Result<()> {
         likelihood::log_prob_chunked(model.as_ref(), process.as_ref(), &xm, &opts, chunk, threads)?
     };
     let seconds = started.elapsed().as_secs_f64();
-    // data coordinates: log p_data(x) = log p_model(x / scale) − d log scale
-    let shift = x.d as f64 * scale.ln();
+    // data coordinates: log p_data(x) = log p_model(x / scale) − dof log scale (dof = d, or N·k − k
+    // on the zero-centre-of-mass space)
+    let shift = process.space().dof(x.d) as f64 * scale.ln();
     let log_p: Vec<f64> = out.log_p0.iter().map(|l| l - shift).collect();
     let nll: Vec<f64> = log_p.iter().map(|l| -l).collect();
     let (mean, sem) = mean_and_sem(&nll);
@@ -251,7 +257,7 @@ pub fn run(a: Args) -> Result<()> {
     );
     let mut report = json!({
         "n": x.n, "dim": x.d, "nll_mean": mean, "nll_sem": sem, "nfe": out.nfe, "seconds": seconds,
-        "units": "nats per point, data coordinates (log p_data(x) = log p_model(x/scale) - d log scale)",
+        "units": "nats per point, data coordinates (log p_data(x) = log p_model(x/scale) - dof log scale; dof = d, or N*k - k for centre-of-mass-free particles)",
         "data_scale": scale, "t_min": a.t_min, "divergence": format!("{:?}", opts.divergence),
         "solver": format!("{:?}", opts.solver),
         "chunk": chunk, "threads": threads,

@@ -5,7 +5,7 @@ use crate::config::{DataConfig, TrainConfig};
 use crate::data::Points;
 use crate::nn::{Arch, Model, ModelConfig};
 use crate::objective::diagnostics::{fisher_at, fisher_over_t};
-use crate::objective::{ObjectiveConfig, Projection, Weighting};
+use crate::objective::{ObjectiveConfig, Probe, Weighting};
 use crate::plot;
 use crate::process::{Process, ProcessConfig};
 use crate::score::{times, Parameterisation, ScoreModel};
@@ -49,7 +49,7 @@ pub struct Row {
 
 /// The objectives compared (ε-parameterised nets), then two with energy-parameterised nets.
 pub fn objectives(t: f64) -> Vec<(ObjectiveConfig, Parameterisation)> {
-    let rad = Projection::Rademacher;
+    let rad = Probe::Rademacher;
     let eps = [
         ObjectiveConfig::Dsm {
             weighting: Weighting::Sigma2,

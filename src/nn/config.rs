@@ -115,6 +115,14 @@ impl ModelConfig {
             );
         }
         self.space.check(self.dim)?;
+        if let (Space::ComFree { particles, dim }, false) = (self.space, self.event.is_empty()) {
+            if self.event != [particles, dim] {
+                bail!(
+                    "the space's {particles} particles in {dim} dimensions do not match the event shape {:?}",
+                    self.event
+                );
+            }
+        }
         if a.network != NetworkKind::Mlp && a.parameterisation == Parameterisation::Energy {
             bail!("the energy parameterisation needs network = \"mlp\" (its second-order jets)");
         }

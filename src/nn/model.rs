@@ -122,6 +122,7 @@ impl Model {
                 self.parameterisation()
             );
         }
+        self.check_inputs(x, None)?;
         Ok(self.network.forward(x, t, None)?.squeeze(1)?)
     }
 
@@ -215,8 +216,9 @@ impl ScoreModel for Model {
 
 /// Forward-mode tangents read through the parameterisation: every conversion s = A·out + B·x is
 /// linear in (out, x), so J_s v = to_score(J_out v, v) — for ε̂: −J_ε v/σ; for x̂0:
-/// (α J_x0 v − v)/σ²; for v̂: −(σ v + α J_v v)/((α² + σ²) σ); the score as is. Directions in the
-/// model's space give vᵀ P J_s P v = vᵀ J_s v.
+/// (α J_x0 v − v)/σ²; for v̂: −(σ v + α J_v v)/((α² + σ²) σ); the score as is. In a restricted
+/// space the directions are projected first: the forms are (P v)ᵀ J_s (P v), and the exact
+/// divergence is tr(P J_s P), the trace over the space.
 impl DivergenceModel for Model {
     fn host(&self) -> Option<&dyn HostDivergence> {
         self.fused.as_ref().map(|_| self as &dyn HostDivergence)
@@ -229,6 +231,17 @@ impl DivergenceModel for Model {
         v: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
         let space = self.process.space();
+        // directions on the space: vᵀ J v along P v, so the forms sum to tr(P J P)
+        let projected;
+        let v = if space.is_full() {
+            v
+        } else {
+            let (m, n, d) = v.dims3()?;
+            projected = space
+                .project_tensor(&v.reshape((m * n, d))?)?
+                .reshape((m, n, d))?;
+            &projected
+        };
         let (s, q) = if let Some(f) = &self.fused {
             let (s, q) = super::fused::score::score(self, f, x, t, Some(v))?;
             match q {

@@ -118,7 +118,12 @@ impl ResMlp {
         // a linear map of tangents [m, n, k]: v Wᵀ, no bias
         let lin = |v: &Tensor, w: &Tensor| -> Result<Tensor> { Ok(v.broadcast_matmul(&w.t()?)?) };
         let mut tan = v
-            .map(|v| lin(&v.to_dtype(dtype)?, &self.p(0).narrow(1, 0, d)?))
+            .map(|v| {
+                lin(
+                    &v.to_dtype(dtype)?,
+                    &self.p(0).narrow(1, 0, d)?.contiguous()?,
+                )
+            })
             .transpose()?;
         let act = |z: &Tensor, tan: &mut Option<Tensor>| -> Result<Tensor> {
             let (a, da) = self.activation.apply_with_derivative(z)?;

@@ -144,3 +144,67 @@ fn activations_are_correct() -> Result<()> {
     }
     Ok(())
 }
+
+/// On the zero-centre-of-mass space the divergence is the trace over the space, tr(P J P) =
+/// Σ_j (P e_j)ᵀ J (P e_j), for the candle and the fused path alike (central differences, f64).
+#[test]
+fn divergence_on_a_restricted_space_is_the_trace_there() -> Result<()> {
+    use crate::process::Space;
+    let dev = Device::Cpu;
+    let (n, d) = (3, 6);
+    let mut config = ModelConfig::default_for(d, ProcessConfig::vp_default());
+    config.event = vec![3, 2];
+    config.space = Space::ComFree {
+        particles: 3,
+        dim: 2,
+    };
+    config.arch = Arch {
+        width: 32,
+        depth: 2,
+        ..Arch::default()
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
+    let xv: Vec<f64> = (0..n * d).map(|_| rng.sample(StandardNormal)).collect();
+    let x = config
+        .space
+        .project_tensor(&Tensor::from_vec(xv, (n, d), &dev)?)?;
+    let t = Tensor::new(&[0.2f64, 0.5, 0.8], &dev)?;
+    let build = || {
+        Model::new(
+            config.clone(),
+            &mut rand_chacha::ChaCha8Rng::seed_from_u64(1),
+            &dev,
+        )
+    };
+    for net in [build()?, build()?.for_inference()?] {
+        let h = 1e-2;
+        let mut fd = vec![0.0f64; n];
+        for j in 0..d {
+            let e = Tensor::zeros((n, d), DType::F64, &dev)?
+                .slice_assign(&[0..n, j..j + 1], &Tensor::ones((n, 1), DType::F64, &dev)?)?;
+            let pe = config.space.project_tensor(&e)?;
+            let sp = net.score(&(&x + (&pe * h)?)?, &t)?;
+            let sm = net.score(&(&x - (&pe * h)?)?, &t)?;
+            let jpe: Vec<f64> = (((sp - sm)? / (2.0 * h))? * &pe)?.sum(1)?.to_vec1()?;
+            fd.iter_mut().zip(jpe).for_each(|(f, v)| *f += v);
+        }
+        let (s, div) = net.score_and_divergence(&x, &t)?;
+        let div: Vec<f64> = div.to_vec1()?;
+        for (g, w) in div.iter().zip(&fd) {
+            assert!(
+                (g - w).abs() < 1e-3 * (1.0 + w.abs()),
+                "fused {}: {div:?} vs fd {fd:?}",
+                net.is_fused()
+            );
+        }
+        // the score lies in the space: each coordinate's particle mean is zero
+        let centre = s
+            .reshape((n, 3, 2))?
+            .sum(1)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f64>()?;
+        assert!(centre < 1e-5, "score's centre of mass {centre}");
+    }
+    Ok(())
+}

@@ -1,4 +1,4 @@
-//! Training objectives: every form of score matching of the notes behind one `Objective` interface.
+//! Training objectives: every form of score matching of the notes behind one `ObjectiveConfig`.
 //!
 //! Regression objectives (`regression`) share one shape: a per-sample score target s*(x_t) and
 //! weight, regressed in the network's own output space. Stein objectives (`stein`) need the
@@ -31,8 +31,8 @@ pub enum Weighting {
 }
 
 impl Weighting {
-    /// λ(t) for a process.
-    pub fn lambda(&self, p: &dyn Process, t: f64) -> f64 {
+    /// The weight λ(t) for a process (not the log-SNR `Process::lambda`).
+    pub fn weight(&self, p: &dyn Process, t: f64) -> f64 {
         match self {
             Weighting::Sigma2 => p.sigma(t).powi(2),
             Weighting::G2 => p.g2(t),
@@ -41,7 +41,7 @@ impl Weighting {
     }
 }
 
-pub use crate::score::Probe as Projection;
+pub use crate::score::Probe;
 
 /// Which objective to train with (the `[objective]` table; `kind` selects).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -62,17 +62,13 @@ pub enum ObjectiveConfig {
     /// `variance_reduced` + ½‖s‖² in place of ½(vᵀs)²; `projections` per sample.
     Ssm {
         t: f64,
-        projection: Projection,
+        projection: Probe,
         projections: usize,
         variance_reduced: bool,
     },
     /// Finite-difference SSM (Pang et al. 2020): only s(x ± εv), with u± = vᵀs(x ± εv):
     /// (u₊ − u₋)/(2ε) + ⅛(u₊ + u₋)².
-    FdSsm {
-        t: f64,
-        projection: Projection,
-        eps: f64,
-    },
+    FdSsm { t: f64, projection: Probe, eps: f64 },
     /// Force / target score matching (note 000; De Bortoli et al. 2024): λ(t)·½‖s(x_t, t) − F(x0)/α_t‖².
     Force { weighting: Weighting },
     /// DSM and force targets blended by noise level: s* = w(t)(−ε/σ_t) + (1 − w(t)) F(x0)/α_t,
@@ -104,13 +100,13 @@ impl ObjectiveConfig {
             "ism" => ObjectiveConfig::Ism { t },
             "ssm" | "ssm_vr" => ObjectiveConfig::Ssm {
                 t,
-                projection: Projection::Rademacher,
+                projection: Probe::Rademacher,
                 projections: 1,
                 variance_reduced: name == "ssm_vr",
             },
             "fd_ssm" => ObjectiveConfig::FdSsm {
                 t,
-                projection: Projection::Rademacher,
+                projection: Probe::Rademacher,
                 eps: 0.01,
             },
             "force" => ObjectiveConfig::Force { weighting },

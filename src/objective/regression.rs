@@ -96,6 +96,8 @@ pub fn regress(
 ) -> Result<Regression> {
     let param = net.config.arch.parameterisation;
     let mut target = s_target;
+    // a score on a restricted space lies in it
+    net.process().space().project(&mut target);
     let mut weight = Vec::with_capacity(z.ts.len());
     let rows = target.chunks_exact_mut(z.d).zip(z.xt.chunks_exact(z.d));
     for ((out, x), (&t, &(a, s))) in rows.zip(z.ts.iter().zip(&z.coef)) {
@@ -148,7 +150,7 @@ pub fn dsm(
     rng: &mut ChaCha8Rng,
 ) -> Result<Regression> {
     let ts = uniform_times(net, b.x0.dims()[0], rng);
-    denoising(net, b, ts, rng, |t| weighting.lambda(net.process(), t))
+    denoising(net, b, ts, rng, |t| weighting.weight(net.process(), t))
 }
 
 /// DSM at one level t with λ = σ_t².
@@ -217,6 +219,6 @@ pub fn force(
         }
     }
     regress(net, z, target, b.x0.device(), |t| {
-        weighting.lambda(net.process(), t)
+        weighting.weight(net.process(), t)
     })
 }

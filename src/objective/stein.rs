@@ -5,7 +5,7 @@
 //! terms included (candle's double backward would silently drop them: DESIGN.md).
 
 use super::regression::noise;
-use super::{Batch, Projection};
+use super::{Batch, Probe};
 use crate::nn::Model;
 use crate::score::{basis, probes, DivergenceModel};
 use anyhow::Result;
@@ -46,7 +46,7 @@ pub fn ism(net: &Model, t: f64, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Stein
 pub fn ssm(
     net: &Model,
     t: f64,
-    kind: Projection,
+    kind: Probe,
     m: usize,
     variance_reduced: bool,
     b: &Batch,
@@ -88,7 +88,7 @@ impl Stein {
 pub fn fd_ssm(
     net: &Model,
     t: f64,
-    kind: Projection,
+    kind: Probe,
     eps: f64,
     b: &Batch,
     rng: &mut ChaCha8Rng,
@@ -96,6 +96,7 @@ pub fn fd_ssm(
     let (n, d) = b.x0.dims2()?;
     let (xt, tt) = noise(net, &b.x0, vec![t; n], rng)?.tensors(net.dtype(), b.x0.device())?;
     let v = probes(kind, 1, n, d, rng, net.dtype(), b.x0.device())?.squeeze(0)?;
+    let v = net.process().space().project_tensor(&v)?;
     let x2 = Tensor::cat(&[(&xt + (&v * eps)?)?, (&xt - (&v * eps)?)?], 0)?;
     let t2 = Tensor::cat(&[&tt, &tt], 0)?;
     let s2 = crate::score::ScoreModel::score(net, &x2, &t2)?;

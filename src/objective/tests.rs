@@ -62,25 +62,25 @@ fn all_objectives() -> Vec<ObjectiveConfig> {
         ObjectiveConfig::Ism { t },
         ObjectiveConfig::Ssm {
             t,
-            projection: Projection::Rademacher,
+            projection: Probe::Rademacher,
             projections: 2,
             variance_reduced: false,
         },
         ObjectiveConfig::Ssm {
             t,
-            projection: Projection::Gaussian,
+            projection: Probe::Gaussian,
             projections: 1,
             variance_reduced: true,
         },
         ObjectiveConfig::Ssm {
             t,
-            projection: Projection::Sphere,
+            projection: Probe::Sphere,
             projections: 1,
             variance_reduced: false,
         },
         ObjectiveConfig::FdSsm {
             t,
-            projection: Projection::Rademacher,
+            projection: Probe::Rademacher,
             eps: 0.01,
         },
         ObjectiveConfig::Force {
@@ -224,7 +224,7 @@ fn loss_identities_hold() {
             "SSM − ISM",
             ObjectiveConfig::Ssm {
                 t,
-                projection: Projection::Rademacher,
+                projection: Probe::Rademacher,
                 projections: 4,
                 variance_reduced: false,
             },
@@ -235,7 +235,7 @@ fn loss_identities_hold() {
             "SSM-VR − ISM",
             ObjectiveConfig::Ssm {
                 t,
-                projection: Projection::Gaussian,
+                projection: Probe::Gaussian,
                 projections: 4,
                 variance_reduced: true,
             },
@@ -292,13 +292,13 @@ fn short_fits_reach_a_small_fisher_divergence() {
         ObjectiveConfig::Ism { t },
         ObjectiveConfig::Ssm {
             t,
-            projection: Projection::Rademacher,
+            projection: Probe::Rademacher,
             projections: 1,
             variance_reduced: true,
         },
         ObjectiveConfig::FdSsm {
             t,
-            projection: Projection::Rademacher,
+            projection: Probe::Rademacher,
             eps: 0.01,
         },
     ];
@@ -415,13 +415,13 @@ fn continuous_objectives_and_the_two_mode_mixture() {
         ObjectiveConfig::Ism { t },
         ObjectiveConfig::Ssm {
             t,
-            projection: Projection::Gaussian,
+            projection: Probe::Gaussian,
             projections: 1,
             variance_reduced: true,
         },
         ObjectiveConfig::FdSsm {
             t,
-            projection: Projection::Rademacher,
+            projection: Probe::Rademacher,
             eps: 0.01,
         },
     ] {

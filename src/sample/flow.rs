@@ -6,9 +6,9 @@
 //! reuses (`state`): flat on the CPU, on the device on a GPU.
 
 use super::state::{
-    add_noise, lincomb, run, Buf, Field, Noise,
+    add_noise, lincomb, run, Buf, Noise,
     Prediction::{Eps, X0},
-    Update,
+    ScoreField, Update,
 };
 use super::{Options, Trace};
 use crate::ode::{self, Method, Tolerance};
@@ -189,7 +189,7 @@ pub fn dpm_solver_2(
     tr: &mut Trace,
 ) -> Result<Tensor> {
     let r1 = 0.5;
-    let (f, mut x) = Field::new(m, p, x)?;
+    let (f, mut x) = ScoreField::new(m, p, x)?;
     let (mut e0, mut e1, mut u) = (f.buffer(), f.buffer(), f.buffer());
     for (i, w) in ts.windows(2).enumerate() {
         let (t, tn) = (w[0], w[1]);
@@ -218,7 +218,7 @@ pub fn dpm_solver_3(
     tr: &mut Trace,
 ) -> Result<Tensor> {
     let (r1, r2) = (1.0 / 3.0, 2.0 / 3.0);
-    let (f, mut x) = Field::new(m, p, x)?;
+    let (f, mut x) = ScoreField::new(m, p, x)?;
     let (mut e0, mut e1, mut e2, mut u) = (f.buffer(), f.buffer(), f.buffer(), f.buffer());
     for (i, w) in ts.windows(2).enumerate() {
         let (t, tn) = (w[0], w[1]);
@@ -254,7 +254,7 @@ pub fn dpm_solver_pp_2m(
     tr: &mut Trace,
 ) -> Result<Tensor> {
     // y = x/α; x holds α_t y at the newest t (the recorded and returned state)
-    let (f, mut x) = Field::new(m, p, x)?;
+    let (f, mut x) = ScoreField::new(m, p, x)?;
     let mut y = x.clone();
     lincomb(&mut y, 1.0 / p.alpha(ts[0]), &[])?;
     let (mut d, mut d_prev) = (f.buffer(), f.buffer());
@@ -294,7 +294,7 @@ pub fn dpm_solver_pp_3m(
     tr: &mut Trace,
 ) -> Result<Tensor> {
     // y = x/α; x holds α_t y at the newest t (the recorded and returned state)
-    let (f, mut x) = Field::new(m, p, x)?;
+    let (f, mut x) = ScoreField::new(m, p, x)?;
     let mut y = x.clone();
     lincomb(&mut y, 1.0 / p.alpha(ts[0]), &[])?;
     // x̂0 now, one step back and two steps back, with the steps' h
@@ -355,7 +355,7 @@ pub fn edm_heun(
     let sigma = |t: f64| (-p.lambda(t)).exp();
     let n = (ts.len() - 1) as f64;
     // y = x/α; x holds α_t y at the newest t (the recorded and returned state)
-    let (f, mut x) = Field::new(m, p, x)?;
+    let (f, mut x) = ScoreField::new(m, p, x)?;
     let mut y = x.clone();
     lincomb(&mut y, 1.0 / p.alpha(ts[0]), &[])?;
     let (mut den, mut d1, mut d2, mut y_euler) = (f.buffer(), f.buffer(), f.buffer(), f.buffer());

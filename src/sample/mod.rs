@@ -11,112 +11,16 @@ pub mod flow;
 pub mod grid;
 pub mod sde;
 mod state;
+pub mod trace;
 
 use crate::process::Process;
-use crate::score::{times, tweedie_coefficients, ScoreModel};
+use crate::score::ScoreModel;
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
-
-/// What a sampler's step callback sees after each step (k-diffusion's `callback`): step i
-/// (0: x_T), its time t and the score evaluations so far.
-#[derive(Clone, Copy, Debug)]
-pub struct Step {
-    pub i: usize,
-    pub t: f64,
-    pub nfe: usize,
-}
-
-/// An observer of a sampling or training loop (a progress bar, a report, a library user's hook).
-pub type Callback<S> = Box<dyn Fn(&S) + Send + Sync>;
-
-/// Records NFE and (optionally) the states along a trajectory, and tells a callback of each step.
-#[derive(Default)]
-pub struct Trace {
-    /// Number of score evaluations so far.
-    pub nfe: usize,
-    /// Keep (t, x_t) after every step.
-    pub keep: bool,
-    pub states: Vec<(f64, Tensor)>,
-    /// Called after every step.
-    pub callback: Option<Callback<Step>>,
-    /// Steps recorded so far.
-    pub recorded: usize,
-}
-
-impl Trace {
-    /// s(x, t), counted, with a NaN check naming the step and time.
-    pub fn score(
-        &mut self,
-        model: &dyn ScoreModel,
-        x: &Tensor,
-        t: f64,
-        step: usize,
-    ) -> Result<Tensor> {
-        self.nfe += 1;
-        // detach: a trained network's score carries its autograd graph, and each new state would
-        // keep every earlier step's graph (and activations) alive
-        let s = model
-            .score(x, &times(t, x.dims()[0], x.dtype(), x.device())?)?
-            .detach();
-        if !all_finite(&s)? {
-            bail!("the score is NaN or infinite at step {step} (t = {t:.6}); the model or the step size is unstable");
-        }
-        Ok(s)
-    }
-
-    /// Tweedie's denoiser x̂0 = (x + σ_t² s(x, t))/α_t, counted like `score`.
-    pub fn denoise(
-        &mut self,
-        model: &dyn ScoreModel,
-        p: &dyn Process,
-        x: &Tensor,
-        t: f64,
-        step: usize,
-    ) -> Result<Tensor> {
-        let s = self.score(model, x, t, step)?;
-        let (c_x, c_s) = tweedie_coefficients(p.alpha(t), p.sigma(t));
-        Ok(((x * c_x)? + (s * c_s)?)?)
-    }
-
-    /// Called after every step with the new state.
-    pub fn record(&mut self, t: f64, x: &Tensor) {
-        if self.keep {
-            self.states.push((t, x.clone()));
-        }
-        self.tell(t);
-    }
-
-    /// `record` for a state kept elsewhere: `x` builds its tensor only if the trajectory is kept.
-    pub fn record_with(&mut self, t: f64, x: impl FnOnce() -> Result<Tensor>) -> Result<()> {
-        if self.keep {
-            self.states.push((t, x()?));
-        }
-        self.tell(t);
-        Ok(())
-    }
-
-    /// Step `recorded` is done: tell the callback.
-    fn tell(&mut self, t: f64) {
-        if let Some(c) = &self.callback {
-            c(&Step {
-                i: self.recorded,
-                t,
-                nfe: self.nfe,
-            });
-        }
-        self.recorded += 1;
-    }
-}
-
-fn all_finite(x: &Tensor) -> Result<bool> {
-    let s = x
-        .sum_all()?
-        .to_dtype(candle_core::DType::F64)?
-        .to_scalar::<f64>()?;
-    Ok(s.is_finite())
-}
+use trace::all_finite;
+pub use trace::{Callback, Step, Trace};
 
 /// Sampler settings; each sampler reads the fields it needs and ignores the rest.
 #[derive(Clone, Debug)]
@@ -216,7 +120,8 @@ pub struct SamplerInfo {
     pub grid: grid::Grid,
     /// Score evaluations per grid step with the default options (0: adaptive).
     pub nfe_per_step: usize,
-    /// Whether it draws noise along the way (reverse SDE, Langevin, η > 0, churn).
+    /// Whether it draws noise along the way with the default options (reverse SDE, Langevin; DDIM
+    /// with η > 0 and EDM with S_churn > 0 do too).
     pub stochastic: bool,
 }
 
@@ -315,11 +220,11 @@ pub const SAMPLERS: &[SamplerInfo] = &[
     SamplerInfo {
         name: "ddim",
         run: flow::ddim,
-        summary: "DDIM (eta = 0 deterministic)",
+        summary: "DDIM (eta = 0 deterministic, eta > 0 stochastic)",
         source: "Song, Meng & Ermon 2021, eq. 12",
         grid: grid::Grid::LogSnr,
         nfe_per_step: 1,
-        stochastic: true,
+        stochastic: false,
     },
     SamplerInfo {
         name: "dpm1",
@@ -369,11 +274,11 @@ pub const SAMPLERS: &[SamplerInfo] = &[
     SamplerInfo {
         name: "edm",
         run: flow::edm_heun,
-        summary: "EDM Heun in σ = e^(−λ), optional churn",
+        summary: "EDM Heun in σ = e^(−λ), optional churn (stochastic)",
         source: "Karras et al. 2022, Alg. 2",
         grid: grid::Grid::Karras(7.0),
         nfe_per_step: 2,
-        stochastic: true,
+        stochastic: false,
     },
 ];
 

@@ -72,7 +72,7 @@ impl Noise {
 }
 
 /// The score model on sampler states shaped, typed and placed like the sampler's x_T.
-pub struct Field<'a> {
+pub struct ScoreField<'a> {
     model: &'a dyn ScoreModel,
     process: &'a dyn Process,
     like: Tensor,
@@ -80,7 +80,7 @@ pub struct Field<'a> {
     zero: Buf,
 }
 
-/// What `Field::predict` returns in place of the score.
+/// What `ScoreField::predict` returns in place of the score.
 #[derive(Clone, Copy, Debug)]
 pub enum Prediction {
     /// ε̂ = −σ_t s(x, t).
@@ -89,7 +89,7 @@ pub enum Prediction {
     X0,
 }
 
-impl<'a> Field<'a> {
+impl<'a> ScoreField<'a> {
     /// The field, and x_T as the state (on the host for a CPU tensor, on its device otherwise).
     pub fn new(
         model: &'a dyn ScoreModel,
@@ -97,7 +97,7 @@ impl<'a> Field<'a> {
         x: Tensor,
     ) -> Result<(Self, Buf)> {
         let state = Buf::of(&x)?;
-        let field = Field {
+        let field = ScoreField {
             model,
             process,
             like: x,
@@ -180,7 +180,7 @@ pub struct Update {
 
 /// A chain of `Update`s: the state with its score and noise buffers.
 pub struct Chain<'a> {
-    pub field: Field<'a>,
+    pub field: ScoreField<'a>,
     pub x: Buf,
     pub s: Buf,
     pub z: Noise,
@@ -193,7 +193,7 @@ impl<'a> Chain<'a> {
         x: Tensor,
         rng: &mut ChaCha8Rng,
     ) -> Result<Self> {
-        let (field, x) = Field::new(model, process, x)?;
+        let (field, x) = ScoreField::new(model, process, x)?;
         let (s, z) = (field.buffer(), Noise::like(&x, rng, process.space())?);
         Ok(Chain { field, x, s, z })
     }

@@ -105,6 +105,28 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// The model spec in a checkpoint's header, read without its tensors.
+    pub fn spec(path: &Path) -> Result<ModelConfig> {
+        let read = || -> Result<ModelConfig> {
+            let mut f = std::fs::File::open(path).context("cannot read file")?;
+            let mut len = [0u8; 8];
+            std::io::Read::read_exact(&mut f, &mut len).context("truncated file")?;
+            let len = u64::from_le_bytes(len);
+            if len > 100_000_000 {
+                bail!("header of {len} bytes is implausible");
+            }
+            let mut header = vec![0u8; len as usize];
+            std::io::Read::read_exact(&mut f, &mut header).context("truncated header")?;
+            let header: serde_json::Value =
+                serde_json::from_slice(&header).context("corrupt header")?;
+            let model = header["__metadata__"]["model"]
+                .as_str()
+                .ok_or_else(|| anyhow!("no tweedie model spec in the header"))?;
+            serde_json::from_str(model).context("bad 'model' header")
+        };
+        read().with_context(|| format!("{}: not a usable tweedie checkpoint", path.display()))
+    }
+
     /// Reads and checks a checkpoint; every problem is an error that names the file.
     pub fn load(path: &Path) -> Result<Self> {
         Self::load_inner(path)
@@ -231,7 +253,8 @@ mod tests {
         let v1 = dir.path().join("v1.safetensors");
         write("tweedie.checkpoint.v1", &v1)?;
         let ck = Checkpoint::load(&v1)?;
-        assert_eq!((ck.step, ck.model.clone()), (7, cfg));
+        assert_eq!((ck.step, ck.model.clone()), (7, cfg.clone()));
+        assert_eq!(Checkpoint::spec(&v1)?, cfg, "the spec alone, from the header");
         assert_eq!(ck.names.len(), w.len());
         let same = |a: &Tensor, b: &Tensor| -> Result<bool> {
             Ok(a.flatten_all()?.to_vec1::<f32>()? == b.flatten_all()?.to_vec1::<f32>()?)

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
 
-/// The state a checkpoint stores, each list in `Model::params` order.
+/// The state a checkpoint stores, each list in `Model::vars` order.
 pub struct State {
     pub params: Vec<Tensor>,
     pub ema: Vec<Tensor>,
@@ -273,7 +273,7 @@ mod tests {
             (
                 ObjectiveConfig::Ssm {
                     t: 0.2,
-                    projection: crate::objective::Projection::Rademacher,
+                    projection: crate::objective::Probe::Rademacher,
                     projections: 2,
                     variance_reduced: false,
                 },
@@ -282,7 +282,7 @@ mod tests {
             (
                 ObjectiveConfig::Ssm {
                     t: 0.1,
-                    projection: crate::objective::Projection::Gaussian,
+                    projection: crate::objective::Probe::Gaussian,
                     projections: 1,
                     variance_reduced: true,
                 },

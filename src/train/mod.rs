@@ -1,5 +1,5 @@
-//! The training loop: DSM on batches, Adam/AdamW with warm-up and clipping, EMA, a progress bar, a
-//! JSONL metrics log, atomic checkpoints and exact resume.
+//! The training loop: any objective on batches, Adam/AdamW with warm-up and clipping, EMA, a step
+//! callback, a JSONL metrics log, atomic checkpoints and exact resume.
 
 pub mod adam;
 pub mod checkpoint;
@@ -48,6 +48,8 @@ pub struct TrainStep {
     /// Steps done, of `total`.
     pub step: usize,
     pub total: usize,
+    /// The step this call started from (0, or a resumed checkpoint's).
+    pub start: usize,
     /// This step's loss, and the mean over the logging window when this step wrote a log line.
     pub loss: f64,
     pub logged_loss: Option<f64>,
@@ -131,54 +133,19 @@ pub fn train(
     let log_path = run_dir.join(METRICS_LOG);
     let t = &cfg.train;
 
-    let (net, adam, ema, mut rng, start) = if opts.resume {
-        let ck = Checkpoint::load(&ck_path)?;
-        if ck.model.dim != source.dim() {
-            bail!(
-                "{}: checkpoint is for {}-D data but {} has dimension {}",
-                ck_path.display(),
-                ck.model.dim,
-                cfg.data.source,
-                source.dim()
-            );
-        }
-        if ck.run.model != cfg.model || ck.run.process != cfg.process {
-            bail!("{}: the checkpoint's model or process differs from the config; resume with the config in {}", ck_path.display(), run_dir.join("config.toml").display());
-        }
-        let net = net_from_checkpoint(&ck, false, device)?;
-        let to_dev = |v: &[Tensor]| {
-            v.iter()
-                .map(|x| Ok(x.to_device(device)?))
-                .collect::<Result<Vec<_>>>()
-        };
-        let adam = Adam {
-            m: to_dev(&ck.adam_m)?,
-            v: to_dev(&ck.adam_v)?,
-            step: ck.step,
-        };
-        truncate_log(&log_path, ck.step)?;
-        (net, adam, to_dev(&ck.ema)?, ck.rng.restore()?, ck.step)
+    let Start {
+        net,
+        adam,
+        ema,
+        mut rng,
+        step: start,
+    } = if opts.resume {
+        let s = resumed(cfg, &source, run_dir, device)?;
+        truncate_log(&log_path, s.step)?;
+        s
     } else {
-        let mut rng = ChaCha8Rng::seed_from_u64(t.seed);
-        let net = Model::new(
-            ModelConfig {
-                dim: source.dim(),
-                event: source.event(),
-                space: cfg.data.space,
-                arch: cfg.model.clone(),
-                process: cfg.process.clone(),
-            },
-            &mut rng,
-            device,
-        )?;
-        let adam = Adam::new(net.vars())?;
-        let ema = net
-            .vars()
-            .iter()
-            .map(|(_, p)| Ok(p.as_tensor().copy()?))
-            .collect::<Result<Vec<_>>>()?;
         let _ = std::fs::remove_file(&log_path);
-        (net, adam, ema, rng, 0)
+        fresh(cfg, &source, device)?
     };
     if let Some(warning) = prior_warning(cfg, &source, &rng)? {
         eprintln!("warning: {warning}");
@@ -194,21 +161,8 @@ pub fn train(
     }
 
     let mut engine = Engine::new(&net, &cfg.objective, adam, ema)?;
-    let save = |step: usize, rng: &ChaCha8Rng, engine: &Engine| -> Result<()> {
-        let state = engine.state(&net)?;
-        Checkpoint {
-            model: net.config.clone(),
-            run: cfg.clone(),
-            step,
-            rng: RngState::of(rng),
-            names: net.vars().iter().map(|(n, _)| n.clone()).collect(),
-            params: state.params,
-            ema: state.ema,
-            adam_m: state.adam_m,
-            adam_v: state.adam_v,
-            buffers: net.buffers(),
-        }
-        .save(&ck_path)
+    let save = |step: usize, rng: &ChaCha8Rng, engine: &Engine| {
+        save_checkpoint(&net, cfg, engine, step, rng, &ck_path)
     };
 
     let mut log = std::fs::OpenOptions::new()
@@ -271,6 +225,7 @@ pub fn train(
                 c(&TrainStep {
                     step: done,
                     total: t.steps,
+                    start,
                     loss: loss_val,
                     logged_loss,
                     lr,
@@ -292,6 +247,109 @@ pub fn train(
             (t.steps - start) as f64 / wall
         },
         checkpoint: ck_path,
+    })
+}
+
+/// Writes the engine's state at `step` with the generator's state as the run's checkpoint.
+fn save_checkpoint(
+    net: &Model,
+    cfg: &RunConfig,
+    engine: &Engine,
+    step: usize,
+    rng: &ChaCha8Rng,
+    path: &Path,
+) -> Result<()> {
+    let state = engine.state(net)?;
+    Checkpoint {
+        model: net.config.clone(),
+        run: cfg.clone(),
+        step,
+        rng: RngState::of(rng),
+        names: net.vars().iter().map(|(n, _)| n.clone()).collect(),
+        params: state.params,
+        ema: state.ema,
+        adam_m: state.adam_m,
+        adam_v: state.adam_v,
+        buffers: net.buffers(),
+    }
+    .save(path)
+}
+
+/// Where a call to `train` starts: the network, the optimiser's state, the EMA, the generator and
+/// the step.
+struct Start {
+    net: Model,
+    adam: Adam,
+    ema: Vec<Tensor>,
+    rng: ChaCha8Rng,
+    step: usize,
+}
+
+/// A new run: the configured model drawn from the run's seed, Adam at zero, the EMA at the weights.
+fn fresh(cfg: &RunConfig, source: &DataSource, device: &Device) -> Result<Start> {
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.train.seed);
+    let net = Model::new(
+        ModelConfig {
+            dim: source.dim(),
+            event: source.event(),
+            space: cfg.data.space,
+            arch: cfg.model.clone(),
+            process: cfg.process.clone(),
+        },
+        &mut rng,
+        device,
+    )?;
+    let adam = Adam::new(net.vars())?;
+    let ema = net
+        .vars()
+        .iter()
+        .map(|(_, p)| Ok(p.as_tensor().copy()?))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Start {
+        net,
+        adam,
+        ema,
+        rng,
+        step: 0,
+    })
+}
+
+/// A run continued exactly from its folder's checkpoint, which must match the config and data.
+fn resumed(cfg: &RunConfig, source: &DataSource, run_dir: &Path, device: &Device) -> Result<Start> {
+    let ck_path = run_dir.join(CHECKPOINT);
+    let ck = Checkpoint::load(&ck_path)?;
+    if ck.model.dim != source.dim() {
+        bail!(
+            "{}: checkpoint is for {}-D data but {} has dimension {}",
+            ck_path.display(),
+            ck.model.dim,
+            cfg.data.source,
+            source.dim()
+        );
+    }
+    if ck.run.model != cfg.model
+        || ck.run.process != cfg.process
+        || ck.model.space != cfg.data.space
+    {
+        bail!("{}: the checkpoint's model, process or space differs from the config; resume with the config in {}", ck_path.display(), run_dir.join("config.toml").display());
+    }
+    let net = net_from_checkpoint(&ck, false, device)?;
+    let to_dev = |v: &[Tensor]| {
+        v.iter()
+            .map(|x| Ok(x.to_device(device)?))
+            .collect::<Result<Vec<_>>>()
+    };
+    let adam = Adam {
+        m: to_dev(&ck.adam_m)?,
+        v: to_dev(&ck.adam_v)?,
+        step: ck.step,
+    };
+    Ok(Start {
+        net,
+        adam,
+        ema: to_dev(&ck.ema)?,
+        rng: ck.rng.restore()?,
+        step: ck.step,
     })
 }
 

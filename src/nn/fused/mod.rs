@@ -29,13 +29,26 @@ pub fn enabled() -> bool {
 /// The one test of "can this run fused?": a CPU f32 model whose network has a fused path, not an
 /// energy, with the fused engine enabled, and (when training) an objective the kernels compute:
 /// every one but FD-SSM (regressions on the raw output, ISM/SSM through the fused tangents).
+/// In a restricted space the Stein objectives (ISM, SSM) train on candle, whose forms and ½‖P s‖²
+/// are taken on the space.
 pub fn applies(model: &Model, objective: Option<&ObjectiveConfig>) -> bool {
+    let stein = matches!(
+        objective,
+        Some(ObjectiveConfig::Ism { .. } | ObjectiveConfig::Ssm { .. })
+    );
     model.device().is_cpu()
         && model.dtype() == candle_core::DType::F32
-        && model.parameterisation() != Parameterisation::Energy
+        && spec_applies(&model.config)
         && !matches!(objective, Some(ObjectiveConfig::FdSsm { .. }))
-        && enabled()
-        && model.network().fused().is_some()
+        && (!stein || model.config.space.is_full())
+}
+
+/// The part of `applies` a model's spec decides: the fused engine enabled, a network with a fused
+/// path (the MLP), not an energy.
+pub fn spec_applies(spec: &crate::nn::ModelConfig) -> bool {
+    enabled()
+        && spec.arch.network == crate::nn::NetworkKind::Mlp
+        && spec.arch.parameterisation != Parameterisation::Energy
 }
 
 /// A fused copy of the model's network where `applies`, else None.
