@@ -120,6 +120,17 @@ pub struct Tolerance {
     pub max_nfe: usize,
 }
 
+impl Default for Tolerance {
+    /// rtol = atol = 1e-5 (score_sde's), at most 10,000 evaluations.
+    fn default() -> Self {
+        Tolerance {
+            rtol: 1e-5,
+            atol: 1e-5,
+            max_nfe: 10_000,
+        }
+    }
+}
+
 impl Tolerance {
     /// Rejects non-positive or non-finite tolerances.
     pub fn check(&self) -> Result<()> {

@@ -132,24 +132,29 @@ fn a_residual_mlp_goes_through_the_whole_pipeline() {
     assert!(trained < exact + 1.5, "NLL {trained} vs the truth {exact}");
 }
 
-/// A Gaussian on the zero-centre-of-mass subspace of 4 particles in 2-D (6 dof of 8): exact-score
-/// samples stay centred with the right spread, and the PF-ODE likelihood equals the closed form.
-#[test]
-fn particles_live_in_the_centre_of_mass_free_subspace() {
+/// 4 particles in 2-D with zero centre of mass, and N(0, ½ P) on that space under VP.
+fn four_particles() -> (Space, SubspaceGaussian) {
     let space = Space::ComFree {
         particles: 4,
         dim: 2,
     };
-    let process: Arc<dyn Process> = Arc::from(
-        ProcessConfig::vp_default()
-            .build_in(space)
-            .expect("process"),
-    );
+    let process = ProcessConfig::vp_default()
+        .build_in(space)
+        .expect("process");
     let truth = SubspaceGaussian {
         dim: 8,
         var0: 0.5,
-        process: process.clone(),
+        process: Arc::from(process),
     };
+    (space, truth)
+}
+
+/// A Gaussian on the zero-centre-of-mass subspace of 4 particles in 2-D (6 dof of 8): exact-score
+/// samples stay centred with the right spread, and the PF-ODE likelihood equals the closed form.
+#[test]
+fn particles_live_in_the_centre_of_mass_free_subspace() {
+    let (_, truth) = four_particles();
+    let process = truth.process.clone();
     let n = 4000;
     for (sampler, steps) in [("em", 400), ("dpmpp_3m", 40)] {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
@@ -222,20 +227,7 @@ fn particles_live_in_the_centre_of_mass_free_subspace() {
 #[test]
 fn a_model_trains_and_samples_on_particles() {
     let dir = tempfile::tempdir().expect("tmp");
-    let space = Space::ComFree {
-        particles: 4,
-        dim: 2,
-    };
-    let process: Arc<dyn Process> = Arc::from(
-        ProcessConfig::vp_default()
-            .build_in(space)
-            .expect("process"),
-    );
-    let truth = SubspaceGaussian {
-        dim: 8,
-        var0: 0.5,
-        process,
-    };
+    let (space, truth) = four_particles();
     let pts = truth
         .sample(2000, &mut ChaCha8Rng::seed_from_u64(1))
         .and_then(|p| p.with_event(vec![4, 2]))

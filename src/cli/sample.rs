@@ -9,9 +9,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use tweedie::data::{self, Points};
+use tweedie::ode::Tolerance;
 use tweedie::process::Process;
 use tweedie::sample::grid::Grid;
-use tweedie::sample::{self, Options, Plan, Trace};
+use tweedie::sample::{self, Churn, Ddim, Langevin, Options, Plan, PredictorCorrector, Trace};
 use tweedie::score::ScoreModel;
 use tweedie::target::{ExactScore, GaussianMixture};
 
@@ -148,20 +149,28 @@ pub fn run(a: Args) -> Result<()> {
         steps: a.steps,
         denoise_final: a.denoise,
         options: Options {
-            rtol: a.rtol,
-            atol: a.atol,
-            max_nfe: a.max_nfe,
-            eta: a.eta,
-            predictor: a.predictor.clone(),
-            snr: a.snr,
-            corrector_steps: a.corrector_steps,
-            langevin_eps: a.langevin_eps,
-            langevin_steps: a.langevin_steps,
-            langevin_step: a.langevin_step,
-            s_churn: a.s_churn,
-            s_min: a.s_min,
-            s_max: a.s_max,
-            s_noise: a.s_noise,
+            ode: Tolerance {
+                rtol: a.rtol,
+                atol: a.atol,
+                max_nfe: a.max_nfe,
+            },
+            ddim: Ddim { eta: a.eta },
+            pc: PredictorCorrector {
+                predictor: a.predictor.clone(),
+                snr: a.snr,
+                corrector_steps: a.corrector_steps,
+            },
+            langevin: Langevin {
+                eps: a.langevin_eps,
+                steps: a.langevin_steps,
+                step: a.langevin_step,
+            },
+            edm: Churn {
+                s_churn: a.s_churn,
+                s_min: a.s_min,
+                s_max: a.s_max,
+                s_noise: a.s_noise,
+            },
         },
     };
     let started = Instant::now();

@@ -122,8 +122,11 @@ pub fn run(settings: &Settings, out: &Path) -> Result<Vec<Row>> {
             1,
             Grid::Uniform,
             Options {
-                rtol: tol,
-                atol: tol,
+                ode: crate::ode::Tolerance {
+                    rtol: tol,
+                    atol: tol,
+                    ..Default::default()
+                },
                 ..Default::default()
             },
         ));
@@ -160,7 +163,7 @@ pub fn run(settings: &Settings, out: &Path) -> Result<Vec<Row>> {
             )?);
         }
         let grid_name = if name == "dopri5" {
-            format!("rtol=atol={:e}", options.rtol)
+            format!("rtol=atol={:e}", options.ode.rtol)
         } else {
             format!("{grid:?}").to_lowercase()
         };

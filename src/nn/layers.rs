@@ -119,6 +119,17 @@ impl TimeEmbedding {
         })
     }
 
+    /// The embedding an architecture asks for (`embedding`, `embed_dim`, `fourier_scale`).
+    pub fn of(arch: &super::Arch, rng: &mut impl Rng, device: &Device) -> Result<Self> {
+        Self::new(
+            arch.embedding,
+            arch.embed_dim,
+            arch.fourier_scale,
+            rng,
+            device,
+        )
+    }
+
     /// Embedding features [n, features] of times t [n], in the frequencies' dtype.
     pub fn forward(&self, t: &Tensor) -> Result<Tensor> {
         let t = t.to_dtype(self.w.dtype())?.unsqueeze(1)?;
@@ -166,13 +177,55 @@ pub fn affine(h: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     Ok(h.matmul(&w.t()?)?.broadcast_add(b)?)
 }
 
-/// Every variable converted to `dtype`, in place.
-pub fn vars_to_dtype(vars: &mut [(String, Var)], dtype: DType) -> Result<()> {
-    for (_, v) in vars.iter_mut() {
-        *v = Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?;
-    }
-    Ok(())
+/// The trainable variables of a network of the MLP family and its time embedding (its one buffer).
+pub struct Weights {
+    /// Named variables in the network's fixed order.
+    pub vars: Vec<(String, Var)>,
+    pub embed: TimeEmbedding,
 }
+
+impl Weights {
+    /// The fixed buffers: the embedding frequencies.
+    pub fn buffers(&self) -> Vec<(String, Tensor)> {
+        vec![(EMBED_W.into(), self.embed.w.clone())]
+    }
+
+    /// Replaces the buffer `name` of `network`.
+    pub fn set_buffer(&mut self, name: &str, value: Tensor, network: &str) -> Result<()> {
+        match name {
+            EMBED_W => self.embed.set(value),
+            other => bail!("the {network} network has no buffer '{other}'"),
+        }
+    }
+
+    /// Every variable and buffer converted to `dtype`, in place.
+    pub fn to_dtype(&mut self, dtype: DType) -> Result<()> {
+        for (_, v) in self.vars.iter_mut() {
+            *v = Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?;
+        }
+        self.embed.w = self.embed.w.to_dtype(dtype)?;
+        Ok(())
+    }
+}
+
+/// `Network`'s bookkeeping methods for a network that keeps its `Weights` in field `w`.
+macro_rules! weights_methods {
+    ($network:literal) => {
+        fn vars(&self) -> &[(String, candle_core::Var)] {
+            &self.w.vars
+        }
+        fn buffers(&self) -> Vec<(String, candle_core::Tensor)> {
+            self.w.buffers()
+        }
+        fn set_buffer(&mut self, name: &str, value: candle_core::Tensor) -> anyhow::Result<()> {
+            self.w.set_buffer(name, value, $network)
+        }
+        fn to_dtype(&mut self, dtype: candle_core::DType) -> anyhow::Result<()> {
+            self.w.to_dtype(dtype)
+        }
+    };
+}
+pub(crate) use weights_methods;
 
 /// Rejects a condition given to a network that takes none.
 pub fn no_condition(cond: Option<&Tensor>, network: &str) -> Result<()> {

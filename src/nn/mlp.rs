@@ -3,11 +3,11 @@
 
 use super::config::Arch;
 use super::fused::FusedMlp;
-use super::layers::{self, affine, Activation, TimeEmbedding, EMBED_W};
+use super::layers::{self, affine, weights_methods, Activation, TimeEmbedding, Weights};
 use super::network::{EnergyJets, Network, Tangents};
 use crate::score::basis;
 use anyhow::{bail, Result};
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use rand::Rng;
 
 /// `depth` hidden layers of `width` on [x, embed(t)], then a linear output of `out` columns.
@@ -15,9 +15,8 @@ pub struct Mlp {
     /// Input dimension d.
     pub dim: usize,
     pub activation: Activation,
-    pub embed: TimeEmbedding,
-    /// layers.{i}.weight [out, in], layers.{i}.bias [out], in order.
-    params: Vec<(String, Var)>,
+    /// layers.{i}.weight [out, in], layers.{i}.bias [out], in order; the time embedding.
+    pub w: Weights,
 }
 
 impl Mlp {
@@ -29,13 +28,7 @@ impl Mlp {
         rng: &mut impl Rng,
         device: &Device,
     ) -> Result<Self> {
-        let embed = TimeEmbedding::new(
-            arch.embedding,
-            arch.embed_dim,
-            arch.fourier_scale,
-            rng,
-            device,
-        )?;
+        let embed = TimeEmbedding::of(arch, rng, device)?;
         let mut params = Vec::new();
         let mut fan_in = dim + arch.embed_dim;
         for i in 0..=arch.depth {
@@ -48,8 +41,10 @@ impl Mlp {
         Ok(Mlp {
             dim,
             activation: arch.activation,
-            embed,
-            params,
+            w: Weights {
+                vars: params,
+                embed,
+            },
         })
     }
 
@@ -57,8 +52,8 @@ impl Mlp {
     /// (the time embedding has no x-dependence), the whole weight elsewhere.
     fn layer(&self, i: usize) -> Result<(&Tensor, &Tensor, Tensor)> {
         let (w, b) = (
-            self.params[2 * i].1.as_tensor(),
-            self.params[2 * i + 1].1.as_tensor(),
+            self.w.vars[2 * i].1.as_tensor(),
+            self.w.vars[2 * i + 1].1.as_tensor(),
         );
         let w_in = if i == 0 {
             w.narrow(1, 0, self.dim)?.contiguous()?
@@ -69,7 +64,7 @@ impl Mlp {
     }
 
     fn dtype(&self) -> DType {
-        self.embed.w.dtype()
+        self.w.embed.w.dtype()
     }
 
     /// The MLP, optionally pushing tangents v [m, n, d] forward alongside: a linear layer maps a
@@ -80,8 +75,8 @@ impl Mlp {
         let mut tan = v
             .map(|v| v.to_dtype(self.dtype())?.reshape((m * n, d)))
             .transpose()?;
-        let mut h = Tensor::cat(&[x.to_dtype(self.dtype())?, self.embed.forward(t)?], 1)?;
-        let layers = self.params.len() / 2;
+        let mut h = Tensor::cat(&[x.to_dtype(self.dtype())?, self.w.embed.forward(t)?], 1)?;
+        let layers = self.w.vars.len() / 2;
         for i in 0..layers {
             let (w, b, w_in) = self.layer(i)?;
             h = affine(&h, w, b)?;
@@ -110,23 +105,7 @@ impl Network for Mlp {
         layers::no_condition(cond, "mlp")?;
         Ok(self.run(x, t, None)?.0)
     }
-    fn vars(&self) -> &[(String, Var)] {
-        &self.params
-    }
-    fn buffers(&self) -> Vec<(String, Tensor)> {
-        vec![(EMBED_W.into(), self.embed.w.clone())]
-    }
-    fn set_buffer(&mut self, name: &str, value: Tensor) -> Result<()> {
-        match name {
-            EMBED_W => self.embed.set(value),
-            other => bail!("the mlp network has no buffer '{other}'"),
-        }
-    }
-    fn to_dtype(&mut self, dtype: DType) -> Result<()> {
-        layers::vars_to_dtype(&mut self.params, dtype)?;
-        self.embed.w = self.embed.w.to_dtype(dtype)?;
-        Ok(())
-    }
+    weights_methods!("mlp");
     fn tangents(&self) -> Option<&dyn Tangents> {
         Some(self)
     }
@@ -175,8 +154,8 @@ impl EnergyJets for Mlp {
         let k = d + m;
         let mut tan = dirs.reshape((k * n, d))?;
         let mut second: Option<Tensor> = None;
-        let mut h = Tensor::cat(&[x.to_dtype(dtype)?, self.embed.forward(t)?], 1)?;
-        let layers = self.params.len() / 2;
+        let mut h = Tensor::cat(&[x.to_dtype(dtype)?, self.w.embed.forward(t)?], 1)?;
+        let layers = self.w.vars.len() / 2;
         for i in 0..layers {
             let (w, b, w_in) = self.layer(i)?;
             h = affine(&h, w, b)?;

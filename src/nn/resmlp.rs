@@ -3,7 +3,7 @@
 //! forward-mode tangents through every layer, LayerNorm included.
 
 use super::config::Arch;
-use super::layers::{self, affine, Activation, TimeEmbedding, EMBED_W};
+use super::layers::{self, affine, weights_methods, Activation, TimeEmbedding, Weights};
 use super::network::{Network, Tangents};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -16,11 +16,10 @@ const LN_EPS: f64 = 1e-5;
 pub struct ResMlp {
     pub dim: usize,
     pub activation: Activation,
-    pub embed: TimeEmbedding,
     depth: usize,
     /// input.{weight,bias}; blocks.{i}.{norm,fc1,fc2}.{weight,bias}; output.norm.{weight,bias};
-    /// output.{weight,bias}.
-    params: Vec<(String, Var)>,
+    /// output.{weight,bias}; the time embedding.
+    pub w: Weights,
 }
 
 /// A LayerNorm's output and what its tangent map needs: ĥ = (h − μ)/s and 1/s per row.
@@ -40,13 +39,7 @@ impl ResMlp {
         rng: &mut impl Rng,
         device: &Device,
     ) -> Result<Self> {
-        let embed = TimeEmbedding::new(
-            arch.embedding,
-            arch.embed_dim,
-            arch.fourier_scale,
-            rng,
-            device,
-        )?;
+        let embed = TimeEmbedding::of(arch, rng, device)?;
         let w = arch.width;
         let mut params = Vec::new();
         let mut push_linear = |name: &str, fan_in: usize, fan_out: usize, rng: &mut _| {
@@ -80,14 +73,16 @@ impl ResMlp {
         Ok(ResMlp {
             dim,
             activation: arch.activation,
-            embed,
             depth: arch.depth,
-            params: ordered,
+            w: Weights {
+                vars: ordered,
+                embed,
+            },
         })
     }
 
     fn p(&self, i: usize) -> &Tensor {
-        self.params[i].1.as_tensor()
+        self.w.vars[i].1.as_tensor()
     }
 
     /// LayerNorm over features with scale γ and shift β.
@@ -112,8 +107,8 @@ impl ResMlp {
     /// The network, optionally pushing tangents v [m, n, d] forward alongside.
     fn run(&self, x: &Tensor, t: &Tensor, v: Option<&Tensor>) -> Result<(Tensor, Option<Tensor>)> {
         let (n, d) = x.dims2()?;
-        let dtype = self.embed.w.dtype();
-        let h0 = Tensor::cat(&[x.to_dtype(dtype)?, self.embed.forward(t)?], 1)?;
+        let dtype = self.w.embed.w.dtype();
+        let h0 = Tensor::cat(&[x.to_dtype(dtype)?, self.w.embed.forward(t)?], 1)?;
         let mut h = affine(&h0, self.p(0), self.p(1))?;
         // a linear map of tangents [m, n, k]: v Wᵀ, no bias
         let lin = |v: &Tensor, w: &Tensor| -> Result<Tensor> { Ok(v.broadcast_matmul(&w.t()?)?) };
@@ -167,23 +162,7 @@ impl Network for ResMlp {
         layers::no_condition(cond, "resmlp")?;
         Ok(self.run(x, t, None)?.0)
     }
-    fn vars(&self) -> &[(String, Var)] {
-        &self.params
-    }
-    fn buffers(&self) -> Vec<(String, Tensor)> {
-        vec![(EMBED_W.into(), self.embed.w.clone())]
-    }
-    fn set_buffer(&mut self, name: &str, value: Tensor) -> Result<()> {
-        match name {
-            EMBED_W => self.embed.set(value),
-            other => bail!("the resmlp network has no buffer '{other}'"),
-        }
-    }
-    fn to_dtype(&mut self, dtype: DType) -> Result<()> {
-        layers::vars_to_dtype(&mut self.params, dtype)?;
-        self.embed.w = self.embed.w.to_dtype(dtype)?;
-        Ok(())
-    }
+    weights_methods!("resmlp");
     fn tangents(&self) -> Option<&dyn Tangents> {
         Some(self)
     }

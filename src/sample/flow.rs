@@ -103,9 +103,9 @@ pub fn dopri5(
             t0,
             t1,
             &Tolerance {
-                rtol: o.rtol,
-                atol: o.atol,
-                max_nfe: o.max_nfe,
+                rtol: o.ode.rtol,
+                atol: o.ode.atol,
+                max_nfe: o.ode.max_nfe,
             },
         )?
     };
@@ -139,7 +139,7 @@ pub fn ddim(
     tr: &mut Trace,
 ) -> Result<Tensor> {
     run(
-        |t, tn, last| ddim_rule(p, t, tn, o.eta, last),
+        |t, tn, last| ddim_rule(p, t, tn, o.ddim.eta, last),
         m,
         p,
         x,
@@ -363,8 +363,9 @@ pub fn edm_heun(
     for (i, w) in ts.windows(2).enumerate() {
         let (t, tn) = (w[0], w[1]);
         let (s, sn) = (sigma(t), sigma(tn));
-        let gamma = if (o.s_min..=o.s_max).contains(&s) {
-            (o.s_churn / n).min(2f64.sqrt() - 1.0)
+        let c = &o.edm;
+        let gamma = if (c.s_min..=c.s_max).contains(&s) {
+            (c.s_churn / n).min(2f64.sqrt() - 1.0)
         } else {
             0.0
         };
@@ -377,7 +378,7 @@ pub fn edm_heun(
         if s_hat > s {
             add_noise(
                 &mut y,
-                (s_hat * s_hat - s * s).sqrt() * o.s_noise,
+                (s_hat * s_hat - s * s).sqrt() * c.s_noise,
                 &mut z,
                 rng,
             )?;

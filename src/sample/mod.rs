@@ -22,45 +22,75 @@ use rand_distr::{Distribution, StandardNormal};
 use trace::all_finite;
 pub use trace::{Callback, Step, Trace};
 
-/// Sampler settings; each sampler reads the fields it needs and ignores the rest.
-#[derive(Clone, Debug)]
+/// Sampler settings, one typed group per family; each sampler reads its own group.
+#[derive(Clone, Debug, Default)]
 pub struct Options {
-    /// Adaptive ODE: relative and absolute tolerance, NFE cap.
-    pub rtol: f64,
-    pub atol: f64,
-    pub max_nfe: usize,
-    /// DDIM: η = 0 deterministic, η = 1 ancestral (DDPM) noise.
+    /// The adaptive ODE solver (`dopri5`): tolerances and NFE cap.
+    pub ode: crate::ode::Tolerance,
+    pub ddim: Ddim,
+    pub pc: PredictorCorrector,
+    pub langevin: Langevin,
+    pub edm: Churn,
+}
+
+/// DDIM's η: 0 deterministic, 1 ancestral (DDPM) noise (Song, Meng & Ermon 2021, eq. 16).
+#[derive(Clone, Debug, Default)]
+pub struct Ddim {
     pub eta: f64,
-    /// Predictor–corrector: the predictor (em, reverse_diffusion, ancestral), signal-to-noise
-    /// ratio of the Langevin corrector and corrector steps per time step.
+}
+
+/// Predictor–corrector (Song et al. 2021, Alg. 1–2): the predictor (em, reverse_diffusion,
+/// ancestral), the Langevin corrector's signal-to-noise ratio and corrector steps per time step.
+#[derive(Clone, Debug)]
+pub struct PredictorCorrector {
     pub predictor: String,
     pub snr: f64,
     pub corrector_steps: usize,
-    /// Langevin: base step ε (annealed: step ε·σ_t²/σ_{t_min}², NCSN) and steps per noise level.
-    pub langevin_eps: f64,
-    pub langevin_steps: usize,
-    /// Plain Langevin: step δ.
-    pub langevin_step: f64,
-    /// EDM stochastic Heun: S_churn, S_min, S_max, S_noise (Karras et al. 2022, Alg. 2).
+}
+
+impl Default for PredictorCorrector {
+    /// score_sde's defaults: reverse diffusion + one corrector step at snr 0.16.
+    fn default() -> Self {
+        PredictorCorrector {
+            predictor: "reverse_diffusion".into(),
+            snr: 0.16,
+            corrector_steps: 1,
+        }
+    }
+}
+
+/// Langevin dynamics: annealed base step ε (step ε·σ_t²/σ_{t_min}², NCSN), steps per noise level,
+/// and plain Langevin's step δ.
+#[derive(Clone, Debug)]
+pub struct Langevin {
+    pub eps: f64,
+    pub steps: usize,
+    pub step: f64,
+}
+
+impl Default for Langevin {
+    fn default() -> Self {
+        Langevin {
+            eps: 2e-5,
+            steps: 10,
+            step: 0.01,
+        }
+    }
+}
+
+/// EDM's stochastic Heun: S_churn, S_min, S_max, S_noise (Karras et al. 2022, Alg. 2).
+#[derive(Clone, Debug)]
+pub struct Churn {
     pub s_churn: f64,
     pub s_min: f64,
     pub s_max: f64,
     pub s_noise: f64,
 }
 
-impl Default for Options {
+impl Default for Churn {
+    /// No churn: the deterministic Heun sampler.
     fn default() -> Self {
-        Options {
-            rtol: 1e-5,
-            atol: 1e-5,
-            max_nfe: 10_000,
-            eta: 0.0,
-            predictor: "reverse_diffusion".into(),
-            snr: 0.16,
-            corrector_steps: 1,
-            langevin_eps: 2e-5,
-            langevin_steps: 10,
-            langevin_step: 0.01,
+        Churn {
             s_churn: 0.0,
             s_min: 0.0,
             s_max: f64::INFINITY,
@@ -72,23 +102,18 @@ impl Default for Options {
 impl Options {
     /// Rejects values no sampler can use.
     pub fn check(&self) -> Result<()> {
-        if !(self.rtol > 0.0 && self.atol > 0.0) {
-            bail!(
-                "rtol and atol must be positive (got {}, {})",
-                self.rtol,
-                self.atol
-            );
-        }
-        if !(self.eta >= 0.0
-            && self.snr > 0.0
-            && self.langevin_eps > 0.0
-            && self.langevin_step > 0.0
-            && self.s_churn >= 0.0
-            && self.s_noise >= 0.0)
+        self.ode.check()?;
+        let (pc, l, e) = (&self.pc, &self.langevin, &self.edm);
+        if !(self.ddim.eta >= 0.0
+            && pc.snr > 0.0
+            && l.eps > 0.0
+            && l.step > 0.0
+            && e.s_churn >= 0.0
+            && e.s_noise >= 0.0)
         {
-            bail!("eta, s_churn and s_noise must be >= 0 and snr, langevin_eps > 0");
+            bail!("eta, s_churn and s_noise must be >= 0 and snr, langevin_eps, langevin_step > 0");
         }
-        if self.langevin_steps == 0 {
+        if l.steps == 0 {
             bail!("langevin_steps must be at least 1");
         }
         Ok(())

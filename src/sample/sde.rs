@@ -142,11 +142,11 @@ fn langevin_corrector(
 ) -> Result<()> {
     let (a, _) = transition(p, t, t_next);
     let d = chain.field.row_len();
-    for _ in 0..o.corrector_steps {
+    for _ in 0..o.pc.corrector_steps {
         chain.score(t, tr, i)?;
         chain.z.draw(rng)?;
         let (z_norm, s_norm) = (chain.z.mean_row_norm(d)?, chain.s.mean_row_norm(d)?);
-        let eps = 2.0 * a * a * (o.snr * z_norm / s_norm.max(1e-30)).powi(2);
+        let eps = 2.0 * a * a * (o.pc.snr * z_norm / s_norm.max(1e-30)).powi(2);
         chain.combine(Update {
             cx: 1.0,
             cs: eps,
@@ -166,7 +166,7 @@ pub fn predictor_corrector(
     rng: &mut ChaCha8Rng,
     tr: &mut Trace,
 ) -> Result<Tensor> {
-    let rule = predictor(&o.predictor)?;
+    let rule = predictor(&o.pc.predictor)?;
     let mut chain = Chain::new(m, p, x, rng)?;
     for (i, w) in ts.windows(2).enumerate() {
         langevin_corrector(&mut chain, p, w[0], w[1], o, rng, tr, i)?;
@@ -189,7 +189,7 @@ pub fn langevin(
     tr: &mut Trace,
 ) -> Result<Tensor> {
     let t = p.t_min();
-    let d = o.langevin_step;
+    let d = o.langevin.step;
     let u = Update {
         cx: 1.0,
         cs: d,
@@ -197,7 +197,7 @@ pub fn langevin(
     };
     let mut chain = Chain::new(m, p, x, rng)?;
     for i in 0..ts.len() - 1 {
-        for _ in 0..o.langevin_steps {
+        for _ in 0..o.langevin.steps {
             chain.step(u, t, rng, tr, i)?;
         }
         chain.record(ts[i + 1], tr)?;
@@ -219,13 +219,13 @@ pub fn annealed_langevin(
     let s_min2 = p.sigma(p.t_min()).powi(2);
     let mut chain = Chain::new(m, p, x, rng)?;
     for (i, &t) in ts.iter().enumerate().skip(1) {
-        let step = o.langevin_eps * p.sigma(t).powi(2) / s_min2;
+        let step = o.langevin.eps * p.sigma(t).powi(2) / s_min2;
         let u = Update {
             cx: 1.0,
             cs: 0.5 * step,
             cz: step.sqrt(),
         };
-        for _ in 0..o.langevin_steps {
+        for _ in 0..o.langevin.steps {
             chain.step(u, t, rng, tr, i)?;
         }
         chain.record(t, tr)?;

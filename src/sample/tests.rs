@@ -4,6 +4,7 @@ use super::grid::Grid;
 use super::*;
 use crate::data::Points;
 use crate::metrics::{mode_fractions, mode_means};
+use crate::ode::Tolerance;
 use crate::process::ProcessConfig;
 use crate::target::{ExactScore, GaussianMixture};
 use candle_core::{DType, Device};
@@ -95,7 +96,10 @@ fn every_sampler_recovers_the_ncsn_two_modes() -> Result<()> {
     // 10k samples: the light mode's 2000 points give its mean a standard error of 0.022 (< 0.1 / 4)
     let n = 10_000;
     let o = Options {
-        langevin_steps: 10,
+        langevin: super::Langevin {
+            steps: 10,
+            ..Default::default()
+        },
         ..Default::default()
     };
     for &(name, grid, steps) in BUDGETS {
@@ -129,7 +133,10 @@ fn annealed_langevin_keeps_the_mode_weights() -> Result<()> {
         &Device::Cpu,
     )?;
     let o = Options {
-        langevin_steps: 30,
+        langevin: super::Langevin {
+            steps: 30,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let (x, nfe) = run(
@@ -199,9 +206,11 @@ fn gaussian_case() -> (Arc<dyn Process>, ExactScore, Tensor) {
 fn endpoint_errors(name: &str, grid: Grid, steps: &[usize]) -> Vec<f64> {
     let (p, model, x_t) = gaussian_case();
     let o = Options {
-        rtol: 1e-12,
-        atol: 1e-12,
-        max_nfe: 200_000,
+        ode: Tolerance {
+            rtol: 1e-12,
+            atol: 1e-12,
+            max_nfe: 200_000,
+        },
         ..Default::default()
     };
     let (reference, _) = run(
@@ -306,8 +315,11 @@ fn dopri5_meets_its_tolerance() {
     .unwrap();
     for tol in [1e-3, 1e-5, 1e-7] {
         let o = Options {
-            rtol: tol,
-            atol: tol,
+            ode: Tolerance {
+                rtol: tol,
+                atol: tol,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let (x, nfe) = run(
@@ -380,7 +392,10 @@ fn bad_names_and_options_are_errors() {
     let err = by_name("rk5").map(|_| ()).unwrap_err().to_string();
     assert!(err.contains("em, reverse_diffusion"), "{err}");
     assert!(Options {
-        rtol: -1.0,
+        ode: Tolerance {
+            rtol: -1.0,
+            ..Default::default()
+        },
         ..Default::default()
     }
     .check()
@@ -399,7 +414,10 @@ fn bad_names_and_options_are_errors() {
     )
     .unwrap();
     let o = Options {
-        predictor: "nope".into(),
+        pc: super::PredictorCorrector {
+            predictor: "nope".into(),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let err = run(&model, p.as_ref(), "pc", Grid::Uniform, 3, &o, x_t, 0)
@@ -460,8 +478,10 @@ fn tensor_state_matches_host_state() -> Result<()> {
         process: p.clone(),
     };
     let o = Options {
-        langevin_steps: 10,
-        s_churn: 0.0,
+        langevin: super::Langevin {
+            steps: 10,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let prior = |n| {

@@ -254,7 +254,11 @@ mod tests {
         write("tweedie.checkpoint.v1", &v1)?;
         let ck = Checkpoint::load(&v1)?;
         assert_eq!((ck.step, ck.model.clone()), (7, cfg.clone()));
-        assert_eq!(Checkpoint::spec(&v1)?, cfg, "the spec alone, from the header");
+        assert_eq!(
+            Checkpoint::spec(&v1)?,
+            cfg,
+            "the spec alone, from the header"
+        );
         assert_eq!(ck.names.len(), w.len());
         let same = |a: &Tensor, b: &Tensor| -> Result<bool> {
             Ok(a.flatten_all()?.to_vec1::<f32>()? == b.flatten_all()?.to_vec1::<f32>()?)
