@@ -13,6 +13,7 @@
 
 use crate::data::Points;
 use crate::flat::{values, Buf};
+use crate::nn::fused::score::HostRhs;
 use crate::ode::{self, Method, Tolerance};
 use crate::process::{Process, Space};
 use crate::score::{basis, pf_coefficients, pf_velocity, times, ScoreModel};
@@ -327,25 +328,8 @@ fn solve(
                 1.0 / v.dims()[0] as f64,
             ),
         };
-        let v = values::<f32>(&v)?;
-        let (mut s, mut div_s) = (vec![0.0; n * d], vec![0.0; n]);
-        let mut rhs = |y: &Buf, t: f64, out: &mut Buf| -> Result<()> {
-            host.score_and_trace((y.host()?, d + 1), t, (&v, m, w), &mut s, &mut div_s)?;
-            let (a, half_g2) = pf_coefficients(process, t);
-            let rows = y
-                .host()?
-                .chunks_exact(d + 1)
-                .zip(s.chunks_exact(d))
-                .zip(&div_s);
-            for (o, ((y, s), div)) in out.host_mut()?.chunks_exact_mut(d + 1).zip(rows) {
-                // `pf_velocity` and the divergence on the flat state: f x − ½g²s, dof·f − ½g²∇·s
-                for j in 0..d {
-                    o[j] = y[j] * a - s[j] * half_g2;
-                }
-                o[d] = div * -half_g2 + dof * a;
-            }
-            Ok(())
-        };
+        let mut host_rhs = HostRhs::new(host, process, (n, d, dof), (values::<f32>(&v)?, m, w));
+        let mut rhs = |y: &Buf, t: f64, out: &mut Buf| host_rhs.eval(y, t, out);
         let solver = opts.solver;
         let (y, nfe) = crate::pool::warm(move || integrate(&mut rhs, state, t0, t1, &solver))?;
         return finish(process, y.tensor(&y0)?, d, nfe);

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// Anything that gives s(x, t) ≈ ∇x log p_t(x): exact targets, trained networks, estimators.
 /// `Sync`, so that a sampler can run on a pool thread (`pool::warm`).
 pub trait ScoreModel: Sync {
-    /// Score at x [n, d] and per-row times t [n]; returns [n, d] in x's dtype and device.
+    /// Score at x [n, d] and per-row times t \[n\]; returns [n, d] in x's dtype and device.
     fn score(&self, x: &Tensor, t: &Tensor) -> Result<Tensor>;
     /// Data dimension d.
     fn dim(&self) -> usize;
@@ -20,7 +20,7 @@ pub trait ScoreModel: Sync {
 
 /// A score model that can also give the divergence of its score ∇·s = tr(∂s/∂x).
 pub trait DivergenceModel: ScoreModel {
-    /// Score s [n, d] at x [n, d], t [n], and the quadratic forms q[k, i] = v_kiᵀ (∂s/∂x)(x_i) v_ki
+    /// Score s [n, d] at x [n, d], t \[n\], and the quadratic forms q[k, i] = v_kiᵀ (∂s/∂x)(x_i) v_ki
     /// [m, n] for directions v [m, n, d] (exact Jacobian-vector products, x's dtype).
     fn score_and_quadratic_forms(
         &self,
@@ -35,7 +35,7 @@ pub trait DivergenceModel: ScoreModel {
         None
     }
 
-    /// Score s [n, d] and the exact divergence ∇·s [n]; by default the sum of the quadratic forms
+    /// Score s [n, d] and the exact divergence ∇·s \[n\]; by default the sum of the quadratic forms
     /// of the d unit vectors (d Jacobian-vector products, batched).
     fn score_and_divergence(&self, x: &Tensor, t: &Tensor) -> Result<(Tensor, Tensor)> {
         let (n, d) = x.dims2()?;
@@ -47,7 +47,7 @@ pub trait DivergenceModel: ScoreModel {
 
 /// A divergence model evaluated straight on host buffers, every point at one time t.
 pub trait HostDivergence: Sync {
-    /// s [n × d] at the points (y, stride): x_i = y[i·stride..i·stride + d], and trace[i] =
+    /// s [n × d] at the points (y, stride): x_i = y[i·stride..i·stride + d], and trace\[i\] =
     /// w Σ_k v_kiᵀ (∂s/∂x)(x_i) v_ki along the directions (v [m × n × d], m, w).
     fn score_and_trace(
         &self,
@@ -201,7 +201,7 @@ impl Parameterisation {
     }
 }
 
-/// Per-row [n, 1] columns of f(t) evaluated at the times in t [n].
+/// Per-row [n, 1] columns of f(t) evaluated at the times in t \[n\].
 pub fn column(t: &Tensor, dtype: DType, f: impl Fn(f64) -> f64) -> Result<Tensor> {
     let ts: Vec<f64> = crate::flat::values(t)?;
     column_of(ts.into_iter().map(f).collect(), dtype, t.device())
@@ -251,7 +251,7 @@ pub fn pf_velocity(process: &dyn Process, x: &Tensor, s: &Tensor, t: f64) -> Res
     Ok(((x * f)? - (s * half_g2)?)?)
 }
 
-/// A [n] tensor filled with time t.
+/// A \[n\] tensor filled with time t.
 pub fn times(t: f64, n: usize, dtype: DType, device: &Device) -> Result<Tensor> {
     Ok(Tensor::full(t, n, device)?.to_dtype(dtype)?)
 }

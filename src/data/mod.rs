@@ -21,7 +21,7 @@ pub struct Points {
     pub d: usize,
     /// Row-major data, length `n * d`.
     pub data: Vec<f64>,
-    /// The shape of one point ([N, k] for particles, [c, h, w] for images); empty: [d].
+    /// The shape of one point ([N, k] for particles, [c, h, w] for images); empty: \[d\].
     pub event: Vec<usize>,
 }
 
@@ -43,7 +43,7 @@ impl Points {
         })
     }
 
-    /// The same points with each one shaped `event` (whose sizes multiply to d; empty: [d]).
+    /// The same points with each one shaped `event` (whose sizes multiply to d; empty: \[d\]).
     pub fn with_event(mut self, event: Vec<usize>) -> Result<Self> {
         if !event.is_empty() && event.iter().product::<usize>() != self.d {
             bail!(
@@ -55,7 +55,7 @@ impl Points {
         Ok(self)
     }
 
-    /// The shape of one point: `event`, or [d] when none was given.
+    /// The shape of one point: `event`, or \[d\] when none was given.
     pub fn event_shape(&self) -> Vec<usize> {
         if self.event.is_empty() {
             vec![self.d]

@@ -1,11 +1,11 @@
-//! NumPy `.npy` files in and out: [n, d], [n], or [n, ...event] (particles, images).
+//! NumPy `.npy` files in and out: [n, d], \[n\], or [n, ...event] (particles, images).
 
 use super::Points;
 use anyhow::{anyhow, bail, Context, Result};
 use npyz::WriterBuilder;
 use std::path::Path;
 
-/// Reads a C-order little-endian `f32`/`f64` `.npy` file of n points: [n, d], [n] (as n × 1), or
+/// Reads a C-order little-endian `f32`/`f64` `.npy` file of n points: [n, d], \[n\] (as n × 1), or
 /// [n, e₁, e₂, …] (each point an event of shape [e₁, e₂, …], e.g. particles [n, N, k]).
 pub fn read_npy(path: &Path) -> Result<Points> {
     let p = path.display();

@@ -63,7 +63,7 @@ impl Default for Arch {
 pub struct ModelConfig {
     /// Data dimension d: the number of values in one event.
     pub dim: usize,
-    /// The event shape ([d] for points, [N, k] for particles, [c, h, w] for images); empty: [d].
+    /// The event shape (\[d\] for points, [N, k] for particles, [c, h, w] for images); empty: \[d\].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub event: Vec<usize>,
     /// The subspace of R^d that noise, prior and samples live in.
@@ -85,7 +85,7 @@ impl ModelConfig {
         }
     }
 
-    /// The event shape, [d] when none was given.
+    /// The event shape, \[d\] when none was given.
     pub fn event_shape(&self) -> Vec<usize> {
         if self.event.is_empty() {
             vec![self.dim]

@@ -284,7 +284,7 @@ multiversion! {
 }
 
 multiversion! {
-    /// acc[j] += Σ_i g[i, j] over the rows of g [rows × acc.len()] (bias gradients).
+    /// acc\[j\] += Σ_i g[i, j] over the rows of g [rows × acc.len()] (bias gradients).
     pub fn add_column_sums(acc: &mut [f32], g: &[f32]) {
         for row in g.chunks_exact(acc.len()) {
             acc.iter_mut().zip(row).for_each(|(a, g)| *a += g);

@@ -130,7 +130,7 @@ impl TimeEmbedding {
         )
     }
 
-    /// Embedding features [n, features] of times t [n], in the frequencies' dtype.
+    /// Embedding features [n, features] of times t \[n\], in the frequencies' dtype.
     pub fn forward(&self, t: &Tensor) -> Result<Tensor> {
         let t = t.to_dtype(self.w.dtype())?.unsqueeze(1)?;
         let proj = t
@@ -153,7 +153,7 @@ impl TimeEmbedding {
     }
 }
 
-/// A linear layer's weight [out, in] and bias [out] with PyTorch's default initialisation
+/// A linear layer's weight [out, in] and bias \[out\] with PyTorch's default initialisation
 /// U(±1/√fan_in), drawn from `rng` (weight first).
 pub fn linear(
     fan_in: usize,

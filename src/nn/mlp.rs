@@ -15,7 +15,7 @@ pub struct Mlp {
     /// Input dimension d.
     pub dim: usize,
     pub activation: Activation,
-    /// layers.{i}.weight [out, in], layers.{i}.bias [out], in order; the time embedding.
+    /// layers.{i}.weight [out, in], layers.{i}.bias \[out\], in order; the time embedding.
     pub w: Weights,
 }
 

@@ -101,7 +101,7 @@ impl Model {
         &self.device
     }
 
-    /// Raw network output (in the configured parameterisation) for x [n, d] and t [n]; for an
+    /// Raw network output (in the configured parameterisation) for x [n, d] and t \[n\]; for an
     /// energy network, ∇x f_θ.
     pub fn forward(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
         self.check_inputs(x, None)?;
@@ -114,7 +114,7 @@ impl Model {
         self.network.forward(x, t, None)
     }
 
-    /// The scalar f_θ(x, t) [n] of an energy network (−energy: the score is its gradient).
+    /// The scalar f_θ(x, t) \[n\] of an energy network (−energy: the score is its gradient).
     pub fn energy(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
         if self.parameterisation() != Parameterisation::Energy {
             bail!(

@@ -7,8 +7,8 @@ use candle_core::{DType, Tensor, Var};
 
 /// A network f_θ(x, t, c): the raw output that a `Parameterisation` turns into a score.
 pub trait Network: Send + Sync {
-    /// Raw output [n, o] at x [n, d] (the event flattened), times t [n] and an optional
-    /// condition c [n] (e.g. class labels).
+    /// Raw output [n, o] at x [n, d] (the event flattened), times t \[n\] and an optional
+    /// condition c \[n\] (e.g. class labels).
     fn forward(&self, x: &Tensor, t: &Tensor, cond: Option<&Tensor>) -> Result<Tensor>;
     /// Trainable variables, named, in a fixed order (the optimiser's and the checkpoint's).
     fn vars(&self) -> &[(String, Var)];

@@ -52,7 +52,7 @@ pub fn noise(net: &Model, x0: &Tensor, ts: Vec<f64>, rng: &mut ChaCha8Rng) -> Re
 }
 
 impl Noised {
-    /// x_t [n, d] and t [n] as tensors of `dtype` on `device`.
+    /// x_t [n, d] and t \[n\] as tensors of `dtype` on `device`.
     pub fn tensors(&self, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
         let n = self.ts.len();
         let xt = Tensor::from_slice(&self.xt, (n, self.d), device)?.to_dtype(dtype)?;
@@ -64,11 +64,11 @@ impl Noised {
 /// A regression problem: minimise mean_n w_n ½‖out(x_t, t) − out*‖² over the network's raw output,
 /// with out* chosen so that to_score(out*) = s* and w_n = λ(t_n) c(t_n)². Host values (f64).
 pub struct Regression {
-    /// The inputs: x_t [n × d] at times t [n].
+    /// The inputs: x_t [n × d] at times t \[n\].
     pub z: Noised,
     /// Output-space targets out* [n × d].
     pub target: Vec<f64>,
-    /// Per-row weights w [n].
+    /// Per-row weights w \[n\].
     pub weight: Vec<f64>,
     device: Device,
 }

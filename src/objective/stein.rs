@@ -12,7 +12,7 @@ use anyhow::Result;
 use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
 
-/// One draw of a Stein objective: x_t [n, d] at times t [n] and directions v [m, n, d] (ISM: the
+/// One draw of a Stein objective: x_t [n, d] at times t \[n\] and directions v [m, n, d] (ISM: the
 /// d unit vectors; SSM: m random projections).
 pub struct Stein {
     pub xt: Tensor,

@@ -42,7 +42,7 @@ impl ExactScore {
         Ok((n, d, xs, ts))
     }
 
-    /// Score [n, d] and `score_and_curvature_at` per row time: Laplacian [n] or probe forms [m, n].
+    /// Score [n, d] and `score_and_curvature_at` per row time: Laplacian \[n\] or probe forms [m, n].
     fn curvature(
         &self,
         x: &Tensor,

@@ -306,7 +306,7 @@ impl GaussianMixture {
     /// Exact score s = ∇ log p_t and second-order terms of log p_t at one time's (α, σ) for rows of
     /// `x` (row-major n×d). With P_k the precision of component k of p_t, z_k = P_k(x − α μ_k) and
     /// r_k the responsibilities, the Hessian is H = Σ_k r_k (z_k z_kᵀ − P_k) − s sᵀ, so
-    /// - `probes = None`: the Laplacian tr H = Σ_k r_k (‖z_k‖² − tr P_k) − ‖s‖², one per row [n];
+    /// - `probes = None`: the Laplacian tr H = Σ_k r_k (‖z_k‖² − tr P_k) − ‖s‖², one per row \[n\];
     /// - `probes = Some(v)`, v row-major [m, n, d]: the forms vᵀ H v = Σ_k r_k ((z_k·v)² − vᵀP_k v)
     ///   − (s·v)² for each probe of each row, [m, n] row-major.
     pub fn score_and_curvature_at(

@@ -2,7 +2,7 @@
 //! metadata (format, configs, step, RNG state) as JSON strings in the safetensors header.
 //!
 //! Tensor names (load in Python with `safetensors.numpy.load_file`): the network's variables under
-//! `params.` (the MLP's `params.layers.{i}.weight` [out, in] and `params.layers.{i}.bias` [out]),
+//! `params.` (the MLP's `params.layers.{i}.weight` [out, in] and `params.layers.{i}.bias` \[out\]),
 //! the same under `ema.`, `adam_m.`, `adam_v.`, and the network's fixed buffers under their own
 //! names (`embed.W`). Header keys: `format`, `model` (the model spec: ModelConfig JSON, from which
 //! any network is rebuilt), `run` (RunConfig JSON), `step`, `rng` (ChaCha8 seed, stream and word

@@ -66,7 +66,7 @@ impl DataSource {
         Ok(DataSource::Points { x, forces })
     }
 
-    /// The shape of one point (empty: [d]).
+    /// The shape of one point (empty: \[d\]).
     pub fn event(&self) -> Vec<usize> {
         match self {
             DataSource::Points { x, .. } => x.event.clone(),

@@ -6,7 +6,7 @@ use crate::objective::stein::SteinKind;
 use std::ops::Range;
 
 /// mean_n w_n ½‖out_n − out*_n‖² (`Regression::loss`) on rows `rows` of n, with targets
-/// [n × o] and weights [n]; out and g are the block's [rows × o].
+/// [n × o] and weights \[n\]; out and g are the block's [rows × o].
 pub fn regression(
     target: &[f32],
     weight: &[f32],

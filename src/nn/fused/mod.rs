@@ -59,7 +59,7 @@ pub fn build(model: &Model, objective: Option<&ObjectiveConfig>) -> Result<Optio
     model.network().fused().transpose()
 }
 
-/// One linear layer's place in the flat buffer: W [fan_out × fan_in] at `w`, b [fan_out] at `b`.
+/// One linear layer's place in the flat buffer: W [fan_out × fan_in] at `w`, b \[fan_out\] at `b`.
 #[derive(Clone, Debug)]
 struct Layer {
     fan_in: usize,
@@ -274,7 +274,7 @@ impl FusedMlp {
     }
 
     /// A flat buffer laid out like `params` split into the network's tensors (weights [out, in],
-    /// biases [out]) in `Mlp::vars` order.
+    /// biases \[out\]) in `Mlp::vars` order.
     pub fn to_tensors(&self, flat: &[f32], device: &Device) -> Result<Vec<Tensor>> {
         let mut out = Vec::with_capacity(2 * self.layers.len());
         for l in &self.layers {
@@ -312,7 +312,7 @@ impl FusedMlp {
         Ok(flat)
     }
 
-    /// Raw outputs [n × out] at x [n × d], t [n], and with directions v = (values [m × n × d], m)
+    /// Raw outputs [n × out] at x [n × d], t \[n\], and with directions v = (values [m × n × d], m)
     /// their forward-mode tangents J·v [m × n × out].
     pub fn forward(
         &self,
@@ -523,7 +523,7 @@ impl FusedMlp {
         rows.step_by(b).map(move |s| s..(s + b).min(end))
     }
 
-    /// The network on rows `block`: acts[L] ← out, and a'(z) (and a''(z)) as `keep` asks.
+    /// The network on rows `block`: acts\[L\] ← out, and a'(z) (and a''(z)) as `keep` asks.
     fn forward_block(
         &self,
         ws: &mut Workspace,

@@ -3,8 +3,10 @@
 
 use super::FusedMlp;
 use crate::flat::with_values;
+use crate::flat::Buf;
 use crate::nn::Model;
-use crate::score::{HostDivergence, ScoreModel};
+use crate::process::Process;
+use crate::score::{pf_coefficients, HostDivergence, ScoreModel};
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
 
@@ -34,7 +36,7 @@ fn run<R>(
     Ok((out, tan, r))
 }
 
-/// Raw outputs [n, o] at x [n, d], t [n] (f32 tensors).
+/// Raw outputs [n, o] at x [n, d], t \[n\] (f32 tensors).
 pub fn raw(f: &FusedMlp, x: &Tensor, t: &Tensor) -> Result<Tensor> {
     let (out, _, ()) = run(f, x, t, None, |_, _, _, _, _| Ok(()))?;
     Ok(Tensor::from_vec(
@@ -155,6 +157,62 @@ impl HostDivergence for Model {
         self.process().space().project(s);
         for (i, tr) in trace.iter_mut().enumerate() {
             *tr = w * (0..m).map(|k| q[k * n + i] as f64).sum::<f64>();
+        }
+        Ok(())
+    }
+}
+
+/// The likelihood's ODE right-hand side on flat host rows [x, ∫∇·v]: [f x − ½g² s, dof·f − ½g² ∇·s],
+/// the host twin of `score::pf_velocity` and the divergence, with buffers reused by every call.
+pub struct HostRhs<'a> {
+    host: &'a dyn HostDivergence,
+    process: &'a dyn Process,
+    d: usize,
+    /// Degrees of freedom of the space (∇·(f x) = dof·f).
+    dof: f64,
+    /// Directions [m × n × d] and the weight of their forms.
+    v: (Vec<f32>, usize, f64),
+    s: Vec<f64>,
+    div: Vec<f64>,
+}
+
+impl<'a> HostRhs<'a> {
+    /// The right-hand side for n points of dimension d on a space of `dof` dimensions, the
+    /// divergence as w Σ_k v_kᵀ J v_k along directions (v, m, w).
+    pub fn new(
+        host: &'a dyn HostDivergence,
+        process: &'a dyn Process,
+        (n, d, dof): (usize, usize, f64),
+        v: (Vec<f32>, usize, f64),
+    ) -> Self {
+        HostRhs {
+            host,
+            process,
+            d,
+            dof,
+            v,
+            s: vec![0.0; n * d],
+            div: vec![0.0; n],
+        }
+    }
+
+    /// out = f(y, t).
+    pub fn eval(&mut self, y: &Buf, t: f64, out: &mut Buf) -> Result<()> {
+        let d = self.d;
+        let (v, m, w) = (&self.v.0, self.v.1, self.v.2);
+        self.host
+            .score_and_trace((y.host()?, d + 1), t, (v, m, w), &mut self.s, &mut self.div)?;
+        let (a, half_g2) = pf_coefficients(self.process, t);
+        let rows = y
+            .host()?
+            .chunks_exact(d + 1)
+            .zip(self.s.chunks_exact(d))
+            .zip(&self.div);
+        for (o, ((y, s), div)) in out.host_mut()?.chunks_exact_mut(d + 1).zip(rows) {
+            for j in 0..d {
+                o[j] = y[j] * a - s[j] * half_g2;
+            }
+            o[d] = div * -half_g2 + self.dof * a;
         }
         Ok(())
     }
