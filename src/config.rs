@@ -18,6 +18,9 @@ pub struct DataConfig {
     pub scale: f64,
     /// Optional `.npy`/`.csv` of per-sample forces F = ∇log p0 = −∇E beside a data file (same shape).
     pub forces: Option<String>,
+    /// Optional `.npy` of integer class labels, one per point of a data file (for a conditional
+    /// network).
+    pub labels: Option<String>,
     /// The subspace the data live in: `{ kind = "com_free", particles = N, dim = k }` for
     /// particles [n, N, k] with zero centre of mass (noise, prior and likelihood follow it).
     #[serde(skip_serializing_if = "Space::is_full")]
@@ -30,6 +33,7 @@ impl Default for DataConfig {
             source: "checkerboard".into(),
             scale: 1.0,
             forces: None,
+            labels: None,
             space: Space::Full,
         }
     }

@@ -283,3 +283,59 @@ fn a_model_trains_and_samples_on_particles() {
         vec![4, 2]
     );
 }
+
+/// Class labels beside a data file ride along with each batch, row for row; a network that takes
+/// no condition refuses them with a message instead of ignoring them.
+#[test]
+fn labels_ride_with_their_points() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // point i is (i, −i) with label i mod 7
+    let n = 50;
+    let pts =
+        Points::new(n, 2, (0..n).flat_map(|i| [i as f64, -(i as f64)]).collect()).expect("points");
+    let file = dir.path().join("x.npy");
+    data::write_npy(&file, &pts, true).expect("write");
+    let labels = dir.path().join("y.npy");
+    {
+        use npyz::WriterBuilder;
+        let f = std::fs::File::create(&labels).expect("create");
+        let mut w = npyz::WriteOptions::<i64>::new()
+            .default_dtype()
+            .shape(&[n as u64])
+            .writer(f)
+            .begin_nd()
+            .expect("npy");
+        w.extend((0..n as i64).map(|i| i % 7)).expect("write");
+        w.finish().expect("finish");
+    }
+    let cfg = DataConfig {
+        source: file.to_string_lossy().into_owned(),
+        labels: Some(labels.to_string_lossy().into_owned()),
+        ..DataConfig::default()
+    };
+    let source = train::DataSource::open(&cfg).expect("open");
+    assert!(source.has_labels());
+    let b = source
+        .batch(
+            64,
+            1.0,
+            &mut ChaCha8Rng::seed_from_u64(3),
+            &Device::Cpu,
+            None,
+        )
+        .expect("batch");
+    let x: Vec<Vec<f32>> = b.x0.to_vec2().expect("x");
+    let y: Vec<u32> = b.labels.expect("labels").to_vec1().expect("y");
+    for (row, label) in x.iter().zip(&y) {
+        assert_eq!(*label, row[0] as u32 % 7, "row {row:?}");
+    }
+    let run = RunConfig {
+        data: cfg,
+        ..RunConfig::default()
+    };
+    let err = train::train(&run, &dir.path().join("run"), &quiet(), &Device::Cpu)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("takes no condition"), "{err}");
+}

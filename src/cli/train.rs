@@ -73,6 +73,9 @@ pub struct Args {
     /// Time (noise level) of single-level objectives.
     #[arg(long, default_value_t = 0.01)]
     level_t: f64,
+    /// Integer class labels, one per point of --data (.npy), for a conditional network.
+    #[arg(long)]
+    labels: Option<String>,
     /// Per-sample forces F = ∇log p0 (.npy/.csv, same shape as --data) for force / mixed / esm.
     #[arg(long)]
     forces: Option<String>,
@@ -102,6 +105,9 @@ pub fn run(a: Args) -> Result<()> {
     }
     if let Some(f) = a.forces {
         cfg.data.forces = Some(f);
+    }
+    if let Some(l) = a.labels {
+        cfg.data.labels = Some(l);
     }
     if let Some(o) = &a.objective {
         cfg.objective = ObjectiveConfig::from_name(o, a.weighting, a.level_t)?;

@@ -108,3 +108,85 @@ pub fn write_npy_f32_1d(path: &Path, values: &[f64]) -> Result<()> {
         })
         .with_context(|| format!("{p}: writing .npy failed"))
 }
+
+/// Reads integer class labels, one per point: a 1-D (or [n, 1]) `.npy` of any integer dtype
+/// (`|u1`, `|i1`, `<u2`, `<i2`, `<u4`, `<i4`, `<u8`, `<i8`), each a non-negative class index.
+pub fn read_labels(path: &Path) -> Result<Vec<u32>> {
+    let p = path.display();
+    let bytes = std::fs::read(path).with_context(|| format!("{p}: cannot read file"))?;
+    let npy =
+        npyz::NpyFile::new(&bytes[..]).map_err(|e| anyhow!("{p}: not a valid .npy file ({e})"))?;
+    let shape = npy.shape().to_vec();
+    if !matches!(shape[..], [_] | [_, 1]) {
+        bail!("{p}: labels have shape {shape:?}; expected one integer per point, [n] or [n, 1]");
+    }
+    if npy.order() == npyz::Order::Fortran && shape.len() > 1 {
+        bail!("{p}: array is stored in Fortran order; save np.ascontiguousarray(arr) instead");
+    }
+    let descr = match npy.dtype() {
+        npyz::DType::Plain(ts) => ts.to_string(),
+        other => other.descr(),
+    };
+    let read = |e: std::io::Error| anyhow!("{p}: reading labels ({e})");
+    let wide: Vec<i128> = match descr.as_str() {
+        "|u1" => npy
+            .into_vec::<u8>()
+            .map_err(read)?
+            .into_iter()
+            .map(i128::from)
+            .collect(),
+        "|i1" => npy
+            .into_vec::<i8>()
+            .map_err(read)?
+            .into_iter()
+            .map(i128::from)
+            .collect(),
+        "<u2" => npy
+            .into_vec::<u16>()
+            .map_err(read)?
+            .into_iter()
+            .map(i128::from)
+            .collect(),
+        "<i2" => npy
+            .into_vec::<i16>()
+            .map_err(read)?
+            .into_iter()
+            .map(i128::from)
+            .collect(),
+        "<u4" => npy
+            .into_vec::<u32>()
+            .map_err(read)?
+            .into_iter()
+            .map(i128::from)
+            .collect(),
+        "<i4" => npy
+            .into_vec::<i32>()
+            .map_err(read)?
+            .into_iter()
+            .map(i128::from)
+            .collect(),
+        "<u8" => npy
+            .into_vec::<u64>()
+            .map_err(read)?
+            .into_iter()
+            .map(i128::from)
+            .collect(),
+        "<i8" => npy
+            .into_vec::<i64>()
+            .map_err(read)?
+            .into_iter()
+            .map(i128::from)
+            .collect(),
+        other => bail!(
+            "{p}: labels have dtype {other}; class labels are integers (e.g. arr.astype(np.int64))"
+        ),
+    };
+    wide.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            u32::try_from(v).map_err(|_| {
+                anyhow!("{p}: label {v} of point {i} is not a class index (0, 1, 2, …)")
+            })
+        })
+        .collect()
+}

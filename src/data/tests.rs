@@ -243,3 +243,75 @@ fn csv_round_trip_and_errors() {
     assert!(read_csv(&p).is_err());
     assert!(read_csv(&dir.path().join("missing.csv")).is_err());
 }
+
+/// Labels of every integer dtype read as class indices; floats, negatives and 2-D arrays are
+/// errors that say what to do.
+#[test]
+fn labels_read_from_integer_npy() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, f: &dyn Fn(std::fs::File)| {
+        let p = dir.path().join(name);
+        f(std::fs::File::create(&p).unwrap());
+        p
+    };
+    let u8s = write("u8.npy", &|f| {
+        let mut w = npyz::WriteOptions::<u8>::new()
+            .default_dtype()
+            .shape(&[4])
+            .writer(f)
+            .begin_nd()
+            .unwrap();
+        w.extend([0u8, 3, 9, 1]).unwrap();
+        w.finish().unwrap();
+    });
+    assert_eq!(read_labels(&u8s).unwrap(), vec![0, 3, 9, 1]);
+    let i64s = write("i64.npy", &|f| {
+        let mut w = npyz::WriteOptions::<i64>::new()
+            .default_dtype()
+            .shape(&[3, 1])
+            .writer(f)
+            .begin_nd()
+            .unwrap();
+        w.extend([7i64, 0, 2]).unwrap();
+        w.finish().unwrap();
+    });
+    assert_eq!(read_labels(&i64s).unwrap(), vec![7, 0, 2]);
+    let negative = write("neg.npy", &|f| {
+        let mut w = npyz::WriteOptions::<i32>::new()
+            .default_dtype()
+            .shape(&[2])
+            .writer(f)
+            .begin_nd()
+            .unwrap();
+        w.extend([1i32, -1]).unwrap();
+        w.finish().unwrap();
+    });
+    let e = read_labels(&negative).unwrap_err().to_string();
+    assert!(e.contains("label -1 of point 1"), "{e}");
+    let floats = write("f.npy", &|f| {
+        let mut w = npyz::WriteOptions::<f32>::new()
+            .default_dtype()
+            .shape(&[2])
+            .writer(f)
+            .begin_nd()
+            .unwrap();
+        w.extend([1f32, 2.0]).unwrap();
+        w.finish().unwrap();
+    });
+    let e = read_labels(&floats).unwrap_err().to_string();
+    assert!(e.contains("astype(np.int64)"), "{e}");
+    let matrix = write("m.npy", &|f| {
+        let mut w = npyz::WriteOptions::<u8>::new()
+            .default_dtype()
+            .shape(&[2, 2])
+            .writer(f)
+            .begin_nd()
+            .unwrap();
+        w.extend([1u8, 2, 3, 4]).unwrap();
+        w.finish().unwrap();
+    });
+    assert!(read_labels(&matrix)
+        .unwrap_err()
+        .to_string()
+        .contains("one integer per point"));
+}

@@ -23,6 +23,13 @@ pub enum NetworkKind {
     Resmlp,
 }
 
+impl NetworkKind {
+    /// Whether the network takes a condition (class labels): none of the point networks does.
+    pub fn conditional(&self) -> bool {
+        false
+    }
+}
+
 /// Architecture of the network (the `[model]` table of a run config).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

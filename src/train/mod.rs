@@ -125,6 +125,12 @@ pub fn train(
     if cfg.objective.needs_forces() && !source.has_forces() {
         bail!("objective '{}' needs per-sample forces: train on a mixture target ({}) or give data.forces", cfg.objective.name(), crate::target::TARGET_NAMES.join(", "));
     }
+    if source.has_labels() && !cfg.model.network.conditional() {
+        bail!(
+            "data.labels gives class labels, but the {:?} network takes no condition; drop the labels or choose a conditional network",
+            cfg.model.network
+        );
+    }
     let truth = source.mixture().map(|m| ExactScore {
         mixture: m.clone(),
         process: process.clone(),

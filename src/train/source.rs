@@ -17,8 +17,13 @@ pub enum DataSource {
     Toy(String),
     /// A Gaussian-mixture target (model space), drawn exactly, with exact forces from its `Potential`.
     Mixture(GaussianMixture),
-    /// Points from a file, with per-sample forces when `data.forces` names a second file.
-    Points { x: Points, forces: Option<Points> },
+    /// Points from a file, with per-sample forces when `data.forces` names a second file and
+    /// class labels when `data.labels` names one.
+    Points {
+        x: Points,
+        forces: Option<Points>,
+        labels: Option<Vec<u32>>,
+    },
 }
 
 fn load(path: &str, scale: f64) -> Result<Points> {
@@ -63,7 +68,32 @@ impl DataSource {
             }
             None => None,
         };
-        Ok(DataSource::Points { x, forces })
+        let labels = match &cfg.labels {
+            Some(l) => {
+                let labels = data::read_labels(Path::new(l))?;
+                if labels.len() != x.n {
+                    bail!(
+                        "{l}: {} labels for the {} points of {source}",
+                        labels.len(),
+                        x.n
+                    );
+                }
+                Some(labels)
+            }
+            None => None,
+        };
+        Ok(DataSource::Points { x, forces, labels })
+    }
+
+    /// Whether the points carry class labels.
+    pub fn has_labels(&self) -> bool {
+        matches!(
+            self,
+            DataSource::Points {
+                labels: Some(_),
+                ..
+            }
+        )
     }
 
     /// The shape of one point (empty: \[d\]).
@@ -124,14 +154,14 @@ impl DataSource {
         let to_tensor = |p: &Points| -> Result<Tensor> {
             Ok(Tensor::from_vec(p.to_f32(), (p.n, p.d), device)?)
         };
-        let (x, f) = match self {
-            DataSource::Toy(name) => (data::toy(name, n, rng)?.scaled(1.0 / scale), None),
+        let (x, f, labels) = match self {
+            DataSource::Toy(name) => (data::toy(name, n, rng)?.scaled(1.0 / scale), None, None),
             DataSource::Mixture(m) => {
                 let x = m.sample(n, rng);
                 let f = Points::new(n, x.d, m.force(&x.data)?)?;
-                (x, Some(f))
+                (x, Some(f), None)
             }
-            DataSource::Points { x, forces } => {
+            DataSource::Points { x, forces, labels } => {
                 let rows: Vec<usize> = (0..n).map(|_| rng.random_range(0..x.n)).collect();
                 let pick = |p: &Points| {
                     Points::new(
@@ -140,12 +170,18 @@ impl DataSource {
                         rows.iter().flat_map(|&i| p.row(i).to_vec()).collect(),
                     )
                 };
-                (pick(x)?, forces.as_ref().map(pick).transpose()?)
+                let picked = labels
+                    .as_ref()
+                    .map(|l| rows.iter().map(|&i| l[i]).collect());
+                (pick(x)?, forces.as_ref().map(pick).transpose()?, picked)
             }
         };
         Ok(Batch {
             x0: to_tensor(&x)?,
             force: f.as_ref().map(to_tensor).transpose()?,
+            labels: labels
+                .map(|l: Vec<u32>| Tensor::from_vec(l, n, device))
+                .transpose()?,
             truth,
         })
     }
