@@ -264,7 +264,7 @@ pub struct Batch<'a> {
     pub x0: Tensor,
     /// Per-sample data scores ∇log p0(x0) = F(x0) (forces, at temperature 1), when known.
     pub force: Option<Tensor>,
-    /// Class labels [n] (u32), when the data carry them.
+    /// Class labels \[n\] (u32), when the data carry them.
     pub labels: Option<Tensor>,
     /// The exact diffused score ∇log p_t, when the data come from a known target.
     pub truth: Option<&'a dyn ScoreModel>,
