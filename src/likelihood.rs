@@ -22,6 +22,7 @@ use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+pub use crate::metrics::mean_and_sem;
 pub use crate::score::{DivergenceModel, Probe};
 
 /// How ∇·s is computed along the trajectory.
@@ -432,17 +433,6 @@ pub fn decode(
 ) -> Result<(Tensor, usize)> {
     let (t0, t1) = opts.span(process)?;
     transport(model, process, z, t1, t0, &opts.solver)
-}
-
-/// Mean and standard error (sample s.d./√n) of per-point values; s.e. 0 for fewer than 2.
-pub fn mean_and_sem(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    if v.len() < 2 {
-        return (mean, 0.0);
-    }
-    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    (mean, (var / n).sqrt())
 }
 
 /// Uniform dequantisation of 8-bit data into [lo, hi]^D and the bits per dimension it implies.

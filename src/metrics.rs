@@ -322,6 +322,17 @@ pub fn fisher_divergence(s_model: &Points, s_true: &Points) -> f64 {
     0.5 * sq_dist(&s_model.data, &s_true.data) / s_model.n as f64
 }
 
+/// Mean and standard error (sample s.d./√n) of per-point values; s.e. 0 for fewer than 2.
+pub fn mean_and_sem(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    if v.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, (var / n).sqrt())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

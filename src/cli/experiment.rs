@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
-use tweedie::experiment::{objectives, samplers, schedules};
+use tweedie::experiment::{objectives, quality, samplers, schedules};
 
 #[derive(Parser)]
 pub struct Args {
@@ -44,6 +44,25 @@ struct Budget {
 
 #[derive(Subcommand)]
 enum Which {
+    /// Few-step samplers × time grids × NFE with exact scores, judged by the sample cross-entropy
+    /// E_q[−log p] against the entropy and against the converged ODE from the same prior draws.
+    Quality {
+        /// Mixture targets (gmm40 in model space, x/50).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "anisotropic3,anisotropic10,gmm40"
+        )]
+        targets: Vec<String>,
+        /// Samples per run.
+        #[arg(long, default_value_t = 20_000)]
+        n: usize,
+        /// NFE budgets (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "10,20,40")]
+        budgets: Vec<usize>,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Every sampler at several NFE budgets on the 40-mode mixture with exact scores: W2 vs NFE.
     Samplers {
         /// Samples per run (and size of the exact reference set).
@@ -97,6 +116,24 @@ fn show(out: &Path, file: &str) -> Result<()> {
 
 pub fn run(a: Args) -> Result<()> {
     match a.which {
+        Which::Quality {
+            targets,
+            n,
+            budgets,
+            common: c,
+        } => {
+            quality::run(
+                &quality::Settings {
+                    targets,
+                    n,
+                    budgets,
+                    seed: c.seed,
+                    quiet: c.quiet,
+                },
+                &c.out,
+            )?;
+            show(&c.out, "quality.md")
+        }
         Which::Samplers {
             n,
             budgets,

@@ -67,9 +67,10 @@ pub struct Args {
     /// (continuous ones use --weighting; single-level ones --level-t; full control in [objective]).
     #[arg(long)]
     objective: Option<String>,
-    /// Weighting λ(t) of continuous objectives: sigma2 (ε-MSE), g2 (likelihood weighting), one.
-    #[arg(long, value_enum, default_value = "sigma2")]
-    weighting: Weighting,
+    /// Weighting λ(t) of continuous objectives (dsm, force, mixed; default sigma2): sigma2 (ε-MSE),
+    /// g2 (likelihood weighting), g2_is (likelihood weighting, t importance-sampled ∝ g²/σ²), one.
+    #[arg(long, value_enum)]
+    weighting: Option<Weighting>,
     /// Time (noise level) of single-level objectives.
     #[arg(long, default_value_t = 0.01)]
     level_t: f64,
@@ -110,7 +111,19 @@ pub fn run(a: Args) -> Result<()> {
         cfg.data.labels = Some(l);
     }
     if let Some(o) = &a.objective {
-        cfg.objective = ObjectiveConfig::from_name(o, a.weighting, a.level_t)?;
+        cfg.objective =
+            ObjectiveConfig::from_name(o, a.weighting.unwrap_or(Weighting::Sigma2), a.level_t)?;
+    } else if let Some(w) = a.weighting {
+        // --weighting alone sets the weighting of the configured (continuous) objective
+        match &mut cfg.objective {
+            ObjectiveConfig::Dsm { weighting }
+            | ObjectiveConfig::Force { weighting }
+            | ObjectiveConfig::Mixed { weighting } => *weighting = w,
+            other => anyhow::bail!(
+                "--weighting applies to continuous objectives (dsm, force, mixed), not {}",
+                other.name()
+            ),
+        }
     }
     if let Some(s) = a.data_scale {
         cfg.data.scale = s;

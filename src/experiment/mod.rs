@@ -2,6 +2,7 @@
 //! (`tweedie experiment ...`). Long-running by design: they are commands, not tests.
 
 pub mod objectives;
+pub mod quality;
 pub mod samplers;
 pub mod schedules;
 

@@ -53,17 +53,6 @@ pub struct Row {
     pub seconds: f64,
 }
 
-/// Mean and standard error of a list.
-fn mean_se(v: &[f64]) -> (f64, f64) {
-    let m = v.iter().sum::<f64>() / v.len() as f64;
-    let var = if v.len() > 1 {
-        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64
-    } else {
-        0.0
-    };
-    (m, (var / v.len() as f64).sqrt())
-}
-
 /// Settings of the experiment.
 pub struct Settings {
     pub n: usize,
@@ -106,7 +95,7 @@ pub fn run(settings: &Settings, out: &Path) -> Result<Vec<Row>> {
     let floors: Vec<f64> = (0..repeats as u64)
         .map(|r| metrics::w2_exact(&draw(settings.seed + 2000 + r), &references[r as usize]))
         .collect::<Result<_>>()?;
-    let (floor, _) = mean_se(&floors);
+    let (floor, _) = crate::metrics::mean_and_sem(&floors);
     let mut rows = Vec::new();
     let mut jobs: Vec<(&str, usize, Grid, Options)> = Vec::new();
     for &(name, per_step) in COMPARED {
@@ -167,7 +156,7 @@ pub fn run(settings: &Settings, out: &Path) -> Result<Vec<Row>> {
         } else {
             format!("{grid:?}").to_lowercase()
         };
-        let (w2, w2_se) = mean_se(&w2s);
+        let (w2, w2_se) = crate::metrics::mean_and_sem(&w2s);
         rows.push(Row {
             sampler: name.into(),
             grid: grid_name,

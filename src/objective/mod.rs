@@ -9,6 +9,7 @@
 pub mod diagnostics;
 pub mod regression;
 pub mod stein;
+pub mod time;
 
 use crate::nn::Model;
 use crate::process::Process;
@@ -26,6 +27,11 @@ pub enum Weighting {
     Sigma2,
     /// λ(t) = g(t)²: the likelihood weighting (Song et al. 2021b, bounds the NLL).
     G2,
+    /// λ(t) = g(t)² with t importance-sampled from q ∝ g²/σ_t² (Song et al. 2021b, §5): the
+    /// same expected loss as `g2`, each sample weighted by g²/(q(t)(T − t_min)) ∝ σ_t².
+    #[serde(rename = "g2_is")]
+    #[value(name = "g2_is")]
+    G2Importance,
     /// λ(t) = 1.
     One,
 }
@@ -35,7 +41,7 @@ impl Weighting {
     pub fn weight(&self, p: &dyn Process, t: f64) -> f64 {
         match self {
             Weighting::Sigma2 => p.sigma(t).powi(2),
-            Weighting::G2 => p.g2(t),
+            Weighting::G2 | Weighting::G2Importance => p.g2(t),
             Weighting::One => 1.0,
         }
     }

@@ -3,6 +3,7 @@
 //! regresses the network's raw output on the matching output target with weight λ·c(t)², where
 //! c(t) turns an output error into a score error, so no 1/σ_t blows up in f32 at small t.
 
+use super::time::TimeSampler;
 use super::{Batch, Weighting};
 use crate::flat::values;
 use crate::nn::Model;
@@ -135,22 +136,36 @@ fn denoising(
     regress(net, z, target, b.x0.device(), lambda)
 }
 
-fn uniform_times(net: &Model, n: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
+/// n times of a continuous objective and each one's weight: t ~ U(t_min, T) with weight λ(t), or
+/// for `g2_is` t ~ q ∝ g²/σ² with weight g²(t)/(q(t)(T − t_min)), the same expected loss.
+fn continuous_times<'a>(
+    net: &'a Model,
+    weighting: Weighting,
+    n: usize,
+    rng: &mut ChaCha8Rng,
+) -> (Vec<f64>, Box<dyn Fn(f64) -> f64 + 'a>) {
     let p = net.process();
-    (0..n)
+    if weighting == Weighting::G2Importance {
+        let q = TimeSampler::likelihood(p);
+        let ts = (0..n).map(|_| q.sample(rng)).collect();
+        let span = p.t_max() - p.t_min();
+        return (ts, Box::new(move |t| p.g2(t) / (q.density(t) * span)));
+    }
+    let ts = (0..n)
         .map(|_| rng.random_range(p.t_min()..p.t_max()))
-        .collect()
+        .collect();
+    (ts, Box::new(move |t| weighting.weight(p, t)))
 }
 
-/// Continuous-time DSM with weighting λ(t), t ~ U(t_min, T).
+/// Continuous-time DSM with weighting λ(t), t ~ U(t_min, T) (or importance-sampled, `g2_is`).
 pub fn dsm(
     net: &Model,
     weighting: Weighting,
     b: &Batch,
     rng: &mut ChaCha8Rng,
 ) -> Result<Regression> {
-    let ts = uniform_times(net, b.x0.dims()[0], rng);
-    denoising(net, b, ts, rng, |t| weighting.weight(net.process(), t))
+    let (ts, lambda) = continuous_times(net, weighting, b.x0.dims()[0], rng);
+    denoising(net, b, ts, rng, lambda)
 }
 
 /// DSM at one level t with λ = σ_t².
@@ -206,7 +221,7 @@ pub fn force(
     let Some(f) = &b.force else {
         bail!("force score matching needs per-sample forces F(x0) = ∇log p0(x0): a mixture target as data, or data.forces")
     };
-    let ts = uniform_times(net, b.x0.dims()[0], rng);
+    let (ts, lambda) = continuous_times(net, weighting, b.x0.dims()[0], rng);
     let z = noise(net, &b.x0, ts, rng)?;
     let mut target: Vec<f64> = values(f)?;
     let dsm = dsm_target(&z);
@@ -218,7 +233,5 @@ pub fn force(
             *f = w * e + (1.0 - w) * (*f / a);
         }
     }
-    regress(net, z, target, b.x0.device(), |t| {
-        weighting.weight(net.process(), t)
-    })
+    regress(net, z, target, b.x0.device(), lambda)
 }

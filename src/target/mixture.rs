@@ -145,11 +145,54 @@ impl GaussianMixture {
         .expect("valid constants")
     }
 
-    /// A named target: ncsn2, anisotropic3, gmm40 (FAB/iDEM means, std softplus(1)), 8gaussians.
+    /// A stiff 10-D target: four components whose covariances Q diag(λ) Qᵀ have eigenvalues λ
+    /// log-spaced from 0.05 to 1.5 (30×) in rotated frames Q (fixed, from a seeded Gram–Schmidt),
+    /// means at ±1.5 along fixed directions, weights 0.4, 0.3, 0.2, 0.1.
+    pub fn anisotropic10() -> Self {
+        use rand::SeedableRng;
+        let d = 10;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(10);
+        let mut normal = || -> f64 { rng.sample(StandardNormal) };
+        let lambdas: Vec<f64> = (0..d)
+            .map(|i| 0.05 * 30f64.powf(i as f64 / (d - 1) as f64))
+            .collect();
+        let mut means = Vec::new();
+        let mut covs = Vec::new();
+        for _ in 0..4 {
+            // an orthonormal frame: Gram–Schmidt on Gaussian vectors
+            let mut q: Vec<Vec<f64>> = Vec::new();
+            while q.len() < d {
+                let mut v: Vec<f64> = (0..d).map(|_| normal()).collect();
+                for u in &q {
+                    let dot: f64 = v.iter().zip(u).map(|(a, b)| a * b).sum();
+                    v.iter_mut().zip(u).for_each(|(a, b)| *a -= dot * b);
+                }
+                let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt();
+                v.iter_mut().for_each(|a| *a /= norm);
+                q.push(v);
+            }
+            let mut cov = vec![0.0; d * d];
+            for (k, u) in q.iter().enumerate() {
+                for i in 0..d {
+                    for j in 0..d {
+                        cov[i * d + j] += lambdas[k] * u[i] * u[j];
+                    }
+                }
+            }
+            covs.push(cov);
+            let dir: Vec<f64> = (0..d).map(|_| normal()).collect();
+            let norm = dir.iter().map(|a| a * a).sum::<f64>().sqrt();
+            means.push(dir.iter().map(|a| 1.5 * a / norm).collect());
+        }
+        Self::new(vec![0.4, 0.3, 0.2, 0.1], means, covs).expect("valid constants")
+    }
+
+    /// A named target: ncsn2, anisotropic3, anisotropic10, gmm40 (FAB/iDEM means, std softplus(1)), 8gaussians.
     pub fn named(name: &str) -> Result<Self> {
         match name {
             "ncsn2" => Ok(Self::ncsn2()),
             "anisotropic3" => Ok(Self::anisotropic3()),
+            "anisotropic10" => Ok(Self::anisotropic10()),
             "gmm40" => {
                 let means = crate::data::gmm40_means()
                     .iter()

@@ -18,7 +18,13 @@ pub use mixture::GaussianMixture;
 pub use subspace::SubspaceGaussian;
 
 /// Names accepted by `GaussianMixture::named`.
-pub const TARGET_NAMES: &[&str] = &["ncsn2", "anisotropic3", "gmm40", "8gaussians"];
+pub const TARGET_NAMES: &[&str] = &[
+    "ncsn2",
+    "anisotropic3",
+    "anisotropic10",
+    "gmm40",
+    "8gaussians",
+];
 
 /// A Boltzmann target p ∝ exp(−E): energy E(x) and force F(x) = −∇E(x) for rows of x (row-major).
 /// At temperature 1 the force is the score: F = ∇log p.
