@@ -16,21 +16,21 @@ use serde::Serialize;
 use std::path::Path;
 use std::sync::Arc;
 
-/// (sampler, score evaluations per step) of the comparison; each runs on its recommended grid.
-pub const COMPARED: &[(&str, usize)] = &[
-    ("em", 1),
-    ("reverse_diffusion", 1),
-    ("ancestral", 1),
-    ("pc", 2),
-    ("euler", 1),
-    ("heun", 2),
-    ("rk4", 4),
-    ("ddim", 1),
-    ("dpm2", 2),
-    ("dpm3", 3),
-    ("dpmpp_2m", 1),
-    ("dpmpp_3m", 1),
-    ("edm", 2),
+/// The samplers compared, each on its recommended grid (NFE per step from `sample::SAMPLERS`).
+pub const COMPARED: &[&str] = &[
+    "em",
+    "reverse_diffusion",
+    "ancestral",
+    "pc",
+    "euler",
+    "heun",
+    "rk4",
+    "ddim",
+    "dpm2",
+    "dpm3",
+    "dpmpp_2m",
+    "dpmpp_3m",
+    "edm",
 ];
 
 /// Deterministic (probability-flow) samplers among `COMPARED`, for the 20-NFE goal.
@@ -98,7 +98,8 @@ pub fn run(settings: &Settings, out: &Path) -> Result<Vec<Row>> {
     let (floor, _) = crate::metrics::mean_and_sem(&floors);
     let mut rows = Vec::new();
     let mut jobs: Vec<(&str, usize, Grid, Options)> = Vec::new();
-    for &(name, per_step) in COMPARED {
+    for &name in COMPARED {
+        let per_step = sample::info(name)?.nfe_per_step;
         for &b in &settings.budgets {
             if b >= per_step {
                 jobs.push((name, b / per_step, recommended(name), Options::default()));
@@ -198,7 +199,7 @@ fn write_report(settings: &Settings, rows: &[Row], floor: f64, out: &Path) -> Re
         seed = settings.seed
     ));
     md.push_str("| sampler | grid | NFE → W2 |\n|---|---|---|\n");
-    for &(name, _) in COMPARED.iter().chain([("dopri5", 1)].iter()) {
+    for &name in COMPARED.iter().chain(["dopri5"].iter()) {
         let grid = recommended(name);
         let cells: Vec<String> = rows
             .iter()
@@ -235,7 +236,7 @@ fn write_report(settings: &Settings, rows: &[Row], floor: f64, out: &Path) -> Re
     )?;
     let mut series: Vec<(&str, Vec<(f64, f64)>)> = COMPARED
         .iter()
-        .map(|(name, _)| *name)
+        .copied()
         .chain(["dopri5"])
         .map(|name| {
             (
