@@ -35,7 +35,7 @@ fn mean_nll(model: &dyn likelihood::DivergenceModel, p: &dyn Process, x: &Points
     -out.log_p0.iter().sum::<f64>() / x.n as f64
 }
 
-/// The residual MLP, chosen in the config alone, trains, samples with all 17 samplers, gives a
+/// The residual MLP, chosen in the config alone, trains, samples with every sampler, gives a
 /// likelihood and metrics: nothing in objective/, sample/, likelihood or train/ knows it.
 #[test]
 fn a_residual_mlp_goes_through_the_whole_pipeline() {

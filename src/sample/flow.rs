@@ -341,6 +341,143 @@ pub fn dpm_solver_pp_3m(
     f.tensor(&x)
 }
 
+/// UniPC-3 (Zhao et al. 2023, Alg. 2–3, variant bh2, data prediction; `uni_pc.py`), on y = x/α:
+/// the predictor y' = e^{−h} y + (1 − e^{−h})(x̂0 + Σ_k ρ_k D_k) from the last p ≤ 3 denoised
+/// values (D_k = (x̂0_k − x̂0)/r_k, ρ solving R ρ = b), then the corrector UniC: the same update with
+/// the new x̂0 at the predicted point, reused as the next step's history (no extra NFE). Lower
+/// orders at the start and the end; the last step skips the corrector.
+pub fn unipc(
+    m: &dyn ScoreModel,
+    p: &dyn Process,
+    x: Tensor,
+    ts: &[f64],
+    _o: &Options,
+    _r: &mut ChaCha8Rng,
+    tr: &mut Trace,
+) -> Result<Tensor> {
+    const ORDER: usize = 3;
+    let n = ts.len() - 1;
+    let (f, mut x) = ScoreField::new(m, p, x)?;
+    let mut y = x.clone();
+    lincomb(&mut y, 1.0 / p.alpha(ts[0]), &[])?;
+    let mut y_pred = f.buffer();
+    // the denoised values at the last (at most ORDER) times, newest last, and their λ
+    let mut hist: Vec<(f64, Buf)> = Vec::new();
+    let mut fresh = f.buffer();
+    lincomb(&mut x, 0.0, &[(p.alpha(ts[0]), &y)])?;
+    f.predict(X0, &x, ts[0], tr, 0, &mut fresh)?;
+    hist.push((p.lambda(ts[0]), fresh));
+    for (i, &t) in ts.iter().enumerate().skip(1) {
+        let lam = p.lambda(t);
+        let order = ORDER.min(hist.len()).min(n + 1 - i);
+        let (lam0, _) = hist[hist.len() - 1];
+        let h = lam - lam0;
+        // r_k = (λ_k − λ_0)/h for the k-th older value
+        let rks: Vec<f64> = (1..order)
+            .map(|k| (hist[hist.len() - 1 - k].0 - lam0) / h)
+            .collect();
+        let (rho_p, rho_c) = unipc_coefficients(&rks, h);
+        let decay = (-h).exp();
+        let g = -(-h).exp_m1();
+        // y' = e^{−h} y + g [(1 − Σ ρ_k/r_k) x̂0 + Σ (ρ_k/r_k) x̂0_k (+ ρ_t (x̂0_t − x̂0))]
+        let terms = |rho: &[f64], last: f64| -> Vec<f64> {
+            let mut c: Vec<f64> = rks.iter().zip(rho).map(|(r, p)| g * p / r).collect();
+            c.push(g * (1.0 - c.iter().sum::<f64>() / g - last));
+            c
+        };
+        let combine = |out: &mut Buf, c: &[f64], extra: Option<(f64, &Buf)>| -> Result<()> {
+            lincomb(out, 0.0, &[(decay, &y)])?;
+            let k = hist.len();
+            let mut parts: Vec<(f64, &Buf)> = c[..c.len() - 1]
+                .iter()
+                .enumerate()
+                .map(|(j, &cj)| (cj, &hist[k - 2 - j].1))
+                .collect();
+            parts.push((c[c.len() - 1], &hist[k - 1].1));
+            parts.extend(extra);
+            lincomb(out, 1.0, &parts)
+        };
+        combine(&mut y_pred, &terms(&rho_p, 0.0), None)?;
+        if i == n {
+            std::mem::swap(&mut y, &mut y_pred);
+        } else {
+            lincomb(&mut x, 0.0, &[(p.alpha(t), &y_pred)])?;
+            let mut fresh = f.buffer();
+            f.predict(X0, &x, t, tr, i, &mut fresh)?;
+            let last = rho_c[rho_c.len() - 1];
+            let c = terms(&rho_c[..rho_c.len() - 1], last);
+            let mut y_new = std::mem::replace(&mut y_pred, f.buffer());
+            combine(&mut y_new, &c, Some((g * last, &fresh)))?;
+            y = y_new;
+            hist.push((lam, fresh));
+            if hist.len() > ORDER {
+                hist.remove(0);
+            }
+        }
+        lincomb(&mut x, 0.0, &[(p.alpha(t), &y)])?;
+        f.record(&x, t, tr)?;
+    }
+    f.tensor(&x)
+}
+
+/// UniPC's ρ of the predictor (p − 1 values) and the corrector (p values) for the ratios r_k of
+/// the p − 1 older points, with hh = −h, B(h) = e^{hh} − 1 (bh2): R ρ = b, R_ik = r_k^{i−1} (r_p = 1),
+/// b_i = i!·φ_i(hh)/B(h) with φ_1 = (e^{hh} − 1)/hh − 1, φ_{i+1} = φ_i/hh − 1/(i + 1)!.
+fn unipc_coefficients(rks: &[f64], h: f64) -> (Vec<f64>, Vec<f64>) {
+    let p = rks.len() + 1;
+    let hh = -h;
+    let b_h = hh.exp_m1();
+    let mut rs: Vec<f64> = rks.to_vec();
+    rs.push(1.0);
+    let (mut phi, mut fact) = (hh.exp_m1() / hh - 1.0, 1.0);
+    let mut b = Vec::with_capacity(p);
+    for i in 1..=p {
+        b.push(phi * fact / b_h);
+        fact *= (i + 1) as f64;
+        phi = phi / hh - 1.0 / fact;
+    }
+    let r = |rows: usize| -> Vec<Vec<f64>> {
+        (0..rows)
+            .map(|i| rs[..rows].iter().map(|r| r.powi(i as i32)).collect())
+            .collect()
+    };
+    let rho_p = match p {
+        1 => Vec::new(),
+        2 => vec![0.5],
+        _ => solve(r(p - 1), b[..p - 1].to_vec()),
+    };
+    let rho_c = if p == 1 { vec![0.5] } else { solve(r(p), b) };
+    (rho_p, rho_c)
+}
+
+/// The solution of a small dense system A x = b (Gaussian elimination, partial pivoting).
+fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
+    let n = b.len();
+    for c in 0..n {
+        let piv = (c..n)
+            .max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))
+            .unwrap_or(c);
+        a.swap(c, piv);
+        b.swap(c, piv);
+        let (top, rest) = a.split_at_mut(c + 1);
+        let pivot = &top[c];
+        for (r, row) in rest.iter_mut().enumerate() {
+            let f = row[c] / pivot[c];
+            row.iter_mut()
+                .zip(pivot)
+                .skip(c)
+                .for_each(|(x, p)| *x -= f * p);
+            b[c + 1 + r] -= f * b[c];
+        }
+    }
+    let mut x = vec![0.0; n];
+    for r in (0..n).rev() {
+        let s: f64 = (r + 1..n).map(|k| a[r][k] * x[k]).sum();
+        x[r] = (b[r] - s) / a[r][r];
+    }
+    x
+}
+
 /// EDM's stochastic Heun sampler (Karras et al. 2022, Alg. 2) on y = x/α with σ = e^{−λ}:
 /// churn γ = min(S_churn/N, √2 − 1) for S_min ≤ σ ≤ S_max, then a Heun step of dy/dσ = (y − D)/σ.
 pub fn edm_heun(

@@ -297,6 +297,15 @@ pub const SAMPLERS: &[SamplerInfo] = &[
         stochastic: false,
     },
     SamplerInfo {
+        name: "unipc",
+        run: flow::unipc,
+        summary: "UniPC-3 (bh2): multistep predictor + UniC corrector, 1 NFE per step",
+        source: "Zhao et al. 2023, Alg. 2-3",
+        grid: grid::Grid::LogSnr,
+        nfe_per_step: 1,
+        stochastic: false,
+    },
+    SamplerInfo {
         name: "edm",
         run: flow::edm_heun,
         summary: "EDM Heun in σ = e^(−λ), optional churn (stochastic)",

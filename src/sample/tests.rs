@@ -255,6 +255,7 @@ fn ode_solvers_converge_at_their_order() {
         // order 3 per step, but the first (first-order) step's O(h²) error is never averaged
         // away: global order 2, as in k-diffusion and Lu et al.'s code (2.4 at 20 → 40 steps)
         ("dpmpp_3m", Grid::LogSnr, 2.0, [160, 320]),
+        ("unipc", Grid::LogSnr, 3.0, [20, 40]),
     ] {
         let e = endpoint_errors(name, grid, &steps);
         let slope = (e[0] / e[1]).log2();
@@ -534,5 +535,5 @@ fn readme_sampler_table_is_the_registry() {
         readme.contains(&table),
         "README.md's sampler table differs from sample::SAMPLERS; paste:\n{table}"
     );
-    assert_eq!(super::SAMPLERS.len(), 17);
+    assert_eq!(super::SAMPLERS.len(), 18);
 }
