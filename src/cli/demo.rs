@@ -59,6 +59,8 @@ pub fn run(a: Args) -> Result<()> {
         &a.out,
         &TrainOptions {
             callback: Some(tweedie::progress::train_callback(bar.clone())),
+            // the demo's folder is its own: a rerun replaces it
+            overwrite: true,
             ..Default::default()
         },
         &device,
@@ -132,8 +134,11 @@ pub fn run(a: Args) -> Result<()> {
         "verdict": verdict,
     });
     let metrics_path = a.out.join("metrics.json");
-    std::fs::write(&metrics_path, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("{}: cannot write", metrics_path.display()))?;
+    tweedie::io::write_atomic_bytes(
+        &metrics_path,
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )
+    .with_context(|| format!("{}: cannot write", metrics_path.display()))?;
     let refs: Vec<(&str, &Points)> = panels.iter().map(|(t, p)| (t.as_str(), p)).collect();
     plot::scatter_panels(&a.out.join("samples.png"), &refs, None)?;
     plot_loss(&a.out)?;

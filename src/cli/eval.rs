@@ -37,8 +37,7 @@ pub fn run(a: Args) -> Result<()> {
     let text = serde_json::to_string_pretty(&report)?;
     println!("{text}");
     if let Some(p) = a.json {
-        std::fs::write(&p, &text)
-            .map_err(|e| anyhow::anyhow!("{}: cannot write ({e})", p.display()))?;
+        tweedie::io::write_atomic_bytes(&p, text.as_bytes())?;
     }
     Ok(())
 }

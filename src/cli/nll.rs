@@ -298,7 +298,7 @@ pub fn run(a: Args) -> Result<()> {
         eprintln!("per-point log-likelihoods -> {}", p.display());
     }
     if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+        tweedie::io::write_atomic_bytes(p, serde_json::to_string_pretty(&report)?.as_bytes())
             .with_context(|| format!("{}: cannot write", p.display()))?;
     }
     Ok(())
