@@ -37,7 +37,7 @@ fn main() {
     if let Err(e) = cli::run(args) {
         // One line: the outermost context first, then its causes.
         let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-        eprintln!("error: {}", msg.join(": "));
+        eprintln!("error: {}", msg.join(": ").replace('\n', "; "));
         std::process::exit(1);
     }
 }

@@ -47,6 +47,15 @@ pub fn run(a: Args) -> Result<()> {
     cfg.train.steps = a.steps;
     cfg.train.seed = a.seed;
     cfg.train.checkpoint_every = a.steps.max(1);
+    // every setting checked before the first line of progress
+    cfg.validate()?;
+    data::toy(&a.dataset, 1, &mut ChaCha8Rng::seed_from_u64(0))?;
+    anyhow::ensure!(
+        a.n >= 2,
+        "--n must be at least 2 (samples compared with as many data points)"
+    );
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("{}: cannot create the output folder", a.out.display()))?;
     eprintln!(
         "[1/3] training a 3×128 SiLU score MLP on {} for {} steps (VP, DSM with λ = σ²) -> {}",
         a.dataset,

@@ -29,6 +29,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if let Some(p) = &a.json {
+        tweedie::io::check_parent(p)?;
+    }
     let x = data::read_points(&a.samples)?;
     let r = data::read_points(&a.reference)?;
     x.check_finite(&a.samples.display().to_string())?;

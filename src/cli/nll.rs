@@ -213,6 +213,9 @@ fn parallelism(a: &Args, device: &candle_core::Device, n: usize) -> (usize, usiz
 }
 
 pub fn run(a: Args) -> Result<()> {
+    for p in a.out.iter().chain(&a.json) {
+        tweedie::io::check_parent(p)?;
+    }
     let device = tweedie::device(&a.device)?;
     let opts = a.options();
     let quant = a.dequantise.as_deref().map(parse_range).transpose()?;

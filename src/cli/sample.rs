@@ -107,6 +107,9 @@ type Loaded = (
 );
 
 pub fn run(a: Args) -> Result<()> {
+    for p in std::iter::once(&a.out).chain(&a.png).chain(&a.trajectory) {
+        tweedie::io::check_parent(p)?;
+    }
     let device = tweedie::device(&a.device)?;
     let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
     let (model, process, scale, reference, event): Loaded = match (&a.model.run, &a.model.target) {
