@@ -168,13 +168,18 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(12))]
 
-    /// decode(encode(x)) = x along the probability-flow ODE (Dopri5 at rtol = atol = 1e-5).
+    /// decode(encode(x)) = x along the probability-flow ODE (Dopri5 at rtol = atol = 1e-9), for
+    /// points of the data distribution.
     #[test]
     fn encode_decode_round_trip(
         m in any_mixture(),
-        pts in prop::collection::vec(-4.0f64..4.0, 8),
+        seed in any::<u64>(),
         vp in any::<bool>(),
     ) {
+        // points drawn from the data distribution: the flow is a diffeomorphism, but a point of
+        // negligible density (between narrow modes) maps to an exponentially thin set of z, which
+        // no finite tolerance decodes back
+        let pts = m.sample(4, &mut ChaCha8Rng::seed_from_u64(seed)).data;
         let cfg = if vp {
             ProcessConfig::vp_default()
         } else {
