@@ -124,7 +124,11 @@ impl RunConfig {
 
     /// Parses a TOML config from text.
     pub fn from_toml_str(text: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.message().trim()))
+        // toml's message can span lines: one line, as every error
+        toml::from_str(text).map_err(|e| {
+            let lines: Vec<&str> = e.message().lines().map(str::trim).collect();
+            anyhow::anyhow!("{}", lines.join("; "))
+        })
     }
 
     /// The config as TOML (written beside every run).

@@ -12,6 +12,7 @@ pub mod config;
 pub mod data;
 pub mod experiment;
 pub mod flat;
+pub mod io;
 pub mod likelihood;
 pub mod metrics;
 pub mod nn;

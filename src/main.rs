@@ -2,8 +2,6 @@
 
 mod cli;
 
-use clap::Parser;
-
 // glibc's malloc maps and unmaps every activation of more than 128 KiB, page-faulting on each
 // score evaluation; mimalloc reuses freed pages (training steps 2× faster here).
 #[global_allocator]
@@ -16,11 +14,30 @@ fn main() {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
-    let args = cli::Cli::parse();
+    let args = match cli::parse() {
+        Ok(args) => args,
+        // --help and --version print as clap does
+        Err(e) if !e.use_stderr() => e.exit(),
+        // a usage error on one line, as every other error: clap's message and its tips
+        Err(e) => {
+            let text = e.render().to_string();
+            let parts: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| {
+                    !l.is_empty()
+                        && !l.starts_with("Usage:")
+                        && !l.starts_with("For more information")
+                })
+                .collect();
+            eprintln!("{}", parts.join("; "));
+            std::process::exit(e.exit_code());
+        }
+    };
     if let Err(e) = cli::run(args) {
         // One line: the outermost context first, then its causes.
         let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-        eprintln!("error: {}", msg.join(": "));
+        eprintln!("error: {}", msg.join(": ").replace('\n', "; "));
         std::process::exit(1);
     }
 }

@@ -76,7 +76,7 @@ pub fn scatter_panels(
         }
     };
     register_font()?;
-    let draw = || -> Result<()> {
+    let draw = |path: &Path| -> Result<()> {
         let root = BitMapBackend::new(path, (480 * panels.len() as u32, 480)).into_drawing_area();
         root.fill(&WHITE)?;
         for (k, (area, (title, pts))) in root
@@ -103,7 +103,8 @@ pub fn scatter_panels(
         root.present()?;
         Ok(())
     };
-    draw().with_context(|| format!("{p}: writing the scatter plot failed"))
+    crate::io::render_atomic(path, draw)
+        .with_context(|| format!("{p}: writing the scatter plot failed"))
 }
 
 /// Writes a PNG line plot (~800×500) of named `(x, y)` series with a legend, optionally with a
@@ -141,30 +142,32 @@ pub fn line_plot(
     let (y0, y1) = lim(|q| q.1);
     register_font()?;
     // plotters puts no tick labels on a log axis spanning less than a decade: use a linear one there
-    let res = if log_y && y1 > 10.0 * y0 {
-        draw_lines(
-            path,
-            title,
-            x_label,
-            y_label,
-            series,
-            keep,
-            x0..x1,
-            (y0 / 1.2..y1 * 1.2).log_scale(),
-        )
-    } else {
-        let m = 0.05 * (y1 - y0);
-        draw_lines(
-            path,
-            title,
-            x_label,
-            y_label,
-            series,
-            keep,
-            x0..x1,
-            (y0 - m)..(y1 + m),
-        )
-    };
+    let res = crate::io::render_atomic(path, |path| {
+        if log_y && y1 > 10.0 * y0 {
+            draw_lines(
+                path,
+                title,
+                x_label,
+                y_label,
+                series,
+                keep,
+                x0..x1,
+                (y0 / 1.2..y1 * 1.2).log_scale(),
+            )
+        } else {
+            let m = 0.05 * (y1 - y0);
+            draw_lines(
+                path,
+                title,
+                x_label,
+                y_label,
+                series,
+                keep,
+                x0..x1,
+                (y0 - m)..(y1 + m),
+            )
+        }
+    });
     res.with_context(|| format!("{p}: writing the line plot failed"))
 }
 
@@ -239,7 +242,7 @@ pub fn trajectories(path: &Path, title: &str, paths: &[Vec<(f64, f64)>]) -> Resu
     let (x0, x1) = auto_range(&[("", &ends)], 0);
     let (y0, y1) = auto_range(&[("", &ends)], 1);
     register_font()?;
-    let draw = || -> Result<()> {
+    let draw = |path: &Path| -> Result<()> {
         let root = BitMapBackend::new(path, (640, 640)).into_drawing_area();
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
@@ -261,7 +264,8 @@ pub fn trajectories(path: &Path, title: &str, paths: &[Vec<(f64, f64)>]) -> Resu
         root.present()?;
         Ok(())
     };
-    draw().with_context(|| format!("{p}: writing the trajectory plot failed"))
+    crate::io::render_atomic(path, draw)
+        .with_context(|| format!("{p}: writing the trajectory plot failed"))
 }
 
 /// Writes a PNG of side-by-side 2-D vector fields (~480×480 per panel): at each point an arrow
@@ -294,7 +298,7 @@ pub fn vector_fields(path: &Path, panels: &[(&str, &Points, &Points)], max_len: 
         (auto_range(&at, 0), auto_range(&at, 1))
     };
     register_font()?;
-    let draw = || -> Result<()> {
+    let draw = |path: &Path| -> Result<()> {
         let root = BitMapBackend::new(path, (480 * panels.len() as u32, 480)).into_drawing_area();
         root.fill(&WHITE)?;
         for (area, (title, at, v)) in root.split_evenly((1, panels.len())).iter().zip(panels) {
@@ -319,7 +323,8 @@ pub fn vector_fields(path: &Path, panels: &[(&str, &Points, &Points)], max_len: 
         root.present()?;
         Ok(())
     };
-    draw().with_context(|| format!("{p}: writing the vector-field plot failed"))
+    crate::io::render_atomic(path, draw)
+        .with_context(|| format!("{p}: writing the vector-field plot failed"))
 }
 
 #[cfg(test)]

@@ -84,6 +84,9 @@ pub fn run(a: Args) -> Result<()> {
             objective,
             steps,
         } => {
+            if batch == 0 || width == 0 || steps == 0 {
+                bail!("--batch, --width and --steps must be at least 1");
+            }
             let (engine, secs, flops) = time_training(batch, width, &objective, steps, a.repeats)?;
             json!({"case": "train", "objective": objective, "batch": batch, "width": width,
                    "engine": engine, "seconds_per_step": secs, "flops_per_step": flops,

@@ -47,6 +47,15 @@ pub fn run(a: Args) -> Result<()> {
     cfg.train.steps = a.steps;
     cfg.train.seed = a.seed;
     cfg.train.checkpoint_every = a.steps.max(1);
+    // every setting checked before the first line of progress
+    cfg.validate()?;
+    data::toy(&a.dataset, 1, &mut ChaCha8Rng::seed_from_u64(0))?;
+    anyhow::ensure!(
+        a.n >= 2,
+        "--n must be at least 2 (samples compared with as many data points)"
+    );
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("{}: cannot create the output folder", a.out.display()))?;
     eprintln!(
         "[1/3] training a 3×128 SiLU score MLP on {} for {} steps (VP, DSM with λ = σ²) -> {}",
         a.dataset,
@@ -59,6 +68,8 @@ pub fn run(a: Args) -> Result<()> {
         &a.out,
         &TrainOptions {
             callback: Some(tweedie::progress::train_callback(bar.clone())),
+            // the demo's folder is its own: a rerun replaces it
+            overwrite: true,
             ..Default::default()
         },
         &device,
@@ -132,8 +143,11 @@ pub fn run(a: Args) -> Result<()> {
         "verdict": verdict,
     });
     let metrics_path = a.out.join("metrics.json");
-    std::fs::write(&metrics_path, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("{}: cannot write", metrics_path.display()))?;
+    tweedie::io::write_atomic_bytes(
+        &metrics_path,
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )
+    .with_context(|| format!("{}: cannot write", metrics_path.display()))?;
     let refs: Vec<(&str, &Points)> = panels.iter().map(|(t, p)| (t.as_str(), p)).collect();
     plot::scatter_panels(&a.out.join("samples.png"), &refs, None)?;
     plot_loss(&a.out)?;

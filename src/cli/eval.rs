@@ -38,6 +38,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if let Some(p) = &a.json {
+        tweedie::io::check_parent(p)?;
+    }
     let x = data::read_points(&a.samples)?;
     x.check_finite(&a.samples.display().to_string())?;
     let mut report = serde_json::Map::new();
@@ -61,8 +64,7 @@ pub fn run(a: Args) -> Result<()> {
     let text = serde_json::to_string_pretty(&report)?;
     println!("{text}");
     if let Some(p) = a.json {
-        std::fs::write(&p, &text)
-            .map_err(|e| anyhow::anyhow!("{}: cannot write ({e})", p.display()))?;
+        tweedie::io::write_atomic_bytes(&p, text.as_bytes())?;
     }
     Ok(())
 }

@@ -108,6 +108,29 @@ enum Which {
     },
 }
 
+impl Budget {
+    /// Refuses a budget no experiment can run, before any work.
+    fn check(&self) -> Result<()> {
+        anyhow::ensure!(
+            self.steps > 0 && self.batch > 0 && self.width > 0,
+            "--steps, --batch and --width must be at least 1"
+        );
+        anyhow::ensure!(
+            self.lr.is_finite() && self.lr > 0.0,
+            "--lr must be a positive number, got {}",
+            self.lr
+        );
+        Ok(())
+    }
+}
+
+impl Common {
+    /// The output folder, created now, so that a bad one fails before the experiment runs.
+    fn check(&self) -> Result<()> {
+        tweedie::experiment::create_dir(&self.out)
+    }
+}
+
 /// Prints the Markdown table an experiment wrote.
 fn show(out: &Path, file: &str) -> Result<()> {
     print!("{}", std::fs::read_to_string(out.join(file))?);
@@ -140,6 +163,13 @@ pub fn run(a: Args) -> Result<()> {
             repeats,
             common: c,
         } => {
+            anyhow::ensure!(n >= 2, "--n must be at least 2");
+            anyhow::ensure!(repeats >= 1, "--repeats must be at least 1");
+            anyhow::ensure!(
+                !budgets.is_empty() && budgets.iter().all(|&b| b >= 1),
+                "--budgets must be NFE budgets of at least 1, got {budgets:?}"
+            );
+            c.check()?;
             samplers::run(
                 &samplers::Settings {
                     n,
@@ -158,6 +188,12 @@ pub fn run(a: Args) -> Result<()> {
             budget: b,
             common: c,
         } => {
+            b.check()?;
+            anyhow::ensure!(
+                level.is_finite() && level > 0.0 && level <= 1.0,
+                "--level must lie in (0, 1], got {level}"
+            );
+            c.check()?;
             let s = objectives::Settings {
                 target,
                 steps: b.steps,
@@ -176,6 +212,9 @@ pub fn run(a: Args) -> Result<()> {
             budget: b,
             common: c,
         } => {
+            b.check()?;
+            anyhow::ensure!(n >= 2, "--n must be at least 2");
+            c.check()?;
             let s = schedules::Settings {
                 steps: b.steps,
                 batch: b.batch,

@@ -10,7 +10,7 @@ mod source;
 mod train;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// tweedie: score-based generative modelling — train score models with denoising score matching,
 /// sample them with reverse-SDE and probability-flow-ODE solvers, and measure the samples.
@@ -37,6 +37,23 @@ enum Command {
     Demo(demo::Args),
     /// Time one benchmark case (JSON); bench/suite.py runs them beside PyTorch and JAX.
     Bench(bench::Args),
+}
+
+/// Parses the command line. Every option that takes a value reads a negative number as a value
+/// (`--lr -1`), so that the setting's own check, not the parser, rejects it.
+pub fn parse() -> Result<Cli, clap::Error> {
+    fn numbers(cmd: clap::Command) -> clap::Command {
+        cmd.mut_args(|a| {
+            if a.get_action().takes_values() {
+                a.allow_negative_numbers(true)
+            } else {
+                a
+            }
+        })
+        .mut_subcommands(numbers)
+    }
+    let matches = numbers(Cli::command()).try_get_matches()?;
+    Cli::from_arg_matches(&matches)
 }
 
 /// Runs the parsed command.

@@ -213,6 +213,9 @@ fn parallelism(a: &Args, device: &candle_core::Device, n: usize) -> (usize, usiz
 }
 
 pub fn run(a: Args) -> Result<()> {
+    for p in a.out.iter().chain(&a.json) {
+        tweedie::io::check_parent(p)?;
+    }
     let device = tweedie::device(&a.device)?;
     let opts = a.options();
     let quant = a.dequantise.as_deref().map(parse_range).transpose()?;
@@ -298,7 +301,7 @@ pub fn run(a: Args) -> Result<()> {
         eprintln!("per-point log-likelihoods -> {}", p.display());
     }
     if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+        tweedie::io::write_atomic_bytes(p, serde_json::to_string_pretty(&report)?.as_bytes())
             .with_context(|| format!("{}: cannot write", p.display()))?;
     }
     Ok(())

@@ -112,6 +112,9 @@ pub fn run(mut a: Args) -> Result<()> {
         .sampler
         .take()
         .unwrap_or_else(|| default_sampler(a.steps).into());
+    for p in std::iter::once(&a.out).chain(&a.png).chain(&a.trajectory) {
+        tweedie::io::check_parent(p)?;
+    }
     let device = tweedie::device(&a.device)?;
     let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
     let (model, process, scale, reference, event): Loaded = match (&a.model.run, &a.model.target) {

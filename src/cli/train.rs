@@ -81,8 +81,11 @@ pub struct Args {
     #[arg(long)]
     forces: Option<String>,
     /// Continue from OUT/checkpoint.safetensors exactly where it stopped (config from OUT/config.toml).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "overwrite")]
     resume: bool,
+    /// Replace the run already in OUT (without it, a folder holding a checkpoint is refused).
+    #[arg(long)]
+    overwrite: bool,
     /// Compute device: cpu or cuda (needs a build with --features cuda).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -150,6 +153,7 @@ pub fn run(a: Args) -> Result<()> {
     let bar = tweedie::progress::bar(cfg.train.steps, 0, a.quiet);
     let opts = TrainOptions {
         resume: a.resume,
+        overwrite: a.overwrite,
         stop_after: None,
         callback: Some(tweedie::progress::train_callback(bar.clone())),
     };

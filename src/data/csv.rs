@@ -7,8 +7,17 @@ use std::path::Path;
 
 /// Reads comma-separated numeric rows; skips `#` comments and a non-numeric first (header) line.
 pub fn read_csv(path: &Path) -> Result<Points> {
-    let p = path.display();
+    let p = path.display().to_string();
     let file = std::fs::File::open(path).with_context(|| format!("{p}: cannot read file"))?;
+    rows(file, &p)
+}
+
+/// Parses CSV text as `read_csv` does (errors name it "CSV data").
+pub fn parse_csv(bytes: &[u8]) -> Result<Points> {
+    rows(bytes, "CSV data")
+}
+
+fn rows(file: impl std::io::Read, p: &str) -> Result<Points> {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(false)
         .comment(Some(b'#'))
@@ -41,17 +50,20 @@ pub fn read_csv(path: &Path) -> Result<Points> {
         n += 1;
     }
     let d = d.ok_or_else(|| anyhow!("{p}: no numeric rows found"))?;
+    if d == 0 {
+        bail!("{p}: rows have no values");
+    }
     Points::new(n, d, data)
 }
 
 /// Writes points as comma-separated rows (no header), using round-trip exact formatting.
 pub fn write_csv(path: &Path, x: &Points) -> Result<()> {
     let p = path.display();
-    let file = std::fs::File::create(path).with_context(|| format!("{p}: cannot create file"))?;
-    let mut w = std::io::BufWriter::new(file);
-    for i in 0..x.n {
-        let line: Vec<String> = x.row(i).iter().map(|v| v.to_string()).collect();
-        writeln!(w, "{}", line.join(",")).with_context(|| format!("{p}: write failed"))?;
-    }
-    w.flush().with_context(|| format!("{p}: write failed"))
+    crate::io::write_atomic(path, |w| {
+        for i in 0..x.n {
+            let line: Vec<String> = x.row(i).iter().map(|v| v.to_string()).collect();
+            writeln!(w, "{}", line.join(",")).with_context(|| format!("{p}: write failed"))?;
+        }
+        Ok(())
+    })
 }

@@ -19,5 +19,6 @@ pub fn write_text(path: &Path, text: &str) -> Result<()> {
     if let Some(dir) = path.parent() {
         create_dir(dir)?;
     }
-    std::fs::write(path, text).with_context(|| format!("{}: cannot write", path.display()))
+    crate::io::write_atomic_bytes(path, text.as_bytes())
+        .with_context(|| format!("{}: cannot write", path.display()))
 }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 /// The deterministic samplers compared (the stochastic ones need hundreds of steps).
 pub const SAMPLERS: &[&str] = &[
-    "heun", "ddim", "dpm2", "dpm3", "dpmpp_2m", "dpmpp_3m", "edm",
+    "heun", "ddim", "dpm2", "dpm3", "dpmpp_2m", "dpmpp_3m", "unipc", "edm",
 ];
 
 /// The time grids compared.

@@ -136,6 +136,31 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// The number of trainable values of the network this spec builds (`None` on overflow):
+    /// lets a loader refuse a spec too large for its file before allocating it.
+    pub fn parameter_count(&self) -> Option<usize> {
+        let a = &self.arch;
+        let out = match a.parameterisation {
+            Parameterisation::Energy => 1,
+            _ => self.dim,
+        };
+        let (w, d) = (a.width, a.depth);
+        let linear = |i: usize, o: usize| i.checked_mul(o)?.checked_add(o);
+        let input = linear(self.dim.checked_add(a.embed_dim)?, w)?;
+        let output = linear(w, out)?;
+        let hidden = match a.network {
+            // depth − 1 hidden-to-hidden layers
+            NetworkKind::Mlp => linear(w, w)?.checked_mul(d.saturating_sub(1))?,
+            // two linear layers and a LayerNorm (γ, β) per block, and the output's LayerNorm
+            NetworkKind::Resmlp => linear(w, w)?
+                .checked_mul(2)?
+                .checked_add(w.checked_mul(2)?)?
+                .checked_mul(d)?
+                .checked_add(w.checked_mul(2)?)?,
+        };
+        input.checked_add(output)?.checked_add(hidden)
+    }
+
     /// The network, freshly initialised from `rng`: d outputs, or one for an energy.
     pub fn build_network(&self, rng: &mut impl Rng, device: &Device) -> Result<Box<dyn Network>> {
         let out = match self.arch.parameterisation {

@@ -7,6 +7,12 @@
 //! names (`embed.W`). Header keys: `format`, `model` (the model spec: ModelConfig JSON, from which
 //! any network is rebuilt), `run` (RunConfig JSON), `step`, `rng` (ChaCha8 seed, stream and word
 //! position). Version 1 files (the MLP before the network interface) load as they are.
+//!
+//! Test-only hooks (for the fault-injection tests; never set them otherwise):
+//! `TWEEDIE_TEST_PAUSE_IN_CHECKPOINT=SECONDS` sleeps between writing the temporary file and the
+//! rename (after saying so on stderr), so that a test can kill the process there;
+//! `TWEEDIE_TEST_FAIL_CHECKPOINT_AT_STEP=STEP` makes the checkpoint of that step fail halfway
+//! through its write, as a full disk would.
 
 use crate::config::RunConfig;
 use crate::nn::ModelConfig;
@@ -15,7 +21,7 @@ use candle_core::{Device, Tensor};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Value of the `format` header key; bumped on incompatible changes.
 pub const FORMAT: &str = "tweedie.checkpoint.v2";
@@ -94,37 +100,48 @@ impl Checkpoint {
             ("rng".to_string(), serde_json::to_string(&self.rng)?),
         ]
         .into();
-        let tmp = tmp_path(path);
-        safetensors::serialize_to_file(tensors, Some(meta), &tmp)
-            .with_context(|| format!("{}: cannot write checkpoint", tmp.display()))?;
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .with_context(|| format!("{}: cannot sync", tmp.display()))?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("{}: cannot move checkpoint into place", path.display()))?;
-        Ok(())
+        let tmp = crate::io::atomic_path(path);
+        let written = safetensors::serialize_to_file(tensors, Some(meta), &tmp)
+            .with_context(|| format!("{}: cannot write checkpoint", tmp.display()))
+            .and_then(|()| test_hooks(&tmp, self.step));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        crate::io::commit(&tmp, path)
+            .with_context(|| format!("{}: checkpoint not written", path.display()))
     }
 
     /// The model spec in a checkpoint's header, read without its tensors.
     pub fn spec(path: &Path) -> Result<ModelConfig> {
-        let read = || -> Result<ModelConfig> {
+        let read = || -> Result<Vec<u8>> {
             let mut f = std::fs::File::open(path).context("cannot read file")?;
             let mut len = [0u8; 8];
             std::io::Read::read_exact(&mut f, &mut len).context("truncated file")?;
-            let len = u64::from_le_bytes(len);
-            if len > 100_000_000 {
-                bail!("header of {len} bytes is implausible");
-            }
-            let mut header = vec![0u8; len as usize];
-            std::io::Read::read_exact(&mut f, &mut header).context("truncated header")?;
-            let header: serde_json::Value =
-                serde_json::from_slice(&header).context("corrupt header")?;
-            let model = header["__metadata__"]["model"]
-                .as_str()
-                .ok_or_else(|| anyhow!("no tweedie model spec in the header"))?;
-            serde_json::from_str(model).context("bad 'model' header")
+            let file_len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let n = header_len(u64::from_le_bytes(len), file_len)?;
+            let mut bytes = vec![0u8; 8 + n];
+            bytes[..8].copy_from_slice(&len);
+            std::io::Read::read_exact(&mut f, &mut bytes[8..]).context("truncated header")?;
+            Ok(bytes)
         };
-        read().with_context(|| format!("{}: not a usable tweedie checkpoint", path.display()))
+        read()
+            .and_then(|b| Self::spec_from_bytes(&b))
+            .with_context(|| format!("{}: not a usable tweedie checkpoint", path.display()))
+    }
+
+    /// The model spec in the header of a checkpoint's bytes (the whole file, or its first
+    /// 8 + header-length bytes).
+    pub fn spec_from_bytes(bytes: &[u8]) -> Result<ModelConfig> {
+        let len = bytes.get(..8).ok_or_else(|| anyhow!("truncated file"))?;
+        let len = u64::from_le_bytes(len.try_into().context("truncated file")?);
+        let n = header_len(len, bytes.len() as u64)?;
+        let header: serde_json::Value =
+            serde_json::from_slice(&bytes[8..8 + n]).context("corrupt header")?;
+        let model = header["__metadata__"]["model"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no tweedie model spec in the header"))?;
+        serde_json::from_str(model).context("bad 'model' header")
     }
 
     /// Reads and checks a checkpoint; every problem is an error that names the file.
@@ -135,7 +152,12 @@ impl Checkpoint {
 
     fn load_inner(path: &Path) -> Result<Self> {
         let buf = std::fs::read(path).context("cannot read file")?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&buf)
+        Self::from_bytes(&buf)
+    }
+
+    /// Reads and checks a checkpoint from the bytes of a file (what `load` does after reading it).
+    pub fn from_bytes(buf: &[u8]) -> Result<Self> {
+        let (_, header) = safetensors::SafeTensors::read_metadata(buf)
             .map_err(|e| anyhow!("corrupt or truncated safetensors file ({e})"))?;
         let meta = header
             .metadata()
@@ -154,7 +176,18 @@ impl Checkpoint {
         let run: RunConfig = serde_json::from_str(get("run")?).context("bad 'run' header")?;
         let step: usize = get("step")?.parse().context("bad 'step' header")?;
         let rng: RngState = serde_json::from_str(get("rng")?).context("bad 'rng' header")?;
-        let mut all = candle_core::safetensors::load_buffer(&buf, &Device::Cpu)
+        rng.restore().context("bad 'rng' header")?;
+        model.check().context("bad 'model' header")?;
+        // four copies of the weights are in the file: a spec claiming more is refused before any
+        // network is built from it
+        match model.parameter_count() {
+            Some(n) if n.checked_mul(4).is_some_and(|b| b <= buf.len()) => {}
+            _ => bail!(
+                "the 'model' header describes a network larger than the file's {} bytes",
+                buf.len()
+            ),
+        }
+        let mut all = candle_core::safetensors::load_buffer(buf, &Device::Cpu)
             .map_err(|e| anyhow!("corrupt tensor data ({e})"))?;
         let mut take = |name: &str| {
             all.remove(name)
@@ -195,13 +228,44 @@ impl Checkpoint {
     }
 }
 
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".tmp");
-    path.with_file_name(name)
+/// A header length read from a file of `file_len` bytes, checked against it.
+fn header_len(len: u64, file_len: u64) -> Result<usize> {
+    if len > 100_000_000 || len > file_len.saturating_sub(8) {
+        bail!("header of {len} bytes is implausible (the file holds {file_len})");
+    }
+    Ok(len as usize)
+}
+
+/// The test-only hooks of `save` (see the module's documentation), run on the written temporary
+/// file before it is moved into place.
+fn test_hooks(tmp: &Path, step: usize) -> Result<()> {
+    if let Some(secs) = std::env::var("TWEEDIE_TEST_PAUSE_IN_CHECKPOINT")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+    {
+        eprintln!("test hook: paused in the checkpoint write of step {step}");
+        std::thread::sleep(std::time::Duration::from_secs_f64(secs));
+    }
+    if std::env::var("TWEEDIE_TEST_FAIL_CHECKPOINT_AT_STEP")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        == Some(step)
+    {
+        // as a full disk: half the file written, then an error
+        let len = std::fs::metadata(tmp).map(|m| m.len()).unwrap_or(0);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(tmp)
+            .and_then(|f| f.set_len(len / 2))
+            .ok();
+        bail!(
+            "{}: cannot write checkpoint: no space left on device (injected by \
+             TWEEDIE_TEST_FAIL_CHECKPOINT_AT_STEP)",
+            tmp.display()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -210,6 +274,29 @@ mod tests {
     use crate::nn::{Model, ModelConfig};
     use crate::process::ProcessConfig;
     use rand::SeedableRng;
+
+    /// The spec's parameter count (the loader's bound before it builds a network) is exact.
+    #[test]
+    fn parameter_count_is_exact() -> Result<()> {
+        for network in [crate::nn::NetworkKind::Mlp, crate::nn::NetworkKind::Resmlp] {
+            for (depth, energy) in [(1, false), (3, false), (2, true)] {
+                let mut cfg = ModelConfig::default_for(3, ProcessConfig::vp_default());
+                cfg.arch.network = network;
+                cfg.arch.depth = depth;
+                cfg.arch.width = 16;
+                if energy && network == crate::nn::NetworkKind::Mlp {
+                    cfg.arch.parameterisation = crate::score::Parameterisation::Energy;
+                }
+                let net = Model::new(cfg.clone(), &mut ChaCha8Rng::seed_from_u64(1), &Device::Cpu)?;
+                let n: usize = net.vars().iter().map(|(_, v)| v.elem_count()).sum();
+                assert_eq!(cfg.parameter_count(), Some(n), "{network:?} depth {depth}");
+            }
+        }
+        let mut huge = ModelConfig::default_for(2, ProcessConfig::vp_default());
+        huge.arch.width = usize::MAX / 2;
+        assert_eq!(huge.parameter_count(), None);
+        Ok(())
+    }
 
     /// A version-1 file (the MLP before the network interface: no `network`, `event` or `space`
     /// in its model JSON) still loads, with the same tensors; an unknown format is refused.

@@ -4,6 +4,7 @@
 pub mod adam;
 pub mod checkpoint;
 pub mod engine;
+pub mod lock;
 pub mod source;
 
 use crate::config::RunConfig;
@@ -36,6 +37,9 @@ pub const METRICS_LOG: &str = "metrics.jsonl";
 pub struct TrainOptions {
     /// Continue from the run folder's checkpoint.
     pub resume: bool,
+    /// Replace a run already in the folder (its checkpoint is removed once the new run has
+    /// started). Without it (or `resume`), a folder holding a checkpoint is refused.
+    pub overwrite: bool,
     /// Stop (as if killed) after this many steps of this call, without a final checkpoint.
     pub stop_after: Option<usize>,
     /// Called after every optimiser step (a progress bar, a report).
@@ -120,6 +124,16 @@ pub fn train(
     cfg.validate()?;
     std::fs::create_dir_all(run_dir)
         .with_context(|| format!("{}: cannot create run folder", run_dir.display()))?;
+    // held until this function returns, on success or error
+    let _lock = lock::RunLock::acquire(run_dir)?;
+    let ck_path = run_dir.join(CHECKPOINT);
+    if !opts.resume && !opts.overwrite && ck_path.exists() {
+        bail!(
+            "{}: the folder already holds a trained run ({CHECKPOINT}); continue it with --resume, \
+             or replace it with --overwrite",
+            run_dir.display()
+        );
+    }
     let source = DataSource::open(&cfg.data)?;
     let process: Arc<dyn Process> = Arc::from(cfg.process.build()?);
     if cfg.objective.needs_forces() && !source.has_forces() {
@@ -135,7 +149,6 @@ pub fn train(
         mixture: m.clone(),
         process: process.clone(),
     });
-    let ck_path = run_dir.join(CHECKPOINT);
     let log_path = run_dir.join(METRICS_LOG);
     let t = &cfg.train;
 
@@ -150,13 +163,19 @@ pub fn train(
         truncate_log(&log_path, s.step)?;
         s
     } else {
+        let s = fresh(cfg, &source, device)?;
+        // the replaced run's files go only once the new run has started
+        if ck_path.exists() {
+            std::fs::remove_file(&ck_path)
+                .with_context(|| format!("{}: cannot remove", ck_path.display()))?;
+        }
         let _ = std::fs::remove_file(&log_path);
-        fresh(cfg, &source, device)?
+        s
     };
     if let Some(warning) = prior_warning(cfg, &source, &rng)? {
         eprintln!("warning: {warning}");
     }
-    std::fs::write(run_dir.join("config.toml"), cfg.to_toml()?)
+    crate::io::write_atomic_bytes(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())
         .with_context(|| format!("{}: cannot write config", run_dir.display()))?;
     if start >= t.steps {
         bail!(
@@ -488,5 +507,6 @@ fn truncate_log(path: &Path, step: usize) -> Result<()> {
     if !out.is_empty() {
         out.push('\n');
     }
-    std::fs::write(path, out).with_context(|| format!("{}: cannot rewrite", path.display()))
+    crate::io::write_atomic_bytes(path, out.as_bytes())
+        .with_context(|| format!("{}: cannot rewrite", path.display()))
 }
