@@ -212,34 +212,8 @@ fn all_probes(x: &Tensor, opts: &Options, space: Space) -> Result<Option<Tensor>
             probes,
             probe,
             seed,
-        } => Some(project_directions(
-            &draw_probes(probes, n, d, probe, seed, x.device())?,
-            space,
-        )?),
+        } => Some(space.project_tensor(&draw_probes(probes, n, d, probe, seed, x.device())?)?),
     })
-}
-
-/// Directions v [m, n, d] projected onto the space, each row P v.
-fn project_directions(v: &Tensor, space: Space) -> Result<Tensor> {
-    if space.is_full() {
-        return Ok(v.clone());
-    }
-    let (m, n, d) = v.dims3()?;
-    Ok(space
-        .project_tensor(&v.reshape((m * n, d))?)?
-        .reshape((m, n, d))?)
-}
-
-/// The exact divergence's directions on the space: P e_j for the d unit vectors, [d, n, d]
-/// (tr(P J P) = Σ_j (P e_j)ᵀ J (P e_j), the trace over the space's dof dimensions).
-fn exact_directions(
-    n: usize,
-    d: usize,
-    dtype: DType,
-    space: Space,
-    dev: &candle_core::Device,
-) -> Result<Tensor> {
-    project_directions(&basis(n, d, dtype, dev)?, space)
 }
 
 /// `log_prob` over independent solves of consecutive chunks of at most `chunk` points, run on
@@ -322,7 +296,12 @@ fn solve(
     if let (Some(host), Buf::Host(_)) = (model.host(), &state) {
         // the fused network on the flat state: no tensors per evaluation
         let (v, m, w) = match probes {
-            None => (exact_directions(n, d, DType::F32, space, &dev)?, d, 1.0),
+            // P e_j for the d unit vectors: tr(P J P), the trace over the space
+            None => (
+                space.project_tensor(&basis(n, d, DType::F32, &dev)?)?,
+                d,
+                1.0,
+            ),
             Some(v) => (
                 v.to_dtype(DType::F32)?,
                 v.dims()[0],
@@ -335,17 +314,20 @@ fn solve(
         let (y, nfe) = crate::pool::warm(move || integrate(&mut rhs, state, t0, t1, &solver))?;
         return finish(process, y.tensor(&y0)?, d, nfe);
     }
+    // on a restricted space the exact divergence takes the directions P e_j (made once)
+    let on_space = (probes.is_none() && !space.is_full())
+        .then(|| space.project_tensor(&basis(n, d, DType::F64, &dev)?))
+        .transpose()?;
     let mut rhs = |y: &Tensor, t: f64| -> Result<Tensor> {
         let xt = y.narrow(1, 0, d)?;
         let tt = times(t, n, DType::F64, &dev)?;
-        let (s, div_s) = match probes {
-            None if space.is_full() => model.score_and_divergence(&xt, &tt)?,
-            None => {
-                let e = exact_directions(n, d, DType::F64, space, &dev)?;
-                let (s, q) = model.score_and_quadratic_forms(&xt, &tt, &e)?;
+        let (s, div_s) = match (probes, &on_space) {
+            (None, None) => model.score_and_divergence(&xt, &tt)?,
+            (None, Some(e)) => {
+                let (s, q) = model.score_and_quadratic_forms(&xt, &tt, e)?;
                 (s, q.sum(0)?)
             }
-            Some(v) => {
+            (Some(v), _) => {
                 let (s, q) = model.score_and_quadratic_forms(&xt, &tt, v)?;
                 (s, q.mean(0)?)
             }

@@ -118,14 +118,16 @@ impl Space {
         }
     }
 
-    /// The projection of x [n, d] onto the space, as a tensor.
+    /// The projection onto the space of every row of d values of x ([n, d], or directions
+    /// [m, n, d]), as a tensor of x's shape.
     pub fn project_tensor(&self, x: &candle_core::Tensor) -> Result<candle_core::Tensor> {
         let Space::ComFree { particles, dim } = *self else {
             return Ok(x.clone());
         };
-        let (n, d) = x.dims2()?;
-        let x3 = x.reshape((n, particles, dim))?;
-        Ok(x3.broadcast_sub(&x3.mean_keepdim(1)?)?.reshape((n, d))?)
+        // rows of d = N·k values under any leading shape ([n, d], directions [m, n, d])
+        let rows = x.elem_count() / (particles * dim).max(1);
+        let x3 = x.reshape((rows, particles, dim))?;
+        Ok(x3.broadcast_sub(&x3.mean_keepdim(1)?)?.reshape(x.shape())?)
     }
 }
 

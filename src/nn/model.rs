@@ -5,6 +5,7 @@
 use super::config::ModelConfig;
 use super::fused::FusedMlp;
 use super::network::Network;
+use crate::objective::time::TimeSampler;
 use crate::process::Process;
 use crate::score::{column, DivergenceModel, HostDivergence, Parameterisation, ScoreModel};
 use anyhow::{bail, Result};
@@ -21,6 +22,8 @@ pub struct Model {
     dtype: DType,
     /// Frozen fused copy of the weights that inference runs on (see `for_inference`).
     pub(crate) fused: Option<FusedMlp>,
+    /// The process's importance-sampled time density, tabulated on first use (`g2_is`).
+    likelihood_times: std::sync::OnceLock<TimeSampler>,
 }
 
 impl Model {
@@ -36,6 +39,7 @@ impl Model {
             device: device.clone(),
             dtype: DType::F32,
             fused: None,
+            likelihood_times: std::sync::OnceLock::new(),
         })
     }
 
@@ -76,6 +80,13 @@ impl Model {
     /// The process the model was trained for (restricted to the model's space).
     pub fn process(&self) -> &dyn Process {
         self.process.as_ref()
+    }
+
+    /// q(t) ∝ g(t)²/σ_t² of the model's process (the likelihood weighting's importance-sampled
+    /// time), tabulated once per model rather than once per batch.
+    pub fn likelihood_times(&self) -> &TimeSampler {
+        self.likelihood_times
+            .get_or_init(|| TimeSampler::likelihood(self.process()))
     }
 
     /// The parameterisation of the network's output.
@@ -232,16 +243,7 @@ impl DivergenceModel for Model {
     ) -> Result<(Tensor, Tensor)> {
         let space = self.process.space();
         // directions on the space: vᵀ J v along P v, so the forms sum to tr(P J P)
-        let projected;
-        let v = if space.is_full() {
-            v
-        } else {
-            let (m, n, d) = v.dims3()?;
-            projected = space
-                .project_tensor(&v.reshape((m * n, d))?)?
-                .reshape((m, n, d))?;
-            &projected
-        };
+        let v = &space.project_tensor(v)?;
         let (s, q) = if let Some(f) = &self.fused {
             let (s, q) = super::fused::score::score(self, f, x, t, Some(v))?;
             match q {

@@ -3,7 +3,6 @@
 //! regresses the network's raw output on the matching output target with weight λ·c(t)², where
 //! c(t) turns an output error into a score error, so no 1/σ_t blows up in f32 at small t.
 
-use super::time::TimeSampler;
 use super::{Batch, Weighting};
 use crate::flat::values;
 use crate::nn::Model;
@@ -146,7 +145,7 @@ fn continuous_times<'a>(
 ) -> (Vec<f64>, Box<dyn Fn(f64) -> f64 + 'a>) {
     let p = net.process();
     if weighting == Weighting::G2Importance {
-        let q = TimeSampler::likelihood(p);
+        let q = net.likelihood_times();
         let ts = (0..n).map(|_| q.sample(rng)).collect();
         let span = p.t_max() - p.t_min();
         return (ts, Box::new(move |t| p.g2(t) / (q.density(t) * span)));

@@ -361,58 +361,54 @@ pub fn unipc(
     let mut y = x.clone();
     lincomb(&mut y, 1.0 / p.alpha(ts[0]), &[])?;
     let mut y_pred = f.buffer();
-    // the denoised values at the last (at most ORDER) times, newest last, and their λ
+    // the denoised values at the last (at most ORDER) times, newest last, with their λ; `spare`
+    // recycles the buffer of the value that leaves the history
     let mut hist: Vec<(f64, Buf)> = Vec::new();
-    let mut fresh = f.buffer();
+    let mut spare = f.buffer();
     lincomb(&mut x, 0.0, &[(p.alpha(ts[0]), &y)])?;
-    f.predict(X0, &x, ts[0], tr, 0, &mut fresh)?;
-    hist.push((p.lambda(ts[0]), fresh));
+    f.predict(X0, &x, ts[0], tr, 0, &mut spare)?;
+    hist.push((p.lambda(ts[0]), std::mem::replace(&mut spare, f.buffer())));
     for (i, &t) in ts.iter().enumerate().skip(1) {
         let lam = p.lambda(t);
         let order = ORDER.min(hist.len()).min(n + 1 - i);
-        let (lam0, _) = hist[hist.len() - 1];
-        let h = lam - lam0;
-        // r_k = (λ_k − λ_0)/h for the k-th older value
+        let k = hist.len();
+        let h = lam - hist[k - 1].0;
+        // r_j = (λ_j − λ_0)/h for the j-th older value
         let rks: Vec<f64> = (1..order)
-            .map(|k| (hist[hist.len() - 1 - k].0 - lam0) / h)
+            .map(|j| (hist[k - 1 - j].0 - hist[k - 1].0) / h)
             .collect();
         let (rho_p, rho_c) = unipc_coefficients(&rks, h);
-        let decay = (-h).exp();
-        let g = -(-h).exp_m1();
-        // y' = e^{−h} y + g [(1 − Σ ρ_k/r_k) x̂0 + Σ (ρ_k/r_k) x̂0_k (+ ρ_t (x̂0_t − x̂0))]
-        let terms = |rho: &[f64], last: f64| -> Vec<f64> {
-            let mut c: Vec<f64> = rks.iter().zip(rho).map(|(r, p)| g * p / r).collect();
-            c.push(g * (1.0 - c.iter().sum::<f64>() / g - last));
-            c
-        };
-        let combine = |out: &mut Buf, c: &[f64], extra: Option<(f64, &Buf)>| -> Result<()> {
-            lincomb(out, 0.0, &[(decay, &y)])?;
-            let k = hist.len();
-            let mut parts: Vec<(f64, &Buf)> = c[..c.len() - 1]
+        let (decay, g) = ((-h).exp(), -(-h).exp_m1());
+        // out ← e^{−h} out + g [(1 − Σ ρ_j/r_j − ρ_t) x̂0 + Σ (ρ_j/r_j) x̂0_j + ρ_t x̂0_t]
+        let update = |out: &mut Buf, rho: &[f64], new: Option<(f64, &Buf)>| -> Result<()> {
+            let mut parts: Vec<(f64, &Buf)> = rks
                 .iter()
+                .zip(rho)
                 .enumerate()
-                .map(|(j, &cj)| (cj, &hist[k - 2 - j].1))
+                .map(|(j, (r, rho))| (g * rho / r, &hist[k - 2 - j].1))
                 .collect();
-            parts.push((c[c.len() - 1], &hist[k - 1].1));
-            parts.extend(extra);
-            lincomb(out, 1.0, &parts)
+            let rest = 1.0 - parts.iter().map(|c| c.0).sum::<f64>() / g - new.map_or(0.0, |n| n.0);
+            parts.push((g * rest, &hist[k - 1].1));
+            parts.extend(new.map(|(rho_t, buf)| (g * rho_t, buf)));
+            lincomb(out, decay, &parts)
         };
-        combine(&mut y_pred, &terms(&rho_p, 0.0), None)?;
+        // predictor from y into y_pred
+        lincomb(&mut y_pred, 0.0, &[(1.0, &y)])?;
+        update(&mut y_pred, &rho_p, None)?;
         if i == n {
             std::mem::swap(&mut y, &mut y_pred);
         } else {
+            // x̂0 at the predicted point, then the corrector on y (the value joins the history)
             lincomb(&mut x, 0.0, &[(p.alpha(t), &y_pred)])?;
-            let mut fresh = f.buffer();
-            f.predict(X0, &x, t, tr, i, &mut fresh)?;
-            let last = rho_c[rho_c.len() - 1];
-            let c = terms(&rho_c[..rho_c.len() - 1], last);
-            let mut y_new = std::mem::replace(&mut y_pred, f.buffer());
-            combine(&mut y_new, &c, Some((g * last, &fresh)))?;
-            y = y_new;
-            hist.push((lam, fresh));
-            if hist.len() > ORDER {
-                hist.remove(0);
-            }
+            f.predict(X0, &x, t, tr, i, &mut spare)?;
+            let (rho, rho_t) = rho_c.split_at(rho_c.len() - 1);
+            update(&mut y, rho, Some((rho_t[0], &spare)))?;
+            let oldest = (hist.len() == ORDER).then(|| hist.remove(0).1);
+            let next = match oldest {
+                Some(buf) => buf,
+                None => f.buffer(),
+            };
+            hist.push((lam, std::mem::replace(&mut spare, next)));
         }
         lincomb(&mut x, 0.0, &[(p.alpha(t), &y)])?;
         f.record(&x, t, tr)?;

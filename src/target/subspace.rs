@@ -77,12 +77,7 @@ impl DivergenceModel for SubspaceGaussian {
         t: &Tensor,
         v: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
-        let (m, n, d) = v.dims3()?;
-        let pv = self
-            .process
-            .space()
-            .project_tensor(&v.reshape((m * n, d))?)?
-            .reshape((m, n, d))?;
+        let pv = self.process.space().project_tensor(v)?;
         let slope = self.slope(x, t)?.squeeze(1)?.unsqueeze(0)?;
         let q = pv.sqr()?.sum(2)?.broadcast_mul(&slope)?;
         Ok((self.score(x, t)?, q))
