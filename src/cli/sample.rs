@@ -235,10 +235,12 @@ pub fn run(mut a: Args) -> Result<()> {
                 path.push((v[2 * i] * scale, v[2 * i + 1] * scale));
             }
         }
+        let times: Vec<f64> = trace.states.iter().map(|(t, _)| *t).collect();
         tweedie::plot::trajectories(
             path,
             &format!("{k} trajectories ({sampler}, NFE {})", trace.nfe),
             &paths,
+            Some(&times),
         )?;
         eprintln!("trajectories -> {}", path.display());
     }

@@ -257,16 +257,16 @@ pub fn run(s: &Settings, out: &Path) -> Result<Vec<Row>> {
             "\n![learned and exact score fields at t = {}](objectives.png)\n",
             s.level
         ));
-        let panels: Vec<(&str, &Points, &Points)> = fields
+        let panels: Vec<plot::FieldPanel> = fields
             .iter()
-            .map(|(t, v)| (t.as_str(), grid.as_ref().expect("2-D"), v))
+            .map(|(t, v)| plot::FieldPanel {
+                title: t.as_str(),
+                at: grid.as_ref().expect("2-D"),
+                vectors: v,
+                log_density: None,
+            })
             .collect();
-        let span = grid.as_ref().map_or(1.0, |g| {
-            (g.data.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
-                - g.data.iter().cloned().fold(f64::INFINITY, f64::min))
-                / 20.0
-        });
-        plot::vector_fields(&out.join("objectives.png"), &panels, span)?;
+        plot::vector_fields(&out.join("objectives.png"), &panels)?;
     }
     write_text(&out.join("objectives.md"), &md)?;
     write_text(
