@@ -39,6 +39,17 @@ impl Default for DataConfig {
     }
 }
 
+/// The learning rate's shape after the warm-up.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LrDecay {
+    /// Constant at the peak.
+    #[default]
+    None,
+    /// Half a cosine from the peak down to 0 at the last step (Loshchilov & Hutter 2017).
+    Cosine,
+}
+
 /// Optimisation settings (the `[train]` table).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -51,6 +62,8 @@ pub struct TrainConfig {
     pub lr: f64,
     /// Linear warm-up steps to the peak learning rate (0: none).
     pub warmup: usize,
+    /// Learning-rate decay after the warm-up: "none" (constant) or "cosine" (to 0 at the last step).
+    pub decay: LrDecay,
     /// Adam β1.
     pub beta1: f64,
     /// Adam β2.
@@ -78,6 +91,7 @@ impl Default for TrainConfig {
             batch: 512,
             lr: 1e-3,
             warmup: 0,
+            decay: LrDecay::None,
             beta1: 0.9,
             beta2: 0.999,
             adam_eps: 1e-8,

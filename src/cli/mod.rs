@@ -5,6 +5,7 @@ mod demo;
 mod eval;
 mod experiment;
 mod nll;
+mod plot;
 mod sample;
 mod source;
 mod train;
@@ -33,6 +34,8 @@ enum Command {
     Nll(nll::Args),
     /// Comparisons with exact answers (samplers: W2 vs NFE) as Markdown, JSON and PNG.
     Experiment(experiment::Args),
+    /// Figures: samples over data, score fields, log-densities, training curves, histograms, image grids (PNG).
+    Plot(plot::Args),
     /// Train on a 2-D toy for about a minute, sample, and write samples, figures and metrics.
     Demo(demo::Args),
     /// Time one benchmark case (JSON); bench/suite.py runs them beside PyTorch and JAX.
@@ -62,6 +65,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train::run(a),
         Command::Sample(a) => sample::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Plot(a) => plot::run(a),
         Command::Nll(a) => nll::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Experiment(a) => experiment::run(a),

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tweedie::nn::Model;
 use tweedie::process::{Process, ProcessConfig};
+use tweedie::score::DivergenceModel;
+use tweedie::target::{ExactScore, GaussianMixture};
 use tweedie::train::{self, checkpoint::Checkpoint, CHECKPOINT};
 
 /// `--run DIR` or `--target NAME --process P`, shared by the commands that evaluate a score.
@@ -28,7 +30,53 @@ pub struct ModelSource {
     pub no_ema: bool,
 }
 
+/// A model read from `--run` or `--target`, with what the figures and metrics need beside it.
+pub struct Loaded {
+    pub model: Box<dyn DivergenceModel + Sync>,
+    pub process: Arc<dyn Process>,
+    /// Data units per model unit (a run's data.scale; 1 for a target).
+    pub scale: f64,
+    /// The exact data density in data units, when the run's data or the target is a known mixture.
+    pub exact: Option<GaussianMixture>,
+    /// The run's data source (a toy name or a file) or the target's name.
+    pub source: Option<String>,
+}
+
 impl ModelSource {
+    /// The model of --run (EMA weights unless --no-ema) or --target, with its process and scale.
+    pub fn load(&self, device: &Device) -> Result<Loaded> {
+        match (&self.run, &self.target) {
+            (Some(run), None) => {
+                let (net, ck) = self.load_run(run, device)?;
+                let process: Arc<dyn Process> =
+                    Arc::from(ck.model.process.build_in(ck.model.space)?);
+                let source = ck.run.data.source.clone();
+                Ok(Loaded {
+                    model: Box::new(net),
+                    process,
+                    scale: ck.run.data.scale,
+                    exact: GaussianMixture::named(&source).ok(),
+                    source: Some(source),
+                })
+            }
+            (None, Some(name)) => {
+                let mixture = GaussianMixture::named(name)?;
+                let process = self.target_process()?;
+                Ok(Loaded {
+                    model: Box::new(ExactScore {
+                        mixture: mixture.clone(),
+                        process: process.clone(),
+                    }),
+                    process,
+                    scale: 1.0,
+                    exact: Some(mixture),
+                    source: Some(name.clone()),
+                })
+            }
+            _ => Err(Self::neither()),
+        }
+    }
+
     /// The network of run folder `run` (EMA weights unless --no-ema) and its checkpoint.
     pub fn load_run(&self, run: &std::path::Path, device: &Device) -> Result<(Model, Checkpoint)> {
         train::load_net(&run.join(CHECKPOINT), !self.no_ema, device)

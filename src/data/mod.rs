@@ -43,6 +43,22 @@ impl Points {
         })
     }
 
+    /// The distances |x_i − x_j| over the unordered pairs i < j of particles of each point, read
+    /// as particles of `k` coordinates (row after row; k must divide d).
+    pub fn interatomic_distances(&self, k: usize) -> Vec<f64> {
+        let m = self.d.checked_div(k).unwrap_or(0);
+        let mut out = Vec::with_capacity(self.n * m * m.saturating_sub(1) / 2);
+        for r in (0..self.n).map(|i| self.row(i)) {
+            for i in 0..m {
+                for j in i + 1..m {
+                    let d2: f64 = (0..k).map(|c| (r[i * k + c] - r[j * k + c]).powi(2)).sum();
+                    out.push(d2.sqrt());
+                }
+            }
+        }
+        out
+    }
+
     /// The same points with each one shaped `event` (whose sizes multiply to d; empty: \[d\]).
     pub fn with_event(mut self, event: Vec<usize>) -> Result<Self> {
         if !event.is_empty() && event.iter().product::<usize>() != self.d {

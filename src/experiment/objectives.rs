@@ -266,7 +266,7 @@ pub fn run(s: &Settings, out: &Path) -> Result<Vec<Row>> {
                 log_density: None,
             })
             .collect();
-        plot::vector_fields(&out.join("objectives.png"), &panels)?;
+        plot::vector_fields(&out.join("objectives.png"), &panels, None)?;
     }
     write_text(&out.join("objectives.md"), &md)?;
     write_text(

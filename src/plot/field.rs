@@ -147,45 +147,59 @@ pub fn heatmaps(path: &Path, grid: &Grid2, panels: &[HeatPanel]) -> Result<()> {
         bail!("{p}: a heat-map figure needs at least one panel");
     }
     for h in panels {
-        if h.values.len() != grid.nx * grid.ny {
-            bail!(
-                "{p}: panel '{}' has {} values for a {} × {} grid",
-                h.title,
-                h.values.len(),
-                grid.nx,
-                grid.ny
-            );
-        }
+        check_heat(&p.to_string(), grid, h)?;
     }
     register_font()?;
-    let (dx, dy) = grid.cell();
     let draw = |path: &Path| -> Result<()> {
         let root = BitMapBackend::new(path, (560 * panels.len() as u32, 480)).into_drawing_area();
         root.fill(&WHITE)?;
         for (area, h) in root.split_evenly((1, panels.len())).iter().zip(panels) {
-            let (plot, bar) = area.split_horizontally(560 - 110);
-            let (lo, hi) = h
-                .range
-                .unwrap_or_else(|| finite_range(h.values.iter().copied()));
-            let mut chart =
-                linear_chart(&plot, h.title, ("x₁", "x₂"), grid.x.clone(), grid.y.clone())?;
-            chart.draw_series(h.values.iter().enumerate().map(|(k, &v)| {
-                let (i, j) = ((k % grid.nx) as f64, (k / grid.nx) as f64);
-                let (x0, y0) = (grid.x.start + i * dx, grid.y.start + j * dy);
-                let c = if v.is_finite() {
-                    viridis(v, lo, hi)
-                } else {
-                    RGBColor(225, 225, 225)
-                };
-                Rectangle::new([(x0, y0), (x0 + dx, y0 + dy)], c.filled())
-            }))?;
-            colour_bar(&bar, h.label, (lo, hi))?;
+            draw_heat(area, grid, h)?;
         }
         root.present()?;
         Ok(())
     };
     crate::io::render_atomic(path, draw)
         .with_context(|| format!("{p}: writing the heat map failed"))
+}
+
+/// Draws one heat-map panel with its colour bar on `area` (560 px wide).
+fn draw_heat(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    grid: &Grid2,
+    h: &HeatPanel,
+) -> Result<()> {
+    let (dx, dy) = grid.cell();
+    let (plot, bar) = area.split_horizontally(560 - 110);
+    let (lo, hi) = h
+        .range
+        .unwrap_or_else(|| finite_range(h.values.iter().copied()));
+    let mut chart = linear_chart(&plot, h.title, ("x₁", "x₂"), grid.x.clone(), grid.y.clone())?;
+    chart.draw_series(h.values.iter().enumerate().map(|(k, &v)| {
+        let (i, j) = ((k % grid.nx) as f64, (k / grid.nx) as f64);
+        let (x0, y0) = (grid.x.start + i * dx, grid.y.start + j * dy);
+        let c = if v.is_finite() {
+            viridis(v, lo, hi)
+        } else {
+            RGBColor(225, 225, 225)
+        };
+        Rectangle::new([(x0, y0), (x0 + dx, y0 + dy)], c.filled())
+    }))?;
+    colour_bar(&bar, h.label, (lo, hi))
+}
+
+/// Checks that a heat panel has one value per grid cell.
+fn check_heat(p: &str, grid: &Grid2, h: &HeatPanel) -> Result<()> {
+    if h.values.len() != grid.nx * grid.ny {
+        bail!(
+            "{p}: panel '{}' has {} values for a {} × {} grid",
+            h.title,
+            h.values.len(),
+            grid.nx,
+            grid.ny
+        );
+    }
+    Ok(())
 }
 
 /// One vector-field panel: vectors at points, optionally over a shaded log-density on a grid.
@@ -198,8 +212,13 @@ pub struct FieldPanel<'a> {
 
 /// Writes a PNG of side-by-side 2-D vector fields (~480×480 per panel): an arrow of one length
 /// along each vector, coloured by log₁₀ of its norm (one colour bar for all panels), over the
-/// panel's density shaded in greys (darker = more probable).
-pub fn vector_fields(path: &Path, panels: &[FieldPanel]) -> Result<()> {
+/// panel's density shaded in greys (darker = more probable); then, when given, a heat-map panel
+/// (e.g. the error against the exact field).
+pub fn vector_fields(
+    path: &Path,
+    panels: &[FieldPanel],
+    extra: Option<(&Grid2, &HeatPanel)>,
+) -> Result<()> {
     let p = path.display();
     if panels.is_empty() {
         bail!("{p}: a vector-field figure needs at least one panel");
@@ -223,6 +242,9 @@ pub fn vector_fields(path: &Path, panels: &[FieldPanel]) -> Result<()> {
             }
         }
     }
+    if let Some((g, h)) = extra {
+        check_heat(&p.to_string(), g, h)?;
+    }
     let norm = |v: &[f64]| v[0].hypot(v[1]);
     let logs = panels
         .iter()
@@ -238,9 +260,14 @@ pub fn vector_fields(path: &Path, panels: &[FieldPanel]) -> Result<()> {
     register_font()?;
     let draw = |path: &Path| -> Result<()> {
         let w = 480 * panels.len() as u32;
-        let root = BitMapBackend::new(path, (w + 110, 480)).into_drawing_area();
+        let more = if extra.is_some() { 560 } else { 0 };
+        let root = BitMapBackend::new(path, (w + 110 + more, 480)).into_drawing_area();
         root.fill(&WHITE)?;
-        let (plots, bar) = root.split_horizontally(w);
+        let (plots, rest) = root.split_horizontally(w);
+        let (bar, right) = rest.split_horizontally(110);
+        if let Some((g, h)) = extra {
+            draw_heat(&right, g, h)?;
+        }
         for (area, f) in plots.split_evenly((1, panels.len())).iter().zip(panels) {
             let mut chart = linear_chart(area, f.title, ("x₁", "x₂"), xs.clone(), ys.clone())?;
             if let Some((g, v)) = f.log_density {

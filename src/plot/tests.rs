@@ -117,8 +117,22 @@ fn every_figure_writes_a_png() {
         vectors: &cs,
         log_density: Some((&grid, &logp)),
     };
-    vector_fields(&at("field.png"), &[field]).unwrap();
+    vector_fields(&at("field.png"), &[field], None).unwrap();
     check(&at("field.png"), (590, 480));
+    let err = HeatPanel {
+        title: "error",
+        values: &logp,
+        label: "‖Δ‖",
+        range: None,
+    };
+    let field = FieldPanel {
+        title: "score",
+        at: &coarse,
+        vectors: &cs,
+        log_density: None,
+    };
+    vector_fields(&at("field_err.png"), &[field], Some((&grid, &err))).unwrap();
+    check(&at("field_err.png"), (1150, 480));
     assert_eq!(score.n, 900);
 
     let e1: Vec<f64> = a.data.iter().step_by(2).copied().collect();

@@ -443,14 +443,23 @@ fn check_finite(loss: f64, norm: f64, step: usize) -> Result<()> {
     Ok(())
 }
 
-/// Adam's hyper-parameters at `step`: linear warm-up of the learning rate, global-norm clipping.
+/// Adam's hyper-parameters at `step`: linear warm-up of the learning rate, then its decay;
+/// global-norm clipping.
 fn schedule(t: &crate::config::TrainConfig, step: usize, norm: f64) -> AdamStep {
-    let lr = t.lr
-        * if t.warmup > 0 {
-            ((step + 1) as f64 / t.warmup as f64).min(1.0)
-        } else {
-            1.0
-        };
+    let warm = if t.warmup > 0 {
+        ((step + 1) as f64 / t.warmup as f64).min(1.0)
+    } else {
+        1.0
+    };
+    let decay = match t.decay {
+        crate::config::LrDecay::None => 1.0,
+        crate::config::LrDecay::Cosine => {
+            let span = t.steps.saturating_sub(t.warmup).max(1) as f64;
+            let done = (step.saturating_sub(t.warmup) as f64 / span).min(1.0);
+            0.5 * (1.0 + (std::f64::consts::PI * done).cos())
+        }
+    };
+    let lr = t.lr * warm * decay;
     let grad_scale = if t.grad_clip > 0.0 && norm > t.grad_clip {
         t.grad_clip / norm
     } else {
@@ -509,4 +518,32 @@ fn truncate_log(path: &Path, step: usize) -> Result<()> {
     }
     crate::io::write_atomic_bytes(path, out.as_bytes())
         .with_context(|| format!("{}: cannot rewrite", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::schedule;
+    use crate::config::{LrDecay, TrainConfig};
+
+    #[test]
+    fn learning_rate_warms_up_then_follows_a_half_cosine() {
+        let t = TrainConfig {
+            steps: 110,
+            warmup: 10,
+            lr: 2.0,
+            decay: LrDecay::Cosine,
+            ..Default::default()
+        };
+        let lr = |step| schedule(&t, step, 1.0).lr;
+        assert!((lr(0) - 0.2).abs() < 1e-12);
+        assert!((lr(9) - 2.0).abs() < 1e-12);
+        // halfway through the decay: half the peak; the last step: 0
+        assert!((lr(60) - 1.0).abs() < 1e-12);
+        assert!(lr(110).abs() < 1e-12);
+        let flat = TrainConfig {
+            decay: LrDecay::None,
+            ..t
+        };
+        assert_eq!(schedule(&flat, 100, 1.0).lr, 2.0);
+    }
 }
