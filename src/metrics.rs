@@ -393,6 +393,39 @@ pub fn against_density(
     })
 }
 
+/// Distance from each point of `x` to its nearest neighbour in `reference` (Euclidean).
+pub fn nearest_distances(x: &Points, reference: &Points) -> Vec<f64> {
+    use rayon::prelude::*;
+    (0..x.n)
+        .into_par_iter()
+        .map(|i| {
+            let p = x.row(i);
+            (0..reference.n)
+                .map(|j| sq_dist(p, reference.row(j)))
+                .fold(f64::INFINITY, f64::min)
+                .sqrt()
+        })
+        .collect()
+}
+
+/// The share of `scores` below the `q`-quantile of `reference_scores` (the quantile returned
+/// beside it): with scores log p(x), or −(distance to the nearest data point), the share of
+/// samples off the data's support, about q for fresh data. Non-finite scores (log 0) count as below.
+pub fn share_below_quantile(
+    scores: &[f64],
+    reference_scores: &[f64],
+    q: f64,
+) -> Result<(f64, f64)> {
+    if scores.is_empty() || reference_scores.is_empty() || !(0.0..1.0).contains(&q) {
+        bail!("share_below_quantile needs scores, reference scores and q in [0, 1)");
+    }
+    let mut r: Vec<f64> = reference_scores.to_vec();
+    r.sort_by(f64::total_cmp);
+    let threshold = r[((q * r.len() as f64) as usize).min(r.len() - 1)];
+    let below = scores.iter().filter(|&&s| !(s >= threshold)).count();
+    Ok((below as f64 / scores.len() as f64, threshold))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

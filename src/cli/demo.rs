@@ -13,7 +13,7 @@ use tweedie::metrics;
 use tweedie::plot;
 use tweedie::sample::grid::Grid;
 use tweedie::sample::{self, Options, Plan, Trace};
-use tweedie::train::{self, TrainOptions, CHECKPOINT, METRICS_LOG};
+use tweedie::train::{self, TrainOptions, CHECKPOINT};
 
 #[derive(Parser)]
 pub struct Args {
@@ -23,8 +23,8 @@ pub struct Args {
     /// Output folder.
     #[arg(long, default_value = "runs/demo")]
     out: PathBuf,
-    /// Training steps (batch 512, Adam 1e-3, VP process, 3×128 SiLU MLP).
-    #[arg(long, default_value_t = 4000)]
+    /// Training steps (batch 2048, Adam 2e-3 with cosine decay, EMA 0.9999, VP process, 3×128 SiLU MLP).
+    #[arg(long, default_value_t = 30_000)]
     steps: usize,
     /// Samples drawn, and size of each fresh data set they are compared with.
     #[arg(long, default_value_t = 2000)]
@@ -46,6 +46,12 @@ pub fn run(a: Args) -> Result<()> {
     }
     cfg.train.steps = a.steps;
     cfg.train.seed = a.seed;
+    // the recipe of the demo's sweep (docs/demo.md): big batches and a decaying step sharpen the edges
+    cfg.train.batch = 2048;
+    cfg.train.lr = 2e-3;
+    cfg.train.decay = tweedie::config::LrDecay::Cosine;
+    cfg.train.ema_decay = 0.9999;
+    cfg.train.log_every = 250;
     cfg.train.checkpoint_every = a.steps.max(1);
     // every setting checked before the first line of progress
     cfg.validate()?;
@@ -57,7 +63,7 @@ pub fn run(a: Args) -> Result<()> {
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("{}: cannot create the output folder", a.out.display()))?;
     eprintln!(
-        "[1/3] training a 3×128 SiLU score MLP on {} for {} steps (VP, DSM with λ = σ²) -> {}",
+        "[1/3] training a 3×128 SiLU score MLP on {} for {} steps (VP, DSM with λ = σ², batch 2048) -> {}",
         a.dataset,
         a.steps,
         a.out.display()
@@ -78,7 +84,7 @@ pub fn run(a: Args) -> Result<()> {
     bar.finish();
 
     eprintln!(
-        "[2/3] sampling {} points (reverse SDE, Euler–Maruyama 1000 steps; PF-ODE Heun 100 steps)",
+        "[2/3] sampling {} points (reverse SDE, Euler–Maruyama 1000 steps; PF-ODE, UniPC 20 steps)",
         a.n
     );
     let (net, _) = train::load_net(&a.out.join(CHECKPOINT), true, &device)?;
@@ -87,7 +93,7 @@ pub fn run(a: Args) -> Result<()> {
     let second = data::toy(&a.dataset, a.n, &mut ChaCha8Rng::seed_from_u64(2_000_003))?;
     panels.push((format!("data ({} points)", a.n), second.clone()));
     let mut results = serde_json::Map::new();
-    for (sampler, steps) in [("em", 1000), ("heun", 100)] {
+    for (sampler, steps) in [("em", 1000), ("unipc", 20)] {
         let mut rng = ChaCha8Rng::seed_from_u64(a.seed + 7);
         let bar = tweedie::progress::bar(steps, 0, a.quiet);
         let mut trace = Trace {
@@ -97,7 +103,7 @@ pub fn run(a: Args) -> Result<()> {
         let started = std::time::Instant::now();
         let plan = Plan {
             sampler,
-            grid: Grid::Uniform,
+            grid: Grid::parse("auto", sampler)?,
             steps,
             options: Options::default(),
             denoise_final: false,
@@ -129,17 +135,30 @@ pub fn run(a: Args) -> Result<()> {
         a.n
     );
     let floor = metrics::compare(&second, &reference, a.n, 1000, 0)?;
+    let support = Support::new(&a.dataset, a.n)?;
+    let data_off = support.off(&second)?;
+    let mut worst_off: f64 = 0.0;
+    for (name, pts) in panels.iter().skip(1) {
+        let sampler = name.split(',').next().unwrap_or_default();
+        let off = support.off(pts)?;
+        worst_off = worst_off.max(off);
+        if let Some(r) = results.get_mut(sampler) {
+            r["off_support_share"] = json!(off);
+        }
+    }
     let w2 = |s: &str| results[s]["metrics"]["w2"].as_f64().unwrap_or(f64::NAN);
-    let best = w2("em").min(w2("heun"));
-    let ratio = best / floor.w2;
-    let verdict = if ratio <= 1.5 { "PASS" } else { "FAIL" };
+    let ratio = w2("em").max(w2("unipc")) / floor.w2;
+    let pass = worst_off <= OFF_SUPPORT_LIMIT && ratio <= 1.5;
+    let verdict = if pass { "PASS" } else { "FAIL" };
     let report = json!({
         "dataset": a.dataset,
         "train": summary,
         "samplers": results,
         "floor_data_vs_data": floor,
-        "w2_ratio_best_sampler_to_floor": ratio,
-        "criterion": "exact W2 (not squared) of the best sampler to fresh data within 1.5x the W2 between two fresh data sets of the same size",
+        "off_support_share_of_fresh_data": data_off,
+        "off_support_definition": support.definition(),
+        "w2_ratio_worst_sampler_to_floor": ratio,
+        "criterion": format!("both samplers: off-support share <= {OFF_SUPPORT_LIMIT} (the picture's defect: samples where the data has none), and exact W2 (not squared) to {n} fresh data points within 1.5x the W2 between two fresh data sets of {n} points", n = a.n),
         "verdict": verdict,
     });
     let metrics_path = a.out.join("metrics.json");
@@ -149,8 +168,13 @@ pub fn run(a: Args) -> Result<()> {
     )
     .with_context(|| format!("{}: cannot write", metrics_path.display()))?;
     let refs: Vec<(&str, &Points)> = panels.iter().map(|(t, p)| (t.as_str(), p)).collect();
-    plot::scatter_panels(&a.out.join("samples.png"), &refs, None)?;
-    plot_loss(&a.out)?;
+    let lim = 4.4;
+    plot::scatter_panels(
+        &a.out.join("samples.png"),
+        &refs,
+        (a.dataset == "checkerboard").then_some([-lim, lim, -lim, lim]),
+    )?;
+    super::plot::write_curves(&a.out, &a.out.join("loss.png"))?;
 
     println!(
         "tweedie demo on {} ({} training steps, {:.1} s, {:.0} steps/s, final loss {:.4})",
@@ -161,15 +185,21 @@ pub fn run(a: Args) -> Result<()> {
         summary.final_loss
     );
     println!(
-        "exact W2 to {} fresh data points (data units, exact optimal assignment):",
-        a.n
+        "against {} fresh data points (data units); off support: {}",
+        a.n,
+        support.definition()
     );
-    println!("  data vs data (floor)      W2 = {:.4}", floor.w2);
-    for s in ["em", "heun"] {
+    println!(
+        "  data vs data (floor)   off support {:>5.1}%   W2 = {:.4}",
+        100.0 * data_off,
+        floor.w2
+    );
+    for s in ["em", "unipc"] {
         println!(
-            "  {:<4} NFE {:<5}           W2 = {:.4}  sliced W2 = {:.4}  MMD² = {:.2e}",
+            "  {:<5} NFE {:<5}        off support {:>5.1}%   W2 = {:.4}  sliced W2 = {:.4}  MMD² = {:.2e}",
             s,
             results[s]["nfe"],
+            100.0 * results[s]["off_support_share"].as_f64().unwrap_or(f64::NAN),
             w2(s),
             results[s]["metrics"]["sliced_w2"]
                 .as_f64()
@@ -177,25 +207,69 @@ pub fn run(a: Args) -> Result<()> {
             results[s]["metrics"]["mmd2"].as_f64().unwrap_or(f64::NAN)
         );
     }
-    println!("best W2 / floor = {ratio:.3} (target <= 1.5): {verdict}");
-    println!("wrote {}/{{samples_em.npy, samples_heun.npy, samples.png, loss.png, metrics.json, metrics.jsonl, checkpoint.safetensors}}", a.out.display());
+    println!(
+        "worst off-support share {:.1}% (target <= {:.0}%), worst W2 / floor = {ratio:.3} (target <= 1.5): {verdict}",
+        100.0 * worst_off,
+        100.0 * OFF_SUPPORT_LIMIT
+    );
+    println!("wrote {}/{{samples_em.npy, samples_unipc.npy, samples.png, loss.png, metrics.json, metrics.jsonl, checkpoint.safetensors}}", a.out.display());
     Ok(())
 }
 
-/// Loss curve from the run's metrics log.
-fn plot_loss(dir: &std::path::Path) -> Result<()> {
-    let text = std::fs::read_to_string(dir.join(METRICS_LOG))?;
-    let pts: Vec<(f64, f64)> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| Some((v["step"].as_f64()?, v["loss"].as_f64()?)))
-        .collect();
-    plot::line_plot(
-        &dir.join("loss.png"),
-        "DSM training loss",
-        "step",
-        "loss (mean over 100 steps)",
-        &[("loss", pts)],
-        true,
-    )
+/// The largest share of samples off the data's support that the demo accepts.
+const OFF_SUPPORT_LIMIT: f64 = 0.08;
+
+/// Judges whether points lie on a toy's support: by its exact log-density where known (the
+/// checkerboard's is −∞ off its squares), else by the distance to the nearest of many fresh data
+/// points against the 99th percentile of that distance for fresh data.
+struct Support {
+    name: String,
+    exact: bool,
+    dense: Points,
+    threshold: f64,
+}
+
+impl Support {
+    fn new(name: &str, n: usize) -> Result<Self> {
+        let mut rng = ChaCha8Rng::seed_from_u64(3_000_017);
+        let dense = data::toy(name, 20 * n.max(1000), &mut rng)?;
+        let calib = data::toy(name, n.max(1000), &mut rng)?;
+        let exact = data::toy_log_prob(name, &calib).is_some();
+        let mut s = Support {
+            name: name.into(),
+            exact,
+            dense,
+            threshold: 0.0,
+        };
+        let scores = s.scores(&calib)?;
+        // bounded support: every fresh point is on it; otherwise the 1% tail of fresh data
+        let q = if name == "checkerboard" { 0.0 } else { 0.01 };
+        s.threshold = metrics::share_below_quantile(&scores, &scores, q)?.1;
+        Ok(s)
+    }
+
+    /// log p(x), or −(distance to the nearest dense data point).
+    fn scores(&self, x: &Points) -> Result<Vec<f64>> {
+        Ok(match data::toy_log_prob(&self.name, x) {
+            Some(l) if self.exact => l,
+            _ => metrics::nearest_distances(x, &self.dense)
+                .into_iter()
+                .map(|d| -d)
+                .collect(),
+        })
+    }
+
+    /// The share of `x` off the support.
+    fn off(&self, x: &Points) -> Result<f64> {
+        let s = self.scores(x)?;
+        Ok(metrics::share_below_quantile(&s, &[self.threshold], 0.0)?.0)
+    }
+
+    fn definition(&self) -> String {
+        match (self.exact, self.name.as_str()) {
+            (true, "checkerboard") => "share of samples outside the 8 filled squares (exact density 0 there)".into(),
+            (true, _) => format!("share of samples whose exact log-density is below the 1st percentile of fresh data's ({:.2} nats)", self.threshold),
+            _ => format!("share of samples farther from the nearest of {} fresh data points than 99% of fresh data ({:.3} data units)", self.dense.n, -self.threshold),
+        }
+    }
 }

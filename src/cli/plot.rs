@@ -467,7 +467,7 @@ fn curves(a: CurvesArgs) -> Result<()> {
 
 /// Writes the training curves of run folder `run` (loss, gradient norm and learning rate,
 /// one panel each, against the step) to `out`.
-pub fn write_curves(run: &Path, out: &Path) -> Result<()> {
+pub(crate) fn write_curves(run: &Path, out: &Path) -> Result<()> {
     let log = run.join(tweedie::train::METRICS_LOG);
     let text = std::fs::read_to_string(&log).with_context(|| {
         format!(
