@@ -220,7 +220,8 @@ fn all_probes(x: &Tensor, opts: &Options, space: Space) -> Result<Option<Tensor>
 /// `threads` threads; the results do not depend on `threads`. Hutchinson probes are
 /// drawn for all points at once, as in `log_prob`, so a point's probes do not depend on `chunk`.
 /// Each solve adapts its own steps; `nfe` is the largest NFE of any chunk. Per-chunk solves differ
-/// from one joint solve by the solver tolerance only.
+/// from one joint solve by the solver tolerance only. `done`, if given, is called with the number
+/// of points solved after each chunk (for progress bars).
 pub fn log_prob_chunked(
     model: &(dyn DivergenceModel + Sync),
     process: &dyn Process,
@@ -228,6 +229,7 @@ pub fn log_prob_chunked(
     opts: &Options,
     chunk: usize,
     threads: usize,
+    done: Option<&(dyn Fn(usize) + Sync)>,
 ) -> Result<LikelihoodOutput> {
     if chunk == 0 {
         bail!("the chunk size must be at least 1");
@@ -238,13 +240,19 @@ pub fn log_prob_chunked(
     let n = x.dims()[0];
     let starts: Vec<usize> = (0..n).step_by(chunk).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
+    let solved = std::sync::atomic::AtomicUsize::new(0);
     let solve_chunk = |k: usize| -> Result<LikelihoodOutput> {
         let (start, len) = (starts[k], chunk.min(n - starts[k]));
         let v = probes
             .as_ref()
             .map(|v| v.narrow(1, start, len))
             .transpose()?;
-        solve(model, process, &x.narrow(0, start, len)?, v.as_ref(), opts)
+        let out = solve(model, process, &x.narrow(0, start, len)?, v.as_ref(), opts);
+        let total = solved.fetch_add(len, std::sync::atomic::Ordering::Relaxed) + len;
+        if let Some(f) = done {
+            f(total);
+        }
+        out
     };
     let mut parts: Vec<(usize, Result<LikelihoodOutput>)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads.clamp(1, starts.len().max(1)))

@@ -422,7 +422,10 @@ pub fn share_below_quantile(
     let mut r: Vec<f64> = reference_scores.to_vec();
     r.sort_by(f64::total_cmp);
     let threshold = r[((q * r.len() as f64) as usize).min(r.len() - 1)];
-    let below = scores.iter().filter(|&&s| s.is_nan() || s < threshold).count();
+    let below = scores
+        .iter()
+        .filter(|&&s| s.is_nan() || s < threshold)
+        .count();
     Ok((below as f64 / scores.len() as f64, threshold))
 }
 

@@ -19,6 +19,21 @@ pub fn bar(len: usize, pos: usize, quiet: bool) -> indicatif::ProgressBar {
     bar
 }
 
+/// A spinner on stderr with `msg` and the elapsed time, for work of unknown length (hidden when
+/// `quiet` or not a terminal).
+pub fn spinner(msg: &str, quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner().with_message(msg.to_string());
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+    {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
 /// A callback that moves `bar` to each training step and shows the logged loss.
 pub fn train_callback(bar: indicatif::ProgressBar) -> Callback<TrainStep> {
     Box::new(move |s: &TrainStep| {

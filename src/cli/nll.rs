@@ -57,6 +57,9 @@ pub struct Args {
     /// Seed of the probes and of the dequantisation noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
     /// ODE solver.
     #[arg(long, value_enum, default_value = "dopri5")]
     solver: SolverKind,
@@ -241,11 +244,28 @@ pub fn run(a: Args) -> Result<()> {
     }
     let started = Instant::now();
     let xm = Tensor::from_vec(x.scaled(1.0 / scale).data, (x.n, x.d), &device)?;
-    let out = if chunk == 0 {
-        likelihood::log_prob(model.as_ref(), process.as_ref(), &xm, &opts)?
+    // one joint solve reports nothing until it ends: a spinner with the elapsed time there
+    let bar = if chunk == 0 {
+        tweedie::progress::spinner("solving the probability-flow ODE for all points", a.quiet)
     } else {
-        likelihood::log_prob_chunked(model.as_ref(), process.as_ref(), &xm, &opts, chunk, threads)?
+        tweedie::progress::bar(x.n, 0, a.quiet)
     };
+    let done = |k: usize| bar.set_position(k as u64);
+    let out = if chunk == 0 {
+        likelihood::log_prob(model.as_ref(), process.as_ref(), &xm, &opts)
+    } else {
+        likelihood::log_prob_chunked(
+            model.as_ref(),
+            process.as_ref(),
+            &xm,
+            &opts,
+            chunk,
+            threads,
+            Some(&done),
+        )
+    }
+    .inspect_err(|_| bar.abandon())?;
+    bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     // data coordinates: log p_data(x) = log p_model(x / scale) − dof log scale (dof = d, or N·k − k
     // on the zero-centre-of-mass space)

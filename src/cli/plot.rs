@@ -107,6 +107,9 @@ struct DensityArgs {
     /// Colour range: this many nats below the highest log-density.
     #[arg(long, default_value_t = 12.0)]
     depth: f64,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
     /// Output PNG.
     #[arg(long, short)]
     out: PathBuf,
@@ -408,14 +411,18 @@ fn density(a: DensityArgs) -> Result<()> {
     );
     let x = model_points(&pts, l.scale, DType::F64)?;
     let opts = tweedie::likelihood::Options::default();
+    let bar = tweedie::progress::bar(pts.n, 0, a.quiet);
+    let done = |k: usize| bar.set_position(k as u64);
     let out = tweedie::likelihood::log_prob_chunked(
         l.model.as_ref(),
         l.process.as_ref(),
         &x,
         &opts,
-        256,
+        64,
         2,
+        Some(&done),
     )?;
+    bar.finish_and_clear();
     let shift = 2.0 * l.scale.ln();
     let model: Vec<f64> = out.log_p0.iter().map(|v| v - shift).collect();
     let exact: Option<Vec<f64>> = match (&l.exact, &l.source) {

@@ -96,6 +96,9 @@ pub struct Args {
     /// Compute device: cpu or cuda.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 /// The model, its process, the data scale, reference points for the figure and one sample's shape.
@@ -182,7 +185,7 @@ pub fn run(mut a: Args) -> Result<()> {
         },
     };
     let started = Instant::now();
-    let bar = tweedie::progress::bar(a.steps, 0, false);
+    let bar = tweedie::progress::bar(a.steps, 0, a.quiet);
     let mut trace = Trace {
         callback: Some(tweedie::progress::sample_callback(bar.clone())),
         keep: a.trajectory.is_some(),

@@ -384,7 +384,7 @@ fn network_host_path_matches_tensor_path() {
         assert!(dz.to_scalar::<f64>().unwrap() < 1e-6);
         // three solves at once on the host path: one keeps the pool warm (`pool::warm`), the
         // others run cold, and all finish with the joint solve's values to its tolerance
-        let chunked = log_prob_chunked(&net, p.as_ref(), &x, &opts, 30, 3).expect("chunked");
+        let chunked = log_prob_chunked(&net, p.as_ref(), &x, &opts, 30, 3, None).expect("chunked");
         let mean = host
             .log_p0
             .iter()
@@ -409,8 +409,9 @@ fn chunked_solves_match_the_joint_solve() {
     let x = to_tensor(&gm.sample(150, &mut ChaCha8Rng::seed_from_u64(5)));
     for opts in [dopri(1e-5), hutchinson(1, 7)] {
         let joint = log_prob(&model, p.as_ref(), &x, &opts).expect("joint");
-        let one = log_prob_chunked(&model, p.as_ref(), &x, &opts, 40, 1).expect("1 thread");
-        let three = log_prob_chunked(&model, p.as_ref(), &x, &opts, 40, 3).expect("3 threads");
+        let one = log_prob_chunked(&model, p.as_ref(), &x, &opts, 40, 1, None).expect("1 thread");
+        let three =
+            log_prob_chunked(&model, p.as_ref(), &x, &opts, 40, 3, None).expect("3 threads");
         assert_eq!(one.log_p0, three.log_p0, "{:?}", opts.divergence);
         assert_eq!(one.log_p0.len(), 150);
         // rtol = atol = 1e-5 bound an RMS over all points of a solve, so single points may differ
@@ -432,7 +433,7 @@ fn chunked_solves_match_the_joint_solve() {
         );
         assert_eq!(one.z.dims(), &[150, 2]);
     }
-    assert!(log_prob_chunked(&model, p.as_ref(), &x, &dopri(1e-5), 0, 2).is_err());
+    assert!(log_prob_chunked(&model, p.as_ref(), &x, &dopri(1e-5), 0, 2, None).is_err());
 }
 
 /// The GPU path (the ODE state and stages kept in tensors), run on the CPU: the same log p, z and
