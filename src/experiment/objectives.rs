@@ -1,6 +1,6 @@
 //! Every objective on the same data and budget, scored by the Fisher divergence to the exact score.
 
-use super::write_text;
+use super::{write_doc, write_text};
 use crate::config::{DataConfig, TrainConfig};
 use crate::data::Points;
 use crate::nn::{Arch, Model, ModelConfig};
@@ -268,7 +268,7 @@ pub fn run(s: &Settings, out: &Path) -> Result<Vec<Row>> {
             .collect();
         plot::vector_fields(&out.join("objectives.png"), &panels, None)?;
     }
-    write_text(&out.join("objectives.md"), &md)?;
+    write_doc(&out.join("objectives.md"), &md)?;
     write_text(
         &out.join("objectives.json"),
         &serde_json::to_string_pretty(&rows)?,

@@ -7,7 +7,7 @@
 //! difference CE − CE(ODE) to the converged probability-flow ODE from the same x_T (dopri5 at
 //! rtol = atol = 1e-8), whose standard error is far smaller: the solver's own error.
 
-use super::write_text;
+use super::{write_doc, write_text};
 use crate::data::Points;
 use crate::metrics::mean_and_sem;
 use crate::process::{Process, ProcessConfig};
@@ -194,7 +194,7 @@ pub fn run(s: &Settings, out: &Path) -> Result<(Vec<Reference>, Vec<Row>)> {
         }
     }
     bar.finish_and_clear();
-    write_text(&out.join("quality.md"), &markdown(s, &refs, &rows))?;
+    write_doc(&out.join("quality.md"), &markdown(s, &refs, &rows))?;
     let json = serde_json::json!({
         "definition": "CE = mean over n samples of -log p0(x) (nats per point); H = target entropy from 200,000 exact draws; CE - CE(ODE): paired difference to dopri5 (rtol = atol = 1e-8) from the same prior draws; standard errors over samples",
         "n": s.n, "seed": s.seed, "process": "vp (beta 0.1 to 20, t_min 1e-3)",

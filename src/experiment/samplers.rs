@@ -1,6 +1,6 @@
 //! W2 to exact samples versus NFE for every sampler on the 40-mode mixture with exact scores.
 
-use super::write_text;
+use super::{write_doc, write_text};
 use crate::data::{self, Points};
 use crate::metrics;
 use crate::plot;
@@ -227,7 +227,7 @@ fn write_report(settings: &Settings, rows: &[Row], floor: f64, out: &Path) -> Re
         ));
     }
     md.push_str("\n![W2 versus NFE](samplers.png)\n");
-    write_text(&out.join("samplers.md"), &md)?;
+    write_doc(&out.join("samplers.md"), &md)?;
     let json = serde_json::json!({"n": settings.n, "seed": settings.seed, "floor_w2": floor, "em1000_w2": em1000, "rows": rows,
         "definitions": "w2: exact 2-Wasserstein distance (not squared) to exact samples of the same size, data units"});
     write_text(

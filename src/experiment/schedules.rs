@@ -2,7 +2,7 @@
 //! and the per-level weighting affect consistency (Fisher divergence across noise levels) and sample
 //! quality; (2) how the learned score behaves in low-density regions (error versus log p_t).
 
-use super::write_text;
+use super::{write_doc, write_text};
 use crate::config::{DataConfig, TrainConfig};
 use crate::data::Points;
 use crate::metrics::{mode_fractions, w2_exact};
@@ -286,7 +286,7 @@ fn write_report(
         &refs,
         true,
     )?;
-    write_text(&out.join("schedules.md"), &md)?;
+    write_doc(&out.join("schedules.md"), &md)?;
     let json = serde_json::json!({"rows": rows, "low_density": low, "floor_w2": floor});
     write_text(
         &out.join("schedules.json"),
