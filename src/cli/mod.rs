@@ -27,7 +27,7 @@ enum Command {
     Train(train::Args),
     /// Draw samples from a trained run or from an exact mixture score; writes .npy (and PNG).
     Sample(sample::Args),
-    /// Compare a sample set with a reference set: exact W2, sliced W2, MMD² (JSON).
+    /// Judge a sample set against a reference set (exact W2, sliced W2, MMD², with floors) or a target (cross-entropy, KSD) as JSON.
     Eval(eval::Args),
     /// Per-point log-likelihoods (NLL ± s.e., bits/dim) through the probability-flow ODE.
     Nll(nll::Args),
