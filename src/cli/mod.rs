@@ -5,6 +5,7 @@ mod demo;
 mod eval;
 mod experiment;
 mod nll;
+mod report;
 mod sample;
 mod source;
 mod train;
@@ -35,6 +36,8 @@ enum Command {
     Experiment(experiment::Args),
     /// Train on a 2-D toy for about a minute, sample, and write samples, figures and metrics.
     Demo(demo::Args),
+    /// Write one self-contained HTML page of a run folder: config, training curve, figures, metrics.
+    Report(report::Args),
     /// Time one benchmark case (JSON); bench/suite.py runs them beside PyTorch and JAX.
     Bench(bench::Args),
 }
@@ -65,6 +68,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Nll(a) => nll::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Experiment(a) => experiment::run(a),
+        Command::Report(a) => report::run(a),
         Command::Bench(a) => bench::run(a),
     }
 }
