@@ -5,7 +5,7 @@
 //! matching) → `train` → `sample` (reverse SDE / probability-flow ODE) → `likelihood` (PF-ODE
 //! log p) → `metrics` and `plot`. `target` holds distributions with exact scores and densities,
 //! `score` the `ScoreModel` trait that samplers, likelihoods and metrics accept, `data` the data sets
-//! and file formats, `config` the TOML run config, `experiment` the comparisons, `progress` the
+//! and file formats, `config` the TOML run config, `experiment` the comparisons, `report` the HTML page of a run folder, `progress` the
 //! progress bars, `ode` the integrators, `flat` the solvers' buffers and `pool` the warm thread pool.
 
 pub mod config;
@@ -22,6 +22,7 @@ pub mod plot;
 pub mod pool;
 pub mod process;
 pub mod progress;
+pub mod report;
 pub mod sample;
 pub mod score;
 pub mod target;

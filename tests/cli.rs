@@ -425,3 +425,104 @@ fn objectives_train_from_the_command_line() {
     ]);
     assert_clean_error(&out, &["sm", "ssm_vr"]);
 }
+
+/// `tweedie eval` states, beside every number, its definition and sample sizes; a reference of at
+/// least 2k points gives each metric's floor between its two halves; `--target` adds the KSD
+/// against the exact score. The flat keys of older readers stay.
+#[test]
+fn eval_json_describes_every_metric() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, r) = (dir.path().join("s.npy"), dir.path().join("r.npy"));
+    for (path, n, seed) in [(&s, "300", "1"), (&r, "700", "2")] {
+        let out = tweedie(&[
+            "sample",
+            "--target",
+            "ncsn2",
+            "--n",
+            n,
+            "--steps",
+            "50",
+            "--seed",
+            seed,
+            "--out",
+            path.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = tweedie(&[
+        "eval",
+        "--samples",
+        s.to_str().unwrap(),
+        "--reference",
+        r.to_str().unwrap(),
+        "--target",
+        "ncsn2",
+        "--entropy-draws",
+        "5000",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("eval prints JSON");
+    assert_eq!(v["n_points"], 300);
+    assert!(v["w2"].is_number() && v["target"]["metrics"]["cross_entropy"].is_number());
+    assert_eq!(
+        (v["n_samples"].as_u64(), v["n_reference"].as_u64()),
+        (Some(300), Some(700))
+    );
+    let m = v["metrics"].as_object().expect("metrics");
+    for name in [
+        "w2",
+        "sliced_w2",
+        "mmd2",
+        "cross_entropy",
+        "entropy",
+        "cross_entropy_minus_entropy",
+        "mode_tv",
+        "ksd2",
+    ] {
+        let e = &m[name];
+        assert!(e["value"].is_number(), "{name}: {e}");
+        let def = e["definition"].as_str().unwrap_or("");
+        assert!(
+            def.starts_with(&format!("{name}: ")) && !def.contains('\n'),
+            "{name}: {def}"
+        );
+        assert!(
+            e["n_samples"].is_number() || e["n_reference"].is_number(),
+            "{name}: {e}"
+        );
+    }
+    for name in ["w2", "sliced_w2", "mmd2"] {
+        assert!(m[name]["floor"].is_number(), "{name}: {}", m[name]);
+        assert_eq!(m[name]["n_reference"], 300);
+    }
+    let ksd = &m["ksd2"];
+    assert!(
+        ksd["value"].as_f64().unwrap().abs() < 4.0 * ksd["se"].as_f64().unwrap(),
+        "{ksd}"
+    );
+    // a reference under 2k points: no floor, and the JSON says why
+    let out = tweedie(&[
+        "eval",
+        "--samples",
+        r.to_str().unwrap(),
+        "--reference",
+        s.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("eval prints JSON");
+    assert!(v["floor"].is_null() && v["metrics"]["w2"].get("floor").is_none());
+    assert!(
+        v["floor_note"]
+            .as_str()
+            .unwrap_or("")
+            .contains("fewer than 2k"),
+        "{v}"
+    );
+}

@@ -175,6 +175,9 @@ pub fn run(a: Args) -> Result<()> {
         (a.dataset == "checkerboard").then_some([-lim, lim, -lim, lim]),
     )?;
     super::plot::write_curves(&a.out, &a.out.join("loss.png"))?;
+    let score_png = a.out.join("score.png");
+    super::plot::write_score_field(&a.out, 0.02, &score_png)?;
+    let report = tweedie::report::write(&a.out, None)?;
 
     println!(
         "tweedie demo on {} ({} training steps, {:.1} s, {:.0} steps/s, final loss {:.4})",
@@ -212,7 +215,8 @@ pub fn run(a: Args) -> Result<()> {
         100.0 * worst_off,
         100.0 * OFF_SUPPORT_LIMIT
     );
-    println!("wrote {}/{{samples_em.npy, samples_unipc.npy, samples.png, loss.png, metrics.json, metrics.jsonl, checkpoint.safetensors}}", a.out.display());
+    println!("wrote {}/{{samples_em.npy, samples_unipc.npy, samples.png, score.png, loss.png, metrics.json, metrics.jsonl, checkpoint.safetensors}}", a.out.display());
+    println!("report: {}", report.display());
     Ok(())
 }
 

@@ -6,6 +6,7 @@ mod eval;
 mod experiment;
 mod nll;
 mod plot;
+mod report;
 mod sample;
 mod source;
 mod train;
@@ -28,7 +29,7 @@ enum Command {
     Train(train::Args),
     /// Draw samples from a trained run or from an exact mixture score; writes .npy (and PNG).
     Sample(sample::Args),
-    /// Compare a sample set with a reference set: exact W2, sliced W2, MMD² (JSON).
+    /// Judge a sample set against a reference set (exact W2, sliced W2, MMD², with floors) or a target (cross-entropy, KSD) as JSON.
     Eval(eval::Args),
     /// Per-point log-likelihoods (NLL ± s.e., bits/dim) through the probability-flow ODE.
     Nll(nll::Args),
@@ -38,6 +39,8 @@ enum Command {
     Plot(plot::Args),
     /// Train on a 2-D toy for about a minute, sample, and write samples, figures and metrics.
     Demo(demo::Args),
+    /// Write one self-contained HTML page of a run folder: config, training curve, figures, metrics.
+    Report(report::Args),
     /// Time one benchmark case (JSON); bench/suite.py runs them beside PyTorch and JAX.
     Bench(bench::Args),
 }
@@ -69,6 +72,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Nll(a) => nll::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Experiment(a) => experiment::run(a),
+        Command::Report(a) => report::run(a),
         Command::Bench(a) => bench::run(a),
     }
 }

@@ -302,6 +302,27 @@ fn extent(l: &Loaded) -> Result<Points> {
 fn score(a: ScoreArgs) -> Result<()> {
     tweedie::io::check_parent(&a.out)?;
     let l = a.model.load(&candle_core::Device::Cpu)?;
+    draw_score(&l, a.t, a.grid, &a.range, &a.out)?;
+    println!("{}", a.out.display());
+    Ok(())
+}
+
+/// Writes the score field of run folder `run` at time `t` (21 arrows per axis over its data's
+/// range, EMA weights) to `out`.
+pub(crate) fn write_score_field(run: &Path, t: f64, out: &Path) -> Result<()> {
+    let source = ModelSource {
+        run: Some(run.to_path_buf()),
+        target: None,
+        process: "vp".into(),
+        sigma_max: 100.0,
+        no_ema: false,
+    };
+    draw_score(&source.load(&candle_core::Device::Cpu)?, t, 21, &None, out)
+}
+
+/// The score figure of a loaded model at time `t`: the learned field, and beside it the exact
+/// field and an error map when the data's density is known.
+fn draw_score(l: &Loaded, t: f64, grid: usize, range: &Option<Vec<f64>>, out: &Path) -> Result<()> {
     if l.model.dim() != 2 {
         bail!(
             "plot score draws 2-D fields; this model has dimension {} (use plot samples for pairwise marginals)",
@@ -309,27 +330,27 @@ fn score(a: ScoreArgs) -> Result<()> {
         );
     }
     let (t0, t1) = (l.process.t_min(), l.process.t_max());
-    if !(a.t.is_finite() && a.t >= t0 && a.t <= t1) {
+    if !(t.is_finite() && t >= t0 && t <= t1) {
         bail!(
             "--t must lie in the process's [t_min, T] = [{t0}, {t1}], got {}",
-            a.t
+            t
         );
     }
-    let arrows = grid_over(&a.range, &extent(&l)?, a.grid)?;
+    let arrows = grid_over(range, &extent(l)?, grid)?;
     let fine = Grid2::new(arrows.x.clone(), arrows.y.clone(), 80, 80)?;
     let at = arrows.points();
     let x = model_points(&at, l.scale, DType::F32)?;
-    let t = Tensor::full(a.t as f32, at.n, x.device())?;
+    let times = Tensor::full(t as f32, at.n, x.device())?;
     let s: Vec<f64> = l
         .model
-        .score(&x, &t)?
+        .score(&x, &times)?
         .to_dtype(DType::F64)?
         .flatten_all()?
         .to_vec1()?;
     // the score of data coordinates: ∇_x log p(x) = ∇_u log p_u(x / scale) / scale
     let learned = Points::new(at.n, 2, s.iter().map(|v| v / l.scale).collect())?;
-    let (alpha, sigma) = (l.process.alpha(a.t), l.process.sigma(a.t));
-    let title = format!("learned score, t = {}", a.t);
+    let (alpha, sigma) = (l.process.alpha(t), l.process.sigma(t));
+    let title = format!("learned score, t = {}", t);
     match &l.exact {
         None => {
             let panel = FieldPanel {
@@ -338,7 +359,7 @@ fn score(a: ScoreArgs) -> Result<()> {
                 vectors: &learned,
                 log_density: None,
             };
-            plot::vector_fields(&a.out, &[panel], None)?;
+            plot::vector_fields(out, &[panel], None)?;
         }
         Some(mix) => {
             // p_t in data coordinates: the mixture diffused with (α, σ·scale)
@@ -347,7 +368,7 @@ fn score(a: ScoreArgs) -> Result<()> {
             let (logp, exact_fine) =
                 mix.log_prob_and_score_at(&fine_pts.data, alpha, sigma * l.scale)?;
             let xf = model_points(&fine_pts, l.scale, DType::F32)?;
-            let tf = Tensor::full(a.t as f32, fine_pts.n, xf.device())?;
+            let tf = Tensor::full(t as f32, fine_pts.n, xf.device())?;
             let sf: Vec<f64> = l
                 .model
                 .score(&xf, &tf)?
@@ -384,10 +405,9 @@ fn score(a: ScoreArgs) -> Result<()> {
                 label: "log₁₀ error",
                 range: None,
             };
-            plot::vector_fields(&a.out, &panels, Some((&fine, &heat)))?;
+            plot::vector_fields(out, &panels, Some((&fine, &heat)))?;
         }
     }
-    println!("{}", a.out.display());
     Ok(())
 }
 

@@ -1,4 +1,10 @@
-//! Sample-quality metrics: exact and sliced Wasserstein-2, MMD, mode statistics, Fisher divergence.
+//! Sample-quality metrics: exact and sliced Wasserstein-2, MMD, mode statistics, Fisher divergence,
+//! kernel Stein discrepancy (`ksd`); each reported number can carry its definition, the sample
+//! sizes it was computed on and its floor ([`Metric`]).
+
+pub mod ksd;
+
+pub use ksd::{ksd2, ksd2_imq, Imq, Ksd, KSD_DEFINITION};
 
 use crate::data::Points;
 use anyhow::{bail, Result};
@@ -39,10 +45,18 @@ fn check_pair(what: &str, a: &Points, b: &Points, same_n: bool) -> Result<()> {
 
 /// Squared exact 2-Wasserstein distance W2² = min_σ (1/n) Σ_i ‖a_i − b_σ(i)‖² between two
 /// equal-size empirical measures, solved as an optimal assignment (`assignment`, O(n³) worst case,
-/// n² memory).
+/// n² memory; in 1-D by sorting, O(n log n)).
 pub fn w2_squared_exact(a: &Points, b: &Points) -> Result<f64> {
     check_pair("w2_exact", a, b, true)?;
     let n = a.n;
+    if a.d == 1 {
+        // on the line the sorted (monotone) coupling is optimal for any convex cost, in
+        // O(n log n); the general solver meets its worst case there (~9 s for n = 2000)
+        let (mut x, mut y) = (a.data.clone(), b.data.clone());
+        x.sort_by(f64::total_cmp);
+        y.sort_by(f64::total_cmp);
+        return Ok(sq_dist(&x, &y) / n as f64);
+    }
     let mut cost = Vec::with_capacity(n * n);
     for i in 0..n {
         for j in 0..n {
@@ -245,12 +259,12 @@ by optimal assignment on squared Euclidean costs; sliced_w2: sqrt of the mean ov
 mmd2: unbiased MMD² with the RBF kernel exp(-|x-y|²/(2h²)), h = median pairwise distance of the reference; \
 all in data units, on the first k points of each set";
 
-/// The first `k` rows of `x`.
-fn head(x: &Points, k: usize) -> Points {
+/// Rows `range` of `x`.
+fn rows(x: &Points, range: std::ops::Range<usize>) -> Points {
     Points {
-        n: k,
+        n: range.len(),
         d: x.d,
-        data: x.data[..k * x.d].to_vec(),
+        data: x.data[range.start * x.d..range.end * x.d].to_vec(),
         event: x.event.clone(),
     }
 }
@@ -268,17 +282,147 @@ pub fn compare(
         bail!("compare: max_points is 0; use at least 2 points");
     }
     let k = samples.n.min(reference.n).min(max_points);
-    let (a, b) = (head(samples, k), head(reference, k));
-    let (mmd2, mmd_bandwidth) = mmd2_rbf(&a, &b, None)?;
+    compare_sets(
+        &rows(samples, 0..k),
+        &rows(reference, 0..k),
+        None,
+        n_proj,
+        seed,
+    )
+}
+
+/// The metrics of [`compare`] between two sets of equal size, with an MMD bandwidth (`None`: the
+/// median heuristic on `b`).
+fn compare_sets(
+    a: &Points,
+    b: &Points,
+    bandwidth: Option<f64>,
+    n_proj: usize,
+    seed: u64,
+) -> Result<SampleMetrics> {
+    let (mmd2, mmd_bandwidth) = mmd2_rbf(a, b, bandwidth)?;
     Ok(SampleMetrics {
-        n_points: k,
-        w2: w2_exact(&a, &b)?,
-        sliced_w2: sliced_w2(&a, &b, n_proj, seed)?,
+        n_points: a.n,
+        w2: w2_exact(a, b)?,
+        sliced_w2: sliced_w2(a, b, n_proj, seed)?,
         mmd2,
         mmd_bandwidth,
         sliced_projections: n_proj,
         definitions: METRIC_DEFINITIONS,
     })
+}
+
+/// One reported number with its one-line definition, the sample sizes behind it and its floor.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Metric {
+    /// The number.
+    pub value: f64,
+    /// Its standard error, where the estimator has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub se: Option<f64>,
+    /// What it is, in one line (units, squared or not, estimator).
+    pub definition: &'static str,
+    /// Points of the judged samples it used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_samples: Option<usize>,
+    /// Points of the reference set, or exact draws from the target, it used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_reference: Option<usize>,
+    /// What exact samples score at the same sizes: the metric between two independent halves of
+    /// the reference set (k points each), or against the target, the exact draws' value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor: Option<f64>,
+}
+
+/// One-line definition of the exact W2 entry.
+pub const W2_DEFINITION: &str =
+    "w2: exact 2-Wasserstein distance (not squared) between the first k points of each set, \
+optimal assignment on squared Euclidean costs, data units";
+/// One-line definition of the sliced W2 entry.
+pub const SLICED_W2_DEFINITION: &str =
+    "sliced_w2: sqrt of the mean over random unit directions of the 1-D W2² of the \
+projected first k points of each set (not squared), data units";
+/// One-line definition of the MMD² entry.
+pub const MMD2_DEFINITION: &str = "mmd2: unbiased MMD² with the RBF kernel exp(-|x-y|²/(2h²)), h = median pairwise \
+distance of the reference's first k points, on the first k points of each set; may be slightly negative";
+
+/// Metrics of samples against a reference set, with the floor that exact samples would reach.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReferenceReport {
+    /// Points in the judged set, all of them.
+    pub n_samples: usize,
+    /// Points in the reference set, all of them.
+    pub n_reference: usize,
+    /// The metrics on the first k points of each set ([`compare`]).
+    pub metrics: SampleMetrics,
+    /// The same metrics between reference points 0..k and k..2k (same MMD bandwidth, same
+    /// projections): present when the reference has at least 2k points.
+    pub floor: Option<SampleMetrics>,
+    /// Why there is no floor, or which points it used.
+    pub floor_note: String,
+}
+
+/// [`compare`] of `samples` against `reference`, and its floor between two independent halves
+/// of the reference set where that holds at least 2k points.
+pub fn against_reference(
+    samples: &Points,
+    reference: &Points,
+    max_points: usize,
+    n_proj: usize,
+    seed: u64,
+) -> Result<ReferenceReport> {
+    let metrics = compare(samples, reference, max_points, n_proj, seed)?;
+    let k = metrics.n_points;
+    let (floor, floor_note) = if reference.n >= 2 * k {
+        let f = compare_sets(
+            &rows(reference, k..2 * k),
+            &rows(reference, 0..k),
+            Some(metrics.mmd_bandwidth),
+            n_proj,
+            seed,
+        )?;
+        let note = format!("reference points {k}..{} against 0..{k}", 2 * k);
+        (Some(f), note)
+    } else {
+        let note = format!(
+            "no floor: the reference has {} points, fewer than 2k = {}; give at least {} reference points (or lower --max-points)",
+            reference.n,
+            2 * k,
+            2 * k
+        );
+        (None, note)
+    };
+    Ok(ReferenceReport {
+        n_samples: samples.n,
+        n_reference: reference.n,
+        metrics,
+        floor,
+        floor_note,
+    })
+}
+
+impl ReferenceReport {
+    /// Each metric with its definition, sizes and floor.
+    pub fn entries(&self) -> Vec<(&'static str, Metric)> {
+        let (m, k) = (&self.metrics, self.metrics.n_points);
+        let entry = |value: f64, floor: Option<f64>, definition| Metric {
+            value,
+            se: None,
+            definition,
+            n_samples: Some(k),
+            n_reference: Some(k),
+            floor,
+        };
+        let f = self.floor.as_ref();
+        vec![
+            ("w2", entry(m.w2, f.map(|f| f.w2), W2_DEFINITION)),
+            (
+                "sliced_w2",
+                entry(m.sliced_w2, f.map(|f| f.sliced_w2), SLICED_W2_DEFINITION),
+            ),
+            ("mmd2", entry(m.mmd2, f.map(|f| f.mmd2), MMD2_DEFINITION)),
+        ]
+    }
 }
 
 /// Fraction of the points of `x` whose nearest centre (Euclidean) is each of `centres`
@@ -337,16 +481,23 @@ pub fn mean_and_sem(v: &[f64]) -> (f64, f64) {
 #[derive(Debug, serde::Serialize)]
 pub struct DensityMetrics {
     pub n_points: usize,
-    /// E_q[−log p(x)] over the samples, and its standard error.
+    /// E_q\[−log p(x)\] over the samples, and its standard error.
     pub cross_entropy: f64,
     pub cross_entropy_se: f64,
-    /// H(p) = E_p[−log p(x)] from `entropy_draws` exact draws, and its standard error.
+    /// H(p) = E_p\[−log p(x)\] from `entropy_draws` exact draws, and its standard error.
     pub entropy: f64,
     pub entropy_se: f64,
     pub entropy_draws: usize,
     /// Share of the samples nearest to each component's mean, beside the component weights.
     pub mode_fractions: Vec<f64>,
     pub mode_weights: Vec<f64>,
+    /// ½ Σ_k |fraction_k − w_k|, and the same for the first n exact draws (when draws ≥ n).
+    pub mode_tv: f64,
+    pub mode_tv_floor: Option<f64>,
+    /// KSD² of the first `ksd_points` samples against p's exact score ([`ksd2_imq`]), ± s.e.
+    pub ksd2: f64,
+    pub ksd2_se: f64,
+    pub ksd_points: usize,
     pub definitions: &'static str,
 }
 
@@ -356,14 +507,29 @@ the sharpest sample-quality number when p is known: stray samples between modes 
 barely moves); entropy: the same mean over exact draws from p, so cross_entropy - entropy is about 0 for exact samples \
 (more when the samples are spread or off the modes, possibly less when they are too concentrated); standard \
 errors over points; mode_fractions: share of samples whose nearest component mean is each component's, beside \
-the component weights";
+the component weights; mode_tv: half the summed absolute difference of the two, mode_tv_floor the same for as many \
+exact draws; ksd2: kernel Stein discrepancy squared (IMQ kernel (1 + |x-y|²)^(-1/2), U-statistic) of the first \
+ksd_points samples against the exact score of p, about 0 for exact samples";
+
+/// One-line definitions of the [`DensityMetrics`] entries.
+const CROSS_ENTROPY_DEFINITION: &str =
+    "cross_entropy: mean of -log p(x) over the samples, nats per point; floor: the entropy of p";
+const ENTROPY_DEFINITION: &str =
+    "entropy: mean of -log p(x) over exact draws from p (H(p)), nats per point";
+const EXCESS_DEFINITION: &str =
+    "cross_entropy_minus_entropy: cross_entropy - entropy, nats per point; \
+about 0 for exact samples, s.e. of the two combined";
+const MODE_TV_DEFINITION: &str =
+    "mode_tv: half the summed |share of samples nearest component k's mean - weight of \
+k|; floor: the same for as many exact draws";
 
 /// Cross-entropy of `samples` under `target`, its entropy from `draws` exact draws (seed `seed`),
-/// and the mode fractions.
+/// the mode fractions, and the KSD² of the first `ksd_points` samples against the exact score.
 pub fn against_density(
     samples: &Points,
     target: &crate::target::GaussianMixture,
     draws: usize,
+    ksd_points: usize,
     seed: u64,
 ) -> Result<DensityMetrics> {
     if samples.d != target.dim() {
@@ -373,13 +539,33 @@ pub fn against_density(
             target.dim()
         );
     }
-    if samples.n < 2 || draws < 2 {
-        bail!("the cross-entropy needs at least 2 samples and 2 exact draws");
+    if samples.n < 3 || draws < 2 {
+        bail!("the metrics against a density need at least 3 samples and 2 exact draws");
     }
     let neg = |v: Vec<f64>| v.into_iter().map(|l| -l).collect::<Vec<_>>();
-    let (cross_entropy, cross_entropy_se) = mean_and_sem(&neg(target.log_prob(samples)?));
+    let (logp, score) = target.log_prob_and_score_at(&samples.data, 1.0, 0.0)?;
+    let (cross_entropy, cross_entropy_se) = mean_and_sem(&neg(logp));
     let exact = target.sample(draws, &mut ChaCha8Rng::seed_from_u64(seed));
     let (entropy, entropy_se) = mean_and_sem(&neg(target.log_prob(&exact)?));
+    let tv = |f: &[f64]| {
+        0.5 * f
+            .iter()
+            .zip(&target.weights)
+            .map(|(a, b)| (a - b).abs())
+            .sum::<f64>()
+    };
+    let mode_fractions = mode_fractions(samples, &target.means);
+    let mode_tv_floor = (draws >= samples.n).then(|| {
+        tv(&self::mode_fractions(
+            &rows(&exact, 0..samples.n),
+            &target.means,
+        ))
+    });
+    let k = samples.n.min(ksd_points.max(3));
+    let ksd = ksd2_imq(
+        &rows(samples, 0..k),
+        &Points::new(k, samples.d, score[..k * samples.d].to_vec())?,
+    )?;
     Ok(DensityMetrics {
         n_points: samples.n,
         cross_entropy,
@@ -387,8 +573,13 @@ pub fn against_density(
         entropy,
         entropy_se,
         entropy_draws: draws,
-        mode_fractions: mode_fractions(samples, &target.means),
+        mode_tv: tv(&mode_fractions),
+        mode_tv_floor,
+        mode_fractions,
         mode_weights: target.weights.clone(),
+        ksd2: ksd.ksd2,
+        ksd2_se: ksd.se,
+        ksd_points: k,
         definitions: DENSITY_DEFINITIONS,
     })
 }
@@ -427,6 +618,71 @@ pub fn share_below_quantile(
         .filter(|&&s| s.is_nan() || s < threshold)
         .count();
     Ok((below as f64 / scores.len() as f64, threshold))
+}
+
+impl DensityMetrics {
+    /// Each scalar metric with its definition, sizes and floor.
+    pub fn entries(&self) -> Vec<(&'static str, Metric)> {
+        let (n, draws) = (Some(self.n_points), Some(self.entropy_draws));
+        let se = (self.cross_entropy_se.powi(2) + self.entropy_se.powi(2)).sqrt();
+        vec![
+            (
+                "cross_entropy",
+                Metric {
+                    value: self.cross_entropy,
+                    se: Some(self.cross_entropy_se),
+                    definition: CROSS_ENTROPY_DEFINITION,
+                    n_samples: n,
+                    n_reference: None,
+                    floor: Some(self.entropy),
+                },
+            ),
+            (
+                "entropy",
+                Metric {
+                    value: self.entropy,
+                    se: Some(self.entropy_se),
+                    definition: ENTROPY_DEFINITION,
+                    n_samples: None,
+                    n_reference: draws,
+                    floor: None,
+                },
+            ),
+            (
+                "cross_entropy_minus_entropy",
+                Metric {
+                    value: self.cross_entropy - self.entropy,
+                    se: Some(se),
+                    definition: EXCESS_DEFINITION,
+                    n_samples: n,
+                    n_reference: draws,
+                    floor: None,
+                },
+            ),
+            (
+                "mode_tv",
+                Metric {
+                    value: self.mode_tv,
+                    se: None,
+                    definition: MODE_TV_DEFINITION,
+                    n_samples: n,
+                    n_reference: self.mode_tv_floor.map(|_| self.n_points),
+                    floor: self.mode_tv_floor,
+                },
+            ),
+            (
+                "ksd2",
+                Metric {
+                    value: self.ksd2,
+                    se: Some(self.ksd2_se),
+                    definition: KSD_DEFINITION,
+                    n_samples: Some(self.ksd_points),
+                    n_reference: None,
+                    floor: None,
+                },
+            ),
+        ]
+    }
 }
 
 #[cfg(test)]
@@ -575,7 +831,7 @@ mod tests {
     fn cross_entropy_of_exact_samples_is_the_entropy() {
         let target = crate::target::GaussianMixture::anisotropic3();
         let x = target.sample(20_000, &mut ChaCha8Rng::seed_from_u64(3));
-        let m = against_density(&x, &target, 100_000, 4).unwrap();
+        let m = against_density(&x, &target, 100_000, 2000, 4).unwrap();
         let se = (m.cross_entropy_se.powi(2) + m.entropy_se.powi(2)).sqrt();
         assert!(
             (m.cross_entropy - m.entropy).abs() < 3.0 * se,
@@ -594,7 +850,7 @@ mod tests {
         )
         .unwrap();
         let y = wide.sample(20_000, &mut ChaCha8Rng::seed_from_u64(5));
-        let w = against_density(&y, &target, 100_000, 4).unwrap();
+        let w = against_density(&y, &target, 100_000, 2000, 4).unwrap();
         assert!(
             w.cross_entropy - w.entropy > 0.2,
             "wide: {}",
@@ -602,5 +858,90 @@ mod tests {
         );
         let sum: f64 = m.mode_fractions.iter().sum();
         assert!((sum - 1.0).abs() < 1e-12);
+    }
+
+    /// W2 between samples of N(0, I) and N(μ, s²I) against the closed form
+    /// W2² = ‖μ‖² + d(1 − s)²: in 1-D (n = 2000, where the empirical W2 converges fast) and
+    /// 2-D (n = 600), averaged over replicates, within 4 replicate standard errors plus the
+    /// empirical measures' own W2² (their finite-sample bias, O(log n / n) in 2-D).
+    #[test]
+    fn w2_of_gaussian_samples_matches_the_closed_form() {
+        for (d, n, reps) in [(1usize, 2000usize, 20u64), (2, 600, 10)] {
+            let (mu, s) = (1.0f64, 2.0f64);
+            let closed = mu * mu * d as f64 + d as f64 * (1.0 - s).powi(2);
+            let (mut w2s, mut noise) = (Vec::new(), Vec::new());
+            for r in 0..reps {
+                let a = random_points(n, d, 10 + r);
+                let b0 = random_points(n, d, 100 + r);
+                let mut b = b0.scaled(s);
+                b.data.iter_mut().for_each(|v| *v += mu);
+                w2s.push(w2_squared_exact(&a, &b).unwrap());
+                noise.push(w2_squared_exact(&a, &b0).unwrap());
+            }
+            let (mean, sem) = mean_and_sem(&w2s);
+            let bias = noise.iter().sum::<f64>() / noise.len() as f64;
+            assert!(
+                (mean - closed).abs() < 4.0 * sem + bias,
+                "d = {d}: W2² {mean} ± {sem} vs {closed} (bias scale {bias})"
+            );
+            // and the tolerance is tight enough to matter
+            assert!(4.0 * sem + bias < 0.15 * closed, "d = {d}: {sem} {bias}");
+        }
+    }
+
+    /// The entropy reported for a single Gaussian against ½ log((2πe)^d |Σ|), within 3 s.e.
+    #[test]
+    fn entropy_of_a_gaussian_matches_the_closed_form() {
+        let cov = vec![2.0, 0.6, 0.0, 0.6, 1.0, 0.3, 0.0, 0.3, 0.5];
+        let det = 2.0 * (1.0 * 0.5 - 0.09) - 0.6 * (0.6 * 0.5) + 0.0;
+        let p = crate::target::GaussianMixture::gaussian(vec![1.0, -2.0, 0.5], cov).unwrap();
+        let x = p.sample(500, &mut ChaCha8Rng::seed_from_u64(1));
+        let m = against_density(&x, &p, 200_000, 500, 2).unwrap();
+        let closed =
+            0.5 * (3.0 * (2.0 * std::f64::consts::PI * std::f64::consts::E).ln() + f64::ln(det));
+        assert!(
+            (m.entropy - closed).abs() < 3.0 * m.entropy_se,
+            "H {} ± {} vs {closed}",
+            m.entropy,
+            m.entropy_se
+        );
+        assert!(m.ksd2.abs() < 3.0 * m.ksd2_se, "{m:?}");
+        assert_eq!(m.mode_tv, 0.0);
+        let names: Vec<&str> = m.entries().iter().map(|e| e.0).collect();
+        assert!(names.contains(&"ksd2") && names.contains(&"cross_entropy"));
+    }
+
+    /// Fisher divergence of N(0, I)'s exact score is 0; of the scaled score −a x it is
+    /// ½ (a − 1)² E‖x‖² = ½ (a − 1)² d, within 3 s.e. (Var ‖x‖² = 2d).
+    #[test]
+    fn fisher_divergence_matches_the_closed_form() {
+        let (n, d, a) = (100_000, 3, 1.5);
+        let x = random_points(n, d, 21);
+        let exact = x.scaled(-1.0);
+        assert_eq!(fisher_divergence(&exact, &exact), 0.0);
+        let f = fisher_divergence(&x.scaled(-a), &exact);
+        let c = 0.5 * (a - 1.0) * (a - 1.0);
+        let (closed, se) = (c * d as f64, c * (2.0 * d as f64 / n as f64).sqrt());
+        assert!((f - closed).abs() < 3.0 * se, "{f} vs {closed} ± {se}");
+    }
+
+    /// With a reference of at least 2k points each metric gets a floor from two halves of it,
+    /// and an exact-sample set scores near that floor; a smaller reference says why there is none.
+    #[test]
+    fn reference_floor_from_two_halves() {
+        let reference = random_points(600, 2, 31);
+        let samples = random_points(300, 2, 32);
+        let r = against_reference(&samples, &reference, 300, 20, 0).unwrap();
+        let f = r.floor.as_ref().unwrap();
+        assert_eq!((f.n_points, r.metrics.n_points), (300, 300));
+        assert_eq!(f.mmd_bandwidth, r.metrics.mmd_bandwidth);
+        assert!((r.metrics.w2 / f.w2 - 1.0).abs() < 0.3, "{r:?}");
+        let entries = r.entries();
+        assert_eq!(entries.len(), 3);
+        assert!(entries
+            .iter()
+            .all(|(name, m)| m.floor.is_some() && m.definition.starts_with(name)));
+        let small = against_reference(&samples, &rows(&reference, 0..400), 300, 20, 0).unwrap();
+        assert!(small.floor.is_none() && small.floor_note.contains("fewer than 2k"));
     }
 }
