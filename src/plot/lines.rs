@@ -61,6 +61,18 @@ pub fn line_plot_axes(path: &Path, axes: &Axes, series: &[Series]) -> Result<()>
             axes.log_y
         );
     }
+    // plotters puts no tick labels on a log axis spanning less than a decade: linear there
+    let decades = |v: &mut dyn Iterator<Item = f64>| {
+        let (lo, hi) = v.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), x| {
+            (l.min(x), h.max(x))
+        });
+        hi > 10.0 * lo
+    };
+    let axes = &Axes {
+        log_x: axes.log_x && decades(&mut all.iter().map(|q| q.0)),
+        log_y: axes.log_y && decades(&mut all.iter().map(|q| q.1)),
+        ..*axes
+    };
     let xs = span(all.iter().map(|q| q.0), axes.log_x);
     let ys = span(all.iter().map(|q| q.1), axes.log_y);
     let groups: Vec<&[Series]> = series.chunks(MAX_SERIES).collect();
