@@ -322,6 +322,7 @@ fn labels_ride_with_their_points() {
             &mut ChaCha8Rng::seed_from_u64(3),
             &Device::Cpu,
             None,
+            None,
         )
         .expect("batch");
     let x: Vec<Vec<f32>> = b.x0.to_vec2().expect("x");

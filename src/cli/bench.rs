@@ -236,7 +236,7 @@ fn time_training(
     let mut step = 0;
     let mut run = |k: usize| -> Result<()> {
         for _ in 0..k {
-            let b = source.batch(batch, 1.0, &mut rng, &dev, None)?;
+            let b = source.batch(batch, 1.0, &mut rng, &dev, None, None)?;
             engine.step(&net, &objective, &b, &mut rng, &t, step)?;
             step += 1;
         }

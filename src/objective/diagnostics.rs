@@ -3,7 +3,8 @@
 
 use crate::data::Points;
 use crate::metrics::fisher_divergence;
-use crate::process::ProcessConfig;
+use crate::objective::Blend;
+use crate::process::Process;
 use crate::score::{times, ScoreModel};
 use crate::target::{ExactScore, GaussianMixture};
 use anyhow::Result;
@@ -59,13 +60,28 @@ pub fn fisher_over_t(
         / k as f64
 }
 
-/// For each t: (t, E‖F(x0)/α_t − ∇log p_t(x_t)‖², E‖−ε/σ_t − ∇log p_t(x_t)‖²), the variances of the
-/// force and noise targets around the true score, on the anisotropic 3-component mixture (VP).
-pub fn target_variances(ts: &[f64], n: usize, seed: u64) -> Vec<(f64, f64, f64)> {
-    let mixture = GaussianMixture::anisotropic3();
-    let process = ProcessConfig::vp_default()
-        .build()
-        .expect("default VP process");
+/// The variances E‖target − ∇log p_t(x_t)‖² (summed over coordinates) of the regression targets
+/// at one time t: force F(x0)/α_t, noise −ε/σ_t, and their blend by `Blend` when given.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct TargetVariance {
+    pub t: f64,
+    pub force: f64,
+    pub dsm: f64,
+    /// The blend's weight w*(λ_t) of the noise target and its target's variance.
+    pub w: Option<f64>,
+    pub blend: Option<f64>,
+}
+
+/// `TargetVariance` at each of `ts`, from n exact draws of a mixture per time (its exact forces
+/// and diffused score), under `process`.
+pub fn target_variances(
+    mixture: &GaussianMixture,
+    process: &dyn Process,
+    blend: Option<&Blend>,
+    ts: &[f64],
+    n: usize,
+    seed: u64,
+) -> Result<Vec<TargetVariance>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     ts.iter()
         .map(|&t| {
@@ -80,18 +96,22 @@ pub fn target_variances(ts: &[f64], n: usize, seed: u64) -> Vec<(f64, f64, f64)>
                 .zip(&eps)
                 .map(|(x, e)| a * x + s * e)
                 .collect();
-            let (_, force) = mixture
-                .log_prob_and_score_at(&x0.data, 1.0, 0.0)
-                .expect("valid mixture");
-            let (_, truth) = mixture
-                .log_prob_and_score_at(&xt, a, s)
-                .expect("valid mixture");
-            let (mut vf, mut ve) = (0.0, 0.0);
-            for i in 0..xt.len() {
-                vf += (force[i] / a - truth[i]).powi(2);
-                ve += (-eps[i] / s - truth[i]).powi(2);
-            }
-            (t, vf / n as f64, ve / n as f64)
+            let (_, force) = mixture.log_prob_and_score_at(&x0.data, 1.0, 0.0)?;
+            let (_, truth) = mixture.log_prob_and_score_at(&xt, a, s)?;
+            let w = blend.map(|b| b.weight((a / s).ln()));
+            let var = |w: f64| {
+                (0..xt.len())
+                    .map(|i| (w * (-eps[i] / s) + (1.0 - w) * force[i] / a - truth[i]).powi(2))
+                    .sum::<f64>()
+                    / n as f64
+            };
+            Ok(TargetVariance {
+                t,
+                force: var(0.0),
+                dsm: var(1.0),
+                w,
+                blend: w.map(var),
+            })
         })
         .collect()
 }

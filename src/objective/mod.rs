@@ -6,6 +6,7 @@
 //! exact parameter gradients. Single-level objectives learn ∇ log p_t at one fixed time t (noise
 //! level σ_t): their data are x_t = α_t x0 + σ_t ε with x0 from the data set.
 
+pub mod blend;
 pub mod diagnostics;
 pub mod regression;
 pub mod stein;
@@ -48,6 +49,7 @@ impl Weighting {
 }
 
 pub use crate::score::Probe;
+pub use blend::Blend;
 
 /// Which objective to train with (the `[objective]` table; `kind` selects).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -77,8 +79,9 @@ pub enum ObjectiveConfig {
     FdSsm { t: f64, projection: Probe, eps: f64 },
     /// Force / target score matching (note 000; De Bortoli et al. 2024): λ(t)·½‖s(x_t, t) − F(x0)/α_t‖².
     Force { weighting: Weighting },
-    /// DSM and force targets blended by noise level: s* = w(t)(−ε/σ_t) + (1 − w(t)) F(x0)/α_t,
-    /// w(t) = σ_t²/(α_t² + σ_t²): the force target at low noise, the noise target at high noise.
+    /// DSM and force targets blended by noise level: s* = w(t)(−ε/σ_t) + (1 − w(t)) F(x0)/α_t
+    /// with the minimum-variance w*(t) measured from the data (`blend`): the force target at low
+    /// noise, the noise target at high noise, never a noisier target than either.
     Mixed { weighting: Weighting },
 }
 
@@ -274,6 +277,8 @@ pub struct Batch<'a> {
     pub labels: Option<Tensor>,
     /// The exact diffused score ∇log p_t, when the data come from a known target.
     pub truth: Option<&'a dyn ScoreModel>,
+    /// The minimum-variance blend of the DSM and force targets (the `mixed` objective).
+    pub blend: Option<&'a Blend>,
 }
 
 #[cfg(test)]

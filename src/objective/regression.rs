@@ -208,8 +208,8 @@ pub fn esm(net: &Model, t: f64, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Regre
     regress(net, z, target, dev, |_| 1.0)
 }
 
-/// Force (target) score matching, s* = F(x0)/α_t; with `mixed`, blended with −ε/σ_t by
-/// w(t) = σ_t²/(α_t² + σ_t²).
+/// Force (target) score matching, s* = F(x0)/α_t; with `mixed`, blended with −ε/σ_t by the
+/// batch's minimum-variance weight w*(λ_t) (`Blend`).
 pub fn force(
     net: &Model,
     weighting: Weighting,
@@ -220,14 +220,18 @@ pub fn force(
     let Some(f) = &b.force else {
         bail!("force score matching needs per-sample forces F(x0) = ∇log p0(x0): a mixture target as data, or data.forces")
     };
+    let blend = match (mixed, b.blend) {
+        (true, None) => bail!("the mixed objective needs its blend of targets: Blend::estimate from data with forces (the trainer does this)"),
+        (_, blend) => blend.filter(|_| mixed),
+    };
     let (ts, lambda) = continuous_times(net, weighting, b.x0.dims()[0], rng);
     let z = noise(net, &b.x0, ts, rng)?;
     let mut target: Vec<f64> = values(f)?;
     let dsm = dsm_target(&z);
     let rows = target.chunks_exact_mut(z.d).zip(dsm.chunks_exact(z.d));
     for ((row, dsm), &(a, s)) in rows.zip(&z.coef) {
-        // with `mixed`, w = σ²/(α² + σ²) of the DSM target and 1 − w of F/α
-        let w = if mixed { s * s / (a * a + s * s) } else { 0.0 };
+        // with `mixed`, w*(λ_t) of the DSM target and 1 − w* of F/α
+        let w = blend.map_or(0.0, |bl| bl.weight((a / s).ln()));
         for (f, e) in row.iter_mut().zip(dsm) {
             *f = w * e + (1.0 - w) * (*f / a);
         }

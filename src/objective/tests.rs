@@ -119,8 +119,16 @@ fn parameter_gradients_match_finite_differences() {
                 .to_dtype(DType::F64)
                 .unwrap();
             let mut rng = ChaCha8Rng::seed_from_u64(100 + k as u64);
+            let blend = source.blend(net.process()).unwrap();
             let batch = source
-                .batch(64, 1.0, &mut rng, &Device::Cpu, Some(&truth))
+                .batch(
+                    64,
+                    1.0,
+                    &mut rng,
+                    &Device::Cpu,
+                    Some(&truth),
+                    blend.as_ref(),
+                )
                 .unwrap();
             let loss = obj.loss(&net, &batch, &mut rng.clone()).unwrap();
             let grads =
@@ -167,11 +175,19 @@ fn identity_gap(
         small_net(Parameterisation::Eps, Activation::Silu, 2),
     );
     let reps = 30;
+    let blend = source.blend(n1.process()).unwrap();
     let diffs: Vec<f64> = (0..reps)
         .map(|r| {
             let mut rng = ChaCha8Rng::seed_from_u64(1000 + r);
             let batch = source
-                .batch(batch_size, 1.0, &mut rng, &Device::Cpu, Some(&truth))
+                .batch(
+                    batch_size,
+                    1.0,
+                    &mut rng,
+                    &Device::Cpu,
+                    Some(&truth),
+                    blend.as_ref(),
+                )
                 .unwrap();
             let d = |net: &Model| {
                 a_scale * loss_at(net, a, &batch, &rng) - loss_at(net, b, &batch, &rng)
@@ -260,21 +276,23 @@ fn loss_identities_hold() {
 /// claim; note 000): E‖target − ∇log p_t(x_t)‖², estimated on the exact mixture.
 #[test]
 fn force_target_has_lower_variance_at_small_t() {
-    let rows = target_variances(&[0.01, 0.05, 0.9], 4000, 0);
+    let p = ProcessConfig::vp_default().build().unwrap();
+    let m = crate::target::GaussianMixture::anisotropic3();
+    let rows = target_variances(&m, p.as_ref(), None, &[0.01, 0.05, 0.9], 4000, 0).unwrap();
     let (small, large) = (&rows[0], &rows[2]);
     assert!(
-        small.1 < 0.1 * small.2,
+        small.force < 0.1 * small.dsm,
         "t = {}: force {:.3e} vs noise {:.3e}",
-        small.0,
-        small.1,
-        small.2
+        small.t,
+        small.force,
+        small.dsm
     );
     assert!(
-        large.1 > large.2,
+        large.force > large.dsm,
         "t = {}: at high noise the noise target should win ({:.3e} vs {:.3e})",
-        large.0,
-        large.1,
-        large.2
+        large.t,
+        large.force,
+        large.dsm
     );
 }
 
@@ -459,7 +477,7 @@ fn importance_sampled_likelihood_weighting_is_unbiased_and_tighter() {
         (0..400)
             .map(|_| {
                 let b = source
-                    .batch(128, 1.0, &mut rng, &Device::Cpu, None)
+                    .batch(128, 1.0, &mut rng, &Device::Cpu, None, None)
                     .unwrap();
                 loss_at(&net, &obj, &b, &rng.clone())
             })

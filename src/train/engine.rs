@@ -315,7 +315,7 @@ mod tests {
                 let mut rng = ChaCha8Rng::seed_from_u64(9);
                 let mut losses = Vec::new();
                 for step in 0..4 {
-                    let batch = source.batch(t.batch, 1.0, &mut rng, &dev, None)?;
+                    let batch = source.batch(t.batch, 1.0, &mut rng, &dev, None, None)?;
                     losses.push(
                         engine
                             .step(&copy, &objective, &batch, &mut rng, &t, step)?

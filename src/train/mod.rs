@@ -186,6 +186,7 @@ pub fn train(
     }
 
     let mut engine = Engine::new(&net, &cfg.objective, adam, ema)?;
+    let blend = blend_for(&cfg.objective, &source, &net)?;
     let save = |step: usize, rng: &ChaCha8Rng, engine: &Engine| {
         save_checkpoint(&net, cfg, engine, step, rng, &ck_path)
     };
@@ -212,6 +213,7 @@ pub fn train(
                 &mut rng,
                 device,
                 truth.as_ref().map(|m| m as &dyn ScoreModel),
+                blend.as_ref(),
             )?;
             let (loss_val, norm, lr) =
                 match engine.step(&net, &cfg.objective, &batch, &mut rng, t, step) {
@@ -490,12 +492,25 @@ pub fn fit(
         ..t.clone()
     };
     let mut losses = Vec::with_capacity(t.steps);
+    let blend = blend_for(objective, source, net)?;
     for step in 0..t.steps {
-        let batch = source.batch(t.batch, 1.0, rng, net.device(), truth)?;
+        let batch = source.batch(t.batch, 1.0, rng, net.device(), truth, blend.as_ref())?;
         losses.push(engine.step(net, objective, &batch, rng, &no_ema, step)?.0);
     }
     engine.sync(net)?;
     Ok(losses)
+}
+
+/// The blend of targets the `mixed` objective needs, measured once from the data; None for others.
+fn blend_for(
+    objective: &ObjectiveConfig,
+    source: &DataSource,
+    net: &Model,
+) -> Result<Option<crate::objective::Blend>> {
+    if !matches!(objective, ObjectiveConfig::Mixed { .. }) {
+        return Ok(None);
+    }
+    source.blend(net.process())
 }
 
 /// Drops log lines past `step` so a resumed run's log has no duplicates.

@@ -3,12 +3,13 @@
 
 use crate::config::DataConfig;
 use crate::data::{self, Points};
-use crate::objective::Batch;
+use crate::objective::{Batch, Blend};
+use crate::process::Process;
 use crate::score::ScoreModel;
 use crate::target::{GaussianMixture, Potential, TARGET_NAMES};
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use std::path::Path;
 
 /// Training data, in model space (divided by `data.scale`).
@@ -142,7 +143,31 @@ impl DataSource {
         })
     }
 
-    /// A batch of n points [n, d] (f32, model space), with forces when known; `truth` is passed on.
+    /// The minimum-variance blend of the DSM and force targets under `process`, measured on up to
+    /// 4096 points of the data with their forces (fixed seed: a resumed run measures the same);
+    /// None when the data carry no forces.
+    pub fn blend(&self, process: &dyn Process) -> Result<Option<Blend>> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x0b1e_4d);
+        let (x, f) = match self {
+            DataSource::Mixture(m) => {
+                let x = m.sample(4096, &mut rng);
+                let f = Points::new(x.n, x.d, m.force(&x.data)?)?;
+                (x, f)
+            }
+            DataSource::Points {
+                x, forces: Some(f), ..
+            } => {
+                let k = x.n.min(4096);
+                let head = |p: &Points| Points::new(k, p.d, p.data[..k * p.d].to_vec());
+                (head(x)?, head(f)?)
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(Blend::estimate(process, &x, &f, 1)?))
+    }
+
+    /// A batch of n points [n, d] (f32, model space), with forces when known; `truth` and
+    /// `blend` are passed on.
     pub fn batch<'a>(
         &self,
         n: usize,
@@ -150,6 +175,7 @@ impl DataSource {
         rng: &mut impl Rng,
         device: &Device,
         truth: Option<&'a dyn ScoreModel>,
+        blend: Option<&'a Blend>,
     ) -> Result<Batch<'a>> {
         let to_tensor = |p: &Points| -> Result<Tensor> {
             Ok(Tensor::from_vec(p.to_f32(), (p.n, p.d), device)?)
@@ -183,6 +209,7 @@ impl DataSource {
                 .map(|l: Vec<u32>| Tensor::from_vec(l, n, device))
                 .transpose()?,
             truth,
+            blend,
         })
     }
 }
