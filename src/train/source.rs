@@ -147,7 +147,7 @@ impl DataSource {
     /// 4096 points of the data with their forces (fixed seed: a resumed run measures the same);
     /// None when the data carry no forces.
     pub fn blend(&self, process: &dyn Process) -> Result<Option<Blend>> {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x0b1e_4d);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0xb1e4d);
         let (x, f) = match self {
             DataSource::Mixture(m) => {
                 let x = m.sample(4096, &mut rng);
