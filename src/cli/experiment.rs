@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
-use tweedie::experiment::{objectives, quality, samplers, schedules};
+use tweedie::experiment::{forces, objectives, quality, samplers, schedules};
 
 #[derive(Parser)]
 pub struct Args {
@@ -90,6 +90,20 @@ enum Which {
         /// Noise level t of the single-level objectives.
         #[arg(long, default_value_t = 0.05)]
         level: f64,
+        #[command(flatten)]
+        budget: Budget,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Note 000: force, noise and blended regression targets — their variances at each t, and the
+    /// Fisher divergence per noise band after training with the same budget (mixtures with exact forces).
+    Forces {
+        /// Mixture targets with exact forces (gmm40 in model space, x/50).
+        #[arg(long, value_delimiter = ',', default_value = "anisotropic3,gmm40")]
+        targets: Vec<String>,
+        /// Independent trainings per objective (mean ± standard error).
+        #[arg(long, default_value_t = 3)]
+        seeds: usize,
         #[command(flatten)]
         budget: Budget,
         #[command(flatten)]
@@ -206,6 +220,26 @@ pub fn run(a: Args) -> Result<()> {
             };
             objectives::run(&s, &c.out)?;
             show(&c.out, "objectives.md")
+        }
+        Which::Forces {
+            targets,
+            seeds,
+            budget: b,
+            common: c,
+        } => {
+            b.check()?;
+            c.check()?;
+            let s = forces::Settings {
+                targets,
+                steps: b.steps,
+                batch: b.batch,
+                width: b.width,
+                lr: b.lr,
+                seeds,
+                quiet: c.quiet,
+            };
+            forces::run(&s, &c.out)?;
+            show(&c.out, "forces.md")
         }
         Which::Schedules {
             n,
