@@ -10,7 +10,7 @@
 //!   while positive and made monotone (Geyer's initial monotone sequence, 1992).
 //!
 //! Draws are chain-major: chain c's n draws are `draws[c·n .. (c+1)·n]`. Both return NaN where
-//! they are undefined (fewer than 4 draws per chain, or no variation at all).
+//! they are undefined (fewer than 8 draws per chain, or no variation at all).
 
 use rayon::prelude::*;
 use rustfft::num_complex::Complex;
@@ -24,7 +24,7 @@ fn halves(draws: &[f64], chains: usize) -> Option<Vec<&[f64]>> {
     }
     let n = draws.len() / chains;
     let h = n / 2;
-    if h < 2 {
+    if h < 4 {
         return None;
     }
     Some(
