@@ -28,6 +28,9 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use rayon::prelude::*;
 
+/// Steps every chain takes in one parallel region when the step size is fixed.
+const BLOCK: usize = 16;
+
 /// MALA's settings.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -273,30 +276,44 @@ pub fn mala(
     let total = o.burn_in + o.steps;
     let mut log_h = o.step_size.ln();
     let (mut sum_log_h, mut averaged) = (0.0, 0usize);
+    // the kept-draw index of step k (0-based, burn-in included), when its state is kept
+    let kept = |k: usize| {
+        (k >= o.burn_in && (k + 1 - o.burn_in).is_multiple_of(o.thin))
+            .then(|| ((k + 1 - o.burn_in) / o.thin - 1, draws))
+    };
     let run = || -> Result<f64> {
-        for k in 0..total {
+        let mut k = 0;
+        while k < total {
             let burning = k < o.burn_in;
+            // steps in one parallel region: one while h adapts (it needs every step's mean
+            // acceptance), else a block, which spares the chains a rendezvous every step
+            let end = if burning { o.burn_in } else { total };
+            let len = if burning && o.adapt {
+                1
+            } else {
+                (end - k).min(BLOCK)
+            };
             let h = log_h.exp();
-            let kept = (!burning && (k + 1 - o.burn_in).is_multiple_of(o.thin))
-                .then(|| ((k + 1 - o.burn_in) / o.thin - 1, draws));
+            let phase = usize::from(!burning);
             groups
                 .par_iter_mut()
-                .try_for_each(|g| g.step(&ctx, h, usize::from(!burning), kept))?;
+                .try_for_each(|g| (k..k + len).try_for_each(|s| g.step(&ctx, h, phase, kept(s))))?;
+            k += len;
             // in chain order, whatever the grouping: the same h on any thread count
             let mean_alpha = groups.iter().flat_map(|g| &g.alpha).sum::<f64>() / chains as f64;
             if burning && o.adapt {
-                log_h += (mean_alpha - o.target_accept) / ((k + 1) as f64).powf(0.6);
-                if 2 * (k + 1) > o.burn_in {
+                log_h += (mean_alpha - o.target_accept) / (k as f64).powf(0.6);
+                if 2 * k > o.burn_in {
                     sum_log_h += log_h;
                     averaged += 1;
                 }
-                if k + 1 == o.burn_in {
+                if k == o.burn_in {
                     log_h = sum_log_h / averaged as f64;
                 }
             }
             if let Some(cb) = progress {
                 cb(&Progress {
-                    step: k + 1,
+                    step: k,
                     total,
                     step_size: h,
                     acceptance: mean_alpha,

@@ -9,8 +9,9 @@ pub mod mala;
 pub use diagnostics::{ess, per_coordinate, split_rhat};
 pub use mala::{mala, Draws, Options};
 
-/// Where a run is, for a progress bar: after step `step` of `total` (burn-in included), with step
-/// size h and the chains' mean acceptance probability of that step.
+/// Where a run is, for a progress bar: after step `step` of `total` (burn-in included; told every
+/// step while the step size adapts, every few steps after), with step size h and the chains' mean
+/// acceptance probability of that step.
 #[derive(Clone, Copy, Debug)]
 pub struct Progress {
     /// Steps done, burn-in included.

@@ -9,7 +9,8 @@ use anyhow::Result;
 use rand::{Rng, RngCore};
 
 /// Σ over unordered pairs i < j of φ(r_ij) for one configuration of `n` particles in `k`-D, with the
-/// forces −∇ written into `f`; `phi(r)` returns (φ(r), φ'(r)).
+/// forces −∇ written into `f`; `phi(r²)` returns (φ(r), φ'(r)/r), from the squared distance so that
+/// a potential of r² alone (Lennard-Jones) needs no square root and no division by r.
 fn pair_sum(x: &[f64], n: usize, k: usize, f: &mut [f64], phi: impl Fn(f64) -> (f64, f64)) -> f64 {
     f.fill(0.0);
     let mut u = 0.0;
@@ -20,11 +21,9 @@ fn pair_sum(x: &[f64], n: usize, k: usize, f: &mut [f64], phi: impl Fn(f64) -> (
                 let v = x[i * k + c] - x[j * k + c];
                 r2 += v * v;
             }
-            let r = r2.sqrt();
-            let (p, dp) = phi(r);
+            let (p, g) = phi(r2);
             u += p;
             // −∂φ/∂x_i = −φ'(r) (x_i − x_j)/r; x_j gets the opposite
-            let g = dp / r;
             for c in 0..k {
                 let v = g * (x[i * k + c] - x[j * k + c]);
                 f[i * k + c] -= v;
@@ -33,6 +32,21 @@ fn pair_sum(x: &[f64], n: usize, k: usize, f: &mut [f64], phi: impl Fn(f64) -> (
         }
     }
     u
+}
+
+/// `dim`, `kt` and `particles` of a system with fields `particles` (N), `dim` (k) and `kt`.
+macro_rules! particle_system {
+    () => {
+        fn dim(&self) -> usize {
+            self.particles * self.dim
+        }
+        fn kt(&self) -> f64 {
+            self.kt
+        }
+        fn particles(&self) -> Option<(usize, usize)> {
+            Some((self.particles, self.dim))
+        }
+    };
 }
 
 /// A starting configuration: the particles on a cubic lattice of spacing `spacing` (the first N
@@ -90,22 +104,15 @@ impl MultiDoubleWell {
 }
 
 impl Potential for MultiDoubleWell {
-    fn dim(&self) -> usize {
-        self.particles * self.dim
-    }
-    fn kt(&self) -> f64 {
-        self.kt
-    }
-    fn particles(&self) -> Option<(usize, usize)> {
-        Some((self.particles, self.dim))
-    }
+    particle_system!();
     fn energy_force(&self, x: &[f64], e: &mut [f64], f: &mut [f64]) -> Result<()> {
         let (a, b, d0) = (self.a, self.b, self.d0);
         each_row(x, self.particles * self.dim, e, f, |r, fr| {
-            pair_sum(r, self.particles, self.dim, fr, |d| {
+            pair_sum(r, self.particles, self.dim, fr, |r2| {
+                let d = r2.sqrt();
                 let s = d - d0;
                 let s2 = s * s;
-                (a * s2 * s2 + b * s2, 4.0 * a * s2 * s + 2.0 * b * s)
+                (a * s2 * s2 + b * s2, (4.0 * a * s2 * s + 2.0 * b * s) / d)
             })
         })
     }
@@ -149,25 +156,19 @@ impl LennardJones {
 }
 
 impl Potential for LennardJones {
-    fn dim(&self) -> usize {
-        self.particles * self.dim
-    }
-    fn kt(&self) -> f64 {
-        self.kt
-    }
-    fn particles(&self) -> Option<(usize, usize)> {
-        Some((self.particles, self.dim))
-    }
+    particle_system!();
     fn energy_force(&self, x: &[f64], e: &mut [f64], f: &mut [f64]) -> Result<()> {
         let (n, k) = (self.particles, self.dim);
         let (eps2, rm, h) = (2.0 * self.eps, self.rm, self.harmonic);
         each_row(x, n * k, e, f, |r, fr| {
-            // each unordered pair twice: 2ε[s¹² − 2s⁶], s = r_m/r
-            let pairs = pair_sum(r, n, k, fr, |d| {
-                let s6 = (rm / d).powi(6);
+            // each unordered pair twice: φ = 2ε[s¹² − 2s⁶], s = r_m/r, φ'(r)/r = 24ε(s⁶ − s¹²)/r²
+            let rm2 = rm * rm;
+            let pairs = pair_sum(r, n, k, fr, |r2| {
+                let s2 = rm2 / r2;
+                let s6 = s2 * s2 * s2;
                 (
                     eps2 * (s6 * s6 - 2.0 * s6),
-                    eps2 * 12.0 * (s6 - s6 * s6) / d,
+                    eps2 * 12.0 * (s6 - s6 * s6) / r2,
                 )
             });
             // h/2 Σ‖x_i − x̄‖²: its gradient at x_i is h (x_i − x̄) (the x̄ terms sum to zero)
