@@ -38,6 +38,7 @@ VENV = pathlib.Path(os.environ.get("TWEEDIE_BENCH_VENV", ROOT / "bench" / ".venv
 TORCH_PY = os.environ.get("TORCH_PY", str(VENV / "bin" / "python"))
 JAX_PY = os.environ.get("JAX_PY", TORCH_PY)
 TORCH_CASES = str(ROOT / "bench" / "peers" / "torch_cases.py")
+MALA_REF = str(ROOT / "bench" / "peers" / "mala_ref.py")
 JAX_DSM = str(PEERS / "jax_ref" / "bench_dsm.py")
 MAX_FOREIGN = 0.10  # share of all CPUs others may use: the idle test, and a run flagged "!" above it
 
@@ -56,7 +57,16 @@ CASES = {
                   dict(steps=10), ["tweedie", "torch"]),
     "train_ism": (5, 2.0, "train", dict(batch=512, width=128, objective="ism", steps=50, repeats=3),
                   dict(steps=10), ["tweedie", "torch"]),
+    # MALA of 1000 chains from the reference data, f64 on both sides, the step size adaptation
+    # reaches (the acceptance rates must agree: the same chain)
+    "mala_dw4": (20, 3.0, "mala", dict(potential="dw4", chains=1000, steps=200, step_size=0.02,
+                                       init="data/dw4/val_split_DW4.npy", repeats=3),
+                 dict(steps=50), ["tweedie", "torch"]),
+    "mala_lj13": (20, 3.0, "mala", dict(potential="lj13", chains=1000, steps=100, step_size=6e-4,
+                                        init="data/lj13/val_split_LJ13-1000.npy", repeats=3),
+                  dict(steps=20), ["tweedie", "torch"]),
 }
+NEEDS_SETUP = ("sample", "nll")  # the kinds that use the trained gmm40 run
 
 
 def run_process(cmd, env=None, timeout=3600):
@@ -116,11 +126,18 @@ def command(impl, kind, a, w, threads):
     env = dict(os.environ)
     train = ["--batch", a.get("batch"), "--width", a.get("width"), "--objective", a.get("objective"),
              "--steps", a.get("steps")]
+    mala = ["--potential", a.get("potential"), "--chains", a.get("chains"), "--steps", a.get("steps"),
+            "--step-size", a.get("step_size"), "--init", ROOT / str(a.get("init"))]
+    if kind == "mala" and impl == "torch":
+        return [str(c) for c in [TORCH_PY, MALA_REF, *mala, "--threads", threads,
+                                 "--repeats", a["repeats"]]], env
     if impl == "tweedie":
         env["RAYON_NUM_THREADS"] = str(threads)
         cmd = [TWEEDIE, "bench", kind]
         if kind == "train":
             cmd += train
+        elif kind == "mala":
+            cmd += mala
         elif kind == "sample":
             cmd += ["--run", w["run"], "--sampler", a["sampler"], "--steps", a["steps"], "--n", a["n"]]
         else:
@@ -260,7 +277,7 @@ def foreign_flag(x):
 def fmt_time(st, kind):
     if st is None:
         return "-"
-    scale, unit = (1e3, "ms") if kind == "train" else (1.0, "s")
+    scale, unit = (1e3, "ms") if kind in ("train", "mala") else (1.0, "s")
     return f"{st['median'] * scale:.3g} [{st['min'] * scale:.3g}, {st['max'] * scale:.3g}] {unit}"
 
 
@@ -272,7 +289,7 @@ def tables(results, impls, peak):
     for name, r in results.items():
         s = r.get("summary", {})
         unit = {"train": "per step", "sample": f"per {r['args'].get('n')} samples",
-                "nll": "per 1000 points"}[r["kind"]]
+                "nll": "per 1000 points", "mala": f"per step of {r['args'].get('chains')} chains"}[r["kind"]]
         rows1.append([name, str(r["issue"]), unit,
                       *[fmt_time(s[i]["seconds"], r["kind"]) if i in s else "-" for i in impls],
                       f"{r['ratio']:.2f}x" if r.get("ratio") else "-", f"{r['target']:g}x", r["verdict"]])
@@ -379,7 +396,7 @@ def main():
         print("note:", notes[-1], file=sys.stderr)
     work = pathlib.Path(a.work) / ("quick" if a.quick else "")
     try:
-        w = setup(work, a.quick)
+        w = setup(work, a.quick) if any(CASES[c][2] in NEEDS_SETUP for c in names) else {}
     except (subprocess.CalledProcessError, OSError) as e:  # the training cases can still run
         w = None
         notes.append(f"setup failed ({e}); sample and nll cases skipped")
@@ -393,7 +410,7 @@ def main():
     for name in names:
         impls = [i for i in CASES[name][5] if i != "jax" or jax_ok]
         print(f"case {name} ({', '.join(impls)})", flush=True)
-        if w is None and CASES[name][2] != "train":
+        if w is None and CASES[name][2] in NEEDS_SETUP:
             results[name] = {"issue": CASES[name][0], "target": CASES[name][1], "kind": CASES[name][2],
                              "args": CASES[name][3], "runs": [], "failed": ["setup"]}
             summarise(results[name], [])

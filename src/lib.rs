@@ -5,8 +5,10 @@
 //! matching) → `train` → `sample` (reverse SDE / probability-flow ODE) → `likelihood` (PF-ODE
 //! log p) → `metrics` and `plot`. `target` holds distributions with exact scores and densities,
 //! `score` the `ScoreModel` trait that samplers, likelihoods and metrics accept, `data` the data sets
-//! and file formats, `config` the TOML run config, `experiment` the comparisons, `report` the HTML page of a run folder, `progress` the
-//! progress bars, `ode` the integrators, `flat` the solvers' buffers and `pool` the warm thread pool.
+//! and file formats, `config` the TOML run config, `mcmc` Markov chain Monte Carlo from a
+//! potential (MALA and its diagnostics), `experiment` the comparisons, `report` the HTML page of a
+//! run folder, `progress` the progress bars, `ode` the integrators, `flat` the solvers' buffers and
+//! `pool` the warm thread pool.
 
 pub mod config;
 pub mod data;
@@ -14,6 +16,7 @@ pub mod experiment;
 pub mod flat;
 pub mod io;
 pub mod likelihood;
+pub mod mcmc;
 pub mod metrics;
 pub mod nn;
 pub mod objective;

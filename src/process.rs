@@ -106,14 +106,17 @@ impl Space {
         let Space::ComFree { particles, dim } = *self else {
             return;
         };
+        // plain index loops: `skip(j).step_by(dim)` iterators cost MALA a fifth of its time
         for row in x.chunks_exact_mut(particles * dim) {
             for j in 0..dim {
-                let mean = row.iter().skip(j).step_by(dim).fold(T::ZERO, |a, &v| a + v)
-                    / T::from_usize(particles);
-                row.iter_mut()
-                    .skip(j)
-                    .step_by(dim)
-                    .for_each(|v| *v = *v - mean);
+                let mut sum = T::ZERO;
+                for i in 0..particles {
+                    sum = sum + row[i * dim + j];
+                }
+                let mean = sum / T::from_usize(particles);
+                for i in 0..particles {
+                    row[i * dim + j] = row[i * dim + j] - mean;
+                }
             }
         }
     }

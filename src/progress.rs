@@ -1,5 +1,5 @@
 //! Progress bars (indicatif) for the command line and the experiments, driven by the loops'
-//! step callbacks: the core (`train`, `sample`) knows only its callbacks.
+//! step callbacks: the core (`train`, `sample`, `mcmc`) knows only its callbacks.
 
 use crate::sample::{Callback, Step};
 use crate::train::TrainStep;
@@ -53,4 +53,15 @@ pub fn train_callback(bar: indicatif::ProgressBar) -> Callback<TrainStep> {
 /// A callback that moves `bar` to each sampler step.
 pub fn sample_callback(bar: indicatif::ProgressBar) -> Callback<Step> {
     Box::new(move |s: &Step| bar.set_position(s.i as u64))
+}
+
+/// A callback that moves `bar` to each MCMC step and shows the step size and acceptance.
+pub fn mcmc_callback(bar: indicatif::ProgressBar) -> Callback<crate::mcmc::Progress> {
+    Box::new(move |p: &crate::mcmc::Progress| {
+        bar.set_position(p.step as u64);
+        // a message per step would format thousands of strings a second for nothing
+        if p.step.is_multiple_of(16) || p.step == p.total {
+            bar.set_message(format!("h {:.3e} accept {:.2}", p.step_size, p.acceptance));
+        }
+    })
 }

@@ -1,8 +1,9 @@
 //! Bad input for every command, as one table: malformed arrays (NaN/inf rows, integer, complex,
 //! object and big-endian dtypes, Fortran order, truncated files, headers claiming 10¹² rows or
-//! shapes that overflow), ragged and empty CSV, wrong dimensions against a checkpoint, zero and
-//! negative settings, missing runs, unwritable folders, bad configs and corrupt checkpoints. Each
-//! must end with a non-zero exit, one `error:` line on stderr naming what is wrong, and no panic.
+//! shapes that overflow), ragged and empty CSV, MCMC starting states of the wrong width, with NaN
+//! or with infinite energy, wrong dimensions against a checkpoint, zero and negative settings,
+//! missing runs, unwritable folders, bad configs and corrupt checkpoints. Each must end with a
+//! non-zero exit, one `error:` line on stderr naming what is wrong, and no panic.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -62,6 +63,8 @@ impl Fixture {
             }
         });
         f32_npy(&j("three.npy"), 40, 3, |i| (i % 7) as f32);
+        // 13 particles in 3-D all at the origin: LJ's r⁻¹² is infinite
+        f32_npy(&j("lj_overlap.npy"), 3, 39, |_| 0.0);
         // particles [n, 2, 2]: valid data, but not for a 2-D checkpoint or target
         npy(
             &j("particles.npy"),
@@ -320,6 +323,20 @@ const CASES: &[(&str, &str, &[&str])] = &[
     ("experiment objectives --level -1", "experiment objectives --level -1 --out {exp} --quiet", &["level"]),
     ("experiment objectives unknown target", "experiment objectives --target nope --steps 2 --out {exp} --quiet", &["nope"]),
     ("experiment schedules --lr -1", "experiment schedules --lr -1 --out {exp} --quiet", &["lr"]),
+    ("mcmc --chains 0", "mcmc --potential dw4 --chains 0 --out {mc} --quiet", &["chains"]),
+    ("mcmc --steps 0", "mcmc --potential dw4 --steps 0 --out {mc} --quiet", &["steps"]),
+    ("mcmc --thin 0", "mcmc --potential dw4 --thin 0 --out {mc} --quiet", &["thin"]),
+    ("mcmc --steps below --thin", "mcmc --potential dw4 --steps 5 --thin 10 --out {mc} --quiet", &["thin"]),
+    ("mcmc --kt 0", "mcmc --potential dw4 --kt 0 --out {mc} --quiet", &["kT", "0"]),
+    ("mcmc --kt -1", "mcmc --potential lj13 --kt -1 --out {mc} --quiet", &["kT", "-1"]),
+    ("mcmc --kt nan", "mcmc --potential double-well --kt nan --out {mc} --quiet", &["kT", "NaN"]),
+    ("mcmc --step-size -1", "mcmc --potential dw4 --step-size -1 --out {mc} --quiet", &["step size"]),
+    ("mcmc --target-accept 1.5", "mcmc --potential dw4 --target-accept 1.5 --out {mc} --quiet", &["acceptance"]),
+    // MCMC starting states
+    ("mcmc init of the wrong width", "mcmc --potential dw4 --init {good.npy} --out {mc} --quiet", &["good.npy", "4 particles × 2 dimensions"]),
+    ("mcmc init with a NaN row", "mcmc --potential double-well --init {nan.npy} --out {mc} --quiet", &["nan.npy", "row 18", "NaN"]),
+    ("mcmc init of overlapping particles", "mcmc --potential lj13 --init {lj_overlap.npy} --out {mc} --quiet", &["lj_overlap.npy", "row 0"]),
+    ("mcmc missing init", "mcmc --potential dw4 --init {nope.npy} --out {mc} --quiet", &["nope.npy"]),
     // names
     ("unknown toy", "train --data chequerboard --out {r1}", &["chequerboard"]),
     ("unknown process", "train --process warp --out {r1}", &["warp"]),
@@ -328,6 +345,7 @@ const CASES: &[(&str, &str, &[&str])] = &[
     ("unknown grid", "sample --target ncsn2 --grid spiral --out {out.npy}", &["spiral"]),
     ("unknown target", "sample --target ncsn3 --out {out.npy}", &["ncsn3"]),
     ("unknown device", "train --device tpu --out {r1}", &["tpu"]),
+    ("unknown potential", "mcmc --potential argon --out {mc} --quiet", &["argon", "double-well, muller-brown, gmm40, dw4, lj13"]),
     ("cuda in a CPU build", "sample --target ncsn2 --device cuda --out {out.npy}", &["cuda"]),
     ("unknown flag", "train --stepz 5", &["--stepz"]),
     // runs, folders and configs
@@ -341,6 +359,7 @@ const CASES: &[(&str, &str, &[&str])] = &[
     ("PNG under a file", "sample --target ncsn2 --steps 3 -n 4 --out {out.npy} --png {a_file}/x.png", &["a_file"]),
     ("metrics JSON under a file", "eval --samples {good.npy} --reference {good.npy} --json {a_file}/m.json", &["a_file"]),
     ("NLL array under a file", "nll --target ncsn2 --data {good.npy} --out {a_file}/x.npy", &["a_file"]),
+    ("MCMC output under a file", "mcmc --potential double-well --chains 2 --steps 4 --burn-in 0 --thin 1 --out {a_file}/mc --quiet", &["a_file"]),
     ("experiment under a file", "experiment samplers --n 20 --budgets 10 --repeats 1 --out {a_file}/exp --quiet", &["a_file"]),
     ("missing config", "train --config {nope.toml}", &["nope.toml"]),
     ("unknown config key", "train --config {unknown_key.toml} --out {r1}", &["learning_rate"]),
@@ -408,5 +427,9 @@ fn every_command_refuses_bad_input_in_one_line() {
     assert!(
         !Path::new(&f.p("out.npy")).exists(),
         "no samples from a failed run"
+    );
+    assert!(
+        !Path::new(&f.p("mc")).join("positions.npy").exists(),
+        "no draws from a failed MCMC run"
     );
 }

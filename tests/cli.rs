@@ -526,3 +526,79 @@ fn eval_json_describes_every_metric() {
         "{v}"
     );
 }
+
+/// `tweedie mcmc` on DW-4 from the reference data writes positions [n, d], forces [n, d],
+/// energies \[n\] and a summary whose fields are defined, with centred draws, the energies of
+/// those positions and the settings it ran with.
+#[test]
+fn mcmc_writes_draws_forces_energies_and_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("dw4");
+    let init = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/dw4/val_split_DW4.npy");
+    let args = [
+        "mcmc",
+        "--potential",
+        "dw4",
+        "--chains",
+        "16",
+        "--steps",
+        "200",
+        "--burn-in",
+        "50",
+        "--thin",
+        "10",
+        "--seed",
+        "3",
+        "--quiet",
+        "--init",
+    ];
+    let mut args: Vec<&str> = args.to_vec();
+    args.extend([init.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let run = tweedie(&args);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let read = |name: &str| tweedie::data::read_npy(&out.join(name)).unwrap();
+    let (x, f, e) = (
+        read("positions.npy"),
+        read("forces.npy"),
+        read("energies.npy"),
+    );
+    assert_eq!((x.n, x.d, f.n, f.d, e.n, e.d), (320, 8, 320, 8, 320, 1));
+    let p = tweedie::target::named_potential("dw4", None).unwrap();
+    let want = p.energy(&x.data).unwrap();
+    for (a, b) in want.iter().zip(&e.data) {
+        assert!(
+            (a - b).abs() < 1e-3 * (1.0 + a.abs()),
+            "energy {b} of positions whose energy is {a}"
+        );
+    }
+    for row in x.data.chunks(8) {
+        let com: f64 = row.iter().step_by(2).sum();
+        assert!(com.abs() < 1e-4, "centre of mass {com}");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    for key in [
+        "acceptance",
+        "step_size",
+        "ess_coordinates_min",
+        "ess_coordinates_median",
+        "ess_energy",
+        "rhat_max",
+        "energy_mean",
+        "energy_se",
+    ] {
+        assert!(summary[key].is_number(), "{key}: {}", summary[key]);
+        assert!(
+            summary["definitions"][key].is_string(),
+            "no definition of {key}"
+        );
+    }
+    assert_eq!(summary["settings"]["chains"], 16);
+    assert_eq!(summary["draws"], 320);
+    let a = summary["acceptance"].as_f64().unwrap();
+    assert!(a > 0.3 && a < 0.9, "acceptance {a}");
+}

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tweedie::config::TrainConfig;
 use tweedie::likelihood::{self, Options as NllOptions};
+use tweedie::mcmc::{mala, Options as MalaOptions};
 #[cfg(target_arch = "x86_64")]
 use tweedie::nn::fused::peak::{peak_gflops, widest_fma};
 use tweedie::nn::{Arch, Model, ModelConfig};
@@ -66,6 +67,22 @@ enum Case {
         run: PathBuf,
         #[arg(long)]
         data: PathBuf,
+    },
+    /// MALA steps (f64, fixed step size, no burn-in) of --chains chains of a named potential, from
+    /// rows of a .npy file (chain c at row c mod m) or the potential's own starting states;
+    /// bench/peers/mala_ref.py is the vectorised PyTorch peer.
+    Mala {
+        #[arg(long, default_value = "dw4")]
+        potential: String,
+        #[arg(long, default_value_t = 1000)]
+        chains: usize,
+        /// Steps per timed block.
+        #[arg(long, default_value_t = 200)]
+        steps: usize,
+        #[arg(long, default_value_t = 1e-2)]
+        step_size: f64,
+        #[arg(long)]
+        init: Option<PathBuf>,
     },
     /// The machine's f32 peak: independent FMA chains of the widest vectors the CPU has (AVX-512
     /// or AVX2) on every thread (and on one).
@@ -141,6 +158,47 @@ pub fn run(a: Args) -> Result<()> {
             })?;
             json!({"case": "nll", "n": pts.n, "nfe": nfe, "fused": net.is_fused(),
                    "seconds": secs, "threads": threads})
+        }
+        Case::Mala {
+            potential,
+            chains,
+            steps,
+            step_size,
+            init,
+        } => {
+            let p = tweedie::target::named_potential(&potential, None)?;
+            let init = init
+                .map(|path| -> Result<Vec<f64>> {
+                    let x = tweedie::data::read_npy(&path)?;
+                    if x.d != p.dim() || x.n == 0 {
+                        bail!(
+                            "{}: rows of {} values, not {}",
+                            path.display(),
+                            x.d,
+                            p.dim()
+                        );
+                    }
+                    Ok((0..chains).flat_map(|c| x.row(c % x.n).to_vec()).collect())
+                })
+                .transpose()?;
+            let o = MalaOptions {
+                chains,
+                steps,
+                burn_in: 0,
+                thin: steps,
+                step_size,
+                adapt: false,
+                ..MalaOptions::default()
+            };
+            let mut acceptance = 0.0;
+            let blocks = timed(a.repeats, || {
+                acceptance = mala(p.as_ref(), init.as_deref(), &o, None)?.acceptance;
+                Ok(())
+            })?;
+            let secs: Vec<f64> = blocks.iter().map(|s| s / steps as f64).collect();
+            json!({"case": "mala", "potential": potential, "chains": chains, "steps": steps,
+                   "step_size": step_size, "seconds_per_step": secs, "acceptance": acceptance,
+                   "dtype": "float64", "threads": threads})
         }
         Case::Peak => {
             let all = peak_gflops(threads);

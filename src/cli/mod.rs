@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod eval;
 mod experiment;
+mod mcmc;
 mod nll;
 mod plot;
 mod report;
@@ -33,6 +34,8 @@ enum Command {
     Eval(eval::Args),
     /// Per-point log-likelihoods (NLL ± s.e., bits/dim) through the probability-flow ODE.
     Nll(nll::Args),
+    /// Sample a Boltzmann density p ∝ exp(−U/kT) by MALA over many chains (DW-4, LJ-13, test surfaces): positions, forces, energies, ESS and R-hat.
+    Mcmc(mcmc::Args),
     /// Comparisons with exact answers (samplers: W2 vs NFE) as Markdown, JSON and PNG.
     Experiment(experiment::Args),
     /// Figures: samples over data, score fields, log-densities, training curves, histograms, image grids (PNG).
@@ -70,6 +73,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Plot(a) => plot::run(a),
         Command::Nll(a) => nll::run(a),
+        Command::Mcmc(a) => mcmc::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Experiment(a) => experiment::run(a),
         Command::Report(a) => report::run(a),

@@ -90,7 +90,7 @@ impl Points {
         match self.data.iter().position(|v| !v.is_finite()) {
             None => Ok(()),
             Some(k) => bail!(
-                "{what}: row {}, column {} is {}; clean the data before training",
+                "{what}: row {}, column {} is {}; every value must be finite",
                 k / self.d.max(1),
                 k % self.d.max(1),
                 self.data[k]

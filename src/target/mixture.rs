@@ -1,7 +1,7 @@
 //! Gaussian mixtures Σ_k w_k N(μ_k, Σ_k) and their exact diffused marginals: log-densities,
 //! scores and curvatures at every noise level, and exact samples.
 
-use super::{Potential, TARGET_NAMES};
+use super::TARGET_NAMES;
 use crate::data::Points;
 use crate::process::Process;
 use anyhow::{bail, Result};
@@ -478,23 +478,5 @@ impl GaussianMixture {
             data,
             event: Vec::new(),
         }
-    }
-}
-
-/// A mixture as a Boltzmann target: E = −log p (normalised, so exp(−E) integrates to 1).
-impl Potential for GaussianMixture {
-    fn dim(&self) -> usize {
-        self.d
-    }
-    fn energy(&self, x: &[f64]) -> Result<Vec<f64>> {
-        Ok(self
-            .log_prob_and_score_at(x, 1.0, 0.0)?
-            .0
-            .into_iter()
-            .map(|l| -l)
-            .collect())
-    }
-    fn force(&self, x: &[f64]) -> Result<Vec<f64>> {
-        Ok(self.log_prob_and_score_at(x, 1.0, 0.0)?.1)
     }
 }
