@@ -21,6 +21,13 @@ pub struct DataConfig {
     /// Optional `.npy` of integer class labels, one per point of a data file (for a conditional
     /// network).
     pub labels: Option<String>,
+    /// Optional named potential (`target::POTENTIAL_NAMES`): the data's forces β F(x) = ∇log p0(x)
+    /// computed from its energy U at each data point (instead of a forces file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub potential: Option<String>,
+    /// Temperature kT of `potential` (default: the potential's own, 1 for the benchmarks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kt: Option<f64>,
     /// The subspace the data live in: `{ kind = "com_free", particles = N, dim = k }` for
     /// particles [n, N, k] with zero centre of mass (noise, prior and likelihood follow it).
     #[serde(skip_serializing_if = "Space::is_full")]
@@ -34,6 +41,8 @@ impl Default for DataConfig {
             scale: 1.0,
             forces: None,
             labels: None,
+            potential: None,
+            kt: None,
             space: Space::Full,
         }
     }

@@ -602,3 +602,101 @@ fn mcmc_writes_draws_forces_energies_and_a_summary() {
     let a = summary["acceptance"].as_f64().unwrap();
     assert!(a > 0.3 && a < 0.9, "acceptance {a}");
 }
+
+/// Force-based training end to end on DW-4: forces computed from the potential at the data
+/// (`--potential`), and forces read from MD-style files written by `tweedie mcmc` (`--forces`);
+/// both train on the zero-centre-of-mass space and sample centred configurations.
+#[test]
+fn force_training_from_a_potential_and_from_md_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |f: &str| dir.path().join(f).to_string_lossy().into_owned();
+    let (pot, md, md_run, positions) = (p("pot"), p("md"), p("md_run"), p("md/positions.npy"));
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/dw4/val_split_DW4.npy");
+    let ok = |args: &[&str]| {
+        let out = tweedie(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let small = [
+        "--steps", "200", "--batch", "64", "--width", "32", "--quiet",
+    ];
+    let mut a = vec![
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--potential",
+        "dw4",
+    ];
+    a.extend(["--objective", "mixed", "--out", &pot]);
+    a.extend(small);
+    ok(&a);
+    let cfg = std::fs::read_to_string(dir.path().join("pot/config.toml")).unwrap();
+    assert!(
+        cfg.contains("potential = \"dw4\"") && cfg.contains("com_free"),
+        "{cfg}"
+    );
+
+    ok(&[
+        "mcmc",
+        "--potential",
+        "dw4",
+        "--chains",
+        "8",
+        "--steps",
+        "120",
+        "--burn-in",
+        "40",
+        "--thin",
+        "5",
+        "--init",
+        data.to_str().unwrap(),
+        "--out",
+        &md,
+        "--quiet",
+    ]);
+    let mut b = vec!["train", "--data", &positions];
+    let forces = p("md/forces.npy");
+    b.extend([
+        "--forces",
+        &forces,
+        "--com-free",
+        "4",
+        "--objective",
+        "mixed",
+        "--out",
+        &md_run,
+    ]);
+    b.extend(small);
+    ok(&b);
+    for run in ["pot", "md_run"] {
+        let s = p(&format!("{run}.npy"));
+        ok(&[
+            "sample",
+            "--run",
+            &p(run),
+            "--steps",
+            "20",
+            "-n",
+            "50",
+            "--out",
+            &s,
+            "--quiet",
+        ]);
+        let x = tweedie::data::read_npy(Path::new(&s)).unwrap();
+        assert_eq!((x.n, x.d), (50, 8));
+        for i in 0..x.n {
+            let r = x.row(i);
+            let (cx, cy) = (
+                (0..4).map(|k| r[2 * k]).sum::<f64>(),
+                (0..4).map(|k| r[2 * k + 1]).sum::<f64>(),
+            );
+            assert!(
+                cx.abs() < 1e-3 && cy.abs() < 1e-3,
+                "{run}: sample {i} not centred: {r:?}"
+            );
+        }
+    }
+}

@@ -54,9 +54,18 @@ pub struct Args {
     #[arg(long)]
     depth: Option<usize>,
     /// Particles: each point of --data [n, N, k] is N particles in k dimensions, trained with
-    /// noise and prior in the zero-centre-of-mass subspace (dimension N·k − k).
+    /// noise and prior in the zero-centre-of-mass subspace (dimension N·k − k). For flat data
+    /// [n, N·k] (e.g. `tweedie mcmc` output) give N: --com-free 4.
+    #[arg(long, value_name = "N", num_args = 0..=1)]
+    com_free: Option<Option<usize>>,
+    /// A named potential (double-well, muller-brown, gmm40, dw4, lj13) whose forces βF = ∇log p0 are
+    /// computed at every data point, for force-based objectives (mixed, force); a particle potential
+    /// also sets the zero-centre-of-mass space.
     #[arg(long)]
-    com_free: bool,
+    potential: Option<String>,
+    /// Temperature kT of --potential (default: the potential's own).
+    #[arg(long)]
+    kt: Option<f64>,
     /// Hidden nonlinearity.
     #[arg(long, value_enum)]
     activation: Option<Activation>,
@@ -139,8 +148,18 @@ pub fn run(a: Args) -> Result<()> {
     a.batch.inspect(|v| t.batch = *v);
     a.lr.inspect(|v| t.lr = *v);
     a.seed.inspect(|v| t.seed = *v);
-    if a.com_free {
-        cfg.data.space = com_free_space(&cfg.data.source)?;
+    if let Some(particles) = a.com_free {
+        cfg.data.space = com_free_space(&cfg.data.source, particles)?;
+    }
+    if let Some(name) = &a.potential {
+        let p = tweedie::target::potential::named(name, a.kt)?;
+        cfg.data.potential = Some(name.clone());
+        cfg.data.kt = a.kt;
+        if let Some((particles, dim)) = p.particles() {
+            cfg.data.space = tweedie::process::Space::ComFree { particles, dim };
+        }
+    } else if a.kt.is_some() {
+        anyhow::bail!("--kt sets the temperature of --potential; give the potential too");
     }
     let m = &mut cfg.model;
     a.network.inspect(|v| m.network = *v);
@@ -170,13 +189,19 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-/// The zero-centre-of-mass space of a particle data file [n, N, k].
-fn com_free_space(source: &str) -> Result<Space> {
-    let x = tweedie::data::read_points(std::path::Path::new(source))
-        .context("--com-free needs a particle data file [n, N, k]")?;
-    match x.event_shape()[..] {
-        [particles, dim] => Ok(Space::ComFree { particles, dim }),
-        ref other => anyhow::bail!(
+/// The zero-centre-of-mass space of a particle data file [n, N, k], or of flat data [n, N·k] with
+/// N `particles`.
+fn com_free_space(source: &str, particles: Option<usize>) -> Result<Space> {
+    let x = tweedie::data::read_points(std::path::Path::new(source)).context(
+        "--com-free needs a particle data file [n, N, k] (or [n, N·k] with --com-free N)",
+    )?;
+    match (particles, &x.event_shape()[..]) {
+        (Some(n), &[d]) if n > 0 && d % n == 0 => Ok(Space::ComFree { particles: n, dim: d / n }),
+        (Some(n), &[d]) => anyhow::bail!(
+            "--com-free {n}: {source} holds points of {d} values, not {n} particles of equal dimension"
+        ),
+        (_, &[particles, dim]) => Ok(Space::ComFree { particles, dim }),
+        (_, other) => anyhow::bail!(
             "--com-free needs particle data of shape [n, N, k]; {source} holds points of shape {other:?}"
         ),
     }

@@ -11,6 +11,7 @@
 pub mod exact;
 pub mod mixture;
 pub mod particles;
+pub mod posterior;
 pub mod potential;
 pub mod subspace;
 

@@ -36,6 +36,28 @@ fn load(path: &str, scale: f64) -> Result<Points> {
     Ok(pts.scaled(1.0 / scale))
 }
 
+/// β F = ∇log p0 of the named potential at the data points (model space x; the scores in model
+/// space), checked: the data's width must be the potential's dimension, every force finite.
+fn potential_forces(name: &str, cfg: &DataConfig, source: &str, x: &Points) -> Result<Points> {
+    let p = crate::target::potential::named(name, cfg.kt)?;
+    if p.dim() != x.d {
+        let shape = match p.particles() {
+            Some((n, k)) => format!("{n} particles × {k} dimensions = {}", p.dim()),
+            None => format!("{}", p.dim()),
+        };
+        bail!(
+            "{source}: points have {} values but the potential {name} needs {shape}",
+            x.d
+        );
+    }
+    let data = x.scaled(cfg.scale);
+    let scores = Points::new(x.n, x.d, p.score(&data.data)?)?.scaled(cfg.scale);
+    scores.check_finite(&format!(
+        "{source}: forces of the potential {name} at the data"
+    ))?;
+    Ok(scores)
+}
+
 impl DataSource {
     /// Resolves `data.source`: a mixture target name, a toy name, else a `.npy`/`.csv` path.
     pub fn open(cfg: &DataConfig) -> Result<Self> {
@@ -52,8 +74,9 @@ impl DataSource {
             bail!("data source '{source}' is neither a toy ({}), a mixture target ({}) nor a .npy/.csv file", data::TOY_NAMES.join(", "), TARGET_NAMES.join(", "));
         }
         let x = load(source, cfg.scale)?;
-        let forces = match &cfg.forces {
-            Some(f) => {
+        let forces = match (&cfg.forces, &cfg.potential) {
+            (Some(_), Some(_)) => bail!("give data.forces or data.potential, not both"),
+            (Some(f), None) => {
                 // forces are scores: they scale inversely to the data
                 let forces = load(f, 1.0 / cfg.scale)?;
                 if (forces.n, forces.d) != (x.n, x.d) {
@@ -67,7 +90,8 @@ impl DataSource {
                 }
                 Some(forces)
             }
-            None => None,
+            (None, Some(name)) => Some(potential_forces(name, cfg, source, &x)?),
+            (None, None) => None,
         };
         let labels = match &cfg.labels {
             Some(l) => {
