@@ -28,6 +28,10 @@ pub enum Readout {
     Force,
     /// Σ w_k (α_t x0_k − x_t) / (σ_t² Σ w_k): Tweedie's formula with the posterior mean.
     Kernel,
+    /// The force form where α_t > σ_t (low noise), the kernel form elsewhere. A hard switch: a
+    /// smooth blend leaves a share ~α_t² of F/α_t at high noise, where the draws reach far out and
+    /// a steep potential's forces are enormous.
+    Blend,
 }
 
 /// The Monte Carlo posterior-expected-force score of a potential under a process.
@@ -79,31 +83,46 @@ impl PosteriorScore {
         let (mut u, mut f) = (vec![0.0; k], vec![0.0; k * d]);
         self.potential.energy_force(&x0, &mut u, &mut f)?;
         let beta = self.potential.beta();
-        // weights exp(−βU) relative to the largest, so that none overflows
-        let top = u
-            .iter()
-            .map(|u| -beta * u)
-            .filter(|v| v.is_finite())
-            .fold(f64::NEG_INFINITY, f64::max);
-        if !top.is_finite() {
-            bail!("every importance draw at t = {t} has an infinite or NaN energy");
-        }
-        let w: Vec<f64> = u
-            .iter()
-            .map(|u| (-beta * u - top).exp())
-            .map(|w| if w.is_finite() { w } else { 0.0 })
+        // log-weights −βU; a draw whose energy or force overflowed has weight 0
+        let logw: Vec<f64> = (0..k)
+            .map(|j| {
+                let fj = &f[j * d..(j + 1) * d];
+                if u[j].is_finite() && fj.iter().all(|v| v.is_finite()) {
+                    -beta * u[j]
+                } else {
+                    f64::NEG_INFINITY
+                }
+            })
             .collect();
+        let top = logw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if !top.is_finite() {
+            bail!("every importance draw at t = {t} has an infinite or NaN energy or force: the noise reaches far outside the potential's range (try a VE process with a smaller σ_max)");
+        }
+        // weights relative to the largest, so that none overflows
+        let w: Vec<f64> = logw.iter().map(|l| (l - top).exp()).collect();
         let total: f64 = w.iter().sum();
+        let kernel_share = match self.readout {
+            Readout::Force => 0.0,
+            Readout::Kernel => 1.0,
+            Readout::Blend => {
+                if a > s {
+                    0.0
+                } else {
+                    1.0
+                }
+            }
+        };
         let mut out = vec![0.0; d];
-        for (j, wj) in w.iter().enumerate() {
-            let r = &x0[j * d..(j + 1) * d];
-            let fj = &f[j * d..(j + 1) * d];
+        for (j, &wj) in w.iter().enumerate().filter(|(_, w)| **w > 0.0) {
+            let (r, fj) = (&x0[j * d..(j + 1) * d], &f[j * d..(j + 1) * d]);
             for i in 0..d {
-                out[i] += wj
-                    * match self.readout {
-                        Readout::Force => beta * fj[i] / a,
-                        Readout::Kernel => (a * r[i] - x[i]) / (s * s),
-                    };
+                let force = if kernel_share < 1.0 {
+                    beta * fj[i] / a
+                } else {
+                    0.0
+                };
+                let kernel = (a * r[i] - x[i]) / (s * s);
+                out[i] += wj * ((1.0 - kernel_share) * force + kernel_share * kernel);
             }
         }
         out.iter_mut().for_each(|v| *v /= total);
