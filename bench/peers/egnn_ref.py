@@ -9,7 +9,7 @@ one training step, and the fixture that pins tweedie's network to DEM's numbers.
 aggregation, time as the node feature) and DEM's training batch (num_samples_to_sample_from_buffer
 = 512 in DEM's configs/model/dem.yaml). One step is a denoising score-matching step like tweedie's
 `dsm` on the zero-centre-of-mass space under the VP process (β 0.1 → 20): x_t = α x0 + σ ε with
-mean-free x0 and ε, loss mean ‖f(x_t, t) − ε‖², backward, Adam (lr 1e-3). float32, 2 threads.
+mean-free x0 and ε, loss mean ‖f(x_t, t) − ε‖², backward, Adam (lr 1e-3). float32, 2 threads (--threads).
 Prints one JSON line: seconds per step of each timed block.
 
 `fixture`: a small EGNN_dynamics (3 particles in 3-D, hidden 8, 2 layers) in float64 with its
@@ -55,7 +55,7 @@ def vp(t):
 
 
 def train(a):
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     net = build(a.particles, a.dim, a.hidden, a.layers)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -121,6 +121,7 @@ def main():
     t.add_argument("--batch", type=int, default=512)
     t.add_argument("--steps", type=int, default=20)
     t.add_argument("--repeats", type=int, default=3)
+    t.add_argument("--threads", type=int, default=2)
     f = sub.add_parser("fixture")
     f.add_argument("--out", required=True)
     a = ap.parse_args()

@@ -14,12 +14,15 @@
 //! applied per node before the gather (N instead of N(N − 1) rows), the same function as DEM's
 //! per-edge linear layer.
 
+mod edges;
+
 use super::config::Arch;
 use super::layers::{self, affine, Activation};
 use super::network::Network;
 use crate::process::Space;
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, Var};
+use edges::EdgeOp;
 use rand::Rng;
 
 /// DEM's `coords_range`: the bound on the summed coordinate updates of all layers, split evenly.
@@ -55,6 +58,9 @@ pub struct Egnn {
     /// Receiver i and sender j of each edge (i ≠ j), ordered by receiver: \[E\] u32.
     row: Tensor,
     col: Tensor,
+    /// Whether f32 CPU evaluations run the edges on the fused op (`edges`); off, or in f64 or
+    /// on a GPU, the same layer runs on candle's ops (the reference it is tested against).
+    pub(crate) fused: bool,
 }
 
 impl Egnn {
@@ -127,6 +133,7 @@ impl Egnn {
             gcl,
             row: Tensor::from_vec(row, edges, device)?,
             col: Tensor::from_vec(col, edges, device)?,
+            fused: super::fused::enabled(),
         })
     }
 
@@ -166,23 +173,23 @@ impl Egnn {
         Ok(zeros.index_add(&self.row, m, 1)?)
     }
 
-    /// One E_GCL layer on node features h [B·N, H] and coordinates x [B, N, k], with the input's
-    /// squared distances `dist0` [B, E, 1]: the new (h, x); h is unchanged in the last layer.
-    fn layer(&self, g: &Gcl, h: &Tensor, x: &Tensor, dist0: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (b, n, _) = x.dims3()?;
-        let hd = self.hidden;
+    /// The edge MLP of layer `g` on candle's ops: from node features h [B·N, H] and each edge's
+    /// r = ‖xᵢ − xⱼ‖² and d = ‖xᵢ⁰ − xⱼ⁰‖² ([B, E, 1] each) to Σⱼ m̃ᵢⱼ [B·N, H] and φ [B, E].
+    fn edges_reference(
+        &self,
+        g: &Gcl,
+        h: &Tensor,
+        radial: &Tensor,
+        dist0: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let (b, e, _) = radial.dims3()?;
+        let (n, hd) = (self.particles, self.hidden);
         let act = |z: &Tensor| self.activation.apply(z);
-        let diff = self.differences(x)?;
-        let e = diff.dims()[1];
-        let radial = diff.sqr()?.sum_keepdim(2)?;
-        // DEM's normalisation: (xᵢ − xⱼ)/(‖xᵢ − xⱼ‖ + 1)
-        let unit = diff.broadcast_div(&((&radial + NORM_EPS)?.sqrt()? + 1.0)?)?;
-
-        // edge MLP: W [hᵢ, hⱼ, radial, dist0] + b, the hᵢ and hⱼ blocks per node, then gathered
+        // W [hᵢ, hⱼ, r, d] + b₁, the hᵢ and hⱼ blocks applied per node, then gathered
         let (w, bias) = (self.p(g.edge_in), self.p(g.edge_in + 1));
         let node_i = affine(h, &w.narrow(1, 0, hd)?, bias)?.reshape((b, n, hd))?;
         let node_j = h.matmul(&w.narrow(1, hd, hd)?.t()?)?.reshape((b, n, hd))?;
-        let scalars = Tensor::cat(&[&radial, dist0], 2)?.reshape((b * e, 2))?;
+        let scalars = Tensor::cat(&[radial, dist0], 2)?.reshape((b * e, 2))?;
         let pre = (node_i.index_select(&self.row, 1)? + node_j.index_select(&self.col, 1)?)?
             .reshape((b * e, hd))?;
         let pre = (pre + scalars.matmul(&w.narrow(1, 2 * hd, 2)?.t()?)?)?;
@@ -190,21 +197,87 @@ impl Egnn {
         let m = act(&affine(&m, self.p(g.edge_out), self.p(g.edge_out + 1))?)?;
         let att = candle_nn::ops::sigmoid(&affine(&m, self.p(g.att), self.p(g.att + 1))?)?;
         let m = m.broadcast_mul(&att)?;
-
-        // coordinates: x ← x + Σⱼ unitᵢⱼ · range · tanh(φ(mᵢⱼ))
+        // φ = R tanh(w_o·a(W_c m̃ + b_c))
         let phi = act(&affine(&m, self.p(g.coord_in), self.p(g.coord_in + 1))?)?
             .matmul(&self.p(g.coord_out).t()?)?
             .tanh()?
-            .affine(self.coords_range, 0.0)?;
+            .affine(self.coords_range, 0.0)?
+            .reshape((b, e))?;
+        let agg = self
+            .aggregate(&m.reshape((b, e, hd))?)?
+            .reshape((b * n, hd))?;
+        Ok((agg, phi))
+    }
+
+    /// `edges_reference` on the fused CPU op (f32): the node projections [Pᵢ | Qᵢ] of all nodes
+    /// in one product, the layer's edge weights in one flat tensor (a copy of ~2H² values).
+    fn edges_fused(
+        &self,
+        g: &Gcl,
+        h: &Tensor,
+        radial: &Tensor,
+        dist0: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let (b, e, _) = radial.dims3()?;
+        let (n, hd) = (self.particles, self.hidden);
+        let w = self.p(g.edge_in);
+        // [A | C] (the blocks acting on hᵢ and hⱼ) → [A; C], so that h [A; C]ᵀ = [P | Q]
+        let ac = w
+            .narrow(1, 0, 2 * hd)?
+            .reshape((hd, 2, hd))?
+            .transpose(0, 1)?
+            .reshape((2 * hd, hd))?;
+        let nodes = h.matmul(&ac.t()?)?.reshape((b, n, 2 * hd))?;
+        let dist = Tensor::cat(&[radial, dist0], 2)?;
+        let flat = |i: usize| self.p(i).flatten_all();
+        let weights = Tensor::cat(
+            &[
+                w.narrow(1, 2 * hd, 2)?.t()?.flatten_all()?,
+                self.p(g.edge_in + 1).clone(),
+                flat(g.edge_out)?,
+                self.p(g.edge_out + 1).clone(),
+                flat(g.att)?,
+                self.p(g.att + 1).clone(),
+                flat(g.coord_in)?,
+                self.p(g.coord_in + 1).clone(),
+                flat(g.coord_out)?,
+            ],
+            0,
+        )?;
+        let op = EdgeOp {
+            particles: n,
+            hidden: hd,
+            activation: self.activation,
+            range: self.coords_range as f32,
+        };
+        let out = nodes.apply_op3(&dist, &weights, op)?;
+        let agg = out.narrow(1, 0, n * hd)?.reshape((b * n, hd))?;
+        Ok((agg, out.narrow(1, n * hd, e)?))
+    }
+
+    /// One E_GCL layer on node features h [B·N, H] and coordinates x [B, N, k], with the input's
+    /// squared distances `dist0` [B, E, 1]: the new (h, x); h is unchanged in the last layer.
+    fn layer(&self, g: &Gcl, h: &Tensor, x: &Tensor, dist0: &Tensor) -> Result<(Tensor, Tensor)> {
+        let b = x.dims()[0];
+        let act = |z: &Tensor| self.activation.apply(z);
+        let diff = self.differences(x)?;
+        let e = diff.dims()[1];
+        let radial = diff.sqr()?.sum_keepdim(2)?;
+        // DEM's normalisation: (xᵢ − xⱼ)/(‖xᵢ − xⱼ‖ + 1)
+        let unit = diff.broadcast_div(&((&radial + NORM_EPS)?.sqrt()? + 1.0)?)?;
+
+        let (agg, phi) = if self.fused && x.device().is_cpu() && x.dtype() == DType::F32 {
+            self.edges_fused(g, h, &radial, dist0)?
+        } else {
+            self.edges_reference(g, h, &radial, dist0)?
+        };
+        // coordinates: x ← x + Σⱼ unitᵢⱼ φᵢⱼ
         let trans = unit.broadcast_mul(&phi.reshape((b, e, 1))?)?;
         let x = (x + self.aggregate(&trans)?)?;
 
         // nodes: h ← h + ψ([h, Σⱼ mᵢⱼ]) (recurrent)
         let h = match g.node {
             Some((a, c)) => {
-                let agg = self
-                    .aggregate(&m.reshape((b, e, hd))?)?
-                    .reshape((b * n, hd))?;
                 let z = act(&affine(
                     &Tensor::cat(&[h, &agg], 1)?,
                     self.p(a),
