@@ -98,6 +98,10 @@ pub fn run(a: Args) -> Result<()> {
     if a.repeats == 0 {
         bail!("--repeats must be at least 1");
     }
+    if matches!(a.case, Case::TrainEgnn { .. }) {
+        // before any thread or candle op: the EGNN's fused edges split the batch over the cores
+        tweedie::pool::serial_candle_ops();
+    }
     let threads = rayon::current_num_threads();
     let line = match a.case {
         Case::Train {

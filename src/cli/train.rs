@@ -150,6 +150,9 @@ pub fn run(a: Args) -> Result<()> {
     a.activation.inspect(|v| m.activation = *v);
     a.parameterisation.inspect(|v| m.parameterisation = *v);
 
+    if cfg.model.network == NetworkKind::Egnn {
+        tweedie::pool::serial_candle_ops();
+    }
     let device = tweedie::device(&a.device)?;
     let bar = tweedie::progress::bar(cfg.train.steps, 0, a.quiet);
     let opts = TrainOptions {

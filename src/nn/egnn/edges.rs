@@ -17,6 +17,7 @@ use crate::nn::kernels::{self, multiversion, Keep};
 use crate::nn::Activation;
 use anyhow::{bail, Result};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use std::sync::{Arc, Mutex};
 
 /// Edges per block: a block's dozen [rows × H] buffers stay in L2 (about 800 KB at H = 128).
 const BLOCK_EDGES: usize = 128;
@@ -68,7 +69,13 @@ pub(super) struct EdgeOp {
     pub activation: Activation,
     /// R, the layer's bound on a coordinate weight.
     pub range: f32,
+    /// The network's per-thread buffers, kept from call to call: allocated afresh, their pages
+    /// would be faulted in (and zeroed) again on every call.
+    pub work: Workspaces,
 }
+
+/// Per-thread block buffers shared by every call of a network's edge ops.
+pub(super) type Workspaces = Arc<Mutex<Vec<Work>>>;
 
 /// The weights of one call, with W₂ and W_c packed for the products.
 struct Weights<'a> {
@@ -110,7 +117,7 @@ impl<'a> Weights<'a> {
 
 /// One thread's buffers for a block of edges, reused block after block.
 #[derive(Default)]
-struct Work {
+pub(super) struct Work {
     /// m₁ and a'(z₁); m and a'(z₂); m̃; c and a'(z₃) [rows × H].
     m1: Vec<f32>,
     d1: Vec<f32>,
@@ -160,11 +167,26 @@ multiversion! {
     }
 }
 
+/// a·b in 16 partial sums: a single running sum is a chain of dependent adds that the compiler
+/// may not reorder, so it would neither vectorise nor pipeline.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let ((ca, ra), (cb, rb)) = (a.as_chunks::<16>(), b.as_chunks::<16>());
+    for (x, y) in ca.iter().zip(cb) {
+        for l in 0..16 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
 multiversion! {
     /// out[r] = x[r]·w for each row of x [rows × w.len()].
     pub fn row_dots(out: &mut [f32], x: &[f32], w: &[f32]) {
         for (o, row) in out.iter_mut().zip(x.chunks_exact(w.len())) {
-            *o = row.iter().zip(w).map(|(a, b)| a * b).sum();
+            *o = dot(row, w);
         }
     }
 }
@@ -173,7 +195,7 @@ multiversion! {
     /// out[r] = x[r]·y[r] for each pair of rows of width w.
     pub fn pair_dots(out: &mut [f32], x: &[f32], y: &[f32], w: usize) {
         for ((o, a), b) in out.iter_mut().zip(x.chunks_exact(w)).zip(y.chunks_exact(w)) {
-            *o = a.iter().zip(b).map(|(a, b)| a * b).sum();
+            *o = dot(a, b);
         }
     }
 }
@@ -380,18 +402,19 @@ impl EdgeOp {
         let mut out = vec![0.0f32; b * stride];
         let parts = Self::parts(b);
         let outs = split(&mut out, parts.iter().map(|p| p.len() * stride));
+        let mut works = self.take_work(parts.len());
         let jobs = parts
             .into_iter()
             .zip(outs)
-            .map(|(samples, out)| {
+            .zip(works.iter_mut())
+            .map(|((samples, out), ws)| {
                 move || {
-                    let mut ws = Work::default();
                     let spb = self.samples_per_block();
                     let mut outs = out.chunks_exact_mut(stride);
                     for s0 in samples.clone().step_by(spb) {
                         let s1 = (s0 + spb).min(samples.end);
                         let nodes = &nodes[s0 * 2 * n * h..s1 * 2 * n * h];
-                        self.forward_block(w, nodes, &dist[s0 * 2 * e..s1 * 2 * e], &mut ws, false);
+                        self.forward_block(w, nodes, &dist[s0 * 2 * e..s1 * 2 * e], ws, false);
                         let (mt, th) = (&ws.mt, &ws.th);
                         for (k, o) in (s0..s1).zip(outs.by_ref()) {
                             let (agg, phi) = o.split_at_mut(n * h);
@@ -405,7 +428,25 @@ impl EdgeOp {
             })
             .collect();
         crate::pool::run_all(jobs);
+        self.give_back(works);
         out
+    }
+
+    /// `count` workspaces from the network's (new ones where it has fewer).
+    fn take_work(&self, count: usize) -> Vec<Work> {
+        let mut kept = self.work.lock().unwrap_or_else(|e| e.into_inner());
+        let have = count.min(kept.len());
+        let mut taken: Vec<Work> = kept.drain(..have).collect();
+        taken.resize_with(count, Work::default);
+        taken
+    }
+
+    /// Returns workspaces to the network for its next calls.
+    fn give_back(&self, works: Vec<Work>) {
+        self.work
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(works);
     }
 
     /// The cotangents of nodes [B, N, 2H], distances [B, E, 2] and the flat weights, given the
@@ -425,13 +466,14 @@ impl EdgeOp {
         let parts = Self::parts(b);
         let gn = split(&mut g_nodes, parts.iter().map(|p| p.len() * 2 * n * h));
         let gd = split(&mut g_dist, parts.iter().map(|p| p.len() * 2 * e));
+        let mut works = self.take_work(parts.len());
         let jobs = parts
             .into_iter()
             .zip(gn)
             .zip(gd)
-            .map(|((samples, gn), gd)| {
+            .zip(works.iter_mut())
+            .map(|(((samples, gn), gd), ws)| {
                 move || {
-                    let mut ws = Work::default();
                     let mut gw = vec![0.0f32; w.at.len];
                     let spb = self.samples_per_block();
                     let base = samples.start;
@@ -450,7 +492,7 @@ impl EdgeOp {
                                 &mut gd[k0 * 2 * e..k1 * 2 * e],
                             ),
                             &mut gw,
-                            &mut ws,
+                            ws,
                         );
                     }
                     gw
@@ -458,6 +500,7 @@ impl EdgeOp {
             })
             .collect();
         let mut grads = crate::pool::run_all(jobs).into_iter();
+        self.give_back(works);
         let mut g_flat = grads.next().unwrap_or_else(|| vec![0.0; w.at.len]);
         for other in grads {
             g_flat.iter_mut().zip(&other).for_each(|(a, b)| *a += b);

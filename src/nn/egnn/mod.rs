@@ -61,6 +61,8 @@ pub struct Egnn {
     /// Whether f32 CPU evaluations run the edges on the fused op (`edges`); off, or in f64 or
     /// on a GPU, the same layer runs on candle's ops (the reference it is tested against).
     pub(crate) fused: bool,
+    /// The fused op's per-thread buffers, kept between calls.
+    work: edges::Workspaces,
 }
 
 impl Egnn {
@@ -134,6 +136,7 @@ impl Egnn {
             row: Tensor::from_vec(row, edges, device)?,
             col: Tensor::from_vec(col, edges, device)?,
             fused: super::fused::enabled(),
+            work: Default::default(),
         })
     }
 
@@ -249,6 +252,7 @@ impl Egnn {
             hidden: hd,
             activation: self.activation,
             range: self.coords_range as f32,
+            work: self.work.clone(),
         };
         let out = nodes.apply_op3(&dist, &weights, op)?;
         let agg = out.narrow(1, 0, n * hd)?.reshape((b * n, hd))?;
