@@ -15,6 +15,7 @@
 //! per-edge linear layer.
 
 mod edges;
+mod linear;
 
 use super::config::Arch;
 use super::layers::{self, affine, Activation};
@@ -23,6 +24,7 @@ use crate::process::Space;
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use edges::EdgeOp;
+use linear::LinearOp;
 use rand::Rng;
 
 /// DEM's `coords_range`: the bound on the summed coordinate updates of all layers, split evenly.
@@ -230,7 +232,10 @@ impl Egnn {
             .reshape((hd, 2, hd))?
             .transpose(0, 1)?
             .reshape((2 * hd, hd))?;
-        let nodes = h.matmul(&ac.t()?)?.reshape((b, n, 2 * hd))?;
+        let no_bias = Tensor::zeros(2 * hd, DType::F32, h.device())?;
+        let nodes = self
+            .node_linear(h, &ac, &no_bias, false)?
+            .reshape((b, n, 2 * hd))?;
         let dist = Tensor::cat(&[radial, dist0], 2)?;
         let flat = |i: usize| self.p(i).flatten_all();
         let weights = Tensor::cat(
@@ -259,18 +264,39 @@ impl Egnn {
         Ok((agg, out.narrow(1, n * hd, e)?))
     }
 
+    /// Whether this evaluation runs on the fused CPU ops: f32 on the CPU, fused kernels enabled.
+    fn fused_on(&self, x: &Tensor) -> bool {
+        self.fused && x.device().is_cpu() && x.dtype() == DType::F32
+    }
+
+    /// a(x Wᵀ + b) (with the activation when `act`) on node rows: one fused op where `fused_on`,
+    /// else candle's ops.
+    fn node_linear(&self, x: &Tensor, w: &Tensor, b: &Tensor, act: bool) -> Result<Tensor> {
+        if self.fused_on(x) {
+            let op = LinearOp::new(act.then_some(self.activation));
+            return Ok(x
+                .contiguous()?
+                .apply_op3(&w.contiguous()?, &b.contiguous()?, op)?);
+        }
+        let z = affine(x, w, b)?;
+        if act {
+            self.activation.apply(&z)
+        } else {
+            Ok(z)
+        }
+    }
+
     /// One E_GCL layer on node features h [B·N, H] and coordinates x [B, N, k], with the input's
     /// squared distances `dist0` [B, E, 1]: the new (h, x); h is unchanged in the last layer.
     fn layer(&self, g: &Gcl, h: &Tensor, x: &Tensor, dist0: &Tensor) -> Result<(Tensor, Tensor)> {
         let b = x.dims()[0];
-        let act = |z: &Tensor| self.activation.apply(z);
         let diff = self.differences(x)?;
         let e = diff.dims()[1];
         let radial = diff.sqr()?.sum_keepdim(2)?;
         // DEM's normalisation: (xᵢ − xⱼ)/(‖xᵢ − xⱼ‖ + 1)
         let unit = diff.broadcast_div(&((&radial + NORM_EPS)?.sqrt()? + 1.0)?)?;
 
-        let (agg, phi) = if self.fused && x.device().is_cpu() && x.dtype() == DType::F32 {
+        let (agg, phi) = if self.fused_on(x) {
             self.edges_fused(g, h, &radial, dist0)?
         } else {
             self.edges_reference(g, h, &radial, dist0)?
@@ -282,12 +308,9 @@ impl Egnn {
         // nodes: h ← h + ψ([h, Σⱼ mᵢⱼ]) (recurrent)
         let h = match g.node {
             Some((a, c)) => {
-                let z = act(&affine(
-                    &Tensor::cat(&[h, &agg], 1)?,
-                    self.p(a),
-                    self.p(a + 1),
-                )?)?;
-                (h + affine(&z, self.p(c), self.p(c + 1))?)?
+                let input = Tensor::cat(&[h, &agg], 1)?;
+                let z = self.node_linear(&input, self.p(a), self.p(a + 1), true)?;
+                (h + self.node_linear(&z, self.p(c), self.p(c + 1), false)?)?
             }
             None => h.clone(),
         };
