@@ -167,6 +167,17 @@ impl Drop for Release<'_> {
     }
 }
 
+/// Makes candle's element-wise ops run on the calling thread (`CANDLE_NUM_THREADS=1`) unless the
+/// user set CANDLE_NUM_THREADS; call it before any candle op, while the process has one thread.
+/// For networks that split their heavy work over the cores themselves (the EGNN's fused edges,
+/// with rayon): candle's own pool would spin on the second core against them (an EGNN DW-4
+/// forward and backward on 2 cores: 3.3× slower with it).
+pub fn serial_candle_ops() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rayon::prelude::*;

@@ -6,19 +6,22 @@
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use clap::{Parser, Subcommand};
+use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
 use tweedie::config::TrainConfig;
+use tweedie::data::Points;
 use tweedie::likelihood::{self, Options as NllOptions};
 use tweedie::mcmc::{mala, Options as MalaOptions};
 #[cfg(target_arch = "x86_64")]
 use tweedie::nn::fused::peak::{peak_gflops, widest_fma};
-use tweedie::nn::{Arch, Model, ModelConfig};
+use tweedie::nn::{Arch, Model, ModelConfig, NetworkKind};
 use tweedie::objective::{ObjectiveConfig, Probe, Weighting};
-use tweedie::process::{Process, ProcessConfig};
+use tweedie::process::{Process, ProcessConfig, Space};
 use tweedie::sample::{self, grid::Grid, Plan, Trace};
 use tweedie::train::adam::Adam;
 use tweedie::train::engine::Engine;
@@ -47,6 +50,25 @@ enum Case {
         objective: String,
         /// Steps per timed block.
         #[arg(long, default_value_t = 200)]
+        steps: usize,
+    },
+    /// DSM training steps of DEM's EGNN (attention, tanh, recurrent; SiLU; VP; ε-prediction;
+    /// Adam lr 1e-3, EMA) on N particles in k dimensions drawn from a standard normal on the
+    /// zero-centre-of-mass space. DEM's settings: DW-4 = 4×2, 3 layers; LJ-13 = 13×3, 5 layers;
+    /// hidden 128; batch 512 (DEM's num_samples_to_sample_from_buffer).
+    TrainEgnn {
+        #[arg(long)]
+        particles: usize,
+        #[arg(long)]
+        dim: usize,
+        #[arg(long)]
+        layers: usize,
+        #[arg(long, default_value_t = 128)]
+        width: usize,
+        #[arg(long, default_value_t = 512)]
+        batch: usize,
+        /// Steps per timed block.
+        #[arg(long, default_value_t = 20)]
         steps: usize,
     },
     /// Draw n samples from a run (EMA weights) with one sampler.
@@ -93,6 +115,10 @@ pub fn run(a: Args) -> Result<()> {
     if a.repeats == 0 {
         bail!("--repeats must be at least 1");
     }
+    if matches!(a.case, Case::TrainEgnn { .. }) {
+        // before any thread or candle op: the EGNN's fused edges split the batch over the cores
+        tweedie::pool::serial_candle_ops();
+    }
     let threads = rayon::current_num_threads();
     let line = match a.case {
         Case::Train {
@@ -104,9 +130,56 @@ pub fn run(a: Args) -> Result<()> {
             if batch == 0 || width == 0 || steps == 0 {
                 bail!("--batch, --width and --steps must be at least 1");
             }
-            let (engine, secs, flops) = time_training(batch, width, &objective, steps, a.repeats)?;
+            let mut config = ModelConfig::default_for(2, ProcessConfig::vp_default());
+            config.arch = Arch {
+                width,
+                ..Arch::default()
+            };
+            let source = DataSource::Toy("checkerboard".into());
+            let (engine, secs, flops) =
+                time_training(config, &source, batch, &objective, steps, a.repeats)?;
             json!({"case": "train", "objective": objective, "batch": batch, "width": width,
                    "engine": engine, "seconds_per_step": secs, "flops_per_step": flops,
+                   "threads": threads})
+        }
+        Case::TrainEgnn {
+            particles,
+            dim,
+            layers,
+            width,
+            batch,
+            steps,
+        } => {
+            if [particles, dim, layers, width, batch, steps].contains(&0) {
+                bail!(
+                    "--particles, --dim, --layers, --width, --batch and --steps must be at least 1"
+                );
+            }
+            let d = particles * dim;
+            let space = Space::ComFree { particles, dim };
+            let mut config = ModelConfig::default_for(d, ProcessConfig::vp_default());
+            config.event = vec![particles, dim];
+            config.space = space;
+            config.arch = Arch {
+                network: NetworkKind::Egnn,
+                width,
+                depth: layers,
+                ..Arch::default()
+            };
+            // 10,000 mean-free standard-normal configurations to draw batches from
+            let mut rng = ChaCha8Rng::seed_from_u64(1);
+            let mut x: Vec<f64> = (0..10_000 * d)
+                .map(|_| rng.sample(StandardNormal))
+                .collect();
+            space.project(&mut x);
+            let source = DataSource::Points {
+                x: Points::new(10_000, d, x)?.with_event(vec![particles, dim])?,
+                forces: None,
+                labels: None,
+            };
+            let (engine, secs, _) = time_training(config, &source, batch, "dsm", steps, a.repeats)?;
+            json!({"case": "train_egnn", "particles": particles, "dim": dim, "layers": layers,
+                   "width": width, "batch": batch, "engine": engine, "seconds_per_step": secs,
                    "threads": threads})
         }
         Case::Sample {
@@ -250,10 +323,11 @@ fn load(run: &std::path::Path) -> Result<(Model, Box<dyn Process>)> {
 }
 
 /// (engine, seconds per step of each block, approximate FLOPs per step: 6 · batch · parameters
-/// for DSM's forward and backward).
+/// for DSM's forward and backward of an MLP) of the network `config` trained on `source`.
 fn time_training(
+    config: ModelConfig,
+    source: &DataSource,
     batch: usize,
-    width: usize,
     objective: &str,
     steps: usize,
     repeats: usize,
@@ -273,11 +347,6 @@ fn time_training(
     };
     let dev = Device::Cpu;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let mut config = ModelConfig::default_for(2, ProcessConfig::vp_default());
-    config.arch = Arch {
-        width,
-        ..Arch::default()
-    };
     let net = Model::new(config, &mut rng, &dev)?;
     let ema = net
         .vars()
@@ -286,7 +355,6 @@ fn time_training(
         .collect::<Result<Vec<_>>>()?;
     let mut engine = Engine::new(&net, &objective, Adam::new(net.vars())?, ema)?;
     let name = engine.name();
-    let source = DataSource::Toy("checkerboard".into());
     let t = TrainConfig {
         batch,
         ..TrainConfig::default()

@@ -44,13 +44,14 @@ pub struct Args {
     /// Seed of the run.
     #[arg(long)]
     seed: Option<u64>,
-    /// Network: mlp (fused CPU kernels) or resmlp (pre-LayerNorm residual blocks).
+    /// Network: mlp (fused CPU kernels), resmlp (pre-LayerNorm residual blocks) or egnn (DEM's
+    /// E(n)-equivariant graph network; needs --com-free).
     #[arg(long, value_enum)]
     network: Option<NetworkKind>,
     /// Hidden width of the network.
     #[arg(long)]
     width: Option<usize>,
-    /// Hidden layers (mlp) or residual blocks (resmlp).
+    /// Hidden layers (mlp), residual blocks (resmlp) or E_GCL layers (egnn).
     #[arg(long)]
     depth: Option<usize>,
     /// Particles: each point of --data [n, N, k] is N particles in k dimensions, trained with
@@ -168,6 +169,9 @@ pub fn run(a: Args) -> Result<()> {
     a.activation.inspect(|v| m.activation = *v);
     a.parameterisation.inspect(|v| m.parameterisation = *v);
 
+    if cfg.model.network == NetworkKind::Egnn {
+        tweedie::pool::serial_candle_ops();
+    }
     let device = tweedie::device(&a.device)?;
     let bar = tweedie::progress::bar(cfg.train.steps, 0, a.quiet);
     let opts = TrainOptions {

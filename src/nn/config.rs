@@ -1,6 +1,7 @@
 //! What a model is made of (the `[model]` table, and the spec stored in every checkpoint): the
 //! network and its sizes, the parameterisation, the event shape, the process and its space.
 
+use super::egnn::{self, Egnn};
 use super::layers::{Activation, Embedding};
 use super::mlp::Mlp;
 use super::network::Network;
@@ -21,6 +22,9 @@ pub enum NetworkKind {
     Mlp,
     /// Pre-LayerNorm residual blocks on a projection of [x, embed(t)].
     Resmlp,
+    /// DEM's E(n)-equivariant graph network on particles (needs a `com_free` space; `depth`
+    /// layers of `width` features; t enters as a node feature, not through `embedding`).
+    Egnn,
 }
 
 impl NetworkKind {
@@ -37,7 +41,7 @@ pub struct Arch {
     pub network: NetworkKind,
     /// Hidden width.
     pub width: usize,
-    /// Hidden layers (MLP) or residual blocks (resmlp).
+    /// Hidden layers (MLP), residual blocks (resmlp) or E_GCL layers (egnn).
     pub depth: usize,
     pub activation: Activation,
     pub embedding: Embedding,
@@ -130,6 +134,9 @@ impl ModelConfig {
                 );
             }
         }
+        if a.network == NetworkKind::Egnn && self.space.is_full() {
+            bail!("{}", egnn::FULL_SPACE);
+        }
         if a.network != NetworkKind::Mlp && a.parameterisation == Parameterisation::Energy {
             bail!("the energy parameterisation needs network = \"mlp\" (its second-order jets)");
         }
@@ -146,19 +153,25 @@ impl ModelConfig {
         };
         let (w, d) = (a.width, a.depth);
         let linear = |i: usize, o: usize| i.checked_mul(o)?.checked_add(o);
-        let input = linear(self.dim.checked_add(a.embed_dim)?, w)?;
-        let output = linear(w, out)?;
-        let hidden = match a.network {
-            // depth − 1 hidden-to-hidden layers
-            NetworkKind::Mlp => linear(w, w)?.checked_mul(d.saturating_sub(1))?,
-            // two linear layers and a LayerNorm (γ, β) per block, and the output's LayerNorm
-            NetworkKind::Resmlp => linear(w, w)?
-                .checked_mul(2)?
-                .checked_add(w.checked_mul(2)?)?
-                .checked_mul(d)?
-                .checked_add(w.checked_mul(2)?)?,
+        let mlp_family = |hidden: Option<usize>| {
+            let input = linear(self.dim.checked_add(a.embed_dim)?, w)?;
+            input.checked_add(linear(w, out)?)?.checked_add(hidden?)
         };
-        input.checked_add(output)?.checked_add(hidden)
+        match a.network {
+            // depth − 1 hidden-to-hidden layers
+            NetworkKind::Mlp => {
+                mlp_family(linear(w, w).and_then(|l| l.checked_mul(d.saturating_sub(1))))
+            }
+            // two linear layers and a LayerNorm (γ, β) per block, and the output's LayerNorm
+            NetworkKind::Resmlp => mlp_family((|| {
+                linear(w, w)?
+                    .checked_mul(2)?
+                    .checked_add(w.checked_mul(2)?)?
+                    .checked_mul(d)?
+                    .checked_add(w.checked_mul(2)?)
+            })()),
+            NetworkKind::Egnn => Egnn::parameter_count(w, d),
+        }
     }
 
     /// The network, freshly initialised from `rng`: d outputs, or one for an energy.
@@ -170,6 +183,7 @@ impl ModelConfig {
         Ok(match self.arch.network {
             NetworkKind::Mlp => Box::new(Mlp::new(self.dim, out, &self.arch, rng, device)?),
             NetworkKind::Resmlp => Box::new(ResMlp::new(self.dim, out, &self.arch, rng, device)?),
+            NetworkKind::Egnn => Box::new(Egnn::new(self.space, &self.arch, rng, device)?),
         })
     }
 }

@@ -162,14 +162,17 @@ pub fn linear(
     device: &Device,
 ) -> Result<(Var, Var)> {
     let bound = 1.0 / (fan_in as f64).sqrt();
-    let mut uniform = |len: usize| -> Vec<f32> {
-        (0..len)
-            .map(|_| rng.random_range(-bound..bound) as f32)
-            .collect()
-    };
-    let weight = Tensor::from_vec(uniform(fan_out * fan_in), (fan_out, fan_in), device)?;
-    let bias = Tensor::from_vec(uniform(fan_out), fan_out, device)?;
-    Ok((Var::from_tensor(&weight)?, Var::from_tensor(&bias)?))
+    let weight = uniform(&[fan_out, fan_in], bound, rng, device)?;
+    Ok((weight, uniform(&[fan_out], bound, rng, device)?))
+}
+
+/// A variable of `shape` with entries drawn from U(±bound), in row-major order.
+pub fn uniform(shape: &[usize], bound: f64, rng: &mut impl Rng, device: &Device) -> Result<Var> {
+    let len = shape.iter().product();
+    let values: Vec<f32> = (0..len)
+        .map(|_| rng.random_range(-bound..bound) as f32)
+        .collect();
+    Ok(Var::from_tensor(&Tensor::from_vec(values, shape, device)?)?)
 }
 
 /// h Wᵀ + b.
@@ -200,12 +203,18 @@ impl Weights {
 
     /// Every variable and buffer converted to `dtype`, in place.
     pub fn to_dtype(&mut self, dtype: DType) -> Result<()> {
-        for (_, v) in self.vars.iter_mut() {
-            *v = Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?;
-        }
+        vars_to_dtype(&mut self.vars, dtype)?;
         self.embed.w = self.embed.w.to_dtype(dtype)?;
         Ok(())
     }
+}
+
+/// Replaces every variable by a copy in `dtype` (new variables: the optimiser must be rebuilt).
+pub fn vars_to_dtype(vars: &mut [(String, Var)], dtype: DType) -> Result<()> {
+    for (_, v) in vars.iter_mut() {
+        *v = Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?;
+    }
+    Ok(())
 }
 
 /// `Network`'s bookkeeping methods for a network that keeps its `Weights` in field `w`.

@@ -7,6 +7,7 @@
 //! opt-in fused CPU path (with `gemm` and the SIMD kernels), chosen by `fused::applies`.
 
 pub mod config;
+pub mod egnn;
 pub mod fused;
 pub(crate) mod gemm;
 pub(crate) mod kernels;
@@ -19,6 +20,7 @@ pub mod resmlp;
 pub(crate) mod simd;
 
 pub use config::{Arch, ModelConfig, NetworkKind};
+pub use egnn::Egnn;
 pub use fused::FusedMlp;
 pub use layers::{Activation, Embedding};
 pub use mlp::Mlp;
