@@ -46,8 +46,9 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Starting states, .npy [m, d] or [m, N, k] (e.g. data/dw4/val_split_DW4.npy): chain c starts
-    /// at row c mod m, moved to zero centre of mass for particles. Default: the potential's own
-    /// (a jittered lattice for particles, the basins' box for muller-brown, N(0, I) otherwise).
+    /// at row c mod m, moved to zero centre of mass for particles. Default: the potential's own (a
+    /// jittered lattice for particles, the basins where U < 0 for muller-brown, the box of the
+    /// means for gmm40, N(0, I) for double-well).
     #[arg(long)]
     init: Option<PathBuf>,
     /// No progress bar.

@@ -34,7 +34,7 @@ enum Command {
     Eval(eval::Args),
     /// Per-point log-likelihoods (NLL ± s.e., bits/dim) through the probability-flow ODE.
     Nll(nll::Args),
-    /// Sample a Boltzmann density p ∝ exp(−U/kT) by MALA over many chains (DW-4, LJ-13, test surfaces): positions, forces, energies, ESS and R-hat.
+    /// Sample p ∝ exp(−U/kT) (DW-4, LJ-13, 2-D surfaces) by MALA on many chains: draws, forces, energies, ESS, R-hat.
     Mcmc(mcmc::Args),
     /// Comparisons with exact answers (samplers: W2 vs NFE) as Markdown, JSON and PNG.
     Experiment(experiment::Args),

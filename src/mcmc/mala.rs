@@ -28,6 +28,9 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use rayon::prelude::*;
 
+/// The most values of kept positions (as many of forces) a run may hold: 2³⁰, 8 GiB in f64.
+const MAX_KEPT: usize = 1 << 30;
+
 /// Steps every chain takes in one parallel region when the step size is fixed.
 const BLOCK: usize = 16;
 
@@ -217,6 +220,17 @@ pub fn mala(
     let (d, chains, draws) = (p.dim(), o.chains, o.draws());
     let space = p.space();
     space.check(d)?;
+    // what the run keeps (positions and forces, f64) must be allocatable: refuse, not abort
+    let kept = chains
+        .checked_mul(draws.max(1))
+        .and_then(|v| v.checked_mul(d))
+        .filter(|&v| v <= MAX_KEPT)
+        .is_some();
+    ensure!(
+        kept,
+        "{chains} chains × {draws} draws × {d} values is more than the {MAX_KEPT} values a run \
+         keeps at most (16 GiB with the forces); take fewer chains or steps, or a larger thin"
+    );
     let mut rng: Vec<ChaCha8Rng> = (0..chains)
         .map(|c| {
             let mut r = ChaCha8Rng::seed_from_u64(o.seed);

@@ -225,6 +225,11 @@ fn bad_settings_are_refused() {
     assert!(with(|o| o.thin = 20).contains("thin"));
     assert!(with(|o| o.step_size = -1.0).contains("step size"));
     assert!(with(|o| o.target_accept = 1.0).contains("acceptance"));
+    assert!(with(|o| {
+        o.chains = 1 << 40;
+        o.steps = 1 << 30;
+    })
+    .contains("at most"));
     let o = Options {
         chains: 2,
         ..Options::default()
