@@ -21,6 +21,16 @@ pub struct Args {
     /// the kernel Stein discrepancy against the target's exact score.
     #[arg(long)]
     target: Option<String>,
+    /// A particle potential (dw4, lj13): the benchmark's metrics against --reference (W2 of
+    /// centred coordinates, energy W2, interatomic-distance TV and W2, each with its floor).
+    #[arg(long, requires = "reference")]
+    potential: Option<String>,
+    /// Temperature kT of --potential (default: its own).
+    #[arg(long, requires = "potential")]
+    kt: Option<f64>,
+    /// With --potential, also write energy and interatomic-distance histograms (PNG) into this folder.
+    #[arg(long, requires = "potential")]
+    figures: Option<PathBuf>,
     /// Exact draws for the target's entropy.
     #[arg(long, default_value_t = 100_000)]
     entropy_draws: usize,
@@ -76,11 +86,54 @@ pub fn run(a: Args) -> Result<()> {
             serde_json::json!({"name": name, "metrics": m}),
         );
     }
+    if let (Some(name), Some(reference)) = (&a.potential, &a.reference) {
+        let p = tweedie::target::potential::named(name, a.kt)?;
+        let r = data::read_points(reference)?;
+        let m = metrics::boltzmann::particle_metrics(&x, &r, p.as_ref(), a.max_points)?;
+        if let Some(dir) = &a.figures {
+            particle_figures(dir, name, &x, &r, p.as_ref())?;
+        }
+        report.insert(
+            "particles".into(),
+            serde_json::json!({"potential": name, "metrics": m}),
+        );
+    }
     report.insert("metrics".into(), described.into());
     let text = serde_json::to_string_pretty(&report)?;
     println!("{text}");
     if let Some(p) = a.json {
         tweedie::io::write_atomic_bytes(&p, text.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Energy and interatomic-distance histograms of samples over the reference, into `dir`.
+fn particle_figures(
+    dir: &std::path::Path,
+    name: &str,
+    x: &tweedie::data::Points,
+    r: &tweedie::data::Points,
+    p: &dyn tweedie::target::Potential,
+) -> Result<()> {
+    tweedie::experiment::create_dir(dir)?;
+    let k = p.particles().map_or(1, |(_, k)| k);
+    let (ex, er) = (p.energy(&x.data)?, p.energy(&r.data)?);
+    let (dx, dr) = (x.interatomic_distances(k), r.interatomic_distances(k));
+    for (file, label, s, rf) in [
+        ("energy.png", "energy U(x)", &ex, &er),
+        ("distances.png", "interatomic distance", &dx, &dr),
+    ] {
+        // the reference's range, as the benchmark's histograms
+        let lo = rf.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = rf.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let bins = tweedie::plot::Histogram::new(100, Some(lo..hi), &[])?;
+        tweedie::plot::histograms(
+            &dir.join(file),
+            &format!("{name}: {label}"),
+            label,
+            &[("reference", rf.as_slice()), ("samples", s.as_slice())],
+            &bins,
+        )?;
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! kernel Stein discrepancy (`ksd`); each reported number can carry its definition, the sample
 //! sizes it was computed on and its floor ([`Metric`]).
 
+pub mod boltzmann;
 pub mod ksd;
 
 pub use ksd::{ksd2, ksd2_imq, Imq, Ksd, KSD_DEFINITION};
