@@ -391,7 +391,9 @@ fn prior_warning(cfg: &RunConfig, source: &DataSource, rng: &ChaCha8Rng) -> Resu
     else {
         return Ok(None);
     };
-    let pts = source.points(2000, cfg.data.scale, &mut rng.clone())?;
+    let mut pts = source.points(2000, cfg.data.scale, &mut rng.clone())?;
+    // on a restricted space (particles) the process only ever sees the projected data
+    cfg.data.space.project(&mut pts.data);
     let d = pts.d;
     let rows: Vec<&[f64]> = (0..pts.n.min(2000)).map(|i| pts.row(i)).collect();
     let dist = |a: &[f64], b: &[f64]| {
