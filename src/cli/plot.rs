@@ -133,7 +133,7 @@ struct HistArgs {
     /// Reference values drawn beside them (.npy or .csv, the same width).
     #[arg(long)]
     reference: Option<PathBuf>,
-    /// What to histogram: coord:J (coordinate J), norm (‖x‖), or distances:K (interatomic distances of particles in K dimensions).
+    /// What to histogram: coord:J (coordinate J), norm (‖x‖), distances:K (interatomic distances of particles in K dimensions), or energy:NAME (the energy U of a named potential: double-well, muller-brown, gmm40, dw4, lj13).
     #[arg(long, default_value = "coord:0")]
     of: String,
     /// Bins (on the range of all values, or --range).
@@ -532,7 +532,7 @@ pub(crate) fn write_curves(run: &Path, out: &Path) -> Result<()> {
 
 /// The values histogrammed by `--of` for each row of `x`.
 fn values_of(x: &Points, of: &str) -> Result<Vec<f64>> {
-    let bad = || anyhow::anyhow!("--of must be coord:J, norm or distances:K, got '{of}'");
+    let bad = || anyhow::anyhow!("--of must be coord:J, norm, distances:K or energy:NAME, got '{of}'");
     let rows = (0..x.n).map(|i| x.row(i));
     Ok(match of.split_once(':') {
         None if of == "norm" => rows
@@ -545,6 +545,7 @@ fn values_of(x: &Points, of: &str) -> Result<Vec<f64>> {
             }
             rows.map(|r| r[j]).collect()
         }
+        Some(("energy", name)) => tweedie::target::potential::named(name, None)?.energy(&x.data)?,
         Some(("distances", k)) => {
             let k: usize = k.parse().map_err(|_| bad())?;
             if k == 0 || !x.d.is_multiple_of(k) {

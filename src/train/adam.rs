@@ -76,15 +76,17 @@ impl Adam {
         let c1 = 1.0 - h.beta1.powi(self.step as i32);
         let c2 = 1.0 - h.beta2.powi(self.step as i32);
         for (i, ((_, p), g)) in params.iter().zip(grads).enumerate() {
-            let g = (g * h.grad_scale)?;
-            self.m[i] = ((&self.m[i] * h.beta1)? + (&g * (1.0 - h.beta1))?)?;
-            self.v[i] = ((&self.v[i] * h.beta2)? + (g.sqr()? * (1.0 - h.beta2))?)?;
+            // detached: otherwise each moment records the op that made it, and through it every
+            // earlier step's moments and gradients (memory grows by the graph every step)
+            let g = (g * h.grad_scale)?.detach();
+            self.m[i] = ((&self.m[i] * h.beta1)? + (&g * (1.0 - h.beta1))?)?.detach();
+            self.v[i] = ((&self.v[i] * h.beta2)? + (g.sqr()? * (1.0 - h.beta2))?)?.detach();
             let denom = ((&self.v[i] / c2)?.sqrt()? + h.eps)?;
             let mut delta = ((&self.m[i] / c1)? / denom)?;
             if h.weight_decay > 0.0 {
                 delta = (delta + (p.as_tensor() * h.weight_decay)?)?;
             }
-            p.set(&(p.as_tensor() - (delta * h.lr)?)?)?;
+            p.set(&(p.as_tensor() - (delta * h.lr)?)?.detach())?;
         }
         Ok(())
     }
@@ -167,7 +169,8 @@ pub fn ema_decay_at(decay: f64, step: usize) -> f64 {
 /// ema ← d·ema + (1 − d)·θ for every parameter.
 pub fn ema_update(ema: &mut [Tensor], params: &[(String, Var)], d: f64) -> Result<()> {
     for (e, (_, p)) in ema.iter_mut().zip(params) {
-        *e = ((&*e * d)? + (p.as_tensor() * (1.0 - d))?)?;
+        // detached, as Adam's moments: the product with the variable would be recorded
+        *e = ((&*e * d)? + (p.as_tensor() * (1.0 - d))?)?.detach();
     }
     Ok(())
 }
@@ -197,6 +200,34 @@ mod tests {
         for (a, b) in got.iter().zip([0.9f32, -1.9, 0.4]) {
             assert!((a - b).abs() < 1e-5, "{got:?}");
         }
+        Ok(())
+    }
+
+    /// The moments and the EMA hold values, not graphs: a gradient taken through a variable and
+    /// an EMA mixed with one record no op, so memory does not grow step after step (it did,
+    /// by every step's graph, before they were detached).
+    #[test]
+    fn moments_and_ema_record_no_graph() -> Result<()> {
+        let p = Var::new(&[1.0f32, -2.0], &Device::Cpu)?;
+        let params = vec![("p".to_string(), p.clone())];
+        let mut adam = Adam::new(&params)?;
+        let mut ema = vec![p.as_tensor().copy()?];
+        let h = AdamStep {
+            lr: 0.1,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            grad_scale: 1.0,
+        };
+        for _ in 0..3 {
+            // a gradient that is itself a function of the variable
+            let g = (p.as_tensor() * 2.0)?;
+            assert!(g.track_op());
+            adam.update(&params, &[g], &h)?;
+            ema_update(&mut ema, &params, 0.9)?;
+        }
+        assert!(!adam.m[0].track_op() && !adam.v[0].track_op() && !ema[0].track_op());
         Ok(())
     }
 
