@@ -6,7 +6,9 @@ For each case and round it runs `tweedie bench train-egnn` and `bench/peers/egnn
 once each as fresh processes (alternating who goes first), after waiting (bounded) for an idle
 machine. Each process times its own blocks after a warm-up; a round's value is the median of its
 blocks; the script prints the median over rounds, [min, max], and the ratio torch / tweedie
-(> 1: tweedie is faster). Both sides: 2 threads (--threads), f32, DSM step with Adam on DEM's settings
+(> 1: tweedie is faster), and the same for the processes' CPU seconds per step (all threads:
+with 2 threads it counts spinning too; with --threads 1 it is the work itself, the comparison
+least disturbed by other programs on a shared machine). Both sides: 2 threads (--threads), f32, DSM step with Adam on DEM's settings
 (hidden 128, attention, tanh, recurrent, SiLU), batch 512 (DEM's training batch).
 Needs target/release/tweedie (cargo build --release) and the bench environment with torch
 (bench/setup.sh, or --python / TORCH_PY).
@@ -38,7 +40,8 @@ def run(cmd, threads):
     if out.returncode != 0:
         sys.exit(f"{' '.join(map(str, cmd))} failed:\n{out.stderr}")
     line = json.loads(out.stdout.strip().splitlines()[-1])
-    return statistics.median(line["seconds_per_step"])
+    cpu = line.get("cpu_seconds_per_step") or [float("nan")]
+    return statistics.median(line["seconds_per_step"]), statistics.median(cpu)
 
 
 def main():
@@ -62,25 +65,30 @@ def main():
         sides = {"tweedie": [TWEEDIE, "bench", "train-egnn", *shape],
                  "torch": [a.python, PEER, "train", *torch_shape]}
         got = {"tweedie": [], "torch": []}
+        cpu = {"tweedie": [], "torch": []}
         for r in range(rounds):
             order = ["tweedie", "torch"] if r % 2 == 0 else ["torch", "tweedie"]
             for side in order:
                 waited = wait_idle(a.idle_wait)
-                got[side].append(run(sides[side], a.threads))
-                print(f"{name} round {r + 1} {side}: {got[side][-1] * 1e3:.1f} ms/step"
+                wall, cpu_s = run(sides[side], a.threads)
+                got[side].append(wall)
+                cpu[side].append(cpu_s)
+                print(f"{name} round {r + 1} {side}: {wall * 1e3:.1f} ms/step, CPU {cpu_s * 1e3:.1f} ms"
                       f" (waited {waited:.0f} s for an idle machine)", file=sys.stderr)
         med = {k: statistics.median(v) for k, v in got.items()}
-        rows.append((name, particles, dim, layers, med, got))
+        rows.append((name, particles, dim, layers, med, got, cpu))
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
                 if l.startswith("model name")), "unknown CPU")
     print(f"{a.threads} thread(s), {cpu}, {rounds} round(s); median [min, max] over rounds")
-    print("| case | tweedie ms/step | PyTorch ms/step | ratio (PyTorch / tweedie) |")
-    print("| --- | --- | --- | --- |")
-    for name, particles, dim, layers, med, got in rows:
+    print("| case | tweedie ms/step | PyTorch ms/step | ratio | CPU ms/step tweedie / PyTorch | CPU ratio |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, particles, dim, layers, med, got, cpu in rows:
         span = {k: f"[{min(v) * 1e3:.1f}, {max(v) * 1e3:.1f}]" for k, v in got.items()}
+        c = {k: statistics.median(v) for k, v in cpu.items()}
         print(f"| {name} ({particles}×{dim}, {layers} layers) | {med['tweedie'] * 1e3:.1f} "
               f"{span['tweedie']} | {med['torch'] * 1e3:.1f} {span['torch']} | "
-              f"{med['torch'] / med['tweedie']:.2f} |")
+              f"{med['torch'] / med['tweedie']:.2f} | {c['tweedie'] * 1e3:.1f} / "
+              f"{c['torch'] * 1e3:.1f} | {c['torch'] / c['tweedie']:.2f} |")
 
 
 if __name__ == "__main__":
