@@ -700,3 +700,78 @@ fn force_training_from_a_potential_and_from_md_files() {
         }
     }
 }
+
+/// `--network egnn` trains on particle data with `--com-free` and samples from the run; without
+/// `--com-free` it is refused with a message that names the flag.
+#[test]
+fn an_egnn_trains_and_samples_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("particles.npy");
+    write_npy_shaped(&data, &[64, 4, 2], |i| ((i * 37 % 101) as f32 / 50.0) - 1.0);
+    let cfg = small_config(dir.path(), 5);
+    let run = dir.path().join("run");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let base = ["train", "--config", cfg.to_str().unwrap(), "--data"];
+        let tail = [
+            "--network",
+            "egnn",
+            "--out",
+            run.to_str().unwrap(),
+            "--quiet",
+        ];
+        base.iter()
+            .map(|s| s.to_string())
+            .chain([data.to_string_lossy().into_owned()])
+            .chain(extra.iter().chain(&tail).map(|s| s.to_string()))
+            .collect()
+    };
+    let refused = args(&[]);
+    let out = tweedie(&refused.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_clean_error(&out, &["egnn", "--com-free"]);
+    let ok = args(&["--com-free"]);
+    let out = tweedie(&ok.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let samples = dir.path().join("s.npy");
+    let out = tweedie(&[
+        "sample",
+        "--run",
+        run.to_str().unwrap(),
+        "--n",
+        "16",
+        "--steps",
+        "5",
+        "--out",
+        samples.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(samples.exists());
+}
+
+/// A C-order f32 .npy of any shape.
+fn write_npy_shaped(path: &Path, shape: &[usize], values: impl Fn(usize) -> f32) {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
+        dims.join(", ")
+    );
+    let mut h = header.into_bytes();
+    while (10 + h.len() + 1) % 64 != 0 {
+        h.push(b' ');
+    }
+    h.push(b'\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(&h);
+    for i in 0..shape.iter().product::<usize>() {
+        bytes.extend_from_slice(&values(i).to_le_bytes());
+    }
+    std::fs::write(path, bytes).expect("write npy");
+}

@@ -136,11 +136,10 @@ pub fn run(a: Args) -> Result<()> {
                 ..Arch::default()
             };
             let source = DataSource::Toy("checkerboard".into());
-            let (engine, secs, flops) =
-                time_training(config, &source, batch, &objective, steps, a.repeats)?;
+            let t = time_training(config, &source, batch, &objective, steps, a.repeats)?;
             json!({"case": "train", "objective": objective, "batch": batch, "width": width,
-                   "engine": engine, "seconds_per_step": secs, "flops_per_step": flops,
-                   "threads": threads})
+                   "engine": t.engine, "seconds_per_step": t.seconds,
+                   "flops_per_step": t.flops, "threads": threads})
         }
         Case::TrainEgnn {
             particles,
@@ -177,9 +176,10 @@ pub fn run(a: Args) -> Result<()> {
                 forces: None,
                 labels: None,
             };
-            let (engine, secs, _) = time_training(config, &source, batch, "dsm", steps, a.repeats)?;
+            let t = time_training(config, &source, batch, "dsm", steps, a.repeats)?;
             json!({"case": "train_egnn", "particles": particles, "dim": dim, "layers": layers,
-                   "width": width, "batch": batch, "engine": engine, "seconds_per_step": secs,
+                   "width": width, "batch": batch, "engine": t.engine,
+                   "seconds_per_step": t.seconds, "cpu_seconds_per_step": t.cpu_seconds,
                    "threads": threads})
         }
         Case::Sample {
@@ -322,8 +322,8 @@ fn load(run: &std::path::Path) -> Result<(Model, Box<dyn Process>)> {
     Ok((net, ck.model.process.build_in(ck.model.space)?))
 }
 
-/// (engine, seconds per step of each block, approximate FLOPs per step: 6 · batch · parameters
-/// for DSM's forward and backward of an MLP) of the network `config` trained on `source`.
+/// Training steps of the network `config` on `source`, timed (FLOPs per step approximated as
+/// 6 · batch · parameters, DSM's forward and backward of an MLP).
 fn time_training(
     config: ModelConfig,
     source: &DataSource,
@@ -331,7 +331,7 @@ fn time_training(
     objective: &str,
     steps: usize,
     repeats: usize,
-) -> Result<(&'static str, Vec<f64>, f64)> {
+) -> Result<Timing> {
     let objective = match objective {
         "dsm" => ObjectiveConfig::Dsm {
             weighting: Weighting::Sigma2,
@@ -368,12 +368,50 @@ fn time_training(
         }
         Ok(())
     };
-    // as `train::train` does on a CPU: the pool kept warm through the steps
+    // as `train::train` does on a CPU: the pool kept warm through the steps; the process's CPU
+    // seconds of each call beside (the first call is `timed`'s warm-up)
+    let mut cpu = Vec::new();
     let blocks = tweedie::pool::warm(|| {
         run(20)?;
-        timed(repeats, || run(steps))
+        timed(repeats, || {
+            let c0 = process_cpu_seconds();
+            run(steps)?;
+            cpu.push(
+                process_cpu_seconds()
+                    .zip(c0)
+                    .map(|(c1, c0)| (c1 - c0) / steps as f64),
+            );
+            Ok(())
+        })
     });
     let secs = blocks?.into_iter().map(|s| s / steps as f64).collect();
+    let cpu = cpu.into_iter().skip(1).collect::<Option<Vec<f64>>>();
     let flops = 6.0 * batch as f64 * net.num_params() as f64;
-    Ok((name, secs, flops))
+    Ok(Timing {
+        engine: name,
+        seconds: secs,
+        cpu_seconds: cpu,
+        flops,
+    })
+}
+
+/// What `time_training` measured.
+struct Timing {
+    engine: &'static str,
+    /// Seconds per step of each timed block.
+    seconds: Vec<f64>,
+    /// The process's CPU seconds (all threads) per step of each block, where /proc tells them.
+    cpu_seconds: Option<Vec<f64>>,
+    /// Approximate FLOPs per step.
+    flops: f64,
+}
+
+/// CPU seconds this process has used (user + system, all threads) from /proc/self/stat, in
+/// clock ticks of 1/100 s (Linux's USER_HZ); None where there is no /proc.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // the fields after the command name in parentheses: utime and stime are the 12th and 13th
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    Some((ticks(11)? + ticks(12)?) / 100.0)
 }

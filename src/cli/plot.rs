@@ -139,7 +139,7 @@ struct HistArgs {
     /// Bins (on the range of all values, or --range).
     #[arg(long, default_value_t = 60)]
     bins: usize,
-    /// Histogram range lo,hi.
+    /// Histogram range lo,hi (default: the reference's range, else all values').
     #[arg(
         long,
         value_delimiter = ',',
@@ -532,7 +532,8 @@ pub(crate) fn write_curves(run: &Path, out: &Path) -> Result<()> {
 
 /// The values histogrammed by `--of` for each row of `x`.
 fn values_of(x: &Points, of: &str) -> Result<Vec<f64>> {
-    let bad = || anyhow::anyhow!("--of must be coord:J, norm, distances:K or energy:NAME, got '{of}'");
+    let bad =
+        || anyhow::anyhow!("--of must be coord:J, norm, distances:K or energy:NAME, got '{of}'");
     let rows = (0..x.n).map(|i| x.row(i));
     Ok(match of.split_once(':') {
         None if of == "norm" => rows
@@ -571,7 +572,11 @@ fn hist(a: HistArgs) -> Result<()> {
         sets.push(("reference", v));
     }
     sets.push(("samples", &xv));
-    let all: Vec<&[f64]> = sets.iter().map(|s| s.1).collect();
+    // by default the reference's range (samples far outside it would squash the picture)
+    let all: Vec<&[f64]> = match &rv {
+        Some(v) => vec![v.as_slice()],
+        None => sets.iter().map(|s| s.1).collect(),
+    };
     let range = a.range.as_ref().map(|v| v[0]..v[1]);
     let bins = plot::Histogram::new(a.bins, range, &all)?;
     plot::histograms(

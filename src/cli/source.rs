@@ -4,7 +4,7 @@ use anyhow::Result;
 use candle_core::Device;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tweedie::nn::Model;
+use tweedie::nn::{Model, NetworkKind};
 use tweedie::process::{Process, ProcessConfig};
 use tweedie::score::DivergenceModel;
 use tweedie::target::{ExactScore, GaussianMixture};
@@ -79,7 +79,13 @@ impl ModelSource {
 
     /// The network of run folder `run` (EMA weights unless --no-ema) and its checkpoint.
     pub fn load_run(&self, run: &std::path::Path, device: &Device) -> Result<(Model, Checkpoint)> {
-        train::load_net(&run.join(CHECKPOINT), !self.no_ema, device)
+        let path = run.join(CHECKPOINT);
+        // an EGNN splits its heavy work over the cores itself (read from the header alone, before
+        // any candle op): candle's own pool would spin against it
+        if Checkpoint::spec(&path).is_ok_and(|s| s.arch.network == NetworkKind::Egnn) {
+            tweedie::pool::serial_candle_ops();
+        }
+        train::load_net(&path, !self.no_ema, device)
     }
 
     /// The process of --process and --sigma-max (for --target).

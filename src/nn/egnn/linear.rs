@@ -146,17 +146,23 @@ fn backward(
     g: &[f32],
     d: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let mut gz = g.to_vec();
-    if !d.is_empty() {
-        kernels::scale_blocks(&mut gz, d);
-    }
+    // through a'(z) where the layer has an activation (a copy of g), g itself otherwise
+    let scaled;
+    let gz = if d.is_empty() {
+        g
+    } else {
+        let mut s = g.to_vec();
+        kernels::scale_blocks(&mut s, d);
+        scaled = s;
+        &scaled
+    };
     let mut wp = PackedB::default();
     // W [N × K] as the product's B: gx = gz W
     wp.pack(w, (k, 1), n, k);
     let mut gx = vec![0.0f32; m * k];
     let rows = parts(m);
     let gxs = split_rows(&mut gx, &rows, k);
-    let (gz, wp) = (&gz, &wp);
+    let wp = &wp;
     let jobs = rows
         .iter()
         .zip(gxs)

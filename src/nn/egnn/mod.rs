@@ -5,14 +5,20 @@
 //! ‖xᵢ − xⱼ‖ + 1), and the output x_final − x with the centre of mass removed.
 //!
 //! Rotating, reflecting or permuting the particles of the input transforms the output the same
-//! way; translating it leaves the output unchanged. Every edge computation runs on [B, E, ·]
-//! tensors (E = N(N − 1) edges, ordered by receiver): node features are gathered onto edges with
-//! `index_select` and messages summed back with `index_add`, candle's two contiguous-row CPU loops
-//! (a dense [B, N, N, ·] formulation would need middle-axis broadcasts and reductions, which candle
-//! runs element by element through strided indices, and computes the N self-pairs for nothing).
-//! The first edge layer acts on [hᵢ, hⱼ, ‖xᵢ − xⱼ‖², ‖xᵢ⁰ − xⱼ⁰‖²]: its hᵢ and hⱼ blocks are
-//! applied per node before the gather (N instead of N(N − 1) rows), the same function as DEM's
-//! per-edge linear layer.
+//! way; translating it leaves the output unchanged. Edges (E = N(N − 1) per sample) are ordered
+//! by receiver, so that each receiver's messages are consecutive rows. The first edge layer acts
+//! on [hᵢ, hⱼ, ‖xᵢ − xⱼ‖², ‖xᵢ⁰ − xⱼ⁰‖²]: its hᵢ and hⱼ blocks are applied per node before the
+//! gather (N instead of N(N − 1) rows), the same function as DEM's per-edge linear layer.
+//!
+//! Two implementations of the same layer: in f32 on the CPU the edge MLP runs as one fused op
+//! (`edges`: blocks of edges through the whole chain in cache, a hand-written backward pass) and
+//! the per-node products on a fused linear op (`linear`), both on the fused MLP's AVX-512 GEMM;
+//! elsewhere (f64, a GPU, `TWEEDIE_ENGINE=candle`) candle's ops run it, gathering node features
+//! onto [B, E, ·] tensors with `index_select` and summing messages with `index_add` (contiguous
+//! row loops; a dense [B, N, N, ·] formulation needs middle-axis broadcasts and reductions, which
+//! candle runs element by element through strided indices). The candle version is the reference
+//! the fused one is tested against. On one core, batch 512, forward and backward: DW-4 size
+//! 136 → 41 ms, LJ-13 size 3.1 → 0.68 s.
 
 mod edges;
 mod linear;
