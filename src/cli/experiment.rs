@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
-use tweedie::experiment::{forces, objectives, quality, samplers, schedules};
+use tweedie::experiment::{estimators, forces, objectives, quality, samplers, schedules};
 
 #[derive(Parser)]
 pub struct Args {
@@ -106,6 +106,18 @@ enum Which {
         seeds: usize,
         #[command(flatten)]
         budget: Budget,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Note 000's training-free score estimators (posterior-expected force, force and kernel
+    /// read-outs) against the exact score: Fisher divergence versus K draws and time t.
+    Estimators {
+        /// Mixture target (gmm40 in model space, x/50).
+        #[arg(long, default_value = "gmm40")]
+        target: String,
+        /// Points per cell.
+        #[arg(long, default_value_t = 200)]
+        n: usize,
         #[command(flatten)]
         common: Common,
     },
@@ -220,6 +232,23 @@ pub fn run(a: Args) -> Result<()> {
             };
             objectives::run(&s, &c.out)?;
             show(&c.out, "objectives.md")
+        }
+        Which::Estimators {
+            target,
+            n,
+            common: c,
+        } => {
+            anyhow::ensure!(n >= 1, "--n must be at least 1");
+            c.check()?;
+            estimators::run(
+                &estimators::Settings {
+                    target,
+                    n,
+                    seed: c.seed,
+                },
+                &c.out,
+            )?;
+            show(&c.out, "estimators.md")
         }
         Which::Forces {
             targets,
