@@ -123,6 +123,19 @@ pub struct RunConfig {
     pub process: ProcessConfig,
     pub objective: ObjectiveConfig,
     pub train: TrainConfig,
+    /// The sampler the run is meant for (a distilled student's), used by `tweedie sample`
+    /// when none is named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample: Option<SampleDefaults>,
+}
+
+/// A run's own sampler: name, steps and grid (`tweedie distill` writes it).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SampleDefaults {
+    pub sampler: String,
+    pub steps: usize,
+    pub grid: String,
 }
 
 impl Default for RunConfig {
@@ -133,6 +146,7 @@ impl Default for RunConfig {
             process: ProcessConfig::vp_default(),
             objective: ObjectiveConfig::default(),
             train: TrainConfig::default(),
+            sample: None,
         }
     }
 }

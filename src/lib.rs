@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod nn;
 pub mod objective;
 pub mod ode;
+pub mod parameterisation;
 pub mod plot;
 pub mod pool;
 pub mod process;

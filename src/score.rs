@@ -9,6 +9,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
+pub use crate::parameterisation::{OutputMap, Parameterisation};
+
 /// Anything that gives s(x, t) ≈ ∇x log p_t(x): exact targets, trained networks, estimators.
 /// `Sync`, so that a sampler can run on a pool thread (`pool::warm`).
 pub trait ScoreModel: Sync {
@@ -116,91 +118,6 @@ pub fn probes(
     Ok(Tensor::from_vec(v, (m, n, d), device)?.to_dtype(dtype)?)
 }
 
-/// What a network's output means (score_sde / EDM / Salimans & Ho conventions).
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Parameterisation {
-    /// ε̂ (noise prediction): s = −ε̂/σ_t.
-    Eps,
-    /// x̂0 (data prediction): s = (α_t x̂0 − x)/σ_t².
-    X0,
-    /// v̂ = α_t ε − σ_t x0 (velocity): ε̂ = (σ_t x + α_t v̂)/(α_t² + σ_t²), then as ε.
-    V,
-    /// The score itself.
-    Score,
-    /// A scalar f_θ(x, t) (a negative energy) whose input-gradient is the score: s = ∇x f_θ.
-    /// The network's `forward` then returns ∇x f_θ, so the conversions are those of `Score`.
-    Energy,
-}
-
-impl Parameterisation {
-    /// Score from the network output `out` at x, with per-row α_t and σ_t as [n, 1] tensors.
-    pub fn to_score(
-        &self,
-        out: &Tensor,
-        x: &Tensor,
-        alpha: &Tensor,
-        sigma: &Tensor,
-    ) -> Result<Tensor> {
-        Ok(match self {
-            Parameterisation::Eps => out.broadcast_div(sigma)?.neg()?,
-            Parameterisation::X0 => out
-                .broadcast_mul(alpha)?
-                .sub(x)?
-                .broadcast_div(&sigma.sqr()?)?,
-            Parameterisation::V => {
-                let norm = (alpha.sqr()? + sigma.sqr()?)?;
-                let eps =
-                    (x.broadcast_mul(sigma)? + out.broadcast_mul(alpha)?)?.broadcast_div(&norm)?;
-                eps.broadcast_div(sigma)?.neg()?
-            }
-            Parameterisation::Score | Parameterisation::Energy => out.clone(),
-        })
-    }
-
-    /// The output whose score is s at x (one component): the inverse of `to_score`,
-    /// out = (s − B·x)/A with (A, B) the `score_coefficients`.
-    pub fn output_for_score(&self, s: f64, x: f64, alpha: f64, sigma: f64) -> f64 {
-        let (a, b) = self.score_coefficients(alpha, sigma);
-        (s - b * x) / a
-    }
-
-    /// The regression target for x_t = α x0 + σ ε in this parameterisation.
-    pub fn target(
-        &self,
-        x0: &Tensor,
-        eps: &Tensor,
-        alpha: &Tensor,
-        sigma: &Tensor,
-    ) -> Result<Tensor> {
-        Ok(match self {
-            Parameterisation::Eps => eps.clone(),
-            Parameterisation::X0 => x0.clone(),
-            Parameterisation::V => (eps.broadcast_mul(alpha)? - x0.broadcast_mul(sigma)?)?,
-            Parameterisation::Score | Parameterisation::Energy => {
-                eps.broadcast_div(sigma)?.neg()?
-            }
-        })
-    }
-
-    /// (A, B) with s = A·out + B·x at one time: ε̂ (−1/σ, 0); x̂0 (α/σ², −1/σ²);
-    /// v̂ (−α/((α² + σ²)σ), −1/(α² + σ²)); the score (and energy gradient) (1, 0).
-    pub fn score_coefficients(&self, alpha: f64, sigma: f64) -> (f64, f64) {
-        let norm = alpha * alpha + sigma * sigma;
-        match self {
-            Parameterisation::Eps => (-1.0 / sigma, 0.0),
-            Parameterisation::X0 => (alpha / (sigma * sigma), -1.0 / (sigma * sigma)),
-            Parameterisation::V => (-alpha / (norm * sigma), -1.0 / norm),
-            Parameterisation::Score | Parameterisation::Energy => (1.0, 0.0),
-        }
-    }
-
-    /// c(t) = |A| with ‖s − s*‖ = c(t)·‖out − out*‖: turns an output error into a score error.
-    pub fn score_error_scale(&self, alpha: f64, sigma: f64) -> f64 {
-        self.score_coefficients(alpha, sigma).0.abs()
-    }
-}
-
 /// Per-row [n, 1] columns of f(t) evaluated at the times in t \[n\].
 pub fn column(t: &Tensor, dtype: DType, f: impl Fn(f64) -> f64) -> Result<Tensor> {
     let ts: Vec<f64> = crate::flat::values(t)?;
@@ -259,60 +176,6 @@ pub fn times(t: f64, n: usize, dtype: DType, device: &Device) -> Result<Tensor> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every parameterisation's target maps to the same score −ε/σ, and the error scale is right.
-    #[test]
-    fn parameterisations_agree_on_the_score() -> Result<()> {
-        let dev = Device::Cpu;
-        let x0 = Tensor::new(&[[0.3f64, -1.2], [2.0, 0.5]], &dev)?;
-        let eps = Tensor::new(&[[1.1f64, 0.4], [-0.7, 0.2]], &dev)?;
-        let (a, s) = (0.8f64, 0.45f64);
-        let alpha = Tensor::new(&[[a], [a]], &dev)?;
-        let sigma = Tensor::new(&[[s], [s]], &dev)?;
-        let x = (x0.affine(a, 0.0)? + eps.affine(s, 0.0)?)?;
-        let want = eps.affine(-1.0 / s, 0.0)?;
-        for p in [
-            Parameterisation::Eps,
-            Parameterisation::X0,
-            Parameterisation::V,
-            Parameterisation::Score,
-        ] {
-            let target = p.target(&x0, &eps, &alpha, &sigma)?;
-            let got = p.to_score(&target, &x, &alpha, &sigma)?;
-            let err = (got - &want)?.abs()?.max_all()?.to_scalar::<f64>()?;
-            assert!(err < 1e-12, "{p:?}: {err}");
-            // s = A·out + B·x, the scalar form the fused kernels use
-            let (ca, cb) = p.score_coefficients(a, s);
-            let affine = (target.affine(ca, 0.0)? + x.affine(cb, 0.0)?)?;
-            let err = (affine - &want)?.abs()?.max_all()?.to_scalar::<f64>()?;
-            assert!(err < 1e-12, "{p:?}: score coefficients off by {err}");
-            // perturb the output by δ and check ‖Δs‖ = c‖δ‖
-            let delta = Tensor::new(&[[1e-3f64, 0.0], [0.0, 0.0]], &dev)?;
-            let moved = p.to_score(&(target + &delta)?, &x, &alpha, &sigma)?;
-            let ds = (moved
-                - p.to_score(&p.target(&x0, &eps, &alpha, &sigma)?, &x, &alpha, &sigma)?)?
-            .sqr()?
-            .sum_all()?
-            .to_scalar::<f64>()?
-            .sqrt();
-            let c = p.score_error_scale(a, s);
-            let (w, xs): (Vec<f64>, Vec<f64>) =
-                (crate::flat::values(&want)?, crate::flat::values(&x)?);
-            let back: Vec<f64> = w
-                .iter()
-                .zip(&xs)
-                .map(|(&w, &x)| p.output_for_score(w, x, a, s))
-                .collect();
-            let back = Tensor::from_vec(back, want.shape(), &dev)?;
-            let round = (p.to_score(&back, &x, &alpha, &sigma)? - &want)?
-                .abs()?
-                .max_all()?
-                .to_scalar::<f64>()?;
-            assert!(round < 1e-12, "{p:?}: output_for_score round trip {round}");
-            assert!((ds - c * 1e-3).abs() < 1e-9, "{p:?}: {ds} vs {}", c * 1e-3);
-        }
-        Ok(())
-    }
 
     /// Tweedie's formula on an exact Gaussian score equals the posterior mean
     /// E[x0 | x_t] = μ + α s0² (x_t − α μ)/(α² s0² + σ²), per row's time.

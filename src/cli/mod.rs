@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod distill;
 mod eval;
 mod experiment;
 mod mcmc;
@@ -30,6 +31,8 @@ enum Command {
     Train(train::Args),
     /// Draw samples from a trained run or from an exact mixture score; writes .npy (and PNG).
     Sample(sample::Args),
+    /// Distil a trained run into a 1–4 step sampler (progressive or consistency distillation); writes a run folder.
+    Distill(distill::Args),
     /// Judge a sample set against a reference set (exact W2, sliced W2, MMD², with floors) or a target (cross-entropy, KSD) as JSON.
     Eval(eval::Args),
     /// Per-point log-likelihoods (NLL ± s.e., bits/dim) through the probability-flow ODE.
@@ -71,6 +74,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train::run(a),
         Command::Sample(a) => sample::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Distill(a) => distill::run(a),
         Command::Plot(a) => plot::run(a),
         Command::Nll(a) => nll::run(a),
         Command::Mcmc(a) => mcmc::run(a),

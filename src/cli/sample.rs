@@ -36,14 +36,15 @@ pub struct Args {
     /// (Tweedie's Σw (αx0 − x)/σ², sharper at high noise) or blend (force at low noise, kernel at high).
     #[arg(long, value_enum, default_value = "kernel")]
     readout: tweedie::target::posterior::Readout,
-    /// Sampler (see the list below). Default: em (Euler–Maruyama) for 200 steps or more, else
-    /// unipc (UniPC-3 on the log-SNR grid, the most accurate few-step sampler in
-    /// docs/experiments/quality.md).
+    /// Sampler (see the list below). Default: a distilled run's own sampler; else em
+    /// (Euler–Maruyama) for 200 steps or more, and unipc (UniPC-3 on the log-SNR grid, the most
+    /// accurate few-step sampler in docs/experiments/quality.md) below.
     #[arg(long)]
     sampler: Option<String>,
-    /// Solver steps N (the grid has N + 1 times from T to t_min; dopri5 ignores it).
-    #[arg(long, default_value_t = 1000)]
-    steps: usize,
+    /// Solver steps N (the grid has N + 1 times from T to t_min; dopri5 ignores it). Default:
+    /// a distilled run's own, else 1000.
+    #[arg(long)]
+    steps: Option<usize>,
     /// Time grid: auto (the sampler's own: logsnr for ddim/dpm*, karras for edm, else uniform),
     /// uniform, quadratic, logsnr, karras (ρ = 7) or karras:RHO.
     #[arg(long, default_value = "auto")]
@@ -126,10 +127,6 @@ type Loaded = (
 );
 
 pub fn run(mut a: Args) -> Result<()> {
-    let sampler = a
-        .sampler
-        .take()
-        .unwrap_or_else(|| default_sampler(a.steps).into());
     for p in std::iter::once(&a.out).chain(&a.png).chain(&a.trajectory) {
         tweedie::io::check_parent(p)?;
     }
@@ -186,10 +183,32 @@ pub fn run(mut a: Args) -> Result<()> {
         }
         _ => return Err(ModelSource::neither()),
     };
+    // a distilled run samples with its own sampler unless another is named
+    let own = match &a.model.run {
+        Some(run) => {
+            tweedie::train::checkpoint::Checkpoint::load(&run.join(tweedie::train::CHECKPOINT))?
+                .run
+                .sample
+                .filter(|_| a.sampler.is_none())
+        }
+        None => None,
+    };
+    if let Some(own) = &own {
+        a.steps = a.steps.or(Some(own.steps));
+        a.sampler = Some(own.sampler.clone());
+        if a.grid == "auto" {
+            a.grid = own.grid.clone();
+        }
+    }
+    let steps = a.steps.unwrap_or(1000);
+    let sampler = a
+        .sampler
+        .take()
+        .unwrap_or_else(|| default_sampler(steps).into());
     let plan = Plan {
         sampler: &sampler,
         grid: Grid::parse(&a.grid, &sampler)?,
-        steps: a.steps,
+        steps,
         denoise_final: a.denoise,
         options: Options {
             ode: Tolerance {
@@ -217,7 +236,7 @@ pub fn run(mut a: Args) -> Result<()> {
         },
     };
     let started = Instant::now();
-    let bar = tweedie::progress::bar(a.steps, 0, a.quiet);
+    let bar = tweedie::progress::bar(steps, 0, a.quiet);
     let mut trace = Trace {
         callback: Some(tweedie::progress::sample_callback(bar.clone())),
         keep: a.trajectory.is_some(),
@@ -245,7 +264,7 @@ pub fn run(mut a: Args) -> Result<()> {
         "{} samples with {} ({} steps, {} grid, NFE {}) in {:.2} s -> {}",
         a.n,
         sampler,
-        a.steps,
+        steps,
         a.grid,
         trace.nfe,
         started.elapsed().as_secs_f64(),

@@ -70,10 +70,14 @@ pub struct Args {
     /// Hidden nonlinearity.
     #[arg(long, value_enum)]
     activation: Option<Activation>,
-    /// What the network outputs (converted to the score in one place).
+    /// What the network outputs (converted to the score in one place); edm: Karras et al.'s
+    /// preconditioned denoiser (c_skip, c_out, c_in, c_noise with --sigma-data).
     #[arg(long, value_enum)]
     parameterisation: Option<Parameterisation>,
-    /// Objective, e.g. dsm, dsm_level, ncsn, esm, ism, ssm, ssm_vr, fd_ssm, force, mixed
+    /// σ_d, the data's standard deviation in the network's units (the edm parameterisation).
+    #[arg(long)]
+    sigma_data: Option<f64>,
+    /// Objective, e.g. dsm, dsm_level, ncsn, esm, ism, ssm, ssm_vr, fd_ssm, force, mixed, edm
     /// (continuous ones use --weighting; single-level ones --level-t; full control in [objective]).
     #[arg(long)]
     objective: Option<String>,
@@ -168,6 +172,7 @@ pub fn run(a: Args) -> Result<()> {
     a.depth.inspect(|v| m.depth = *v);
     a.activation.inspect(|v| m.activation = *v);
     a.parameterisation.inspect(|v| m.parameterisation = *v);
+    a.sigma_data.inspect(|v| m.sigma_data = *v);
 
     if cfg.model.network == NetworkKind::Egnn {
         tweedie::pool::serial_candle_ops();

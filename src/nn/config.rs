@@ -50,6 +50,8 @@ pub struct Arch {
     /// Standard deviation of the Fourier frequencies.
     pub fourier_scale: f64,
     pub parameterisation: Parameterisation,
+    /// σ_d, the data's standard deviation in the network's units (EDM's preconditioning).
+    pub sigma_data: f64,
 }
 
 impl Default for Arch {
@@ -64,6 +66,7 @@ impl Default for Arch {
             embed_dim: 32,
             fourier_scale: 16.0,
             parameterisation: Parameterisation::Eps,
+            sigma_data: 0.5,
         }
     }
 }
@@ -110,6 +113,9 @@ impl ModelConfig {
         let a = &self.arch;
         if self.dim == 0 || a.width == 0 || a.depth == 0 {
             bail!("model dim, width and depth must be positive");
+        }
+        if !(a.sigma_data > 0.0 && a.sigma_data.is_finite()) {
+            bail!("model sigma_data must be positive, got {}", a.sigma_data);
         }
         if a.embed_dim == 0 || !a.embed_dim.is_multiple_of(2) {
             bail!(

@@ -7,7 +7,9 @@ use super::fused::FusedMlp;
 use super::network::Network;
 use crate::objective::time::TimeSampler;
 use crate::process::Process;
-use crate::score::{column, DivergenceModel, HostDivergence, Parameterisation, ScoreModel};
+use crate::score::{
+    column, DivergenceModel, HostDivergence, OutputMap, Parameterisation, ScoreModel,
+};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng;
@@ -41,6 +43,21 @@ impl Model {
             fused: None,
             likelihood_times: std::sync::OnceLock::new(),
         })
+    }
+
+    /// A copy with the same weights and buffers, not frozen for inference (a distillation
+    /// student, a frozen teacher).
+    pub fn copy(&self) -> Result<Self> {
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+        let mut m =
+            Model::new(self.config.clone(), &mut rng, &self.device)?.to_dtype(self.dtype)?;
+        for ((_, dst), (_, src)) in m.vars().iter().zip(self.vars()) {
+            dst.set(&src.as_tensor().copy()?)?;
+        }
+        for (name, t) in self.buffers() {
+            m.set_buffer(&name, t)?;
+        }
+        Ok(m)
     }
 
     /// The network.
@@ -94,6 +111,38 @@ impl Model {
         self.config.arch.parameterisation
     }
 
+    /// The map between the network's output and the score (with σ_d for EDM).
+    pub fn output_map(&self) -> OutputMap {
+        self.parameterisation().with(self.config.arch.sigma_data)
+    }
+
+    /// Per-row input scales and network times at times `ts` (EDM's c_in/α_t and c_noise), or
+    /// None where the network sees (x, t) as they are.
+    pub fn input_map(&self, ts: &[f64]) -> Option<(Vec<f64>, Vec<f64>)> {
+        let map = self.output_map();
+        if map.plain_inputs() {
+            return None;
+        }
+        let p = self.process();
+        Some(
+            ts.iter()
+                .map(|&t| map.inputs(p.alpha(t), p.sigma(t), t))
+                .unzip(),
+        )
+    }
+
+    /// What the network sees at (x, t) where it is not (x, t) itself: (c_in·x̃, c_noise) and
+    /// the per-row input scale [n, 1].
+    fn network_inputs(&self, x: &Tensor, t: &Tensor) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+        let ts: Vec<f64> = crate::flat::values(t)?;
+        let Some((scale, t_in)) = self.input_map(&ts) else {
+            return Ok(None);
+        };
+        let scale = crate::score::column_of(scale, x.dtype(), x.device())?;
+        let t_in = Tensor::from_vec(t_in, ts.len(), t.device())?.to_dtype(t.dtype())?;
+        Ok(Some((x.broadcast_mul(&scale)?, t_in, scale)))
+    }
+
     /// The same model computing in `dtype` (variables converted; f64 for gradient checks).
     pub fn to_dtype(mut self, dtype: DType) -> Result<Self> {
         self.network.to_dtype(dtype)?;
@@ -119,6 +168,14 @@ impl Model {
         if self.parameterisation() == Parameterisation::Energy {
             return Ok(self.energy_jets(x, t, None)?.1);
         }
+        if let Some((x, t, _)) = self.network_inputs(x, t)? {
+            return self.raw(&x, &t);
+        }
+        self.raw(x, t)
+    }
+
+    /// The network's output at its own inputs.
+    fn raw(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
         if let Some(f) = &self.fused {
             return super::fused::score::raw(f, x, t);
         }
@@ -158,6 +215,16 @@ impl Model {
         v: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
         self.check_inputs(x, Some(v))?;
+        // EDM: F(c·x) moves by J_F (c·v) along v
+        if let Some((x, t, scale)) = self.network_inputs(x, t)? {
+            let v = v.broadcast_mul(&scale.unsqueeze(0)?)?;
+            return self.raw_with_tangents(&x, &t, &v);
+        }
+        self.raw_with_tangents(x, t, v)
+    }
+
+    /// The network's output and tangents at its own inputs.
+    fn raw_with_tangents(&self, x: &Tensor, t: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         if let Some(f) = &self.fused {
             return super::fused::score::raw_with_tangents(f, x, t, v);
         }
@@ -207,13 +274,13 @@ impl Model {
 
 impl ScoreModel for Model {
     fn score(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
-        let s = if let Some(f) = &self.fused {
+        let s = if let (Some(f), true) = (&self.fused, self.output_map().plain_inputs()) {
             super::fused::score::score(self, f, x, t, None)?.0
         } else {
             let xf = x.to_dtype(self.dtype)?;
             let out = self.forward(&xf, t)?;
             let (alpha, sigma) = self.coefficients(t)?;
-            self.parameterisation()
+            self.output_map()
                 .to_score(&out, &xf, &alpha, &sigma)?
                 .to_dtype(x.dtype())?
         };
@@ -232,7 +299,11 @@ impl ScoreModel for Model {
 /// divergence is tr(P J_s P), the trace over the space.
 impl DivergenceModel for Model {
     fn host(&self) -> Option<&dyn HostDivergence> {
-        self.fused.as_ref().map(|_| self as &dyn HostDivergence)
+        let plain = self.output_map().plain_inputs();
+        self.fused
+            .as_ref()
+            .filter(|_| plain)
+            .map(|_| self as &dyn HostDivergence)
     }
 
     fn score_and_quadratic_forms(
@@ -244,7 +315,11 @@ impl DivergenceModel for Model {
         let space = self.process.space();
         // directions on the space: vᵀ J v along P v, so the forms sum to tr(P J P)
         let v = &space.project_tensor(v)?;
-        let (s, q) = if let Some(f) = &self.fused {
+        let fast = self
+            .fused
+            .as_ref()
+            .filter(|_| self.output_map().plain_inputs());
+        let (s, q) = if let Some(f) = fast {
             let (s, q) = super::fused::score::score(self, f, x, t, Some(v))?;
             match q {
                 Some(q) => (s, q),
@@ -262,7 +337,7 @@ impl DivergenceModel for Model {
             let vf = v.to_dtype(self.dtype)?;
             let (out, tan) = self.forward_with_tangents(&xf, t, &vf)?;
             let (alpha, sigma) = self.coefficients(t)?;
-            let p = self.parameterisation();
+            let p = self.output_map();
             let s = p.to_score(&out, &xf, &alpha, &sigma)?;
             let js_v = p.to_score(&tan, &vf, &alpha, &sigma)?;
             let q = (js_v * &vf)?.sum(2)?;

@@ -83,6 +83,24 @@ pub enum ObjectiveConfig {
     /// with the minimum-variance w*(t) measured from the data (`blend`): the force target at low
     /// noise, the noise target at high noise, never a noisier target than either.
     Mixed { weighting: Weighting },
+    /// EDM's training (Karras et al. 2022): ln(σ_t/α_t) ~ N(p_mean, p_std²) and unit weight on
+    /// the network's output error (EDM's λ(σ) under `parameterisation = "edm"`).
+    Edm {
+        #[serde(default = "edm_p_mean")]
+        p_mean: f64,
+        #[serde(default = "edm_p_std")]
+        p_std: f64,
+    },
+}
+
+/// EDM's P_mean (Karras et al. 2022, Table 1).
+fn edm_p_mean() -> f64 {
+    -1.2
+}
+
+/// EDM's P_std (Karras et al. 2022, Table 1).
+fn edm_p_std() -> f64 {
+    1.2
 }
 
 impl Default for ObjectiveConfig {
@@ -96,7 +114,7 @@ impl Default for ObjectiveConfig {
 impl ObjectiveConfig {
     /// Names accepted by `from_name`.
     pub const NAMES: &'static str =
-        "dsm, dsm_level, ncsn, esm, ism, ssm, ssm_vr, fd_ssm, force, mixed";
+        "dsm, dsm_level, ncsn, esm, ism, ssm, ssm_vr, fd_ssm, force, mixed, edm";
 
     /// An objective by name with default settings: `weighting` for continuous ones, level `t`
     /// for single-level ones (SSM: 1 Rademacher projection; FD-SSM: ε = 0.01; NCSN: 10 levels).
@@ -120,6 +138,10 @@ impl ObjectiveConfig {
             },
             "force" => ObjectiveConfig::Force { weighting },
             "mixed" => ObjectiveConfig::Mixed { weighting },
+            "edm" => ObjectiveConfig::Edm {
+                p_mean: edm_p_mean(),
+                p_std: edm_p_std(),
+            },
             other => bail!("unknown objective '{other}'; valid: {}", Self::NAMES),
         })
     }
@@ -144,6 +166,7 @@ impl ObjectiveConfig {
             ObjectiveConfig::FdSsm { .. } => "fd-ssm".into(),
             ObjectiveConfig::Force { .. } => "force".into(),
             ObjectiveConfig::Mixed { .. } => "mixed (dsm+force)".into(),
+            ObjectiveConfig::Edm { .. } => "edm".into(),
         }
     }
 
@@ -186,6 +209,9 @@ impl ObjectiveConfig {
             }
             ObjectiveConfig::FdSsm { eps, .. } if eps.is_nan() || eps <= 0.0 => {
                 bail!("objective.eps must be positive")
+            }
+            ObjectiveConfig::Edm { p_mean, p_std } if !(p_mean.is_finite() && p_std > 0.0) => {
+                bail!("objective.p_mean must be finite and objective.p_std positive")
             }
             _ => Ok(()),
         }
@@ -260,6 +286,9 @@ impl ObjectiveConfig {
             }
             ObjectiveConfig::Mixed { weighting } => {
                 regression::force(net, weighting, batch, rng, true)?
+            }
+            ObjectiveConfig::Edm { p_mean, p_std } => {
+                regression::edm(net, (p_mean, p_std), batch, rng)?
             }
             ObjectiveConfig::Ism { .. }
             | ObjectiveConfig::Ssm { .. }

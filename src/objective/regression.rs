@@ -6,6 +6,7 @@
 use super::{Batch, Weighting};
 use crate::flat::values;
 use crate::nn::Model;
+use crate::process::Process;
 use crate::score::column_of;
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
@@ -94,7 +95,7 @@ pub fn regress(
     device: &Device,
     lambda: impl Fn(f64) -> f64,
 ) -> Result<Regression> {
-    let param = net.config.arch.parameterisation;
+    let param = net.output_map();
     let mut target = s_target;
     // a score on a restricted space lies in it
     net.process().space().project(&mut target);
@@ -165,6 +166,40 @@ pub fn dsm(
 ) -> Result<Regression> {
     let (ts, lambda) = continuous_times(net, weighting, b.x0.dims()[0], rng);
     denoising(net, b, ts, rng, lambda)
+}
+
+/// EDM's training (Karras et al. 2022, §5): ln σ̃ ~ N(P_mean, P_std²) with σ̃ = σ_t/α_t (drawn
+/// again where t = λ⁻¹(−ln σ̃) falls outside [t_min, T]), and the loss weighting that makes the
+/// network's output error unit-weighted, λ(t) = 1/c(t)² — EDM's λ(σ) = (σ² + σ_d²)/(σσ_d)² on
+/// D under its preconditioning.
+pub fn edm(
+    net: &Model,
+    (p_mean, p_std): (f64, f64),
+    b: &Batch,
+    rng: &mut ChaCha8Rng,
+) -> Result<Regression> {
+    let ts = (0..b.x0.dims()[0])
+        .map(|_| edm_time(net.process(), p_mean, p_std, rng))
+        .collect();
+    let (p, map) = (net.process(), net.output_map());
+    denoising(net, b, ts, rng, |t| {
+        map.score_error_scale(p.alpha(t), p.sigma(t)).powi(-2)
+    })
+}
+
+/// One t with ln(σ_t/α_t) ~ N(P_mean, P_std²) truncated to [t_min, T] (100 tries, then the
+/// nearer end).
+pub fn edm_time(p: &dyn Process, p_mean: f64, p_std: f64, rng: &mut ChaCha8Rng) -> f64 {
+    let mut t = p.t_min();
+    for _ in 0..100 {
+        let z: f64 = StandardNormal.sample(rng);
+        let log_sigma = p_mean + p_std * z;
+        t = p.t_at_lambda(-log_sigma);
+        if t >= p.t_min() && t <= p.t_max() {
+            return t;
+        }
+    }
+    t.clamp(p.t_min(), p.t_max())
 }
 
 /// DSM at one level t with λ = σ_t².

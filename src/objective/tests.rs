@@ -495,3 +495,46 @@ fn importance_sampled_likelihood_weighting_is_unbiased_and_tighter() {
         "importance sampling should reduce the spread: {s1} vs {s0}"
     );
 }
+
+/// EDM's time draws: ln(σ_t/α_t) follows N(P_mean, P_std²) truncated to the process's
+/// [t_min, T] (mean and spread against the truncated normal's, by quadrature), and every draw
+/// lies in [t_min, T].
+#[test]
+fn edm_times_follow_the_truncated_log_normal() -> Result<()> {
+    let p = ProcessConfig::vp_default().build()?;
+    let (mu, sd) = (-1.2, 1.2);
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let n = 20000;
+    let logs: Vec<f64> = (0..n)
+        .map(|_| {
+            let t = regression::edm_time(p.as_ref(), mu, sd, &mut rng);
+            assert!(t >= p.t_min() && t <= p.t_max());
+            -p.lambda(t)
+        })
+        .collect();
+    let (lo, hi) = (-p.lambda(p.t_min()), -p.lambda(p.t_max()));
+    // truncated normal moments by the trapezoid rule
+    let (mut z0, mut z1, mut z2) = (0.0, 0.0, 0.0);
+    let m = 20000;
+    for i in 0..=m {
+        let x = lo + (hi - lo) * i as f64 / m as f64;
+        let w =
+            if i == 0 || i == m { 0.5 } else { 1.0 } * (-(x - mu).powi(2) / (2.0 * sd * sd)).exp();
+        z0 += w;
+        z1 += w * x;
+        z2 += w * x * x;
+    }
+    let (mean, var) = (z1 / z0, z2 / z0 - (z1 / z0).powi(2));
+    let got = logs.iter().sum::<f64>() / n as f64;
+    let got_var = logs.iter().map(|l| (l - got).powi(2)).sum::<f64>() / n as f64;
+    let se = (var / n as f64).sqrt();
+    assert!(
+        (got - mean).abs() < 4.0 * se,
+        "mean ln σ̃ {got} vs {mean} ± {se}"
+    );
+    assert!(
+        (got_var / var - 1.0).abs() < 0.05,
+        "variance {got_var} vs {var}"
+    );
+    Ok(())
+}

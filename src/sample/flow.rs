@@ -13,7 +13,7 @@ use super::state::{
 use super::{Options, Trace};
 use crate::ode::{self, Method, Tolerance};
 use crate::process::Process;
-use crate::score::{pf_velocity, ScoreModel};
+use crate::score::{pf_velocity, tweedie_coefficients, ScoreModel};
 use anyhow::Result;
 use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
@@ -147,6 +147,34 @@ pub fn ddim(
         rng,
         tr,
     )
+}
+
+/// Multistep consistency sampling (Song et al. 2023, Alg. 1): x̂0 = (x + σ_t² s)/α_t at each
+/// t_i, re-noised to t_{i+1} as α x̂0 + σ z; the last step returns x̂0. One step from T is the
+/// one-step generator of a consistency-distilled run.
+pub fn consistency(
+    m: &dyn ScoreModel,
+    p: &dyn Process,
+    x: Tensor,
+    ts: &[f64],
+    _o: &Options,
+    rng: &mut ChaCha8Rng,
+    tr: &mut Trace,
+) -> Result<Tensor> {
+    let rule = |t, tn, last| {
+        let (c_x, c_s) = tweedie_coefficients(p.alpha(t), p.sigma(t));
+        let (an, sn) = if last {
+            (1.0, 0.0)
+        } else {
+            (p.alpha(tn), p.sigma(tn))
+        };
+        Update {
+            cx: an * c_x,
+            cs: an * c_s,
+            cz: sn,
+        }
+    };
+    run(rule, m, p, x, ts, rng, tr)
 }
 
 /// (c_x, c_ε) of the first-order DPM-Solver update to λ_t + r h:

@@ -306,6 +306,15 @@ pub const SAMPLERS: &[SamplerInfo] = &[
         stochastic: false,
     },
     SamplerInfo {
+        name: "consistency",
+        run: flow::consistency,
+        summary: "denoise to x̂0 and re-noise at each step (a consistency-distilled run's sampler)",
+        source: "Song et al. 2023, Alg. 1",
+        grid: grid::Grid::LogSnr,
+        nfe_per_step: 1,
+        stochastic: true,
+    },
+    SamplerInfo {
         name: "edm",
         run: flow::edm_heun,
         summary: "EDM Heun in σ = e^(−λ), optional churn (stochastic)",

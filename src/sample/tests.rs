@@ -535,5 +535,5 @@ fn readme_sampler_table_is_the_registry() {
         readme.contains(&table),
         "README.md's sampler table differs from sample::SAMPLERS; paste:\n{table}"
     );
-    assert_eq!(super::SAMPLERS.len(), 18);
+    assert_eq!(super::SAMPLERS.len(), 19);
 }

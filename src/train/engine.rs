@@ -9,6 +9,7 @@ use crate::config::TrainConfig;
 use crate::flat::values;
 use crate::nn::fused::{self, losses};
 use crate::nn::{FusedMlp, Model};
+use crate::objective::regression::Regression;
 use crate::objective::{Batch, ObjectiveConfig};
 use anyhow::{Context, Result};
 use candle_core::Tensor;
@@ -52,26 +53,14 @@ impl Fused {
         rng: &mut ChaCha8Rng,
     ) -> Result<f64> {
         if let Some(r) = objective.regression(net, batch, rng)? {
-            let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
-            let (xs, ts, target, weight) = (
-                f32s(&r.z.xt),
-                f32s(&r.z.ts),
-                f32s(&r.target),
-                f32s(&r.weight),
-            );
-            return self.mlp.loss_and_grad(
-                &xs,
-                &ts,
-                |rows, out, g| losses::regression(&target, &weight, rows, out, g),
-                &mut self.grad,
-            );
+            return self.regression_grad(net, &r);
         }
         let s = objective
             .stein(net, batch, rng)?
             .context("the fused engine does not run FD-SSM")?;
         let (xs, vs) = (values::<f32>(&s.xt)?, values::<f32>(&s.v)?);
         let ts: Vec<f64> = values(&s.t)?;
-        let (p, param) = (net.process(), net.parameterisation());
+        let (p, param) = (net.process(), net.output_map());
         let coef: Vec<(f32, f32)> = ts
             .iter()
             .map(|&t| {
@@ -103,6 +92,45 @@ fn norm(g: &[f32]) -> f64 {
             .for_each(|(a, &v)| *a += (v as f64) * (v as f64));
     }
     (acc.iter().sum::<f64>() + tail).sqrt()
+}
+
+impl Fused {
+    /// A regression's loss and its gradient (into `grad`) on the fused kernels.
+    fn regression_grad(&mut self, net: &Model, r: &Regression) -> Result<f64> {
+        let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+        let (mut xs, mut ts) = (f32s(&r.z.xt), f32s(&r.z.ts));
+        // EDM: the network sees c_in·x̃ and c_noise
+        if let Some((scale, t_in)) = net.input_map(&r.z.ts) {
+            for (row, c) in xs.chunks_exact_mut(r.z.d).zip(&scale) {
+                row.iter_mut().for_each(|x| *x *= *c as f32);
+            }
+            ts = f32s(&t_in);
+        }
+        let (target, weight) = (f32s(&r.target), f32s(&r.weight));
+        self.mlp.loss_and_grad(
+            &xs,
+            &ts,
+            |rows, out, g| losses::regression(&target, &weight, rows, out, g),
+            &mut self.grad,
+        )
+    }
+
+    /// Clipped Adam and EMA on the gradient in `grad`; returns (loss, gradient norm, learning rate).
+    fn apply(&mut self, loss: f64, t: &TrainConfig, step: usize) -> Result<(f64, f64, f64)> {
+        let norm = norm(&self.grad);
+        check_finite(loss, norm, step)?;
+        let h = schedule(t, step, norm);
+        self.steps += 1;
+        let ema = (!self.ema.is_empty())
+            .then(|| (self.ema.as_mut_slice(), ema_decay_at(t.ema_decay, step)));
+        h.apply_flat(
+            self.steps,
+            (self.mlp.params_mut(), &mut self.m, &mut self.v),
+            &self.grad,
+            ema,
+        );
+        Ok((loss, norm, h.lr))
+    }
 }
 
 impl Engine {
@@ -161,19 +189,25 @@ impl Engine {
             }
             Engine::Fused(f) => {
                 let loss = f.loss_and_grad(net, objective, batch, rng)?;
-                let norm = norm(&f.grad);
-                check_finite(loss, norm, step)?;
-                let h = schedule(t, step, norm);
-                f.steps += 1;
-                let ema = (!f.ema.is_empty())
-                    .then(|| (f.ema.as_mut_slice(), ema_decay_at(t.ema_decay, step)));
-                h.apply_flat(
-                    f.steps,
-                    (f.mlp.params_mut(), &mut f.m, &mut f.v),
-                    &f.grad,
-                    ema,
-                );
-                Ok((loss, norm, h.lr))
+                f.apply(loss, t, step)
+            }
+        }
+    }
+
+    /// One training step on a given regression (targets built outside an objective, as
+    /// distillation does); returns (loss, gradient norm, learning rate).
+    pub fn step_regression(
+        &mut self,
+        net: &Model,
+        r: &Regression,
+        t: &TrainConfig,
+        step: usize,
+    ) -> Result<(f64, f64, f64)> {
+        match self {
+            Engine::Candle { adam, ema } => optimise(net, adam, ema, &r.loss(net)?, t, step),
+            Engine::Fused(f) => {
+                let loss = f.regression_grad(net, r)?;
+                f.apply(loss, t, step)
             }
         }
     }
@@ -258,18 +292,40 @@ mod tests {
             weight_decay: 0.01,
             ..TrainConfig::default()
         };
-        for (objective, process) in [
+        for (objective, process, param) in [
             (
                 ObjectiveConfig::Dsm {
                     weighting: Weighting::Sigma2,
                 },
                 ProcessConfig::vp_default(),
+                Parameterisation::X0,
+            ),
+            // EDM: the fused engine feeds the network c_in·x̃ and c_noise as candle does
+            (
+                ObjectiveConfig::Edm {
+                    p_mean: -1.2,
+                    p_std: 1.2,
+                },
+                ProcessConfig::vp_default(),
+                Parameterisation::Edm,
+            ),
+            (
+                ObjectiveConfig::Dsm {
+                    weighting: Weighting::Sigma2,
+                },
+                ProcessConfig::from_name("ve", 5.0)?,
+                Parameterisation::Edm,
             ),
             (
                 ObjectiveConfig::Ncsn { levels: 5 },
                 ProcessConfig::from_name("ve", 5.0)?,
+                Parameterisation::X0,
             ),
-            (ObjectiveConfig::Ism { t: 0.3 }, ProcessConfig::vp_default()),
+            (
+                ObjectiveConfig::Ism { t: 0.3 },
+                ProcessConfig::vp_default(),
+                Parameterisation::X0,
+            ),
             (
                 ObjectiveConfig::Ssm {
                     t: 0.2,
@@ -278,6 +334,7 @@ mod tests {
                     variance_reduced: false,
                 },
                 ProcessConfig::from_name("ve", 5.0)?,
+                Parameterisation::X0,
             ),
             (
                 ObjectiveConfig::Ssm {
@@ -287,12 +344,13 @@ mod tests {
                     variance_reduced: true,
                 },
                 ProcessConfig::vp_default(),
+                Parameterisation::X0,
             ),
         ] {
             let mut cfg = ModelConfig::default_for(2, process);
             cfg.arch = Arch {
                 width: 64,
-                parameterisation: Parameterisation::X0,
+                parameterisation: param,
                 ..Arch::default()
             };
             let net = Model::new(cfg, &mut ChaCha8Rng::seed_from_u64(3), &dev)?;

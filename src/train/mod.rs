@@ -3,6 +3,7 @@
 
 pub mod adam;
 pub mod checkpoint;
+pub mod distill;
 pub mod engine;
 pub mod lock;
 pub mod source;

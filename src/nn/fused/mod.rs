@@ -40,7 +40,7 @@ pub fn applies(model: &Model, objective: Option<&ObjectiveConfig>) -> bool {
         && model.dtype() == candle_core::DType::F32
         && spec_applies(&model.config)
         && !matches!(objective, Some(ObjectiveConfig::FdSsm { .. }))
-        && (!stein || model.config.space.is_full())
+        && (!stein || (model.config.space.is_full() && model.output_map().plain_inputs()))
 }
 
 /// The part of `applies` a model's spec decides: the fused engine enabled, a network with a fused

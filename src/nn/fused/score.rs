@@ -99,7 +99,7 @@ fn outputs_to_score(
     tan: &[f32],
 ) -> Vec<f32> {
     let (n, d) = (ts.len(), model.config.dim);
-    let (p, param) = (model.process(), model.parameterisation());
+    let (p, param) = (model.process(), model.output_map());
     let mut q = vec![0f32; m * n];
     // runs of rows at one time (a sampler's whole batch): one (A, B) and flat passes each
     let mut r0 = 0;
