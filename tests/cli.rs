@@ -46,7 +46,8 @@ fn write_npy_f32(path: &Path, rows: usize, cols: usize, values: impl Fn(usize) -
 }
 
 const SMALL: &str =
-    "[model]\nwidth = 16\ndepth = 2\n[train]\nbatch = 64\nlog_every = 10\ncheckpoint_every = 20\n";
+    // a constant learning rate: the killed run below is configured for far more steps
+    "[model]\nwidth = 16\ndepth = 2\n[train]\nbatch = 64\ndecay = \"none\"\nlog_every = 10\ncheckpoint_every = 20\n";
 
 fn small_config(dir: &Path, steps: usize) -> PathBuf {
     let p = dir.join("small.toml");

@@ -46,7 +46,7 @@ fn a_residual_mlp_goes_through_the_whole_pipeline() {
         network: NetworkKind::Resmlp,
         width: 64,
         depth: 2,
-        ..Arch::default()
+        ..Arch::recipe()
     };
     cfg.train.steps = 400;
     cfg.train.batch = 256;
@@ -305,6 +305,9 @@ fn an_egnn_trains_on_particles() {
         ..RunConfig::default()
     };
     cfg.model.network = NetworkKind::Egnn;
+    // the plain ε-prediction DSM this check was sized for (not the run default, EDM's)
+    cfg.objective = tweedie::objective::ObjectiveConfig::default();
+    cfg.model.parameterisation = tweedie::score::Parameterisation::Eps;
     cfg.model.width = 32;
     cfg.model.depth = 2;
     cfg.train.steps = 150;

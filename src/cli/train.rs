@@ -172,7 +172,7 @@ pub fn run(a: Args) -> Result<()> {
     a.depth.inspect(|v| m.depth = *v);
     a.activation.inspect(|v| m.activation = *v);
     a.parameterisation.inspect(|v| m.parameterisation = *v);
-    a.sigma_data.inspect(|v| m.sigma_data = *v);
+    a.sigma_data.inspect(|v| m.sigma_data = Some(*v));
 
     if cfg.model.network == NetworkKind::Egnn {
         tweedie::pool::serial_candle_ops();

@@ -34,9 +34,11 @@ impl NetworkKind {
     }
 }
 
-/// Architecture of the network (the `[model]` table of a run config).
+/// Architecture of the network (the `[model]` table of a run config). Keys a config leaves out
+/// come from `Arch::recipe` (EDM's preconditioning); `Arch::default()` is the PyTorch peer's
+/// ε-prediction network.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default = "Arch::recipe", deny_unknown_fields)]
 pub struct Arch {
     pub network: NetworkKind,
     /// Hidden width.
@@ -50,8 +52,24 @@ pub struct Arch {
     /// Standard deviation of the Fourier frequencies.
     pub fourier_scale: f64,
     pub parameterisation: Parameterisation,
-    /// σ_d, the data's standard deviation in the network's units (EDM's preconditioning).
-    pub sigma_data: f64,
+    /// σ_d, the data's standard deviation in the network's units (EDM's preconditioning);
+    /// unset, training measures it from the data (`train::measured_sigma_data`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sigma_data: Option<f64>,
+}
+
+/// σ_d of an EDM model whose spec does not give one (EDM's value for images in [−1, 1]).
+pub const DEFAULT_SIGMA_DATA: f64 = 0.5;
+
+impl Arch {
+    /// The network of the best training recipe (docs/experiments/recipes.md): the default MLP
+    /// read through EDM's preconditioning, σ_d measured from the data.
+    pub fn recipe() -> Self {
+        Arch {
+            parameterisation: Parameterisation::Edm,
+            ..Arch::default()
+        }
+    }
 }
 
 impl Default for Arch {
@@ -66,7 +84,7 @@ impl Default for Arch {
             embed_dim: 32,
             fourier_scale: 16.0,
             parameterisation: Parameterisation::Eps,
-            sigma_data: 0.5,
+            sigma_data: None,
         }
     }
 }
@@ -114,8 +132,8 @@ impl ModelConfig {
         if self.dim == 0 || a.width == 0 || a.depth == 0 {
             bail!("model dim, width and depth must be positive");
         }
-        if !(a.sigma_data > 0.0 && a.sigma_data.is_finite()) {
-            bail!("model sigma_data must be positive, got {}", a.sigma_data);
+        if let Some(sd) = a.sigma_data.filter(|sd| !(*sd > 0.0 && sd.is_finite())) {
+            bail!("model sigma_data must be positive, got {sd}");
         }
         if a.embed_dim == 0 || !a.embed_dim.is_multiple_of(2) {
             bail!(

@@ -113,7 +113,9 @@ impl Model {
 
     /// The map between the network's output and the score (with σ_d for EDM).
     pub fn output_map(&self) -> OutputMap {
-        self.parameterisation().with(self.config.arch.sigma_data)
+        let sd = self.config.arch.sigma_data;
+        self.parameterisation()
+            .with(sd.unwrap_or(super::config::DEFAULT_SIGMA_DATA))
     }
 
     /// Per-row input scales and network times at times `ts` (EDM's c_in/α_t and c_noise), or

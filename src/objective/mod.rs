@@ -112,6 +112,14 @@ impl Default for ObjectiveConfig {
 }
 
 impl ObjectiveConfig {
+    /// EDM's training with its published P_mean and P_std: the default of run configs.
+    pub fn recipe() -> Self {
+        ObjectiveConfig::Edm {
+            p_mean: edm_p_mean(),
+            p_std: edm_p_std(),
+        }
+    }
+
     /// Names accepted by `from_name`.
     pub const NAMES: &'static str =
         "dsm, dsm_level, ncsn, esm, ism, ssm, ssm_vr, fd_ssm, force, mixed, edm";
@@ -138,10 +146,7 @@ impl ObjectiveConfig {
             },
             "force" => ObjectiveConfig::Force { weighting },
             "mixed" => ObjectiveConfig::Mixed { weighting },
-            "edm" => ObjectiveConfig::Edm {
-                p_mean: edm_p_mean(),
-                p_std: edm_p_std(),
-            },
+            "edm" => Self::recipe(),
             other => bail!("unknown objective '{other}'; valid: {}", Self::NAMES),
         })
     }

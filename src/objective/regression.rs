@@ -170,8 +170,8 @@ pub fn dsm(
 
 /// EDM's training (Karras et al. 2022, §5): ln σ̃ ~ N(P_mean, P_std²) with σ̃ = σ_t/α_t (drawn
 /// again where t = λ⁻¹(−ln σ̃) falls outside [t_min, T]), and the loss weighting that makes the
-/// network's output error unit-weighted, λ(t) = 1/c(t)² — EDM's λ(σ) = (σ² + σ_d²)/(σσ_d)² on
-/// D under its preconditioning.
+/// network's output error unit-weighted, λ(t) = 1/c(t)²: EDM's λ(σ) = (σ² + σ_d²)/(σσ_d)² on D
+/// under its preconditioning.
 pub fn edm(
     net: &Model,
     (p_mean, p_std): (f64, f64),

@@ -145,6 +145,16 @@ fn regress_x0(
     })
 }
 
+/// A copy of the model's current weights for inference (on the fused kernels where they apply):
+/// a teacher for the next round, or θ⁻.
+fn frozen(m: &Model) -> Result<Model> {
+    let copy = m.copy()?;
+    if crate::nn::fused::enabled() {
+        return copy.for_inference();
+    }
+    Ok(copy)
+}
+
 /// A fresh engine for the student (Adam from zero, no EMA).
 fn engine(student: &Model) -> Result<Engine> {
     let dsm = ObjectiveConfig::Dsm {
@@ -208,7 +218,7 @@ pub fn consistency_regression(
     let t1: Vec<f64> = ks.iter().map(|&k| grid[k + 1]).collect();
     let z = noise(student, x0, t0.clone(), rng)?;
     let x1 = ddim_rows(teacher, p, &z.xt, &t0, &t1)?;
-    let mut x_tilde = x0_rows(student, p, &x1, &t1)?;
+    let mut x_tilde = x0_rows(&frozen(student)?, p, &x1, &t1)?;
     let (d, a_min) = (z.d, p.alpha(grid[steps]));
     for (i, &k) in ks.iter().enumerate() {
         if k + 1 == steps {
@@ -290,11 +300,7 @@ pub fn distill(
                 };
                 losses.extend(run_round(&student, n, source, cfg, rng, &mut f, &build)?);
                 // the student of this round teaches the next
-                let mut next = student.copy()?;
-                if crate::nn::fused::enabled() {
-                    next = next.for_inference()?;
-                }
-                current = Some(next);
+                current = Some(frozen(&student)?);
             }
         }
     }

@@ -136,6 +136,20 @@ pub fn train(
         );
     }
     let source = DataSource::open(&cfg.data)?;
+    // EDM's σ_d (preconditioning, noise levels), unless given, is the data's (and is written to
+    // the run's config)
+    let resolved;
+    let edm = cfg.model.parameterisation == crate::score::Parameterisation::Edm
+        || matches!(cfg.objective, ObjectiveConfig::Edm { .. });
+    let cfg = match cfg.model.sigma_data {
+        None if edm => {
+            let mut c = cfg.clone();
+            c.model.sigma_data = Some(source.sigma_data(cfg.data.scale, cfg.data.space)?);
+            resolved = c;
+            &resolved
+        }
+        _ => cfg,
+    };
     let process: Arc<dyn Process> = Arc::from(cfg.process.build()?);
     if cfg.objective.needs_forces() && !source.has_forces() {
         bail!("objective '{}' needs per-sample forces: train on a mixture target ({}) or give data.forces", cfg.objective.name(), crate::target::TARGET_NAMES.join(", "));
