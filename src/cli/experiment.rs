@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
-use tweedie::experiment::{estimators, forces, objectives, quality, samplers, schedules};
+use tweedie::experiment::{estimators, forces, objectives, quality, recipes, samplers, schedules};
 
 #[derive(Parser)]
 pub struct Args {
@@ -60,6 +60,27 @@ enum Which {
         /// NFE budgets (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "10,20,40")]
         budgets: Vec<usize>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Training recipes (ε, v, EDM) × samplers (EM-1000, UniPC-20) × distilled students
+    /// (progressive 4 and 1 steps, consistency) on trained models, by sample cross-entropy.
+    Recipes {
+        /// Mixture targets (gmm40 trained on x/50).
+        #[arg(long, value_delimiter = ',', default_value = "anisotropic10,gmm40")]
+        targets: Vec<String>,
+        /// Independent trainings per recipe.
+        #[arg(long, default_value_t = 2)]
+        seeds: usize,
+        /// Optimiser steps per training.
+        #[arg(long, default_value_t = 20_000)]
+        steps: usize,
+        /// Samples per evaluation.
+        #[arg(long, default_value_t = 20_000)]
+        n: usize,
+        /// Optimiser steps per progressive-distillation round (consistency: 4×).
+        #[arg(long, default_value_t = 1000)]
+        iterations: usize,
         #[command(flatten)]
         common: Common,
     },
@@ -182,6 +203,32 @@ pub fn run(a: Args) -> Result<()> {
                 &c.out,
             )?;
             show(&c.out, "quality.md")
+        }
+        Which::Recipes {
+            targets,
+            seeds,
+            steps,
+            n,
+            iterations,
+            common: c,
+        } => {
+            anyhow::ensure!(
+                seeds >= 1 && steps >= 1 && n >= 2 && iterations >= 1,
+                "--seeds, --steps and --iterations must be at least 1 and --n at least 2"
+            );
+            c.check()?;
+            recipes::run(
+                &recipes::Settings {
+                    targets,
+                    seeds,
+                    steps,
+                    n,
+                    iterations,
+                    quiet: c.quiet,
+                },
+                &c.out,
+            )?;
+            show(&c.out, "recipes.md")
         }
         Which::Samplers {
             n,

@@ -5,6 +5,7 @@ pub mod estimators;
 pub mod forces;
 pub mod objectives;
 pub mod quality;
+pub mod recipes;
 pub mod samplers;
 pub mod schedules;
 

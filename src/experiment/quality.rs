@@ -129,9 +129,7 @@ pub fn run(s: &Settings, out: &Path) -> Result<(Vec<Reference>, Vec<Row>)> {
     let (mut refs, mut rows) = (Vec::new(), Vec::new());
     for name in &s.targets {
         let mixture = target(name)?;
-        let exact = mixture.sample(200_000, &mut ChaCha8Rng::seed_from_u64(s.seed + 99));
-        let lp = mixture.log_prob(&exact)?;
-        let (h, h_se) = mean_and_sem(&lp.iter().map(|l| -l).collect::<Vec<_>>());
+        let (h, h_se) = mixture.entropy(200_000, s.seed + 99)?;
         let model = |p: &Arc<dyn Process>| ExactScore {
             mixture: mixture.clone(),
             process: p.clone(),

@@ -438,6 +438,15 @@ impl GaussianMixture {
         Ok((logp, score))
     }
 
+    /// The entropy H = E_p[−log p] from n exact draws of the seeded generator: (estimate, its
+    /// standard error).
+    pub fn entropy(&self, n: usize, seed: u64) -> Result<(f64, f64)> {
+        use rand::SeedableRng;
+        let exact = self.sample(n, &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+        let nlp: Vec<f64> = self.log_prob(&exact)?.into_iter().map(|l| -l).collect();
+        Ok(crate::metrics::mean_and_sem(&nlp))
+    }
+
     /// Exact log p0(x) of the undiffused mixture.
     pub fn log_prob(&self, x: &Points) -> Result<Vec<f64>> {
         Ok(self.log_prob_and_score_at(&x.data, 1.0, 0.0)?.0)
