@@ -338,14 +338,15 @@ impl Network for Egnn {
         }
         let dtype = self.dtype();
         let x0 = x.to_dtype(dtype)?.reshape((b, n, k))?;
-        // every node's one feature is t (DEM's condition_time), embedded linearly
-        let (w, bias) = (self.p(0), self.p(1));
-        let t = t.to_dtype(dtype)?.reshape((b, 1))?;
-        let h0 = affine(&t, w, bias)?;
-        let mut h = h0
-            .unsqueeze(1)?
-            .broadcast_as((b, n, self.hidden))?
-            .reshape((b * n, self.hidden))?;
+        // every node's one feature is t (DEM's condition_time), embedded linearly node by node
+        // (embedding per sample and then broadcasting would sum the gradient over the particles
+        // in candle's slow middle-axis reduction)
+        let t_nodes = t
+            .to_dtype(dtype)?
+            .reshape((b, 1))?
+            .broadcast_as((b, n))?
+            .reshape((b * n, 1))?;
+        let mut h = self.node_linear(&t_nodes, self.p(0), self.p(1), false)?;
         let dist0 = self.differences(&x0)?.sqr()?.sum_keepdim(2)?;
         let mut x = x0.clone();
         for g in &self.gcl {
