@@ -219,6 +219,11 @@ mod egnn {
         particles: 4,
         dim: 2,
     };
+    /// Five particles in 3-D.
+    const FIVE_3D: Space = Space::ComFree {
+        particles: 5,
+        dim: 3,
+    };
 
     /// An EGNN model spec for `space` with `depth` layers of `width`.
     fn spec(space: Space, width: usize, depth: usize) -> ModelConfig {
@@ -321,16 +326,7 @@ mod egnn {
     #[test]
     fn egnn_is_e_n_equivariant_and_mean_free() -> Result<()> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-        for (space, seed) in [
-            (DW4, 1),
-            (
-                Space::ComFree {
-                    particles: 5,
-                    dim: 3,
-                },
-                2,
-            ),
-        ] {
+        for (space, seed) in [(DW4, 1), (FIVE_3D, 2)] {
             let Space::ComFree {
                 particles: n,
                 dim: k,
@@ -524,16 +520,7 @@ mod egnn {
     #[test]
     fn fused_egnn_edges_match_candle_ops() -> Result<()> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        for (space, width) in [
-            (DW4, 16),
-            (
-                Space::ComFree {
-                    particles: 5,
-                    dim: 3,
-                },
-                12,
-            ),
-        ] {
+        for (space, width) in [(DW4, 16), (FIVE_3D, 12)] {
             let mut net = random_egnn(space, width, 3, 7)?;
             net.to_dtype(DType::F32)?;
             let d = net.vars()[0].1.device().clone();
