@@ -1,7 +1,7 @@
 //! Importance reweighting of model samples towards a Boltzmann density p ∝ exp(−βU), β = 1/kT.
 //!
 //! Samples x_i ~ q (e.g. probability-flow ODE samples, whose log q(x_i) `likelihood::generate`
-//! gives) carry log-weights log w_i = −βU(x_i) − log q(x_i), so that E_q[w] = Z = ∫ exp(−βU).
+//! gives) carry log-weights log w_i = −βU(x_i) − log q(x_i), so that E_q\[w\] = Z = ∫ exp(−βU).
 //! From them: the self-normalised weights w̄_i = w_i / Σ_j w_j, the effective sample size
 //! ESS = (Σ w)² / Σ w², the estimate log Ẑ = logsumexp(log w) − log n with the delta-method
 //! standard error se(log Ẑ) = sd(w) / (√n · mean(w)), and reweighted observables
@@ -79,14 +79,7 @@ pub fn reweight(log_q: &[f64], log_p_tilde: &[f64]) -> Result<Reweighting> {
     let (sum, sum2) = (r.iter().sum::<f64>(), r.iter().map(|v| v * v).sum::<f64>());
     let ess = sum * sum / sum2;
     let weights: Vec<f64> = r.iter().map(|v| v / sum).collect();
-    let metric = |value: f64, se: Option<f64>, definition: &'static str| Metric {
-        value,
-        se,
-        definition,
-        n_samples: Some(n),
-        n_reference: None,
-        floor: None,
-    };
+    let metric = |value, se, definition| over_samples(value, se, definition, n);
     Ok(Reweighting {
         log_z: metric(top + mean_r.ln(), Some(sem_r / mean_r), LOG_Z),
         ess: metric(ess, None, ESS),
@@ -114,28 +107,26 @@ impl Reweighting {
         }
         let mean: f64 = used().map(|(w, v)| w * v).sum();
         let var: f64 = used().map(|(w, v)| (w * (v - mean)).powi(2)).sum();
-        Ok(Metric {
-            value: mean,
-            se: Some(var.sqrt()),
-            definition: WEIGHTED,
-            n_samples: Some(a.len()),
-            n_reference: None,
-            floor: None,
-        })
+        Ok(over_samples(mean, Some(var.sqrt()), WEIGHTED, a.len()))
+    }
+}
+
+/// A number estimated from n model samples, with its standard error and definition.
+fn over_samples(value: f64, se: Option<f64>, definition: &'static str, n: usize) -> Metric {
+    Metric {
+        value,
+        se,
+        definition,
+        n_samples: Some(n),
+        n_reference: None,
+        floor: None,
     }
 }
 
 /// The plain mean of an observable over the model's samples, (1/n) Σ A_i ± sd/√n.
 pub fn unweighted_mean(a: &[f64]) -> Result<Metric> {
     let (value, se) = plain_mean(a, "sample")?;
-    Ok(Metric {
-        value,
-        se: Some(se),
-        definition: UNWEIGHTED,
-        n_samples: Some(a.len()),
-        n_reference: None,
-        floor: None,
-    })
+    Ok(over_samples(value, Some(se), UNWEIGHTED, a.len()))
 }
 
 /// The mean of an observable over reference configurations (e.g. MCMC draws of the Boltzmann
@@ -242,7 +233,7 @@ mod tests {
     /// d/2 = 5 where q's own mean is d/(2s²) = 6.25. A huge c (e^800) checks that nothing overflows.
     #[test]
     fn gaussian_weights_recover_z_ess_and_the_mean() {
-        let (n, d, s2) = (200_000, 10, 0.8);
+        let (n, d, s2) = (200_000, 10usize, 0.8);
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let ln2pi = (2.0 * std::f64::consts::PI).ln();
         let (mut log_q, mut log_p, mut u) = (vec![], vec![], vec![]);
@@ -316,23 +307,14 @@ mod tests {
 #[cfg(test)]
 mod flow_tests {
     use super::*;
-    use crate::likelihood::{Divergence, Solver};
-    use crate::ode::Tolerance;
     use crate::process::{ProcessConfig, Space};
     use crate::target::SubspaceGaussian;
     use crate::target::{potential::each_row, ExactScore, GaussianMixture, MixtureEnergy};
     use std::sync::Arc;
 
+    /// dopri5 at rtol = atol = 1e-5, exact divergence, t_min = 1e-5.
     fn opts() -> Options {
-        Options {
-            solver: Solver::Dopri5(Tolerance {
-                rtol: 1e-6,
-                atol: 1e-6,
-                max_nfe: 100_000,
-            }),
-            divergence: Divergence::Exact,
-            t_min: Some(1e-5),
-        }
+        Options::default()
     }
 
     /// |estimate − truth| < 3 se, and the se small enough for that to mean something.

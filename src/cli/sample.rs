@@ -168,7 +168,7 @@ pub fn run(mut a: Args) -> Result<()> {
                         process.clone(),
                         Arc::from(tweedie::target::potential::named(name, a.kt)?),
                     )?;
-                    if !(a.tweedie_max_noise > 0.0) {
+                    if a.tweedie_max_noise.is_nan() || a.tweedie_max_noise <= 0.0 {
                         bail!("--tweedie-max-noise must be a positive number, not {}", a.tweedie_max_noise);
                     }
                     estimator.max_noise = a.tweedie_max_noise;

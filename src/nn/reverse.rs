@@ -58,12 +58,7 @@ mod tests {
         };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let model = Model::new(config, &mut rng, &Device::Cpu)?.to_dtype(DType::F64)?;
-        for (_, v) in model.vars() {
-            let values: Vec<f64> = (0..v.elem_count())
-                .map(|_| 0.3 * rng.sample::<f64, _>(StandardNormal))
-                .collect();
-            v.set(&Tensor::from_vec(values, v.shape(), &Device::Cpu)?)?;
-        }
+        crate::nn::tests::randomise(model.vars(), &mut rng)?;
         Ok(model)
     }
 

@@ -10,6 +10,18 @@ use rand_distr::StandardNormal;
 
 use rand::SeedableRng;
 
+/// Sets every f64 variable to N(0, 0.3²) draws: weights far from zero, where a broken symmetry
+/// or a wrong derivative shows (DEM's initialisation leaves an EGNN nearly linear).
+pub(crate) fn randomise(vars: &[(String, candle_core::Var)], rng: &mut impl Rng) -> Result<()> {
+    for (_, v) in vars {
+        let values: Vec<f64> = (0..v.elem_count())
+            .map(|_| 0.3 * rng.sample::<f64, _>(StandardNormal))
+            .collect();
+        v.set(&Tensor::from_vec(values, v.shape(), v.device())?)?;
+    }
+    Ok(())
+}
+
 #[test]
 fn shapes_and_parameter_count_match_the_peer() -> Result<()> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
@@ -253,12 +265,7 @@ mod egnn {
             &Device::Cpu,
         )?;
         net.to_dtype(DType::F64)?;
-        for (_, v) in net.vars() {
-            let values: Vec<f64> = (0..v.elem_count())
-                .map(|_| 0.3 * rng.sample::<f64, _>(StandardNormal))
-                .collect();
-            v.set(&Tensor::from_vec(values, v.shape(), &Device::Cpu)?)?;
-        }
+        super::randomise(net.vars(), &mut rng)?;
         Ok(net)
     }
 
