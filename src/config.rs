@@ -92,6 +92,10 @@ pub struct TrainConfig {
     pub log_every: usize,
     /// Steps between checkpoints (a final one is always written).
     pub checkpoint_every: usize,
+    /// Symmetries each particle batch is augmented with: "rotate" (a random orthogonal matrix
+    /// per sample) and "permute" (a random order of its particles); forces follow. Particle data
+    /// only (`data.space` com_free), for potentials invariant to both.
+    pub augment: Vec<crate::train::augment::Augment>,
 }
 
 impl TrainConfig {
@@ -128,6 +132,7 @@ impl Default for TrainConfig {
             seed: 0,
             log_every: 100,
             checkpoint_every: 1000,
+            augment: Vec::new(),
         }
     }
 }
@@ -228,6 +233,10 @@ impl RunConfig {
         for (ok, msg) in checks {
             anyhow::ensure!(ok, "{msg}");
         }
+        anyhow::ensure!(
+            t.augment.is_empty() || !self.data.space.is_full(),
+            "train.augment rotates and permutes particles: it needs data.space with kind = \"com_free\""
+        );
         self.objective.check(self.process.build()?.as_ref())?;
         Ok(())
     }
@@ -264,6 +273,28 @@ mod tests {
         let back = RunConfig::from_toml_str(&c.to_toml()?)?;
         assert_eq!(back, c);
         c.validate()?;
+        Ok(())
+    }
+
+    /// `train.augment` reads as a list of symmetries, survives the round trip, names an unknown
+    /// one, and is refused without particles.
+    #[test]
+    fn augment_options() -> Result<()> {
+        use crate::train::augment::Augment;
+        let toml = "[data.space]\nkind = \"com_free\"\nparticles = 4\ndim = 2\n[train]\naugment = [\"rotate\", \"permute\"]\n";
+        let c = RunConfig::from_toml_str(toml)?;
+        assert_eq!(c.train.augment, vec![Augment::Rotate, Augment::Permute]);
+        assert_eq!(RunConfig::from_toml_str(&c.to_toml()?)?, c);
+        let err = RunConfig::from_toml_str("[train]\naugment = [\"flip\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("flip"), "{err}");
+        let full = RunConfig::from_toml_str("[train]\naugment = [\"rotate\"]\n")?;
+        assert!(full
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("com_free"));
         Ok(())
     }
 }

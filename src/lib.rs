@@ -27,6 +27,7 @@ pub mod pool;
 pub mod process;
 pub mod progress;
 pub mod report;
+pub mod reweight;
 pub mod sample;
 pub mod score;
 pub mod target;

@@ -295,6 +295,48 @@ fn solve(
     opts: &Options,
 ) -> Result<LikelihoodOutput> {
     let (t0, t1) = opts.span(process)?;
+    let (y, nfe) = solve_between(model, process, x, probes, opts, t0, t1)?;
+    finish(process, y, x.dims2()?.1, nfe)
+}
+
+/// PF-ODE samples with their log-densities: latents z [n, d] of the prior (on the process's
+/// space) decoded T → t_min while ∫∇·v dt runs beside them, so each x = x(t_min) comes with
+/// log q(x) = log p_T(z) + ∫_{t_min}^T ∇·v dt, the density of the samples the flow makes (one
+/// solve, not a sample and a separate likelihood solve). `z` in the output is the latent.
+pub fn generate(
+    model: &dyn DivergenceModel,
+    process: &dyn Process,
+    z: &Tensor,
+    opts: &Options,
+) -> Result<(Tensor, LikelihoodOutput)> {
+    let (t0, t1) = opts.span(process)?;
+    let z = checked_points(model, process.space(), z)?;
+    let probes = all_probes(&z, opts, process.space())?;
+    let (y, nfe) = solve_between(model, process, &z, probes.as_ref(), opts, t1, t0)?;
+    let d = z.dims2()?.1;
+    let x = y.narrow(1, 0, d)?.contiguous()?;
+    // the running integral went from T down to t_min: its end value is −∫_{t_min}^T ∇·v dt
+    let delta_log_p: Vec<f64> = y
+        .narrow(1, d, 1)?
+        .flatten_all()?
+        .to_vec1::<f64>()?
+        .into_iter()
+        .map(|v| -v)
+        .collect();
+    Ok((x, output(process, z, delta_log_p, nfe)?))
+}
+
+/// Solves the augmented state [x, ∫∇·v dt] from `from` to `to` (either direction) starting at
+/// x [n, d] (f64) with a zero integral; the end state [n, d + 1] and the NFE.
+fn solve_between(
+    model: &dyn DivergenceModel,
+    process: &dyn Process,
+    x: &Tensor,
+    probes: Option<&Tensor>,
+    opts: &Options,
+    t0: f64,
+    t1: f64,
+) -> Result<(Tensor, usize)> {
     let (n, d) = x.dims2()?;
     let (space, dev) = (process.space(), x.device().clone());
     // ∇·(f x) = dof·f on the space
@@ -320,7 +362,7 @@ fn solve(
         let mut rhs = |y: &Buf, t: f64, out: &mut Buf| host_rhs.eval(y, t, out);
         let solver = opts.solver;
         let (y, nfe) = crate::pool::warm(move || integrate(&mut rhs, state, t0, t1, &solver))?;
-        return finish(process, y.tensor(&y0)?, d, nfe);
+        return Ok((y.tensor(&y0)?, nfe));
     }
     // on a restricted space the exact divergence takes the directions P e_j (made once)
     let on_space = (probes.is_none() && !space.is_full())
@@ -360,13 +402,24 @@ fn solve(
         t1,
         &opts.solver,
     )?;
-    finish(process, y.tensor(&y0)?, d, nfe)
+    Ok((y.tensor(&y0)?, nfe))
 }
 
 /// The likelihood from the end state [n, d + 1] of a solve: z and ∫∇·v dt per point.
 fn finish(process: &dyn Process, y: Tensor, d: usize, nfe: usize) -> Result<LikelihoodOutput> {
     let z = y.narrow(1, 0, d)?.contiguous()?;
     let delta_log_p: Vec<f64> = y.narrow(1, d, 1)?.flatten_all()?.to_vec1()?;
+    output(process, z, delta_log_p, nfe)
+}
+
+/// The likelihood of points whose latents are z [n, d] (f64) and ∫_{t_min}^T ∇·v dt `delta_log_p`.
+fn output(
+    process: &dyn Process,
+    z: Tensor,
+    delta_log_p: Vec<f64>,
+    nfe: usize,
+) -> Result<LikelihoodOutput> {
+    let d = z.dims2()?.1;
     let zs: Vec<f64> = z.flatten_all()?.to_vec1()?;
     let log_prior: Vec<f64> = zs.chunks(d).map(|r| process.prior_log_prob(r)).collect();
     let log_p0 = log_prior

@@ -289,6 +289,13 @@ const CASES: &[(&str, &str, &[&str])] = &[
     ("particles, 2-D checkpoint (nll)", "nll --run {run} --data {particles.npy}", &["particles.npy"]),
     ("particles, 2-D target (nll)", "nll --target ncsn2 --data {particles.npy}", &["particles.npy"]),
     ("samples vs reference dimension", "eval --samples {good.npy} --reference {three.npy}", &["dimension"]),
+    ("reweight: reference of another width", "reweight --target ncsn2 --potential double-well --reference {three.npy}", &["three.npy"]),
+    ("reweight: NaN in the reference", "reweight --target ncsn2 --potential double-well --reference {nan.npy}", &["nan.npy"]),
+    ("reweight: model vs potential dimension", "reweight --run {run} --potential dw4", &["dimension"]),
+    ("reweight -n 0", "reweight --target ncsn2 --potential double-well -n 0", &["sample"]),
+    ("sample --readout tweedie without a run", "sample --potential double-well --readout tweedie", &["--run"]),
+    ("sample --run --potential without tweedie", "sample --run {run} --potential double-well", &["tweedie"]),
+    ("sample --tweedie-max-noise 0", "sample --run {run} --potential double-well --readout tweedie --tweedie-max-noise 0", &["tweedie-max-noise"]),
     ("--com-free on 2-D data", "train --data {good.npy} --com-free --steps 5", &["com-free"]),
     // zero and negative settings: read as numbers, refused by the setting's check
     ("train --steps 0", "train --steps 0 --out {r1}", &["steps"]),

@@ -222,19 +222,17 @@ fn particles_live_in_the_centre_of_mass_free_subspace() {
     );
 }
 
-/// Particle data [n, 4, 2] in a .npy file train a model in the subspace; its samples come back
-/// centred and are written as [n, 4, 2].
-#[test]
-fn a_model_trains_and_samples_on_particles() {
-    let dir = tempfile::tempdir().expect("tmp");
+/// n points of `four_particles`' Gaussian as a .npy file [n, 4, 2] in `dir`, and a run config
+/// that trains on them in the zero-centre-of-mass space.
+fn particle_run(dir: &std::path::Path, n: usize) -> (Space, RunConfig) {
     let (space, truth) = four_particles();
     let pts = truth
-        .sample(2000, &mut ChaCha8Rng::seed_from_u64(1))
+        .sample(n, &mut ChaCha8Rng::seed_from_u64(1))
         .and_then(|p| p.with_event(vec![4, 2]))
         .expect("points");
-    let file = dir.path().join("particles.npy");
+    let file = dir.join("particles.npy");
     data::write_npy(&file, &pts, false).expect("write");
-    let mut cfg = RunConfig {
+    let cfg = RunConfig {
         data: DataConfig {
             source: file.to_string_lossy().into_owned(),
             space,
@@ -242,6 +240,15 @@ fn a_model_trains_and_samples_on_particles() {
         },
         ..RunConfig::default()
     };
+    (space, cfg)
+}
+
+/// Particle data [n, 4, 2] in a .npy file train a model in the subspace; its samples come back
+/// centred and are written as [n, 4, 2].
+#[test]
+fn a_model_trains_and_samples_on_particles() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (space, mut cfg) = particle_run(dir.path(), 2000);
     cfg.model.width = 64;
     cfg.train.steps = 200;
     cfg.train.batch = 128;
@@ -289,21 +296,7 @@ fn a_model_trains_and_samples_on_particles() {
 #[test]
 fn an_egnn_trains_on_particles() {
     let dir = tempfile::tempdir().expect("tmp");
-    let (space, truth) = four_particles();
-    let pts = truth
-        .sample(1000, &mut ChaCha8Rng::seed_from_u64(1))
-        .and_then(|p| p.with_event(vec![4, 2]))
-        .expect("points");
-    let file = dir.path().join("particles.npy");
-    data::write_npy(&file, &pts, false).expect("write");
-    let mut cfg = RunConfig {
-        data: DataConfig {
-            source: file.to_string_lossy().into_owned(),
-            space,
-            ..DataConfig::default()
-        },
-        ..RunConfig::default()
-    };
+    let (_, mut cfg) = particle_run(dir.path(), 1000);
     cfg.model.network = NetworkKind::Egnn;
     // the plain ε-prediction DSM this check was sized for (not the run default, EDM's)
     cfg.objective = tweedie::objective::ObjectiveConfig::default();

@@ -9,6 +9,7 @@ mod mcmc;
 mod nll;
 mod plot;
 mod report;
+mod reweight;
 mod sample;
 mod source;
 mod train;
@@ -37,6 +38,8 @@ enum Command {
     Eval(eval::Args),
     /// Per-point log-likelihoods (NLL ± s.e., bits/dim) through the probability-flow ODE.
     Nll(nll::Args),
+    /// Weight probability-flow samples (each with its log-density) towards exp(−U/kT): ESS, log Z, reweighted mean energy (JSON).
+    Reweight(reweight::Args),
     /// Sample p ∝ exp(−U/kT) (DW-4, LJ-13, 2-D surfaces) by MALA on many chains: draws, forces, energies, ESS, R-hat.
     Mcmc(mcmc::Args),
     /// Comparisons with exact answers (samplers: W2 vs NFE) as Markdown, JSON and PNG.
@@ -78,6 +81,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plot(a) => plot::run(a),
         Command::Nll(a) => nll::run(a),
         Command::Mcmc(a) => mcmc::run(a),
+        Command::Reweight(a) => reweight::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Experiment(a) => experiment::run(a),
         Command::Report(a) => report::run(a),

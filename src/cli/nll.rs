@@ -37,14 +37,10 @@ enum SolverKind {
     Rk4,
 }
 
-#[derive(Parser)]
-#[command(allow_negative_numbers = true)]
-pub struct Args {
-    #[command(flatten)]
-    model: ModelSource,
-    /// Points [n, d] in data coordinates (.npy or .csv); with --dequantise, 8-bit integers.
-    #[arg(long)]
-    data: PathBuf,
+/// The probability-flow ODE solve of a log-likelihood: solver, tolerances, divergence, t_min
+/// (shared by `nll` and `reweight`).
+#[derive(clap::Args)]
+pub struct OdeArgs {
     /// How the divergence of the score is computed.
     #[arg(long, value_enum, default_value = "exact")]
     divergence: DivergenceKind,
@@ -54,12 +50,6 @@ pub struct Args {
     /// Distribution of the Hutchinson probes.
     #[arg(long, value_enum, default_value = "rademacher")]
     probe: Probe,
-    /// Seed of the probes and of the dequantisation noise.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// No progress bar.
-    #[arg(long)]
-    quiet: bool,
     /// ODE solver.
     #[arg(long, value_enum, default_value = "dopri5")]
     solver: SolverKind,
@@ -77,7 +67,25 @@ pub struct Args {
     max_nfe: usize,
     /// Data end of the ODE (score_sde's likelihood default).
     #[arg(long, default_value_t = 1e-5)]
-    t_min: f64,
+    pub t_min: f64,
+}
+
+#[derive(Parser)]
+#[command(allow_negative_numbers = true)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelSource,
+    /// Points [n, d] in data coordinates (.npy or .csv); with --dequantise, 8-bit integers.
+    #[arg(long)]
+    data: PathBuf,
+    #[command(flatten)]
+    ode: OdeArgs,
+    /// Seed of the probes and of the dequantisation noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
     /// Treat the data as 8-bit integers 0..=255, dequantise x = LO + (HI − LO)(k + u)/256 with
     /// u ~ U[0,1), and report bits/dim; e.g. --dequantise=-1,1.
     #[arg(long, value_name = "LO,HI", allow_hyphen_values = true)]
@@ -101,8 +109,9 @@ pub struct Args {
     device: String,
 }
 
-impl Args {
-    fn options(&self) -> Options {
+impl OdeArgs {
+    /// The solve's options; `seed` draws the Hutchinson probes.
+    pub fn options(&self, seed: u64) -> Options {
         let solver = match self.solver {
             SolverKind::Dopri5 => Solver::Dopri5(Tolerance {
                 rtol: self.rtol,
@@ -118,7 +127,7 @@ impl Args {
             DivergenceKind::Hutchinson => Divergence::Hutchinson {
                 probes: self.probes,
                 probe: self.probe,
-                seed: self.seed,
+                seed,
             },
         };
         Options {
@@ -158,7 +167,7 @@ fn setup(a: &Args, device: &candle_core::Device) -> Result<Setup> {
     let source = &a.model;
     Ok(match (&source.run, &source.target) {
         (Some(run), None) => {
-            let (net, ck) = source.load_run(run, device)?;
+            let (net, ck) = source.load_run_exact(run, device)?;
             let process: Arc<dyn Process> = Arc::from(ck.model.process.build_in(ck.model.space)?);
             let toy = ck.run.data.source.clone();
             let truth = move |x: &Points| data::toy_log_prob(&toy, x);
@@ -220,7 +229,7 @@ pub fn run(a: Args) -> Result<()> {
         tweedie::io::check_parent(p)?;
     }
     let device = tweedie::device(&a.device)?;
-    let opts = a.options();
+    let opts = a.ode.options(a.seed);
     let quant = a.dequantise.as_deref().map(parse_range).transpose()?;
     let name = a.data.display().to_string();
     let mut x = data::read_points(&a.data)?;
@@ -281,7 +290,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut report = json!({
         "n": x.n, "dim": x.d, "nll_mean": mean, "nll_sem": sem, "nfe": out.nfe, "seconds": seconds,
         "units": "nats per point, data coordinates (log p_data(x) = log p_model(x/scale) - dof log scale; dof = d, or N*k - k for centre-of-mass-free particles)",
-        "data_scale": scale, "t_min": a.t_min, "divergence": format!("{:?}", opts.divergence),
+        "data_scale": scale, "t_min": a.ode.t_min, "divergence": format!("{:?}", opts.divergence),
         "solver": format!("{:?}", opts.solver),
         "chunk": chunk, "threads": threads,
         "nfe_meaning": "evaluations of the ODE right-hand side of the joint solve, or the largest of any chunk's solve",

@@ -14,7 +14,8 @@ use tweedie::process::Process;
 use tweedie::sample::grid::Grid;
 use tweedie::sample::{self, Churn, Ddim, Langevin, Options, Plan, PredictorCorrector, Trace};
 use tweedie::score::ScoreModel;
-use tweedie::target::{ExactScore, GaussianMixture};
+use tweedie::target::posterior::Readout;
+use tweedie::target::{DenoisedForce, ExactScore, GaussianMixture};
 
 #[derive(Parser)]
 #[command(after_help = sampler_help())]
@@ -23,8 +24,9 @@ pub struct Args {
     model: ModelSource,
     /// Or sample a named potential's Boltzmann density with no network: note 000's Monte Carlo
     /// score (posterior-expected force by self-normalised importance sampling, --k draws per
-    /// point) under --process: double-well, muller-brown, gmm40, dw4, lj13.
-    #[arg(long, conflicts_with_all = ["run", "target"])]
+    /// point) under --process: double-well, muller-brown, gmm40, dw4, lj13. With --run and
+    /// --readout tweedie: the force at the run's denoiser, βF(x̂0)/α_t.
+    #[arg(long, conflicts_with = "target")]
     potential: Option<String>,
     /// Temperature kT of --potential (default: the potential's own).
     #[arg(long, requires = "potential")]
@@ -33,9 +35,14 @@ pub struct Args {
     #[arg(long, default_value_t = 500)]
     k: usize,
     /// Read-out of the --potential estimator: force (Σw βF/α, sharper at low noise), kernel
-    /// (Tweedie's Σw (αx0 − x)/σ², sharper at high noise) or blend (force at low noise, kernel at high).
+    /// (Tweedie's Σw (αx0 − x)/σ², sharper at high noise), blend (force at low noise, kernel at
+    /// high), or tweedie (with --run: one sample, βF(x̂0)/α_t at x̂0 = (x + σ² s_θ)/α, no draws).
     #[arg(long, value_enum, default_value = "kernel")]
-    readout: tweedie::target::posterior::Readout,
+    readout: ReadoutArg,
+    /// --readout tweedie: above this noise level σ_t/α_t use the run's own score (at high noise
+    /// x̂0 nears the data mean, where particles coincide and pair forces are undefined).
+    #[arg(long, default_value_t = f64::INFINITY)]
+    tweedie_max_noise: f64,
     /// Sampler (see the list below). Default: a distilled run's own sampler; else em
     /// (Euler–Maruyama) for 200 steps or more, and unipc (UniPC-3 on the log-SNR grid, the most
     /// accurate few-step sampler in docs/experiments/quality.md) below.
@@ -147,7 +154,28 @@ pub fn run(mut a: Args) -> Result<()> {
                 })
                 .transpose()?;
             let event = ck.model.event_shape();
-            (Box::new(net), process, ck.run.data.scale, reference, event)
+            let model: Box<dyn ScoreModel> = match (&a.potential, a.readout) {
+                (None, _) => Box::new(net),
+                (Some(name), ReadoutArg::Tweedie) => {
+                    if ck.run.data.scale != 1.0 {
+                        bail!("--readout tweedie needs a run trained in the potential's units (data.scale = 1, not {})", ck.run.data.scale);
+                    }
+                    let mut estimator = DenoisedForce::new(
+                        Box::new(net),
+                        process.clone(),
+                        Arc::from(tweedie::target::potential::named(name, a.kt)?),
+                    )?;
+                    if a.tweedie_max_noise.is_nan() || a.tweedie_max_noise <= 0.0 {
+                        bail!("--tweedie-max-noise must be a positive number, not {}", a.tweedie_max_noise);
+                    }
+                    estimator.max_noise = a.tweedie_max_noise;
+                    Box::new(estimator)
+                }
+                (Some(_), other) => bail!(
+                    "with --run, --potential takes --readout tweedie (the force at the run's denoiser), not {other:?}"
+                ),
+            };
+            (model, process, ck.run.data.scale, reference, event)
         }
         (None, Some(name)) => {
             let mixture = GaussianMixture::named(name)?;
@@ -172,11 +200,17 @@ pub fn run(mut a: Args) -> Result<()> {
                 tweedie::process::ProcessConfig::from_name(&a.model.process, a.model.sigma_max)?
                     .build_in(potential.space())?,
             );
+            let readout = match a.readout {
+                ReadoutArg::Force => Readout::Force,
+                ReadoutArg::Kernel => Readout::Kernel,
+                ReadoutArg::Blend => Readout::Blend,
+                ReadoutArg::Tweedie => bail!("--readout tweedie evaluates the force at a trained model's denoiser: give --run DIR with --potential"),
+            };
             let estimator = tweedie::target::posterior::PosteriorScore::new(
                 potential,
                 process.clone(),
                 a.k,
-                a.readout,
+                readout,
                 a.seed,
             )?;
             (Box::new(estimator), process, 1.0, None, Vec::new())
@@ -309,6 +343,20 @@ pub fn run(mut a: Args) -> Result<()> {
         eprintln!("figure -> {}", png.display());
     }
     Ok(())
+}
+
+/// `--readout`: the read-outs of note 000's Monte Carlo estimator (`posterior::Readout`), or its
+/// single sample at a trained run's denoiser (`target::DenoisedForce`).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ReadoutArg {
+    /// Σ w_k βF(x0_k) / (α_t Σ w_k): the posterior-expected force.
+    Force,
+    /// Σ w_k (α_t x0_k − x_t) / (σ_t² Σ w_k): Tweedie's formula with the posterior mean.
+    Kernel,
+    /// The force form where α_t > σ_t, the kernel form elsewhere.
+    Blend,
+    /// With --run: βF(x̂0)/α_t at the run's denoiser x̂0 = (x_t + σ_t² s_θ)/α_t, no draws.
+    Tweedie,
 }
 
 /// The sampler when none is named: the reverse SDE for long runs, UniPC for few steps.

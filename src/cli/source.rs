@@ -47,7 +47,7 @@ impl ModelSource {
     pub fn load(&self, device: &Device) -> Result<Loaded> {
         match (&self.run, &self.target) {
             (Some(run), None) => {
-                let (net, ck) = self.load_run(run, device)?;
+                let (net, ck) = self.load_run_exact(run, device)?;
                 let process: Arc<dyn Process> =
                     Arc::from(ck.model.process.build_in(ck.model.space)?);
                 let source = ck.run.data.source.clone();
@@ -86,6 +86,22 @@ impl ModelSource {
             tweedie::pool::serial_candle_ops();
         }
         train::load_net(&path, !self.no_ema, device)
+    }
+
+    /// `load_run` for the commands that take divergences: an EGNN in f64, on candle's ops, whose
+    /// input gradients are exact (the fused f32 edge op's are not; `nn::reverse`).
+    pub fn load_run_exact(
+        &self,
+        run: &std::path::Path,
+        device: &Device,
+    ) -> Result<(Model, Checkpoint)> {
+        let (net, ck) = self.load_run(run, device)?;
+        let net = if net.config.arch.network == NetworkKind::Egnn {
+            net.to_dtype(candle_core::DType::F64)?
+        } else {
+            net
+        };
+        Ok((net, ck))
     }
 
     /// The process of --process and --sigma-max (for --target).

@@ -16,6 +16,7 @@ pub mod mlp;
 pub mod model;
 pub mod network;
 pub mod resmlp;
+mod reverse;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod simd;
 

@@ -2,6 +2,7 @@
 //! callback, a JSONL metrics log, atomic checkpoints and exact resume.
 
 pub mod adam;
+pub mod augment;
 pub mod checkpoint;
 pub mod distill;
 pub mod engine;
@@ -222,7 +223,7 @@ pub fn train(
             if opts.stop_after.is_some_and(|k| step - start >= k) {
                 return Ok((step, last_loss));
             }
-            let batch = source.batch(
+            let mut batch = source.batch(
                 t.batch,
                 cfg.data.scale,
                 &mut rng,
@@ -230,6 +231,7 @@ pub fn train(
                 truth.as_ref().map(|m| m as &dyn ScoreModel),
                 blend.as_ref(),
             )?;
+            augment::augment_batch(&mut batch, cfg.data.space, &t.augment, &mut rng)?;
             let (loss_val, norm, lr) =
                 match engine.step(&net, &cfg.objective, &batch, &mut rng, t, step) {
                     Ok(v) => v,
@@ -511,7 +513,8 @@ pub fn fit(
     let mut losses = Vec::with_capacity(t.steps);
     let blend = blend_for(objective, source, net)?;
     for step in 0..t.steps {
-        let batch = source.batch(t.batch, 1.0, rng, net.device(), truth, blend.as_ref())?;
+        let mut batch = source.batch(t.batch, 1.0, rng, net.device(), truth, blend.as_ref())?;
+        augment::augment_batch(&mut batch, net.config.space, &t.augment, rng)?;
         losses.push(engine.step(net, objective, &batch, rng, &no_ema, step)?.0);
     }
     engine.sync(net)?;

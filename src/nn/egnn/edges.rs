@@ -11,7 +11,9 @@
 //! pass recomputes a block's forward instead of keeping it: at LJ-13 size each [B·E, H]
 //! intermediate is 41 MB, and reading them back from memory costs more than the two products.
 
+use super::contiguous;
 use crate::flat::with_values;
+use crate::nn::fused::{chunks, split_rows};
 use crate::nn::gemm::{gemm, gemm_fused, gemm_scaled, Epilogue, PackedB, Rhs};
 use crate::nn::kernels::{self, multiversion, Keep};
 use crate::nn::Activation;
@@ -283,16 +285,6 @@ multiversion! {
     }
 }
 
-/// `buf` cut into consecutive pieces of `lens[i]` values.
-fn split(mut buf: &mut [f32], lens: impl Iterator<Item = usize>) -> Vec<&mut [f32]> {
-    lens.map(|len| {
-        let (head, tail) = std::mem::take(&mut buf).split_at_mut(len);
-        buf = tail;
-        head
-    })
-    .collect()
-}
-
 impl EdgeOp {
     fn edges(&self) -> usize {
         self.particles * (self.particles - 1)
@@ -301,12 +293,6 @@ impl EdgeOp {
     /// Whole samples per block.
     fn samples_per_block(&self) -> usize {
         (BLOCK_EDGES / self.edges()).max(1)
-    }
-
-    /// Samples [0, b) cut into one contiguous part per thread.
-    fn parts(b: usize) -> Vec<std::ops::Range<usize>> {
-        let k = rayon::current_num_threads().min(b).max(1);
-        (0..k).map(|i| i * b / k..(i + 1) * b / k).collect()
     }
 
     /// C = a(A·B + bias) [rows × H] with B packed, the activation applied as the product is
@@ -400,8 +386,8 @@ impl EdgeOp {
         let stride = n * h + e;
         let w = &Weights::new(flat, h, false);
         let mut out = vec![0.0f32; b * stride];
-        let parts = Self::parts(b);
-        let outs = split(&mut out, parts.iter().map(|p| p.len() * stride));
+        let parts = chunks(b);
+        let outs = split_rows(&mut out, &parts, stride);
         let mut works = self.take_work(parts.len());
         let jobs = parts
             .into_iter()
@@ -463,9 +449,9 @@ impl EdgeOp {
         let stride = n * h + e;
         let w = &Weights::new(flat, h, true);
         let (mut g_nodes, mut g_dist) = (vec![0.0f32; nodes.len()], vec![0.0f32; dist.len()]);
-        let parts = Self::parts(b);
-        let gn = split(&mut g_nodes, parts.iter().map(|p| p.len() * 2 * n * h));
-        let gd = split(&mut g_dist, parts.iter().map(|p| p.len() * 2 * e));
+        let parts = chunks(b);
+        let gn = split_rows(&mut g_nodes, &parts, 2 * n * h);
+        let gd = split_rows(&mut g_dist, &parts, 2 * e);
         let mut works = self.take_work(parts.len());
         let jobs = parts
             .into_iter()
@@ -523,26 +509,12 @@ impl EdgeOp {
         self.forward_block(w, nodes, dist, ws, true);
         let rows = dist.len() / 2;
         let len = rows * h;
-        let Work {
-            m1,
-            d1,
-            m,
-            d2,
-            mt,
-            c,
-            d3,
-            att,
-            th,
-            s,
-            g,
-            g2,
-        } = ws;
-        let (m1, d1, m, d2) = (&m1[..len], &d1[..len], &m[..len], &d2[..len]);
-        let (mt, c, d3, att) = (&mt[..len], &c[..len], &d3[..len], &att[..rows]);
-        let (g, g2) = (resize(g, len), resize(g2, len));
+        let (m1, d1, m, d2) = (&ws.m1[..len], &ws.d1[..len], &ws.m[..len], &ws.d2[..len]);
+        let (mt, c, d3, att) = (&ws.mt[..len], &ws.c[..len], &ws.d3[..len], &ws.att[..rows]);
+        let (g, g2) = (resize(&mut ws.g, len), resize(&mut ws.g2, len));
         let stride = n * h + e;
         // φ = R tanh(w_o·c): the logit's cotangent, over th
-        let gzo = &mut th[..rows];
+        let gzo = &mut ws.th[..rows];
         for (k, go) in g_out.chunks_exact(stride).enumerate() {
             let phi = &go[n * h..];
             for (t, gp) in gzo[k * e..(k + 1) * e].iter_mut().zip(phi) {
@@ -568,7 +540,7 @@ impl EdgeOp {
             spread_receivers(&mut g2[k * e * h..(k + 1) * e * h], &go[..n * h], n, h);
         }
         // m̃ = α m, α = σ(w_α·m + b_α): the logit's cotangent (m̃'s · m) α (1 − α), over s
-        let gza = resize(s, rows);
+        let gza = resize(&mut ws.s, rows);
         pair_dots(gza, g2, m, h);
         gza.iter_mut()
             .zip(att)
@@ -606,19 +578,6 @@ impl EdgeOp {
             gd[0] += a;
             gd[1] += b;
         }
-    }
-}
-
-/// The contiguous f32 values of a CPU storage under `layout`.
-fn contiguous<'s>(
-    s: &'s CpuStorage,
-    layout: &Layout,
-    what: &str,
-) -> candle_core::Result<&'s [f32]> {
-    let values = s.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((a, b)) => Ok(&values[a..b]),
-        None => candle_core::bail!("the egnn edge op needs contiguous {what}"),
     }
 }
 
@@ -667,9 +626,9 @@ impl CustomOp3 for EdgeOp {
             .check(l1.dims(), l2.dims(), l3.dims())
             .map_err(candle_err)?;
         let out = self.forward(
-            contiguous(s1, l1, "nodes")?,
-            contiguous(s2, l2, "distances")?,
-            contiguous(s3, l3, "weights")?,
+            contiguous(s1, l1, self.name())?,
+            contiguous(s2, l2, self.name())?,
+            contiguous(s3, l3, self.name())?,
         );
         let shape = Shape::from((b, self.particles * self.hidden + self.edges()));
         Ok((CpuStorage::F32(out), shape))

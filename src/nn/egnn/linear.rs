@@ -3,7 +3,9 @@
 //! half the rate of the AVX-512 tiles, and its bias and activation cost passes and a slow
 //! column reduction of their own in the backward pass. Rows are split over the threads.
 
+use super::contiguous;
 use crate::flat::with_values;
+use crate::nn::fused::{chunks as parts, split_rows};
 use crate::nn::gemm::{gemm, PackedB, Rhs};
 use crate::nn::kernels::{self, Keep};
 use crate::nn::Activation;
@@ -26,37 +28,6 @@ impl LinearOp {
     }
 }
 
-/// Rows [0, m) cut into one contiguous part per thread (at least 64 rows a part).
-fn parts(m: usize) -> Vec<std::ops::Range<usize>> {
-    let k = rayon::current_num_threads().min(m.div_ceil(64)).max(1);
-    (0..k).map(|i| i * m / k..(i + 1) * m / k).collect()
-}
-
-/// `buf` [m × width] cut into the rows of each part.
-fn split_rows<'b>(
-    buf: &'b mut [f32],
-    parts: &[std::ops::Range<usize>],
-    width: usize,
-) -> Vec<&'b mut [f32]> {
-    let mut rest = buf;
-    parts
-        .iter()
-        .map(|p| {
-            let (head, tail) = std::mem::take(&mut rest).split_at_mut(p.len() * width);
-            rest = tail;
-            head
-        })
-        .collect()
-}
-
-fn contiguous<'s>(s: &'s CpuStorage, layout: &Layout) -> candle_core::Result<&'s [f32]> {
-    let values = s.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((a, b)) => Ok(&values[a..b]),
-        None => candle_core::bail!("the egnn linear op needs contiguous arguments"),
-    }
-}
-
 impl CustomOp3 for LinearOp {
     fn name(&self) -> &'static str {
         "egnn-linear"
@@ -71,10 +42,11 @@ impl CustomOp3 for LinearOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let op = self.name();
         let (x, w, b) = (
-            contiguous(s1, l1)?,
-            contiguous(s2, l2)?,
-            contiguous(s3, l3)?,
+            contiguous(s1, l1, op)?,
+            contiguous(s2, l2, op)?,
+            contiguous(s3, l3, op)?,
         );
         let (m, k, n) = match (l1.dims(), l2.dims(), l3.dims()) {
             ([m, k], [n, k2], [n2]) if k == k2 && n == n2 => (*m, *k, *n),

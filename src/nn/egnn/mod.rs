@@ -50,6 +50,15 @@ struct Gcl {
     att: usize,
 }
 
+/// What a layer's edge MLP reads: node features h [B·N, H] and each edge's r = ‖xᵢ − xⱼ‖² and
+/// d = ‖xᵢ⁰ − xⱼ⁰‖² ([B, E, 1] each).
+#[derive(Clone, Copy)]
+struct EdgeInputs<'a> {
+    h: &'a Tensor,
+    radial: &'a Tensor,
+    dist0: &'a Tensor,
+}
+
 /// DEM's `EGNN_dynamics` with `depth` E_GCL layers of `width` hidden features.
 pub struct Egnn {
     particles: usize,
@@ -184,17 +193,10 @@ impl Egnn {
         Ok(zeros.index_add(&self.row, m, 1)?)
     }
 
-    /// The edge MLP of layer `g` on candle's ops: from node features h [B·N, H] and each edge's
-    /// r = ‖xᵢ − xⱼ‖² and d = ‖xᵢ⁰ − xⱼ⁰‖² ([B, E, 1] each) to Σⱼ m̃ᵢⱼ [B·N, H] and φ [B, E].
-    fn edges_reference(
-        &self,
-        g: &Gcl,
-        h: &Tensor,
-        radial: &Tensor,
-        dist0: &Tensor,
-    ) -> Result<(Tensor, Tensor)> {
-        let (b, e, _) = radial.dims3()?;
-        let (n, hd) = (self.particles, self.hidden);
+    /// The edge MLP of layer `g` on candle's ops: Σⱼ m̃ᵢⱼ [B·N, H] and φ [B, E].
+    fn edges_reference(&self, g: &Gcl, inputs: EdgeInputs) -> Result<(Tensor, Tensor)> {
+        let EdgeInputs { h, radial, dist0 } = inputs;
+        let ((b, e, _), n, hd) = (radial.dims3()?, self.particles, self.hidden);
         let act = |z: &Tensor| self.activation.apply(z);
         // W [hᵢ, hⱼ, r, d] + b₁, the hᵢ and hⱼ blocks applied per node, then gathered
         let (w, bias) = (self.p(g.edge_in), self.p(g.edge_in + 1));
@@ -222,15 +224,9 @@ impl Egnn {
 
     /// `edges_reference` on the fused CPU op (f32): the node projections [Pᵢ | Qᵢ] of all nodes
     /// in one product, the layer's edge weights in one flat tensor (a copy of ~2H² values).
-    fn edges_fused(
-        &self,
-        g: &Gcl,
-        h: &Tensor,
-        radial: &Tensor,
-        dist0: &Tensor,
-    ) -> Result<(Tensor, Tensor)> {
-        let (b, e, _) = radial.dims3()?;
-        let (n, hd) = (self.particles, self.hidden);
+    fn edges_fused(&self, g: &Gcl, inputs: EdgeInputs) -> Result<(Tensor, Tensor)> {
+        let EdgeInputs { h, radial, dist0 } = inputs;
+        let ((b, e, _), n, hd) = (radial.dims3()?, self.particles, self.hidden);
         let w = self.p(g.edge_in);
         // [A | C] (the blocks acting on hᵢ and hⱼ) → [A; C], so that h [A; C]ᵀ = [P | Q]
         let ac = w
@@ -302,10 +298,15 @@ impl Egnn {
         // DEM's normalisation: (xᵢ − xⱼ)/(‖xᵢ − xⱼ‖ + 1)
         let unit = diff.broadcast_div(&((&radial + NORM_EPS)?.sqrt()? + 1.0)?)?;
 
+        let inputs = EdgeInputs {
+            h,
+            radial: &radial,
+            dist0,
+        };
         let (agg, phi) = if self.fused_on(x) {
-            self.edges_fused(g, h, &radial, dist0)?
+            self.edges_fused(g, inputs)?
         } else {
-            self.edges_reference(g, h, &radial, dist0)?
+            self.edges_reference(g, inputs)?
         };
         // coordinates: x ← x + Σⱼ unitᵢⱼ φᵢⱼ
         let trans = unit.broadcast_mul(&phi.reshape((b, e, 1))?)?;
@@ -324,6 +325,19 @@ impl Egnn {
     }
 }
 
+/// The contiguous f32 values of a custom op's argument (`op` names the op in the error).
+fn contiguous<'s>(
+    s: &'s candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    op: &str,
+) -> candle_core::Result<&'s [f32]> {
+    let values = s.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((a, b)) => Ok(&values[a..b]),
+        None => candle_core::bail!("the {op} op needs contiguous arguments"),
+    }
+}
+
 /// Why an EGNN refuses the full space.
 pub const FULL_SPACE: &str = "network = \"egnn\" needs particles: train on particle data \
     [n, N, k] with --com-free (data.space = { kind = \"com_free\", particles = N, dim = k })";
@@ -338,14 +352,15 @@ impl Network for Egnn {
         }
         let dtype = self.dtype();
         let x0 = x.to_dtype(dtype)?.reshape((b, n, k))?;
-        // every node's one feature is t (DEM's condition_time), embedded linearly
-        let (w, bias) = (self.p(0), self.p(1));
-        let t = t.to_dtype(dtype)?.reshape((b, 1))?;
-        let h0 = affine(&t, w, bias)?;
-        let mut h = h0
-            .unsqueeze(1)?
-            .broadcast_as((b, n, self.hidden))?
-            .reshape((b * n, self.hidden))?;
+        // every node's one feature is t (DEM's condition_time), embedded linearly node by node
+        // (embedding per sample and then broadcasting would sum the gradient over the particles
+        // in candle's slow middle-axis reduction)
+        let t_nodes = t
+            .to_dtype(dtype)?
+            .reshape((b, 1))?
+            .broadcast_as((b, n))?
+            .reshape((b * n, 1))?;
+        let mut h = self.node_linear(&t_nodes, self.p(0), self.p(1), false)?;
         let dist0 = self.differences(&x0)?.sqr()?.sum_keepdim(2)?;
         let mut x = x0.clone();
         for g in &self.gcl {

@@ -132,7 +132,7 @@ fn block_rows(width: usize, tangents: usize) -> usize {
 }
 
 /// n rows cut into at most `rayon::current_num_threads()` contiguous chunks of ≥ 32 rows.
-fn chunks(n: usize) -> Vec<Range<usize>> {
+pub(crate) fn chunks(n: usize) -> Vec<Range<usize>> {
     let k = rayon::current_num_threads().min(n.div_ceil(32)).max(1);
     (0..k).map(|i| i * n / k..(i + 1) * n / k).collect()
 }
@@ -160,7 +160,7 @@ fn inference_chunks(n: usize) -> Vec<Range<usize>> {
 }
 
 /// `buf` [n × width] cut into the rows of each chunk.
-fn split_rows<'b>(
+pub(crate) fn split_rows<'b>(
     mut buf: &'b mut [f32],
     parts: &[Range<usize>],
     width: usize,
