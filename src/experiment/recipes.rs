@@ -124,9 +124,11 @@ fn plan(sampler: &'static str, steps: usize) -> Plan<'static> {
     }
 }
 
-/// Runs the comparison; writes recipes.{md,json} and the run folders into `out`.
+/// Runs the comparison (its runs in a temporary folder); writes recipes.{md,json} into `out`.
 pub fn run(s: &Settings, out: &Path) -> Result<Vec<Row>> {
     super::create_dir(out)?;
+    // the runs are scratch: only the tables are results
+    let scratch = tempfile::tempdir()?;
     // (target, recipe, sampler) -> (nfe, per-seed values, per-sample se of the first seed)
     let mut cells: Vec<(String, String, String, usize, Vec<f64>, f64)> = Vec::new();
     let mut push = |t: &str, r: &str, smp: String, nfe: usize, v: f64, se: f64| match cells
@@ -160,7 +162,7 @@ pub fn run(s: &Settings, out: &Path) -> Result<Vec<Row>> {
                     },
                     ..RunConfig::default()
                 };
-                let dir = out.join("runs").join(format!(
+                let dir = scratch.path().join(format!(
                     "{target}_{}_{seed}",
                     name.split(' ').next().unwrap_or(name)
                 ));
