@@ -34,6 +34,23 @@ const PAGES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "docs/experiments/recipes.md",
+        &[
+            "src/parameterisation.rs",
+            "src/objective",
+            "src/nn",
+            "src/train",
+            "src/sample",
+            "src/config.rs",
+            "src/process.rs",
+            "src/ode.rs",
+            "src/target/mixture.rs",
+            "src/metrics.rs",
+            "src/metrics",
+            "src/experiment/recipes.rs",
+        ],
+    ),
+    (
         "docs/experiments/objectives.md",
         &[
             "src/objective",
