@@ -162,8 +162,9 @@ pub struct SampleDefaults {
 }
 
 impl Default for RunConfig {
-    /// The best recipe (docs/experiments/recipes.md): EDM's preconditioning and training
-    /// (`Arch::recipe`, the `edm` objective) with `TrainConfig::recipe`, on VP.
+    /// The best recipe (docs/experiments/recipes.md): EDM's preconditioning (`Arch::recipe`),
+    /// DSM with the importance-sampled likelihood weighting (`ObjectiveConfig::recipe`) and
+    /// `TrainConfig::recipe`, on VP.
     fn default() -> Self {
         RunConfig {
             data: DataConfig::default(),

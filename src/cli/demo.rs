@@ -23,8 +23,8 @@ pub struct Args {
     /// Output folder.
     #[arg(long, default_value = "runs/demo")]
     out: PathBuf,
-    /// Training steps (the default recipe: EDM's preconditioning and training, batch 2048, Adam
-    /// 2e-3 with cosine decay, EMA 0.9999, VP process, 3×128 SiLU MLP).
+    /// Training steps (the default recipe: EDM's preconditioning, DSM with the importance-sampled
+    /// likelihood weighting, batch 2048, Adam 2e-3 with cosine decay, EMA 0.9999, VP, 3×128 MLP).
     #[arg(long, default_value_t = 30_000)]
     steps: usize,
     /// Samples drawn, and size of each fresh data set they are compared with.
@@ -47,7 +47,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     cfg.train.steps = a.steps;
     cfg.train.seed = a.seed;
-    // the default recipe (docs/experiments/recipes.md): EDM, big batches, a decaying step
+    // the default recipe (docs/experiments/recipes.md)
     cfg.train.log_every = 250;
     cfg.train.checkpoint_every = a.steps.max(1);
     // every setting checked before the first line of progress
@@ -60,7 +60,7 @@ pub fn run(a: Args) -> Result<()> {
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("{}: cannot create the output folder", a.out.display()))?;
     eprintln!(
-        "[1/3] training a 3×128 SiLU score MLP on {} for {} steps (VP, EDM preconditioning and training, batch 2048) -> {}",
+        "[1/3] training a 3×128 SiLU score MLP on {} for {} steps (VP, EDM preconditioning, DSM with the importance-sampled likelihood weighting, batch 2048) -> {}",
         a.dataset,
         a.steps,
         a.out.display()
