@@ -12,14 +12,16 @@ use std::path::Path;
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
-    /// A toy name (fresh draws every step: checkerboard, 8gaussians, …) or a `.npy`/`.csv` file.
+    /// A toy name (fresh draws every step: checkerboard, 8gaussians, …), `mnist` (the shipped
+    /// digits' 9000 training images, with labels), a folder of PNGs, an IDX images file
+    /// (`.gz`, `.idx`, `…-ubyte`) or a `.npy`/`.csv` file.
     pub source: String,
     /// The network sees x / scale (e.g. 50 for gmm40, as iDEM); samples are mapped back.
     pub scale: f64,
     /// Optional `.npy`/`.csv` of per-sample forces F = ∇log p0 = −∇E beside a data file (same shape).
     pub forces: Option<String>,
-    /// Optional `.npy` of integer class labels, one per point of a data file (for a conditional
-    /// network).
+    /// Optional `.npy` or IDX file of integer class labels, one per point or image of a data file
+    /// (for a conditional network).
     pub labels: Option<String>,
     /// Optional named potential (`target::POTENTIAL_NAMES`): the data's forces β F(x) = ∇log p0(x)
     /// computed from its energy U at each data point (instead of a forces file).
@@ -91,6 +93,9 @@ pub struct TrainConfig {
     pub log_every: usize,
     /// Steps between checkpoints (a final one is always written).
     pub checkpoint_every: usize,
+    /// A conditional network's label dropout: the probability that a training row's class is
+    /// replaced by the null class ∅, so that one network learns s(x | c) and s(x | ∅).
+    pub label_dropout: f64,
 }
 
 impl Default for TrainConfig {
@@ -110,6 +115,7 @@ impl Default for TrainConfig {
             seed: 0,
             log_every: 100,
             checkpoint_every: 1000,
+            label_dropout: 0.1,
         }
     }
 }
@@ -185,6 +191,10 @@ impl RunConfig {
             (
                 t.log_every > 0 && t.checkpoint_every > 0,
                 "train.log_every and train.checkpoint_every must be positive",
+            ),
+            (
+                (0.0..=1.0).contains(&t.label_dropout),
+                "train.label_dropout must lie in [0, 1]",
             ),
             (
                 self.data.scale.is_finite() && self.data.scale > 0.0,

@@ -1,7 +1,8 @@
 //! Score networks and the model that reads them as scores.
 //!
 //! A `Network` (`network.rs`) maps x, t and an optional condition to a raw output: the MLP
-//! (`mlp.rs`) and the residual MLP (`resmlp.rs`), built from shared `layers`. A `Model`
+//! (`mlp.rs`), the residual MLP (`resmlp.rs`), built from shared `layers`, the EGNN (`egnn/`) and
+//! the image U-Net (`unet/`). A `Model`
 //! (`model.rs`) wraps any network with its `Parameterisation` and process into a `ScoreModel`.
 //! `config.rs` holds the `[model]` table and the spec stored in checkpoints; `fused/` is the MLP's
 //! opt-in fused CPU path (with `gemm` and the SIMD kernels), chosen by `fused::applies`.
@@ -18,15 +19,17 @@ pub mod network;
 pub mod resmlp;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod simd;
+pub mod unet;
 
 pub use config::{Arch, ModelConfig, NetworkKind};
 pub use egnn::Egnn;
 pub use fused::FusedMlp;
 pub use layers::{Activation, Embedding};
 pub use mlp::Mlp;
-pub use model::Model;
+pub use model::{Conditioned, Model};
 pub use network::{EnergyJets, Network, Tangents};
 pub use resmlp::ResMlp;
+pub use unet::UNet;
 
 #[cfg(test)]
 mod tests;

@@ -115,14 +115,44 @@ impl Model {
     /// Raw network output (in the configured parameterisation) for x [n, d] and t \[n\]; for an
     /// energy network, ∇x f_θ.
     pub fn forward(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
+        self.forward_cond(x, t, None)
+    }
+
+    /// Raw network output as `forward`, given class labels c \[n\] (u32) for a conditional
+    /// network (None: the null class ∅ of a conditional network, no condition otherwise).
+    pub fn forward_cond(&self, x: &Tensor, t: &Tensor, cond: Option<&Tensor>) -> Result<Tensor> {
         self.check_inputs(x, None)?;
-        if self.parameterisation() == Parameterisation::Energy {
-            return Ok(self.energy_jets(x, t, None)?.1);
+        if cond.is_none() {
+            if self.parameterisation() == Parameterisation::Energy {
+                return Ok(self.energy_jets(x, t, None)?.1);
+            }
+            if let Some(f) = &self.fused {
+                return super::fused::score::raw(f, x, t);
+            }
         }
-        if let Some(f) = &self.fused {
-            return super::fused::score::raw(f, x, t);
+        self.network.forward(x, t, cond)
+    }
+
+    /// The null class ∅ of a conditional network (its label is the number of classes).
+    pub fn null_class(&self) -> Option<u32> {
+        (self.config.arch.network.conditional())
+            .then(|| self.config.arch.classes.unwrap_or(0) as u32)
+    }
+
+    /// s_θ(x, t | c) for labels c \[n\] of a conditional network (None: s_θ(x, t | ∅), the
+    /// unconditional score).
+    pub fn score_cond(&self, x: &Tensor, t: &Tensor, cond: Option<&Tensor>) -> Result<Tensor> {
+        if cond.is_none() {
+            return self.score(x, t);
         }
-        self.network.forward(x, t, None)
+        let xf = x.to_dtype(self.dtype)?;
+        let out = self.forward_cond(&xf, t, cond)?;
+        let (alpha, sigma) = self.coefficients(t)?;
+        let s = self
+            .parameterisation()
+            .to_score(&out, &xf, &alpha, &sigma)?
+            .to_dtype(x.dtype())?;
+        self.process.space().project_tensor(&s)
     }
 
     /// The scalar f_θ(x, t) \[n\] of an energy network (−energy: the score is its gradient).
@@ -269,5 +299,24 @@ impl DivergenceModel for Model {
             (s.to_dtype(x.dtype())?, q.to_dtype(x.dtype())?)
         };
         Ok((space.project_tensor(&s)?, q))
+    }
+}
+
+/// A conditional model read at one fixed class c: s_θ(x, t | c) for every row (pair it with the
+/// model itself, s_θ(x, t | ∅), in `sample::Guided` for classifier-free guidance).
+pub struct Conditioned<'a> {
+    pub model: &'a Model,
+    /// The class label c.
+    pub class: u32,
+}
+
+impl ScoreModel for Conditioned<'_> {
+    fn score(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
+        let n = x.dims()[0];
+        let labels = Tensor::full(self.class, n, x.device())?;
+        self.model.score_cond(x, t, Some(&labels))
+    }
+    fn dim(&self) -> usize {
+        self.model.config.dim
     }
 }
