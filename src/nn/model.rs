@@ -301,22 +301,3 @@ impl DivergenceModel for Model {
         Ok((space.project_tensor(&s)?, q))
     }
 }
-
-/// A conditional model read at one fixed class c: s_θ(x, t | c) for every row (pair it with the
-/// model itself, s_θ(x, t | ∅), in `sample::Guided` for classifier-free guidance).
-pub struct Conditioned<'a> {
-    pub model: &'a Model,
-    /// The class label c.
-    pub class: u32,
-}
-
-impl ScoreModel for Conditioned<'_> {
-    fn score(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
-        let n = x.dims()[0];
-        let labels = Tensor::full(self.class, n, x.device())?;
-        self.model.score_cond(x, t, Some(&labels))
-    }
-    fn dim(&self) -> usize {
-        self.model.config.dim
-    }
-}

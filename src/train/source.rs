@@ -345,3 +345,83 @@ pub fn drop_labels(batch: &mut Batch, null: Option<u32>, p: f64, rng: &mut impl 
     batch.labels = Some(Tensor::from_vec(kept, n, labels.device())?);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::ChaCha8Rng;
+
+    fn batch(labels: Option<Vec<u32>>) -> Result<Batch<'static>> {
+        let dev = Device::Cpu;
+        Ok(Batch {
+            x0: Tensor::zeros((4, 1), candle_core::DType::F32, &dev)?,
+            force: None,
+            labels: labels.map(|l| Tensor::from_vec(l, 4, &dev)).transpose()?,
+            truth: None,
+            blend: None,
+        })
+    }
+
+    #[test]
+    fn label_dropout_sends_a_share_of_labels_to_the_null_class() -> Result<()> {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let labels = |b: &Batch| -> Result<Vec<u32>> {
+            Ok(b.labels.as_ref().expect("labels").to_vec1::<u32>()?)
+        };
+        for (p, want) in [(0.0, vec![0, 1, 2, 1]), (1.0, vec![3; 4])] {
+            let mut b = batch(Some(vec![0, 1, 2, 1]))?;
+            drop_labels(&mut b, Some(3), p, &mut rng)?;
+            assert_eq!(labels(&b)?, want);
+        }
+        let mut b = batch(Some(vec![0; 4]))?;
+        let dropped: usize = (0..250)
+            .map(|_| -> Result<usize> {
+                let mut b = batch(Some(vec![0; 4]))?;
+                drop_labels(&mut b, Some(3), 0.25, &mut rng)?;
+                Ok(labels(&b)?.iter().filter(|&&l| l == 3).count())
+            })
+            .sum::<Result<usize>>()?;
+        assert!((200..300).contains(&dropped), "{dropped} of 1000");
+        // no null class (an unconditional network) or no labels: nothing changes
+        drop_labels(&mut b, None, 1.0, &mut rng)?;
+        assert_eq!(labels(&b)?, vec![0; 4]);
+        let mut none = batch(None)?;
+        drop_labels(&mut none, Some(3), 1.0, &mut rng)?;
+        assert!(none.labels.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn image_batches_are_dequantised_afresh_with_their_labels() -> Result<()> {
+        let im = Images::new(
+            2,
+            [1, 1, 3],
+            vec![0, 128, 255, 7, 7, 7],
+            Some(vec![1, 0]),
+            "t",
+        )?;
+        let source = DataSource::Images(im);
+        assert_eq!((source.dim(), source.event()), (3, vec![1, 1, 3]));
+        assert_eq!(source.classes(), Some(2));
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let dev = Device::Cpu;
+        let a = source.batch(64, 1.0, &mut rng, &dev, None, None)?;
+        let b = source.batch(64, 1.0, &mut rng, &dev, None, None)?;
+        let (va, vb): (Vec<f32>, Vec<f32>) = (
+            a.x0.flatten_all()?.to_vec1()?,
+            b.x0.flatten_all()?.to_vec1()?,
+        );
+        assert!(va.iter().all(|v| (-1.0..1.0).contains(v)));
+        assert_ne!(va, vb);
+        // each row's label belongs to its image (image 1 is all 7s: values near 7.5/128 − 1)
+        let la: Vec<u32> = a.labels.as_ref().expect("labels").to_vec1()?;
+        for (row, &l) in va.chunks(3).zip(&la) {
+            let is_sevens = row
+                .iter()
+                .all(|v| (v - (7.5 / 128.0 - 1.0)).abs() < 0.5 / 128.0);
+            assert_eq!(is_sevens, l == 0, "{row:?} {l}");
+        }
+        assert!(!source.without_labels().has_labels());
+        Ok(())
+    }
+}
