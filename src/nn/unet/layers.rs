@@ -102,7 +102,10 @@ impl<'a, R: Rng> Builder<'a, R> {
 
 /// GroupNorm's groups for c channels: 8, or the largest of 4, 2, 1 dividing c.
 pub fn groups(c: usize) -> usize {
-    [8, 4, 2, 1].into_iter().find(|g| c % g == 0).unwrap_or(1)
+    [8, 4, 2, 1]
+        .into_iter()
+        .find(|g| c.is_multiple_of(*g))
+        .unwrap_or(1)
 }
 
 /// The variable at index i.

@@ -46,6 +46,25 @@ struct Layers {
     out_conv: Conv,
 }
 
+/// A residual block `name` from i to o channels at resolution `res`, with attention where the
+/// spec lists `res`.
+fn block<R: Rng>(
+    b: &mut Builder<R>,
+    spec: &UnetSpec,
+    name: &str,
+    i: usize,
+    o: usize,
+    res: usize,
+) -> Result<(ResBlock, Option<Attention>)> {
+    let rb = ResBlock::new(b, name, i, o, 4 * spec.channels)?;
+    let at = spec
+        .attention
+        .contains(&res)
+        .then(|| Attention::new(b, &format!("{name}.attn"), o))
+        .transpose()?;
+    Ok((rb, at))
+}
+
 impl Layers {
     /// Every layer of a U-Net of `spec` on images of c channels and height h, in a fixed order.
     fn build<R: Rng>(
@@ -66,15 +85,8 @@ impl Layers {
         for (l, m) in spec.mults.iter().enumerate() {
             let mut blocks = Vec::new();
             for k in 0..spec.blocks {
-                let name = format!("down.{l}.{k}");
-                let rb = ResBlock::new(b, &name, ch, ch0 * m, t)?;
+                blocks.push(block(b, spec, &format!("down.{l}.{k}"), ch, ch0 * m, res)?);
                 ch = ch0 * m;
-                let at = spec
-                    .attention
-                    .contains(&res)
-                    .then(|| Attention::new(b, &format!("{name}.attn"), ch))
-                    .transpose()?;
-                blocks.push((rb, at));
                 skips.push(ch);
             }
             down.push(Level {
@@ -95,16 +107,16 @@ impl Layers {
         for (l, m) in spec.mults.iter().enumerate().rev() {
             let mut blocks = Vec::new();
             for k in 0..spec.blocks {
-                let name = format!("up.{l}.{k}");
                 let skip = skips.pop().unwrap_or(0);
-                let rb = ResBlock::new(b, &name, ch + skip, ch0 * m, t)?;
+                blocks.push(block(
+                    b,
+                    spec,
+                    &format!("up.{l}.{k}"),
+                    ch + skip,
+                    ch0 * m,
+                    res,
+                )?);
                 ch = ch0 * m;
-                let at = spec
-                    .attention
-                    .contains(&res)
-                    .then(|| Attention::new(b, &format!("{name}.attn"), ch))
-                    .transpose()?;
-                blocks.push((rb, at));
             }
             let upsample = (l > 0)
                 .then(|| b.conv(&format!("up.{l}.upsample"), ch, ch, 3))

@@ -28,6 +28,18 @@ pub(crate) fn small() -> ModelConfig {
     cfg
 }
 
+/// The `tiny` preset on MNIST's shape with 10 classes.
+fn tiny_mnist() -> ModelConfig {
+    let mut cfg = ModelConfig::default_for(784, ProcessConfig::vp_default());
+    cfg.event = vec![1, 28, 28];
+    cfg.arch = Arch {
+        network: NetworkKind::Unet,
+        classes: Some(10),
+        ..Arch::default()
+    };
+    cfg
+}
+
 fn randn(shape: &[usize], seed: u64, dtype: DType) -> Result<Tensor> {
     let dev = Device::Cpu;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -66,14 +78,7 @@ fn shapes_parameter_count_and_the_null_class() -> Result<()> {
         .is_err());
     assert!(net.forward(&randn(&[5, 63], 1, DType::F32)?, &t).is_err());
     // the tiny preset on MNIST's shape: within the documented 0.5–1M
-    let mut tiny = ModelConfig::default_for(784, ProcessConfig::vp_default());
-    tiny.event = vec![1, 28, 28];
-    tiny.arch = Arch {
-        network: NetworkKind::Unet,
-        classes: Some(10),
-        ..Arch::default()
-    };
-    let count = tiny.parameter_count().expect("a valid spec");
+    let count = tiny_mnist().parameter_count().expect("a valid spec");
     assert!((500_000..1_000_000).contains(&count), "{count}");
     Ok(())
 }
@@ -121,7 +126,7 @@ fn gradients_match_central_differences_in_f64() -> Result<()> {
         &x,
         11,
     )?;
-    check_gradient(|x| pool2(x), &x, 13)?;
+    check_gradient(pool2, &x, 13)?;
     let net = Model::new(small(), &mut ChaCha8Rng::seed_from_u64(3), &Device::Cpu)?
         .to_dtype(DType::F64)?;
     let t = Tensor::new(&[0.2f64, 0.6], &Device::Cpu)?;
@@ -169,14 +174,8 @@ fn the_loss_falls_on_a_fixed_batch_with_labels() -> Result<()> {
 #[ignore]
 fn time_the_tiny_preset() -> Result<()> {
     let dev = Device::Cpu;
-    let mut cfg = ModelConfig::default_for(784, ProcessConfig::vp_default());
-    cfg.event = vec![1, 28, 28];
-    cfg.arch = Arch {
-        network: NetworkKind::Unet,
-        classes: Some(10),
-        ..Arch::default()
-    };
-    let net = Model::new(cfg, &mut ChaCha8Rng::seed_from_u64(0), &dev)?;
+    let net = Model::new(tiny_mnist(), &mut ChaCha8Rng::seed_from_u64(0), &dev)?;
+    println!("{} parameters", net.num_params());
     let x = randn(&[32, 784], 1, DType::F32)?;
     let t = Tensor::full(0.5f32, 32, &dev)?;
     for _ in 0..3 {
