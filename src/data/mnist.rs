@@ -90,4 +90,24 @@ mod tests {
         assert!(img.contains(&0) && img.iter().any(|&b| b > 200));
         Ok(())
     }
+
+    #[test]
+    fn a_labels_count_that_differs_from_the_images_is_named() -> Result<()> {
+        use crate::data::idx::{encode_idx, IMAGES_MAGIC, LABELS_MAGIC};
+        let dir = tempfile::tempdir()?;
+        let (images, labels) = (dir.path().join("im.idx"), dir.path().join("lab.idx"));
+        std::fs::write(&images, encode_idx(IMAGES_MAGIC, &[2, 2, 2], &[9; 8]))?;
+        std::fs::write(&labels, encode_idx(LABELS_MAGIC, &[3], &[1, 2, 3]))?;
+        let e = format!(
+            "{:#}",
+            read_labelled(&images, Some(&labels)).expect_err("3 ≠ 2")
+        );
+        assert!(
+            e.contains("lab.idx") && e.contains("3 labels for the 2 images"),
+            "{e}"
+        );
+        let im = read_labelled(&images, None)?;
+        assert_eq!((im.n, im.shape, im.labels), (2, [1, 2, 2], None));
+        Ok(())
+    }
 }
