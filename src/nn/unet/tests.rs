@@ -187,3 +187,16 @@ fn time_the_tiny_preset() -> Result<()> {
     }
     Ok(())
 }
+
+/// `upsample2` is candle's nearest upsampling (on channels-first maps), by value. (Its backward
+/// is not: in candle 0.11.1, d/dx [Σ up(x) + Σ x] came out 4 where it is 5 — the upsampling's
+/// gradient replaces what the other use of x had accumulated.)
+#[test]
+fn upsampling_matches_candles_nearest_upsampling() -> Result<()> {
+    let x = randn(&[2, 3, 4, 5], 21, DType::F64)?;
+    let ours = upsample2(&x.permute((0, 2, 3, 1))?.contiguous()?)?.permute((0, 3, 1, 2))?;
+    let candle = x.upsample_nearest2d(8, 10)?;
+    let diff = (ours - &candle)?.abs()?.max_all()?.to_scalar::<f64>()?;
+    assert_eq!(diff, 0.0);
+    Ok(())
+}
