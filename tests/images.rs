@@ -67,6 +67,8 @@ fn the_mnist_config_trains_samples_a_class_and_draws_a_grid() -> Result<()> {
         ])
     };
     ok(&sample("3"));
+    // one class per sample, cycled
+    ok(&sample("0,9"));
     let grid = p("grid.png");
     ok(&tweedie(&[
         "plot",
@@ -81,7 +83,7 @@ fn the_mnist_config_trains_samples_a_class_and_draws_a_grid() -> Result<()> {
     ]));
     assert!(Path::new(&grid).exists());
     // a class the run does not know: one clean line
-    let out = sample("10");
+    let out = sample("2,10");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(

@@ -97,9 +97,10 @@ pub struct Args {
     /// Also write a PNG of the trajectories of the first 200 samples (2-D only).
     #[arg(long)]
     trajectory: Option<PathBuf>,
-    /// Sample class C of a class-conditional run (network = "unet" trained on labelled data).
-    #[arg(long)]
-    class: Option<u32>,
+    /// Sample class C of a class-conditional run (network = "unet" trained on labelled data); a
+    /// list C1,C2,… gives sample i the class C_(i mod k) (e.g. 0,1,…,9 for a grid of digits).
+    #[arg(long, value_delimiter = ',')]
+    class: Option<Vec<u32>>,
     /// Classifier-free guidance weight w with --class: s = (1 + w) s(x | c) − w s(x | ∅)
     /// (0: the conditional score alone).
     #[arg(long, default_value_t = 0.0, requires = "class")]
@@ -161,7 +162,7 @@ pub fn run(mut a: Args) -> Result<()> {
                 })
                 .transpose()?;
             let event = ck.model.event_shape();
-            let model: Box<dyn ScoreModel> = match a.class {
+            let model: Box<dyn ScoreModel> = match a.class.take() {
                 Some(c) => Box::new(ClassGuided::new(net, c, a.guidance)?),
                 None => Box::new(net),
             };

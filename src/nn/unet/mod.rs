@@ -270,4 +270,4 @@ impl Network for UNet {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
