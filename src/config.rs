@@ -12,14 +12,16 @@ use std::path::Path;
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
-    /// A toy name (fresh draws every step: checkerboard, 8gaussians, …) or a `.npy`/`.csv` file.
+    /// A toy name (fresh draws every step: checkerboard, 8gaussians, …), `mnist` (the shipped
+    /// digits' 9000 training images, with labels), a folder of PNGs, an IDX images file
+    /// (`.gz`, `.idx`, `…-ubyte`) or a `.npy`/`.csv` file.
     pub source: String,
     /// The network sees x / scale (e.g. 50 for gmm40, as iDEM); samples are mapped back.
     pub scale: f64,
     /// Optional `.npy`/`.csv` of per-sample forces F = ∇log p0 = −∇E beside a data file (same shape).
     pub forces: Option<String>,
-    /// Optional `.npy` of integer class labels, one per point of a data file (for a conditional
-    /// network).
+    /// Optional `.npy` or IDX file of integer class labels, one per point or image of a data file
+    /// (for a conditional network).
     pub labels: Option<String>,
     /// Optional named potential (`target::POTENTIAL_NAMES`): the data's forces β F(x) = ∇log p0(x)
     /// computed from its energy U at each data point (instead of a forces file).
@@ -96,6 +98,9 @@ pub struct TrainConfig {
     /// per sample) and "permute" (a random order of its particles); forces follow. Particle data
     /// only (`data.space` com_free), for potentials invariant to both.
     pub augment: Vec<crate::train::augment::Augment>,
+    /// A conditional network's label dropout: the probability that a training row's class is
+    /// replaced by the null class ∅, so that one network learns s(x | c) and s(x | ∅).
+    pub label_dropout: f64,
 }
 
 impl TrainConfig {
@@ -133,6 +138,7 @@ impl Default for TrainConfig {
             log_every: 100,
             checkpoint_every: 1000,
             augment: Vec::new(),
+            label_dropout: 0.1,
         }
     }
 }
@@ -225,6 +231,10 @@ impl RunConfig {
             (
                 t.log_every > 0 && t.checkpoint_every > 0,
                 "train.log_every and train.checkpoint_every must be positive",
+            ),
+            (
+                (0.0..=1.0).contains(&t.label_dropout),
+                "train.label_dropout must lie in [0, 1]",
             ),
             (
                 self.data.scale.is_finite() && self.data.scale > 0.0,

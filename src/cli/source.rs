@@ -80,9 +80,12 @@ impl ModelSource {
     /// The network of run folder `run` (EMA weights unless --no-ema) and its checkpoint.
     pub fn load_run(&self, run: &std::path::Path, device: &Device) -> Result<(Model, Checkpoint)> {
         let path = run.join(CHECKPOINT);
-        // an EGNN splits its heavy work over the cores itself (read from the header alone, before
-        // any candle op): candle's own pool would spin against it
-        if Checkpoint::spec(&path).is_ok_and(|s| s.arch.network == NetworkKind::Egnn) {
+        // an EGNN splits its heavy work over the cores itself, a U-Net's element-wise ops are
+        // small (read from the header alone, before any candle op): candle's own pool would spin
+        // against gemm's threads
+        if Checkpoint::spec(&path)
+            .is_ok_and(|s| matches!(s.arch.network, NetworkKind::Egnn | NetworkKind::Unet))
+        {
             tweedie::pool::serial_candle_ops();
         }
         train::load_net(&path, !self.no_ema, device)

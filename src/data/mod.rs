@@ -1,14 +1,20 @@
 //! Point sets with an event shape, the 2-D toy data sets (`toys`) and file formats: `.npy`
-//! (`npy`, any event shape) and `.csv` (`csv`, rows).
+//! (`npy`, any event shape) and `.csv` (`csv`, rows); 8-bit images (`images`) from IDX files
+//! (`idx`), the shipped MNIST digits (`mnist`) or a folder of PNGs (`pngs`).
 
 pub mod csv;
+pub mod idx;
+pub mod images;
+pub mod mnist;
 pub mod npy;
+pub mod pngs;
 pub mod toys;
 
 use anyhow::{bail, Result};
 use std::path::Path;
 
 pub use self::csv::{parse_csv, read_csv, write_csv};
+pub use images::Images;
 pub use npy::{parse_labels, parse_npy, read_labels, read_npy, write_npy, write_npy_f32_1d};
 pub use toys::{gmm40_means, toy, toy_log_prob, GMM40_STD, TOY_NAMES};
 

@@ -6,6 +6,7 @@ use super::layers::{Activation, Embedding};
 use super::mlp::Mlp;
 use super::network::Network;
 use super::resmlp::ResMlp;
+use super::unet::{UNet, UnetPreset};
 use crate::process::{ProcessConfig, Space};
 use crate::score::Parameterisation;
 use anyhow::{bail, Result};
@@ -25,12 +26,15 @@ pub enum NetworkKind {
     /// DEM's E(n)-equivariant graph network on particles (needs a `com_free` space; `depth`
     /// layers of `width` features; t enters as a node feature, not through `embedding`).
     Egnn,
+    /// A U-Net on images [c, h, w] (`preset`, `channels`, `mults`, `blocks`, `attention`), with
+    /// an optional class condition (`classes`).
+    Unet,
 }
 
 impl NetworkKind {
-    /// Whether the network takes a condition (class labels): none of the point networks does.
+    /// Whether the network takes a condition (class labels): the U-Net; none of the point networks.
     pub fn conditional(&self) -> bool {
-        false
+        *self == NetworkKind::Unet
     }
 }
 
@@ -56,6 +60,25 @@ pub struct Arch {
     /// unset, training measures it from the data (`train::measured_sigma_data`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sigma_data: Option<f64>,
+    /// U-Net size preset (`tiny` when unset); the fields below override it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<UnetPreset>,
+    /// U-Net base channel width C.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<usize>,
+    /// U-Net channel multipliers per level (level l has C·mults\[l\] channels, at 1/2^l size).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mults: Option<Vec<usize>>,
+    /// U-Net residual blocks per level.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<usize>,
+    /// U-Net resolutions (heights) with self-attention (default: the lowest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attention: Option<Vec<usize>>,
+    /// Classes of a conditional network (labels 0 … classes − 1; the null class is `classes`);
+    /// set from the data's labels when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classes: Option<usize>,
 }
 
 /// σ_d of an EDM model whose spec does not give one (EDM's value for images in [−1, 1]).
@@ -85,6 +108,12 @@ impl Default for Arch {
             fourier_scale: 16.0,
             parameterisation: Parameterisation::Eps,
             sigma_data: None,
+            preset: None,
+            channels: None,
+            mults: None,
+            blocks: None,
+            attention: None,
+            classes: None,
         }
     }
 }
@@ -161,6 +190,15 @@ impl ModelConfig {
         if a.network == NetworkKind::Egnn && self.space.is_full() {
             bail!("{}", egnn::FULL_SPACE);
         }
+        if a.network == NetworkKind::Unet {
+            super::unet::UnetSpec::of(a, &self.event_shape())?;
+            if !self.space.is_full() {
+                bail!(
+                    "network = \"unet\" takes images on the full space, not {:?}",
+                    self.space
+                );
+            }
+        }
         if a.network != NetworkKind::Mlp && a.parameterisation == Parameterisation::Energy {
             bail!("the energy parameterisation needs network = \"mlp\" (its second-order jets)");
         }
@@ -195,6 +233,7 @@ impl ModelConfig {
                     .checked_add(w.checked_mul(2)?)
             })()),
             NetworkKind::Egnn => Egnn::parameter_count(w, d),
+            NetworkKind::Unet => UNet::parameter_count(&self.event_shape(), a),
         }
     }
 
@@ -208,6 +247,7 @@ impl ModelConfig {
             NetworkKind::Mlp => Box::new(Mlp::new(self.dim, out, &self.arch, rng, device)?),
             NetworkKind::Resmlp => Box::new(ResMlp::new(self.dim, out, &self.arch, rng, device)?),
             NetworkKind::Egnn => Box::new(Egnn::new(self.space, &self.arch, rng, device)?),
+            NetworkKind::Unet => Box::new(UNet::new(&self.event_shape(), &self.arch, rng, device)?),
         })
     }
 }

@@ -166,22 +166,50 @@ impl Model {
     /// Raw network output (in the configured parameterisation) for x [n, d] and t \[n\]; for an
     /// energy network, ∇x f_θ.
     pub fn forward(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
+        self.forward_cond(x, t, None)
+    }
+
+    /// Raw network output as `forward`, given class labels c \[n\] (u32) for a conditional
+    /// network (None: the null class ∅ of a conditional network, no condition otherwise).
+    pub fn forward_cond(&self, x: &Tensor, t: &Tensor, cond: Option<&Tensor>) -> Result<Tensor> {
         self.check_inputs(x, None)?;
-        if self.parameterisation() == Parameterisation::Energy {
+        if cond.is_none() && self.parameterisation() == Parameterisation::Energy {
             return Ok(self.energy_jets(x, t, None)?.1);
         }
         if let Some((x, t, _)) = self.network_inputs(x, t)? {
-            return self.raw(&x, &t);
+            return self.raw(&x, &t, cond);
         }
-        self.raw(x, t)
+        self.raw(x, t, cond)
     }
 
     /// The network's output at its own inputs.
-    fn raw(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
-        if let Some(f) = &self.fused {
+    fn raw(&self, x: &Tensor, t: &Tensor, cond: Option<&Tensor>) -> Result<Tensor> {
+        if let (Some(f), None) = (&self.fused, cond) {
             return super::fused::score::raw(f, x, t);
         }
-        self.network.forward(x, t, None)
+        self.network.forward(x, t, cond)
+    }
+
+    /// The null class ∅ of a conditional network (its label is the number of classes).
+    pub fn null_class(&self) -> Option<u32> {
+        (self.config.arch.network.conditional())
+            .then(|| self.config.arch.classes.unwrap_or(0) as u32)
+    }
+
+    /// s_θ(x, t | c) for labels c \[n\] of a conditional network (None: s_θ(x, t | ∅), the
+    /// unconditional score).
+    pub fn score_cond(&self, x: &Tensor, t: &Tensor, cond: Option<&Tensor>) -> Result<Tensor> {
+        if cond.is_none() {
+            return self.score(x, t);
+        }
+        let xf = x.to_dtype(self.dtype)?;
+        let out = self.forward_cond(&xf, t, cond)?;
+        let (alpha, sigma) = self.coefficients(t)?;
+        let s = self
+            .output_map()
+            .to_score(&out, &xf, &alpha, &sigma)?
+            .to_dtype(x.dtype())?;
+        self.process.space().project_tensor(&s)
     }
 
     /// The scalar f_θ(x, t) \[n\] of an energy network (−energy: the score is its gradient).

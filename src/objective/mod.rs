@@ -290,7 +290,7 @@ impl ObjectiveConfig {
                 net.config.dim
             );
         }
-        Ok(Some(match *self {
+        let mut r = match *self {
             ObjectiveConfig::Dsm { weighting } => regression::dsm(net, weighting, batch, rng)?,
             ObjectiveConfig::DsmLevel { t } => regression::dsm_level(net, t, batch, rng)?,
             ObjectiveConfig::Ncsn { levels } => regression::ncsn(net, levels, batch, rng)?,
@@ -307,7 +307,10 @@ impl ObjectiveConfig {
             ObjectiveConfig::Ism { .. }
             | ObjectiveConfig::Ssm { .. }
             | ObjectiveConfig::FdSsm { .. } => return Ok(None),
-        }))
+        };
+        // a conditional network regresses s(x_t, t | c) on the rows' labels
+        r.labels = batch.labels.clone();
+        Ok(Some(r))
     }
 }
 

@@ -71,6 +71,8 @@ pub struct Regression {
     pub target: Vec<f64>,
     /// Per-row weights w \[n\].
     pub weight: Vec<f64>,
+    /// Class labels \[n\] of a conditional network's rows (None: the null class ∅).
+    pub labels: Option<Tensor>,
     device: Device,
 }
 
@@ -81,7 +83,7 @@ impl Regression {
         let (xt, t) = self.z.tensors(dtype, dev)?;
         let target = Tensor::from_slice(&self.target, (n, self.z.d), dev)?.to_dtype(dtype)?;
         let weight = column_of(self.weight.clone(), dtype, dev)?;
-        let out = net.forward(&xt, &t)?;
+        let out = net.forward_cond(&xt, &t, self.labels.as_ref())?;
         Ok(((out - target)?.sqr()?.broadcast_mul(&weight)?.sum_all()? * (0.5 / n as f64))?)
     }
 }
@@ -112,6 +114,7 @@ pub fn regress(
         z,
         target,
         weight,
+        labels: None,
         device: device.clone(),
     })
 }

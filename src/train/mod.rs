@@ -136,7 +136,7 @@ pub fn train(
             run_dir.display()
         );
     }
-    let source = DataSource::open(&cfg.data)?;
+    let mut source = DataSource::open(&cfg.data)?;
     // EDM's σ_d (preconditioning, noise levels), unless given, is the data's (and is written to
     // the run's config)
     let resolved;
@@ -156,10 +156,19 @@ pub fn train(
         bail!("objective '{}' needs per-sample forces: train on a mixture target ({}) or give data.forces", cfg.objective.name(), crate::target::TARGET_NAMES.join(", "));
     }
     if source.has_labels() && !cfg.model.network.conditional() {
-        bail!(
-            "data.labels gives class labels, but the {:?} network takes no condition; drop the labels or choose a conditional network",
-            cfg.model.network
-        );
+        if cfg.data.labels.is_some() {
+            bail!(
+                "data.labels gives class labels, but the {:?} network takes no condition; drop the labels or choose a conditional network",
+                cfg.model.network
+            );
+        }
+        // labels that come with the data (mnist) are simply not used
+        source = source.without_labels();
+    }
+    if let (Some(c), Some(k)) = (cfg.model.classes, source.classes()) {
+        if k > c {
+            bail!("the data have labels up to {}, but model.classes = {c}; raise it or drop it (it defaults to the data's)", k - 1);
+        }
     }
     let truth = source.mixture().map(|m| ExactScore {
         mixture: m.clone(),
@@ -232,6 +241,7 @@ pub fn train(
                 blend.as_ref(),
             )?;
             augment::augment_batch(&mut batch, cfg.data.space, &t.augment, &mut rng)?;
+            source::drop_labels(&mut batch, net.null_class(), t.label_dropout, &mut rng)?;
             let (loss_val, norm, lr) =
                 match engine.step(&net, &cfg.objective, &batch, &mut rng, t, step) {
                     Ok(v) => v,
@@ -332,12 +342,17 @@ struct Start {
 /// A new run: the configured model drawn from the run's seed, Adam at zero, the EMA at the weights.
 fn fresh(cfg: &RunConfig, source: &DataSource, device: &Device) -> Result<Start> {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.train.seed);
+    let mut arch = cfg.model.clone();
+    if arch.network.conditional() && arch.classes.is_none() {
+        // the checkpoint records the classes the data have (0: unconditional, only ∅)
+        arch.classes = Some(source.classes().unwrap_or(0));
+    }
     let net = Model::new(
         ModelConfig {
             dim: source.dim(),
             event: source.event(),
             space: cfg.data.space,
-            arch: cfg.model.clone(),
+            arch,
             process: cfg.process.clone(),
         },
         &mut rng,
@@ -515,6 +530,7 @@ pub fn fit(
     for step in 0..t.steps {
         let mut batch = source.batch(t.batch, 1.0, rng, net.device(), truth, blend.as_ref())?;
         augment::augment_batch(&mut batch, net.config.space, &t.augment, rng)?;
+        source::drop_labels(&mut batch, net.null_class(), t.label_dropout, rng)?;
         losses.push(engine.step(net, objective, &batch, rng, &no_ema, step)?.0);
     }
     engine.sync(net)?;

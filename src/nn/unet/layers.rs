@@ -1,0 +1,224 @@
+//! The U-Net's layers on channels-last feature maps [n, h, w, c], all ordinary differentiable
+//! candle ops (matmuls, pads, narrows, broadcasts): 3×3 convolutions by im2col (one matmul on
+//! [n·h·w, 9c] patches), 1×1 convolutions and linear layers, GroupNorm, nearest 2× upsampling by
+//! broadcasting and 2×2 average pooling. Variables are made by a `Builder` that either draws them
+//! or only counts them (`ModelConfig::parameter_count` walks the same construction).
+
+use crate::nn::layers;
+use anyhow::Result;
+use candle_core::{Device, Tensor, Var, D};
+use rand::Rng;
+
+/// GroupNorm's ε (PyTorch's default).
+const NORM_EPS: f64 = 1e-5;
+
+/// Creates the network's variables in order (named, PyTorch's default initialisation), or only
+/// counts their values when built without a generator.
+pub(super) struct Builder<'a, R: Rng> {
+    pub vars: Vec<(String, Var)>,
+    make: Option<(&'a mut R, &'a Device)>,
+    /// Values so far (`None` on overflow).
+    pub count: Option<usize>,
+    next: usize,
+}
+
+impl<'a, R: Rng> Builder<'a, R> {
+    /// A builder that draws variables from `rng` on `device`.
+    pub fn drawing(rng: &'a mut R, device: &'a Device) -> Self {
+        Builder {
+            vars: Vec::new(),
+            make: Some((rng, device)),
+            count: Some(0),
+            next: 0,
+        }
+    }
+
+    /// A builder that only counts values.
+    pub fn counting() -> Self {
+        Builder {
+            vars: Vec::new(),
+            make: None,
+            count: Some(0),
+            next: 0,
+        }
+    }
+
+    /// A variable of `shape`: U(±bound), or the constant `fill` when given; its index.
+    fn var(
+        &mut self,
+        name: String,
+        shape: &[usize],
+        bound: f64,
+        fill: Option<f32>,
+    ) -> Result<usize> {
+        let size = shape.iter().try_fold(1usize, |a, &s| a.checked_mul(s));
+        self.count = self.count.zip(size).and_then(|(c, s)| c.checked_add(s));
+        if let Some((rng, device)) = &mut self.make {
+            let v = match fill {
+                Some(f) => Var::from_tensor(
+                    &(Tensor::ones(shape, candle_core::DType::F32, device)? * f as f64)?,
+                )?,
+                None => layers::uniform(shape, bound, *rng, device)?,
+            };
+            self.vars.push((name, v));
+        }
+        self.next += 1;
+        Ok(self.next - 1)
+    }
+
+    /// A linear layer `name`.{weight [o, i], bias \[o\]}, U(±1/√i).
+    pub fn linear(&mut self, name: &str, i: usize, o: usize) -> Result<Linear> {
+        let bound = 1.0 / (i.max(1) as f64).sqrt();
+        Ok(Linear {
+            w: self.var(format!("{name}.weight"), &[o, i], bound, None)?,
+            b: self.var(format!("{name}.bias"), &[o], bound, None)?,
+        })
+    }
+
+    /// A k×k convolution `name`.{weight [o, i, k, k], bias \[o\]}, U(±1/√(i k²)).
+    pub fn conv(&mut self, name: &str, i: usize, o: usize, k: usize) -> Result<Conv> {
+        let bound = 1.0 / ((i * k * k).max(1) as f64).sqrt();
+        Ok(Conv {
+            w: self.var(format!("{name}.weight"), &[o, i, k, k], bound, None)?,
+            b: self.var(format!("{name}.bias"), &[o], bound, None)?,
+            k,
+        })
+    }
+
+    /// A GroupNorm `name`.{weight = 1, bias = 0} over c channels.
+    pub fn norm(&mut self, name: &str, c: usize) -> Result<Norm> {
+        Ok(Norm {
+            gamma: self.var(format!("{name}.weight"), &[c], 0.0, Some(1.0))?,
+            beta: self.var(format!("{name}.bias"), &[c], 0.0, Some(0.0))?,
+            groups: groups(c),
+        })
+    }
+
+    /// A table `name`.weight [rows, c] of N(0, 1)-like entries, U(±√3) (unit variance).
+    pub fn table(&mut self, name: &str, rows: usize, c: usize) -> Result<usize> {
+        self.var(format!("{name}.weight"), &[rows, c], 3f64.sqrt(), None)
+    }
+}
+
+/// GroupNorm's groups for c channels: 8, or the largest of 4, 2, 1 dividing c.
+pub fn groups(c: usize) -> usize {
+    [8, 4, 2, 1]
+        .into_iter()
+        .find(|g| c.is_multiple_of(*g))
+        .unwrap_or(1)
+}
+
+/// The variable at index i.
+pub(super) fn p(vars: &[(String, Var)], i: usize) -> &Tensor {
+    vars[i].1.as_tensor()
+}
+
+/// x Wᵀ + b over the last axis of x [..., i].
+pub(super) struct Linear {
+    w: usize,
+    b: usize,
+}
+
+impl Linear {
+    pub fn forward(&self, v: &[(String, Var)], x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let i = dims[dims.len() - 1];
+        let rows = x.elem_count() / i;
+        let y = layers::affine(&x.reshape((rows, i))?, p(v, self.w), p(v, self.b))?;
+        let mut out = dims;
+        let last = out.len() - 1;
+        out[last] = y.dims()[1];
+        Ok(y.reshape(out)?)
+    }
+}
+
+/// A k×k convolution (k = 1 or 3, stride 1, zero padding k/2) on [n, h, w, i] → [n, h, w, o].
+pub(super) struct Conv {
+    w: usize,
+    b: usize,
+    k: usize,
+}
+
+impl Conv {
+    pub fn forward(&self, v: &[(String, Var)], x: &Tensor) -> Result<Tensor> {
+        let (n, h, w, c) = x.dims4()?;
+        let weight = p(v, self.w);
+        let o = weight.dims()[0];
+        let k = self.k;
+        // [o, i, k, k] → [o, k, k, i]: the patches' (ky, kx, channel) order
+        let wm = weight.permute((0, 2, 3, 1))?.reshape((o, k * k * c))?;
+        let cols = if k == 1 {
+            x.reshape((n * h * w, c))?
+        } else {
+            let r = k / 2;
+            let xp = x.pad_with_zeros(1, r, r)?.pad_with_zeros(2, r, r)?;
+            let mut patches = Vec::with_capacity(k * k);
+            for ky in 0..k {
+                let row = xp.narrow(1, ky, h)?;
+                for kx in 0..k {
+                    patches.push(row.narrow(2, kx, w)?.contiguous()?);
+                }
+            }
+            Tensor::cat(&patches, 3)?.reshape((n * h * w, k * k * c))?
+        };
+        Ok(layers::affine(&cols, &wm, p(v, self.b))?.reshape((n, h, w, o))?)
+    }
+}
+
+/// GroupNorm over [n, ..., c]: each sample's channels in `groups` groups normalised over the
+/// positions and the group's channels, then γ, β per channel.
+pub(super) struct Norm {
+    gamma: usize,
+    beta: usize,
+    groups: usize,
+}
+
+impl Norm {
+    pub fn forward(&self, v: &[(String, Var)], x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let (n, c) = (dims[0], dims[dims.len() - 1]);
+        let (g, cg) = (self.groups, c / self.groups);
+        let l = x.elem_count() / (n * c);
+        let count = (l * cg) as f64;
+        let xg = x.reshape((n, l, g, cg))?;
+        let mean = (xg.sum_keepdim(3)?.sum_keepdim(1)? / count)?;
+        let xc = xg.broadcast_sub(&mean)?;
+        let var = (xc.sqr()?.sum_keepdim(3)?.sum_keepdim(1)? / count)?;
+        let y = xc
+            .broadcast_div(&(var + NORM_EPS)?.sqrt()?)?
+            .reshape(dims)?;
+        Ok(y.broadcast_mul(p(v, self.gamma))?
+            .broadcast_add(p(v, self.beta))?)
+    }
+}
+
+/// Nearest 2× upsampling [n, h, w, c] → [n, 2h, 2w, c] by a broadcast (whose backward sums each
+/// 2×2 block: candle 0.11's `upsample_nearest2d` backward overwrites rather than accumulates its
+/// input's gradient).
+pub(super) fn upsample2(x: &Tensor) -> Result<Tensor> {
+    let (n, h, w, c) = x.dims4()?;
+    Ok(x.reshape((n, h, 1, w, 1, c))?
+        .broadcast_as((n, h, 2, w, 2, c))?
+        .contiguous()?
+        .reshape((n, 2 * h, 2 * w, c))?)
+}
+
+/// 2×2 average pooling [n, h, w, c] → [n, h/2, w/2, c] (h, w even).
+pub(super) fn pool2(x: &Tensor) -> Result<Tensor> {
+    let (n, h, w, c) = x.dims4()?;
+    let x = x.reshape((n * h / 2, 2, w / 2, 2 * c))?;
+    // the two rows of each block, then the two columns (adjacent c-blocks of the last axis)
+    let rows = (x.narrow(1, 0, 1)? + x.narrow(1, 1, 1)?)?.reshape((n * h / 2, w / 2, 2, c))?;
+    let s = (rows.narrow(2, 0, 1)? + rows.narrow(2, 1, 1)?)?;
+    Ok((s.reshape((n, h / 2, w / 2, c))? * 0.25)?)
+}
+
+/// SiLU.
+pub(super) fn silu(x: &Tensor) -> Result<Tensor> {
+    Ok(candle_nn::ops::silu(x)?)
+}
+
+/// Softmax over the last axis.
+pub(super) fn softmax(x: &Tensor) -> Result<Tensor> {
+    Ok(candle_nn::ops::softmax(x, D::Minus1)?)
+}
