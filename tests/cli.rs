@@ -30,19 +30,7 @@ fn assert_clean_error(out: &Output, needles: &[&str]) {
 }
 
 fn write_npy_f32(path: &Path, rows: usize, cols: usize, values: impl Fn(usize) -> f32) {
-    let header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
-    let mut h = header.into_bytes();
-    while (10 + h.len() + 1) % 64 != 0 {
-        h.push(b' ');
-    }
-    h.push(b'\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(h.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(&h);
-    for i in 0..rows * cols {
-        bytes.extend_from_slice(&values(i).to_le_bytes());
-    }
-    std::fs::write(path, bytes).expect("write npy");
+    write_npy_shaped(path, &[rows, cols], values)
 }
 
 const SMALL: &str =
