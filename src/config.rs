@@ -280,7 +280,7 @@ mod tests {
         let c = RunConfig::from_toml_str("[train]\nsteps = 10\n[model]\nwidth = 64\n")?;
         assert_eq!(c.train.steps, 10);
         assert_eq!(c.model.width, 64);
-        assert_eq!(c.model.depth, 3);
+        assert_eq!(c.model.depth, Arch::recipe().depth);
         let back = RunConfig::from_toml_str(&c.to_toml()?)?;
         assert_eq!(back, c);
         c.validate()?;

@@ -413,6 +413,36 @@ fn objectives_train_from_the_command_line() {
         "--quiet",
     ]);
     assert_clean_error(&out, &["sm", "ssm_vr"]);
+    // a trained run's samples end with one Tweedie step (+1 NFE) unless --no-denoise
+    let (run, dest) = (dir.path().join("dsm"), dir.path().join("s.npy"));
+    let sample = |extra: &[&str]| {
+        let mut args = vec![
+            "sample",
+            "--run",
+            run.to_str().unwrap(),
+            "--sampler",
+            "unipc",
+            "--steps",
+            "5",
+            "--n",
+            "10",
+            "--out",
+            dest.to_str().unwrap(),
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        tweedie(&args)
+    };
+    for (extra, nfe) in [(&[][..], "NFE 6"), (&["--no-denoise"][..], "NFE 5")] {
+        let out = sample(extra);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && said.contains(nfe),
+            "{extra:?}: {said}"
+        );
+    }
+    let out = sample(&["--denoise", "--no-denoise"]);
+    assert!(!out.status.success());
 }
 
 /// `tweedie eval` states, beside every number, its definition and sample sizes; a reference of at

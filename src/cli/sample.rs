@@ -57,9 +57,15 @@ pub struct Args {
     /// uniform, quadratic, logsnr, karras (ρ = 7) or karras:RHO.
     #[arg(long, default_value = "auto")]
     grid: String,
-    /// Finish with one Tweedie denoising step x̂0 = (x + σ² s)/α at t_min (+1 NFE).
-    #[arg(long)]
+    /// Finish with one Tweedie denoising step x̂0 = (x + σ² s)/α at t_min (+1 NFE; score_sde's
+    /// noise removal). The default with --run: a trained model stops at t_min carrying noise
+    /// σ_{t_min}, which can be as wide as the data's finest scale (gmm40's modes in x/50)
+    #[arg(long, conflicts_with = "no_denoise")]
     denoise: bool,
+    /// Stop at t_min without the final denoising step (the default for exact and estimated
+    /// scores, and for a distilled run's own few-step sampler)
+    #[arg(long)]
+    no_denoise: bool,
     /// dopri5: relative tolerance.
     #[arg(long, default_value_t = 1e-5)]
     rtol: f64,
@@ -242,6 +248,8 @@ pub fn run(mut a: Args) -> Result<()> {
         }
         None => None,
     };
+    // a trained run denoises unless told not to; a student's own sampler keeps its NFE
+    let denoise = a.denoise || (!a.no_denoise && a.model.run.is_some() && own.is_none());
     if let Some(own) = &own {
         a.steps = a.steps.or(Some(own.steps));
         a.sampler = Some(own.sampler.clone());
@@ -258,7 +266,7 @@ pub fn run(mut a: Args) -> Result<()> {
         sampler: &sampler,
         grid: Grid::parse(&a.grid, &sampler)?,
         steps,
-        denoise_final: a.denoise,
+        denoise_final: denoise,
         options: Options {
             ode: Tolerance {
                 rtol: a.rtol,

@@ -57,23 +57,34 @@ pub struct Row {
 
 /// The recipes compared: ε-prediction DSM (λ = σ², uniform t), v-prediction DSM, EDM's
 /// preconditioning with EDM's training, and with DSM under the importance-sampled likelihood
-/// weighting (the default), all on the same network and budget.
+/// weighting (the default), all on the default recipe's network and budget; and the default on
+/// the peer's smaller 3×128 network.
 fn recipes() -> Vec<(&'static str, Arch, ObjectiveConfig)> {
     let dsm = ObjectiveConfig::default();
+    let with = |parameterisation| Arch {
+        parameterisation,
+        ..Arch::recipe()
+    };
     vec![
-        ("eps (dsm, λ = σ²)", Arch::default(), dsm.clone()),
         (
-            "v (dsm, λ = σ²)",
-            Arch {
-                parameterisation: Parameterisation::V,
-                ..Arch::default()
-            },
-            dsm,
+            "eps (dsm, λ = σ²)",
+            with(Parameterisation::Eps),
+            dsm.clone(),
         ),
+        ("v (dsm, λ = σ²)", with(Parameterisation::V), dsm),
         (
             "edm (edm objective)",
             Arch::recipe(),
             ObjectiveConfig::edm(),
+        ),
+        (
+            "edm + g2_is, 3×128",
+            Arch {
+                width: 128,
+                depth: 3,
+                ..Arch::recipe()
+            },
+            ObjectiveConfig::recipe(),
         ),
         (
             "edm + g2_is (default)",
@@ -123,14 +134,14 @@ fn ce_minus_h(
     Ok((ce - entropy, se, trace.nfe))
 }
 
-/// A plan: `sampler` for `steps` steps on its own grid.
-fn plan(sampler: &'static str, steps: usize) -> Plan<'static> {
+/// A plan: `sampler` for `steps` steps on its own grid, then a final Tweedie step if `denoise`.
+fn plan(sampler: &'static str, steps: usize, denoise: bool) -> Plan<'static> {
     Plan {
         sampler,
         grid: crate::sample::grid::recommended(sampler),
         steps,
         options: Options::default(),
-        denoise_final: false,
+        denoise_final: denoise,
     }
 }
 
@@ -155,7 +166,7 @@ pub fn run(s: &Settings, out: &Path) -> Result<Vec<Row>> {
         entropies.push((target.clone(), entropy, entropy_se));
         for seed in 0..s.seeds as u64 {
             let mut default_model = None;
-            for (name, arch, objective) in recipes() {
+            for (i, (name, arch, objective)) in recipes().into_iter().enumerate() {
                 let cfg = RunConfig {
                     data: DataConfig {
                         source: target.clone(),
@@ -172,10 +183,7 @@ pub fn run(s: &Settings, out: &Path) -> Result<Vec<Row>> {
                     },
                     ..RunConfig::default()
                 };
-                let dir = scratch.path().join(format!(
-                    "{target}_{}_{seed}",
-                    name.split(' ').next().unwrap_or(name)
-                ));
+                let dir = scratch.path().join(format!("{target}_{i}_{seed}"));
                 if !s.quiet {
                     eprintln!("{target} seed {seed}: training {name}");
                 }
@@ -185,10 +193,18 @@ pub fn run(s: &Settings, out: &Path) -> Result<Vec<Row>> {
                 };
                 train::train(&cfg, &dir, &opts, &Device::Cpu)?;
                 let (model, _) = train::load_net(&dir.join(train::CHECKPOINT), true, &Device::Cpu)?;
-                for (sampler, steps) in [("em", 1000), ("unipc", 20)] {
-                    let (v, se, nfe) =
-                        ce_minus_h(&model, &mixture, entropy, &plan(sampler, steps), s.n, seed)?;
-                    push(target, name, format!("{sampler} {steps}"), nfe, v, se);
+                // as `tweedie sample --run` does: the solver, then one Tweedie step at t_min
+                for (sampler, steps) in [("em", 1000), ("unipc", 19)] {
+                    let p = plan(sampler, steps, true);
+                    let (v, se, nfe) = ce_minus_h(&model, &mixture, entropy, &p, s.n, seed)?;
+                    push(
+                        target,
+                        name,
+                        format!("{sampler} {steps} + denoise"),
+                        nfe,
+                        v,
+                        se,
+                    );
                 }
                 // the default recipe (the last) is the one distilled
                 default_model = Some((model, cfg));
@@ -233,7 +249,7 @@ pub fn run(s: &Settings, out: &Path) -> Result<Vec<Row>> {
                 ("default → consistency (N = 256)", &cd, "consistency", 2),
             ];
             for (name, student, sampler, steps) in students {
-                let mut p = plan(sampler, steps);
+                let mut p = plan(sampler, steps, false);
                 p.grid = Grid::LogSnr;
                 let (v, se, nfe) = ce_minus_h(student, &mixture, entropy, &p, s.n, seed)?;
                 push(target, name, format!("{sampler} {steps}"), nfe, v, se);
@@ -281,8 +297,10 @@ fn markdown(s: &Settings, entropies: &[(String, f64, f64)], rows: &[Row]) -> Str
     md += &format!(
         "CE − H: the sample cross-entropy E_q[−log p0(x)] over n = {} samples minus the target's entropy \
          H (200,000 exact draws), nats per point; 0 for exact samples. Each recipe trains the \
-         default 3×128 SiLU MLP on fresh exact draws for {} steps (batch 2048, lr 2e-3 with a \
-         half-cosine decay, EMA 0.9999; VP, β 0.1 → 20, t_min = 1e-3); gmm40 on x/50 as iDEM. \
+         default 4×256 SiLU MLP (one row: 3×128) on fresh exact draws for {} steps (batch 2048, \
+         lr 2e-3 with a half-cosine decay, EMA 0.9999; VP, β 0.1 → 20, t_min = 1e-3); gmm40 on \
+         x/50 as iDEM. The trained runs sample as `tweedie sample --run` does: the solver to \
+         t_min, then one Tweedie denoising step (+1 NFE). \
          Mean over {} independent trainings ± the standard error over them (with one seed: over \
          samples). Students: progressive distillation (Salimans & Ho 2022) of the default recipe's run from \
          its 256-step DDIM on the log-SNR grid, {} optimiser steps per halving, sampled with DDIM; \
