@@ -63,7 +63,7 @@ enum Which {
         #[command(flatten)]
         common: Common,
     },
-    /// Training recipes (ε, v, EDM) × samplers (EM-1000, UniPC-20) × distilled students
+    /// Training recipes (ε, v, EDM) × samplers (EM-1000, UniPC-19, each + a Tweedie step) × distilled students
     /// (progressive 4 and 1 steps, consistency) on trained models, by sample cross-entropy.
     Recipes {
         /// Mixture targets (gmm40 trained on x/50).
