@@ -7,13 +7,15 @@
 //! `score` the `ScoreModel` trait that samplers, likelihoods and metrics accept, `data` the data sets
 //! and file formats, `config` the TOML run config, `mcmc` Markov chain Monte Carlo from a
 //! potential (MALA and its diagnostics), `experiment` the comparisons, `report` the HTML page of a
-//! run folder, `progress` the progress bars, `ode` the integrators, `flat` the solvers' buffers and
-//! `pool` the warm thread pool.
+//! run folder, `progress` the progress bars, `ode` the integrators, `flat` the solvers' buffers,
+//! `pool` the warm thread pool and `images` the classifier that measures image samples and guides
+//! their sampling.
 
 pub mod config;
 pub mod data;
 pub mod experiment;
 pub mod flat;
+pub mod images;
 pub mod io;
 pub mod likelihood;
 pub mod mcmc;

@@ -25,11 +25,8 @@ fn ok(out: &Output) {
     );
 }
 
-#[test]
-fn the_mnist_config_trains_samples_a_class_and_draws_a_grid() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let p = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
-    let run = p("run");
+/// Two steps of the shipped MNIST config (batch 4) into `run`.
+fn train_two_steps(run: &str) {
     ok(&tweedie(&[
         "train",
         "--config",
@@ -39,9 +36,17 @@ fn the_mnist_config_trains_samples_a_class_and_draws_a_grid() -> Result<()> {
         "--batch",
         "4",
         "--out",
-        &run,
+        run,
         "--quiet",
     ]));
+}
+
+#[test]
+fn the_mnist_config_trains_samples_a_class_and_draws_a_grid() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let p = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let run = p("run");
+    train_two_steps(&run);
     let ck = Checkpoint::load(&Path::new(&run).join(CHECKPOINT))?;
     assert_eq!(ck.model.event, vec![1, 28, 28]);
     assert_eq!(ck.model.arch.classes, Some(10));
@@ -133,5 +138,138 @@ fn a_unet_checkpoint_round_trips_with_identical_outputs() -> Result<()> {
         .max_all()?
         .to_scalar::<f32>()?;
     assert!(d > 0.0);
+    Ok(())
+}
+
+/// The classifier from the command line: trained a few steps, it judges samples (`eval
+/// --classifier`) and guides a U-Net's sampling (`sample --classifier`); a score run given as a
+/// classifier, a labels count that differs from the samples and samples of another shape are
+/// one-line errors.
+#[test]
+fn a_classifier_trains_judges_samples_and_guides_sampling() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let p = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let (cls, unet) = (p("cls"), p("unet"));
+    ok(&tweedie(&[
+        "classifier",
+        "--out",
+        &cls,
+        "--steps",
+        "3",
+        "--batch",
+        "8",
+        "--quiet",
+    ]));
+    let acc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        Path::new(&cls).join("accuracy.json"),
+    )?)?;
+    assert!(acc["test_accuracy"]
+        .as_f64()
+        .is_some_and(|a| (0.0..=1.0).contains(&a)));
+    // a second run into the same folder is refused
+    assert_eq!(
+        tweedie(&["classifier", "--out", &cls, "--steps", "1"])
+            .status
+            .code(),
+        Some(1)
+    );
+    train_two_steps(&unet);
+    let samples = p("s.npy");
+    ok(&tweedie(&[
+        "sample",
+        "--run",
+        &unet,
+        "--class",
+        "3,7",
+        "--guidance",
+        "1",
+        "--classifier",
+        &cls,
+        "--classifier-scale",
+        "2",
+        "-n",
+        "6",
+        "--steps",
+        "2",
+        "--sampler",
+        "ddim",
+        "-o",
+        &samples,
+        "--quiet",
+    ]));
+    // the labels written beside the samples are read by default
+    assert_eq!(
+        tweedie::data::read_labels(Path::new(&p("s.labels.npy")))?,
+        vec![3, 7, 3, 7, 3, 7]
+    );
+    let out = tweedie(&["eval", "--samples", &samples, "--classifier", &cls]);
+    ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let m = &report["metrics"];
+    assert!(m["class_accuracy"]["definition"].as_str().is_some());
+    assert_eq!(m["frechet_distance"]["n_samples"], 6);
+    assert!(m["frechet_distance"]["floor"]
+        .as_f64()
+        .is_some_and(|f| f >= 0.0));
+    let fails = |args: &[&str], says: &str| {
+        let out = tweedie(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(says) && !err.contains("panicked") && err.trim().lines().count() == 1,
+            "{err}"
+        );
+    };
+    fails(
+        &["eval", "--samples", &samples, "--classifier", &unet],
+        "not a classifier",
+    );
+    fails(
+        &[
+            "sample",
+            "--run",
+            &unet,
+            "--class",
+            "1",
+            "--classifier",
+            &unet,
+            "-n",
+            "2",
+            "--steps",
+            "1",
+            "-o",
+            &samples,
+        ],
+        "not a classifier",
+    );
+    let labels = p("l.npy");
+    tweedie::data::write_labels(Path::new(&labels), &[1, 2, 3])?;
+    fails(
+        &[
+            "eval",
+            "--samples",
+            &samples,
+            "--classifier",
+            &cls,
+            "--labels",
+            &labels,
+        ],
+        "3 labels for 6 samples",
+    );
+    let flat = p("flat.npy");
+    let pts = tweedie::data::Points::new(6, 2, vec![0.0; 12])?;
+    tweedie::data::write_npy(Path::new(&flat), &pts, false)?;
+    fails(
+        &[
+            "eval",
+            "--samples",
+            &flat,
+            "--classifier",
+            &cls,
+            "--classes",
+            "0,1",
+        ],
+        "the classifier takes images of shape [1, 28, 28]",
+    );
     Ok(())
 }

@@ -14,8 +14,27 @@ pub struct Args {
     #[arg(long)]
     samples: PathBuf,
     /// Reference samples, e.g. fresh data (.npy or .csv, [m, d]): exact W2, sliced W2, MMD².
-    #[arg(long, required_unless_present = "target")]
+    #[arg(long, required_unless_present_any = ["target", "classifier"])]
     reference: Option<PathBuf>,
+    /// A classifier run (`tweedie classifier`) for image samples of its data: the share of
+    /// class-conditional samples recognised as their class (beside the classifier's test
+    /// accuracy) and the Fréchet distance to the test images in its feature space (beside the
+    /// floor between two halves of the test images).
+    #[arg(long)]
+    classifier: Option<PathBuf>,
+    /// With --classifier: the class each sample was drawn for (.npy of integers, one per
+    /// sample). Default: SAMPLES.labels.npy, which `tweedie sample --class` writes.
+    #[arg(long, requires = "classifier")]
+    labels: Option<PathBuf>,
+    /// With --classifier: the classes cycled over the samples instead of --labels, as `tweedie
+    /// sample --class` assigns them (e.g. 0,1,2,3,4,5,6,7,8,9).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        requires = "classifier",
+        conflicts_with = "labels"
+    )]
+    classes: Option<Vec<u32>>,
     /// A target with an exact density (ncsn2, anisotropic3, anisotropic10, gmm40, 8gaussians; in
     /// data units): the samples' cross-entropy E_q[−log p] beside the entropy, mode fractions, and
     /// the kernel Stein discrepancy against the target's exact score.
@@ -98,6 +117,11 @@ pub fn run(a: Args) -> Result<()> {
             serde_json::json!({"potential": name, "metrics": m}),
         );
     }
+    if let Some(dir) = &a.classifier {
+        let (entries, images) = image_metrics(dir, &a, &x)?;
+        described.extend(entries);
+        report.insert("images".into(), images);
+    }
     report.insert("metrics".into(), described.into());
     let text = serde_json::to_string_pretty(&report)?;
     println!("{text}");
@@ -105,6 +129,54 @@ pub fn run(a: Args) -> Result<()> {
         tweedie::io::write_atomic_bytes(&p, text.as_bytes())?;
     }
     Ok(())
+}
+
+/// The classifier's sample-quality metrics (named entries) and the details beside them.
+fn image_metrics(
+    dir: &std::path::Path,
+    a: &Args,
+    x: &tweedie::data::Points,
+) -> Result<(
+    serde_json::Map<String, serde_json::Value>,
+    serde_json::Value,
+)> {
+    let model = tweedie::images::NoisyClassifier::load_run(dir, &candle_core::Device::Cpu)?;
+    if model.config.data != tweedie::data::mnist::NAME {
+        anyhow::bail!(
+            "{}: a classifier of '{}' images; eval knows the test images of mnist only",
+            dir.display(),
+            model.config.data
+        );
+    }
+    let labels = match (&a.classes, &a.labels) {
+        (Some(c), _) if c.is_empty() => anyhow::bail!("--classes lists no class"),
+        (Some(c), _) => c.iter().copied().cycle().take(x.n).collect(),
+        (None, Some(path)) => data::read_labels(path)?,
+        (None, None) => {
+            let path = tweedie::images::quality::labels_beside(&a.samples);
+            if !path.exists() {
+                anyhow::bail!(
+                    "{}: no labels beside the samples; give --labels L.npy or --classes 0,1,…",
+                    path.display()
+                );
+            }
+            data::read_labels(&path)?
+        }
+    };
+    let (_, test) = data::mnist::split()?;
+    let q = tweedie::images::quality::image_quality(&model, x, &labels, &test)?;
+    let mut entries = serde_json::Map::new();
+    for (name, m) in &q.metrics {
+        entries.insert((*name).into(), serde_json::to_value(m)?);
+    }
+    let details = serde_json::json!({
+        "classifier": dir.display().to_string(),
+        "classifier_step": model.step,
+        "features": q.features,
+        "share_clipped": q.clipped,
+        "per_class_accuracy": q.per_class_accuracy,
+    });
+    Ok((entries, details))
 }
 
 /// Energy and interatomic-distance histograms of samples over the reference, into `dir`.

@@ -1,6 +1,7 @@
 //! Command definitions; each command lives in its own file.
 
 mod bench;
+mod classifier;
 mod demo;
 mod distill;
 mod eval;
@@ -34,7 +35,9 @@ enum Command {
     Sample(sample::Args),
     /// Distil a trained run into a 1–4 step sampler (progressive or consistency distillation); writes a run folder.
     Distill(distill::Args),
-    /// Judge a sample set against a reference set (exact W2, sliced W2, MMD², with floors) or a target (cross-entropy, KSD) as JSON.
+    /// Train a noise-conditional image classifier p(y | x_t, t) on the MNIST digits: it measures image samples (eval --classifier: class accuracy, Fréchet distance) and guides sampling (sample --classifier).
+    Classifier(classifier::Args),
+    /// Judge a sample set against a reference set (exact W2, sliced W2, MMD², with floors), a target (cross-entropy, KSD) or, for images, a classifier (class accuracy, Fréchet distance) as JSON.
     Eval(eval::Args),
     /// Per-point log-likelihoods (NLL ± s.e., bits/dim) through the probability-flow ODE.
     Nll(nll::Args),
@@ -77,6 +80,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train::run(a),
         Command::Sample(a) => sample::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Classifier(a) => classifier::run(a),
         Command::Distill(a) => distill::run(a),
         Command::Plot(a) => plot::run(a),
         Command::Nll(a) => nll::run(a),

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use tweedie::data::{self, Points};
+use tweedie::images::{ClassifierGuided, NoisyClassifier};
 use tweedie::nn::ClassGuided;
 use tweedie::ode::Tolerance;
 use tweedie::process::Process;
@@ -113,12 +114,22 @@ pub struct Args {
     trajectory: Option<PathBuf>,
     /// Sample class C of a class-conditional run (network = "unet" trained on labelled data); a
     /// list C1,C2,… gives sample i the class C_(i mod k) (e.g. 0,1,…,9 for a grid of digits).
+    /// The classes are written beside the samples (OUT.labels.npy, for `tweedie eval
+    /// --classifier`).
     #[arg(long, value_delimiter = ',')]
     class: Option<Vec<u32>>,
     /// Classifier-free guidance weight w with --class: s = (1 + w) s(x | c) − w s(x | ∅)
     /// (0: the conditional score alone).
     #[arg(long, default_value_t = 0.0, requires = "class")]
     guidance: f64,
+    /// Classifier guidance with --class: a classifier run (`tweedie classifier`, trained under
+    /// the run's process) adds w ∇x log p(c | x, t) to the score (Dhariwal & Nichol 2021), on
+    /// top of --guidance; also steers an unconditional run.
+    #[arg(long, requires = "class")]
+    classifier: Option<PathBuf>,
+    /// The classifier guidance scale w.
+    #[arg(long, default_value_t = 1.0, requires = "classifier")]
+    classifier_scale: f64,
     /// Number of samples.
     #[arg(long, short, default_value_t = 2000)]
     n: usize,
@@ -173,8 +184,8 @@ pub fn run(mut a: Args) -> Result<()> {
                 .transpose()?;
             let event = ck.model.event_shape();
             let model: Box<dyn ScoreModel> = match (&a.potential, a.readout) {
-                (None, _) => match a.class.take() {
-                    Some(c) => Box::new(ClassGuided::new(net, c, a.guidance)?),
+                (None, _) => match a.class.clone() {
+                    Some(c) => class_model(net, c, &a, &ck, &device)?,
                     None => Box::new(net),
                 },
                 (Some(name), ReadoutArg::Tweedie) => {
@@ -317,6 +328,12 @@ pub fn run(mut a: Args) -> Result<()> {
         .with_event(event)?
         .scaled(scale);
     data::write_npy(&a.out, &pts, false)?;
+    if let Some(classes) = &a.class {
+        let labels: Vec<u32> = classes.iter().copied().cycle().take(a.n).collect();
+        let path = tweedie::images::quality::labels_beside(&a.out);
+        data::write_labels(&path, &labels)?;
+        eprintln!("classes -> {}", path.display());
+    }
     eprintln!(
         "{} samples with {} ({} steps, {} grid, NFE {}) in {:.2} s -> {}",
         a.n,
@@ -366,6 +383,41 @@ pub fn run(mut a: Args) -> Result<()> {
         eprintln!("figure -> {}", png.display());
     }
     Ok(())
+}
+
+/// The run's network read at `classes`: classifier-free guidance by --guidance (a conditional
+/// run), then classifier guidance by --classifier where given (which alone may steer an
+/// unconditional run).
+fn class_model(
+    net: tweedie::nn::Model,
+    classes: Vec<u32>,
+    a: &Args,
+    ck: &tweedie::train::checkpoint::Checkpoint,
+    device: &candle_core::Device,
+) -> Result<Box<dyn ScoreModel>> {
+    let base: Box<dyn ScoreModel> = match &a.classifier {
+        Some(_) if net.null_class().is_none() && a.guidance == 0.0 => Box::new(net),
+        _ => Box::new(ClassGuided::new(net, classes.clone(), a.guidance)?),
+    };
+    let Some(dir) = &a.classifier else {
+        return Ok(base);
+    };
+    let classifier = NoisyClassifier::load_run(dir, device)?;
+    classifier.check_process(&ck.model.process)?;
+    if ck.run.data.scale != 1.0 || ck.model.event_shape() != classifier.config.spec.event {
+        bail!(
+            "--classifier reads images of shape {:?} in data units; this run models data of shape {:?} scaled by 1/{}",
+            classifier.config.spec.event,
+            ck.model.event_shape(),
+            ck.run.data.scale
+        );
+    }
+    Ok(Box::new(ClassifierGuided::new(
+        base,
+        classifier,
+        classes,
+        a.classifier_scale,
+    )?))
 }
 
 /// `--readout`: the read-outs of note 000's Monte Carlo estimator (`posterior::Readout`), or its

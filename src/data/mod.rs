@@ -15,7 +15,9 @@ use std::path::Path;
 
 pub use self::csv::{parse_csv, read_csv, write_csv};
 pub use images::Images;
-pub use npy::{parse_labels, parse_npy, read_labels, read_npy, write_npy, write_npy_f32_1d};
+pub use npy::{
+    parse_labels, parse_npy, read_labels, read_npy, write_labels, write_npy, write_npy_f32_1d,
+};
 pub use toys::{gmm40_means, toy, toy_log_prob, GMM40_STD, TOY_NAMES};
 
 /// A row-major `n × d` matrix of `f64` points (one point per row).

@@ -300,15 +300,29 @@ pub fn write_npy(path: &Path, x: &Points, f64: bool) -> Result<()> {
 
 /// Writes per-point values as a 1-D `f32` `.npy` file.
 pub fn write_npy_f32_1d(path: &Path, values: &[f64]) -> Result<()> {
+    write_1d(path, values.iter().map(|&v| v as f32), values.len())
+}
+
+/// Writes class labels, one per point, as a 1-D `<i8` (int64) `.npy` file (`read_labels` reads it).
+pub fn write_labels(path: &Path, labels: &[u32]) -> Result<()> {
+    write_1d(path, labels.iter().map(|&l| i64::from(l)), labels.len())
+}
+
+/// Writes `len` values as a 1-D `.npy` file of their type.
+fn write_1d<T: npyz::Serialize + npyz::AutoSerialize>(
+    path: &Path,
+    values: impl Iterator<Item = T>,
+    len: usize,
+) -> Result<()> {
     let p = path.display();
     crate::io::write_atomic(path, |w| {
-        npyz::WriteOptions::<f32>::new()
+        npyz::WriteOptions::<T>::new()
             .default_dtype()
-            .shape(&[values.len() as u64])
+            .shape(&[len as u64])
             .writer(w)
             .begin_nd()
             .and_then(|mut wr| {
-                wr.extend(values.iter().map(|&v| v as f32))?;
+                wr.extend(values)?;
                 wr.finish()
             })
             .with_context(|| format!("{p}: writing .npy failed"))

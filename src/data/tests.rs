@@ -276,6 +276,10 @@ fn labels_read_from_integer_npy() {
         w.finish().unwrap();
     });
     assert_eq!(read_labels(&i64s).unwrap(), vec![7, 0, 2]);
+    // what `tweedie sample --class` writes beside its samples reads back
+    let ours = i64s.with_file_name("ours.npy");
+    crate::data::write_labels(&ours, &[4, 0, 9]).unwrap();
+    assert_eq!(read_labels(&ours).unwrap(), vec![4, 0, 9]);
     let negative = write("neg.npy", &|f| {
         let mut w = npyz::WriteOptions::<i32>::new()
             .default_dtype()

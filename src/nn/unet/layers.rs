@@ -4,9 +4,9 @@
 //! broadcasting and 2×2 average pooling. Variables are made by a `Builder` that either draws them
 //! or only counts them (`ModelConfig::parameter_count` walks the same construction).
 
-use crate::nn::layers;
-use anyhow::Result;
-use candle_core::{Device, Tensor, Var, D};
+use crate::nn::layers::{self, TimeEmbedding};
+use anyhow::{bail, Result};
+use candle_core::{DType, Device, Tensor, Var, D};
 use rand::Rng;
 
 /// GroupNorm's ε (PyTorch's default).
@@ -211,6 +211,38 @@ pub(super) fn pool2(x: &Tensor) -> Result<Tensor> {
     let rows = (x.narrow(1, 0, 1)? + x.narrow(1, 1, 1)?)?.reshape((n * h / 2, w / 2, 2, c))?;
     let s = (rows.narrow(2, 0, 1)? + rows.narrow(2, 1, 1)?)?;
     Ok((s.reshape((n, h / 2, w / 2, c))? * 0.25)?)
+}
+
+/// Rows of flattened channel-first images x [n, c·h·w] as channels-last maps [n, h, w, c] in
+/// `dtype`; `network` names the caller in the error for rows of another length.
+pub(super) fn channels_last(
+    x: &Tensor,
+    event: [usize; 3],
+    dtype: DType,
+    network: &str,
+) -> Result<Tensor> {
+    let (n, d) = x.dims2()?;
+    let [c, h, w] = event;
+    if d != c * h * w {
+        bail!(
+            "the {network} takes images of shape {event:?} (rows of {}), not rows of {d}",
+            c * h * w
+        );
+    }
+    Ok(x.to_dtype(dtype)?
+        .reshape((n, c, h, w))?
+        .permute((0, 2, 3, 1))?
+        .contiguous()?)
+}
+
+/// The time embedding's features of t \[n\] through the 2-layer MLP second(SiLU(first(·))).
+pub(super) fn time_mlp(
+    v: &[(String, Var)],
+    embed: &TimeEmbedding,
+    (first, second): (&Linear, &Linear),
+    t: &Tensor,
+) -> Result<Tensor> {
+    second.forward(v, &silu(&first.forward(v, &embed.forward(t)?)?)?)
 }
 
 /// SiLU.

@@ -11,6 +11,7 @@
 
 mod attention;
 mod blocks;
+pub mod classifier;
 pub(crate) mod layers;
 pub mod spec;
 
@@ -21,7 +22,7 @@ use anyhow::{bail, Result};
 use attention::Attention;
 use blocks::ResBlock;
 use candle_core::{DType, Device, Tensor};
-use layers::{p, pool2, silu, upsample2, Builder, Conv, Linear, Norm};
+use layers::{channels_last, p, pool2, silu, time_mlp, upsample2, Builder, Conv, Linear, Norm};
 use rand::Rng;
 pub use spec::{UnetPreset, UnetSpec};
 
@@ -210,23 +211,9 @@ impl UNet {
 impl Network for UNet {
     fn forward(&self, x: &Tensor, t: &Tensor, cond: Option<&Tensor>) -> Result<Tensor> {
         let (n, d) = x.dims2()?;
-        let [c, h, w] = self.event;
-        if d != c * h * w {
-            bail!(
-                "the unet takes images of shape {:?} (rows of {}), not rows of {d}",
-                self.event,
-                c * h * w
-            );
-        }
         let (v, l) = (self.w.vars.as_slice(), &self.layers);
-        let dtype = self.w.embed.w.dtype();
-        let x = x
-            .to_dtype(dtype)?
-            .reshape((n, c, h, w))?
-            .permute((0, 2, 3, 1))?
-            .contiguous()?;
-        let emb = self.w.embed.forward(t)?;
-        let emb = l.time2.forward(v, &silu(&l.time1.forward(v, &emb)?)?)?;
+        let x = channels_last(x, self.event, self.w.embed.w.dtype(), "unet")?;
+        let emb = time_mlp(v, &self.w.embed, (&l.time1, &l.time2), t)?;
         let labels = self.labels(cond, n, x.device())?;
         let e = silu(&(emb + p(v, l.class).index_select(&labels, 0)?)?)?;
         let mut hs = l.conv_in.forward(v, &x)?;
