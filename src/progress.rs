@@ -50,9 +50,9 @@ pub fn train_callback(bar: indicatif::ProgressBar) -> Callback<TrainStep> {
     })
 }
 
-/// A callback that moves `bar` to each sampler step.
-pub fn sample_callback(bar: indicatif::ProgressBar) -> Callback<Step> {
-    Box::new(move |s: &Step| bar.set_position(s.i as u64))
+/// A callback that moves `bar` to each sampler step, after `done` steps of earlier batches.
+pub fn sample_callback(bar: indicatif::ProgressBar, done: usize) -> Callback<Step> {
+    Box::new(move |s: &Step| bar.set_position((done + s.i) as u64))
 }
 
 /// A callback that moves `bar` to each MCMC step and shows the step size and acceptance.

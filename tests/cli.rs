@@ -443,6 +443,14 @@ fn objectives_train_from_the_command_line() {
     }
     let out = sample(&["--denoise", "--no-denoise"]);
     assert!(!out.status.success());
+    // drawn 3 at a time: all 10 rows, the NFE per sample
+    let out = sample(&["--batch", "3"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.contains("NFE 6"), "{said}");
+    let bytes = std::fs::read(&dest).unwrap();
+    let rows: npyz::NpyFile<_> = npyz::NpyFile::new(&bytes[..]).unwrap();
+    assert_eq!(rows.shape(), &[10, 2]);
+    assert_clean_error(&sample(&["--batch", "0"]), &["--batch"]);
 }
 
 /// `tweedie eval` states, beside every number, its definition and sample sizes; a reference of at

@@ -189,6 +189,9 @@ fn a_classifier_trains_judges_samples_and_guides_sampling() -> Result<()> {
         "2",
         "-n",
         "6",
+        // 2 at a time (whole cycles of the classes): 3 calls of the sampler
+        "--batch",
+        "3",
         "--steps",
         "2",
         "--sampler",

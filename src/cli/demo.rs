@@ -97,7 +97,7 @@ pub fn run(a: Args) -> Result<()> {
         let mut rng = ChaCha8Rng::seed_from_u64(a.seed + 7);
         let bar = tweedie::progress::bar(steps, 0, a.quiet);
         let mut trace = Trace {
-            callback: Some(tweedie::progress::sample_callback(bar.clone())),
+            callback: Some(tweedie::progress::sample_callback(bar.clone(), 0)),
             ..Default::default()
         };
         let started = std::time::Instant::now();
