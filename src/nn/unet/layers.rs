@@ -6,7 +6,7 @@
 
 use crate::nn::layers;
 use anyhow::Result;
-use candle_core::{Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var, D};
 use rand::Rng;
 
 /// GroupNorm's ε (PyTorch's default).
@@ -140,7 +140,20 @@ pub(super) struct Conv {
 }
 
 impl Conv {
+    /// The convolution: on f32 CPU maps the project's own op (`conv::ConvOp`), elsewhere (f64,
+    /// CUDA) the composite of candle ops (`forward_composite`).
     pub fn forward(&self, v: &[(String, Var)], x: &Tensor) -> Result<Tensor> {
+        let (weight, bias) = (p(v, self.w), p(v, self.b));
+        let f32s = [x, weight, bias].iter().all(|t| t.dtype() == DType::F32);
+        if f32s && x.device().is_cpu() {
+            return conv_op(x, weight, bias, self.k);
+        }
+        self.forward_composite(v, x)
+    }
+
+    /// The convolution as candle ops: im2col by pads, narrows and a concatenation, then one
+    /// matmul on [n·h·w, k²c] patches.
+    pub fn forward_composite(&self, v: &[(String, Var)], x: &Tensor) -> Result<Tensor> {
         let (n, h, w, c) = x.dims4()?;
         let weight = p(v, self.w);
         let o = weight.dims()[0];
@@ -163,6 +176,14 @@ impl Conv {
         };
         Ok(layers::affine(&cols, &wm, p(v, self.b))?.reshape((n, h, w, o))?)
     }
+}
+
+/// A k×k convolution (odd k, stride 1, zero padding k/2) of f32 CPU maps x [n, h, w, c] by
+/// W [o, c, k, k] plus b \[o\] on the project's GEMM (`conv::ConvOp`), differentiable.
+pub(super) fn conv_op(x: &Tensor, weight: &Tensor, bias: &Tensor, k: usize) -> Result<Tensor> {
+    let op = super::conv::ConvOp { k };
+    Ok(x.contiguous()?
+        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?)
 }
 
 /// GroupNorm over [n, ..., c]: each sample's channels in `groups` groups normalised over the

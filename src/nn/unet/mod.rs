@@ -11,6 +11,7 @@
 
 mod attention;
 mod blocks;
+mod conv;
 pub(crate) mod layers;
 pub mod spec;
 
