@@ -133,8 +133,13 @@ pub fn run(a: Args) -> Result<()> {
     if a.repeats == 0 {
         bail!("--repeats must be at least 1");
     }
-    if matches!(a.case, Case::TrainEgnn { .. }) {
-        // before any thread or candle op: the EGNN's fused edges split the batch over the cores
+    if matches!(
+        a.case,
+        Case::TrainEgnn { .. } | Case::UnetTrain { .. } | Case::UnetSample { .. }
+    ) {
+        // before any thread or candle op, as `tweedie train` and `sample` do for these networks:
+        // the EGNN's fused edges and the U-Net's convolutions and norms split the batch over the
+        // cores themselves
         tweedie::pool::serial_candle_ops();
     }
     let threads = rayon::current_num_threads();

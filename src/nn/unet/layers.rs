@@ -195,7 +195,41 @@ pub(super) struct Norm {
 }
 
 impl Norm {
+    /// GroupNorm.
     pub fn forward(&self, v: &[(String, Var)], x: &Tensor) -> Result<Tensor> {
+        self.forward_act(v, x, false)
+    }
+
+    /// SiLU(GroupNorm(x)).
+    pub fn forward_silu(&self, v: &[(String, Var)], x: &Tensor) -> Result<Tensor> {
+        self.forward_act(v, x, true)
+    }
+
+    /// GroupNorm, then SiLU when `act`: on f32 CPU maps the project's own op (`norm::NormOp`),
+    /// elsewhere (f64, CUDA) the composite of candle ops.
+    pub fn forward_act(&self, v: &[(String, Var)], x: &Tensor, act: bool) -> Result<Tensor> {
+        let (gamma, beta) = (p(v, self.gamma), p(v, self.beta));
+        let f32s = [x, gamma, beta].iter().all(|t| t.dtype() == DType::F32);
+        if f32s && x.device().is_cpu() {
+            let op = super::norm::NormOp {
+                groups: self.groups,
+                silu: act,
+                eps: NORM_EPS,
+            };
+            return Ok(x
+                .contiguous()?
+                .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?);
+        }
+        let y = self.forward_composite(v, x)?;
+        if act {
+            silu(&y)
+        } else {
+            Ok(y)
+        }
+    }
+
+    /// GroupNorm as candle ops.
+    pub fn forward_composite(&self, v: &[(String, Var)], x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let (n, c) = (dims[0], dims[dims.len() - 1]);
         let (g, cg) = (self.groups, c / self.groups);

@@ -13,6 +13,7 @@ mod attention;
 mod blocks;
 mod conv;
 pub(crate) mod layers;
+mod norm;
 pub mod spec;
 
 use super::config::Arch;
@@ -261,14 +262,14 @@ impl Network for UNet {
                 hs = conv.forward(v, &upsample2(&hs)?)?;
             }
         }
-        let out = l
-            .out_conv
-            .forward(v, &silu(&l.out_norm.forward(v, &hs)?)?)?;
+        let out = l.out_conv.forward(v, &l.out_norm.forward_silu(v, &hs)?)?;
         Ok(out.permute((0, 3, 1, 2))?.contiguous()?.reshape((n, d))?)
     }
 
     super::layers::weights_methods!("unet");
 }
 
+#[cfg(test)]
+mod profile;
 #[cfg(test)]
 pub(crate) mod tests;
