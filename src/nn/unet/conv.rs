@@ -50,16 +50,21 @@ impl Dims {
     }
 }
 
-fn contiguous<'s>(s: &'s CpuStorage, layout: &Layout) -> candle_core::Result<&'s [f32]> {
+/// The values of a contiguous f32 argument of the op `op`.
+pub(super) fn contiguous<'s>(
+    s: &'s CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> candle_core::Result<&'s [f32]> {
     let values = s.as_slice::<f32>()?;
     match layout.contiguous_offsets() {
         Some((a, b)) => Ok(&values[a..b]),
-        None => candle_core::bail!("the unet-conv op needs contiguous arguments"),
+        None => candle_core::bail!("the {op} op needs contiguous arguments"),
     }
 }
 
-/// The images 0..n in one range per thread (at most n).
-fn image_ranges(n: usize) -> Vec<std::ops::Range<usize>> {
+/// The images (samples) 0..n in one range per thread (at most n).
+pub(super) fn image_ranges(n: usize) -> Vec<std::ops::Range<usize>> {
     let k = rayon::current_num_threads().clamp(1, n.max(1));
     (0..k).map(|i| i * n / k..(i + 1) * n / k).collect()
 }
@@ -218,9 +223,9 @@ impl CustomOp3 for ConvOp {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, w, b) = (
-            contiguous(s1, l1)?,
-            contiguous(s2, l2)?,
-            contiguous(s3, l3)?,
+            contiguous(s1, l1, self.name())?,
+            contiguous(s2, l2, self.name())?,
+            contiguous(s3, l3, self.name())?,
         );
         let d = match (l1.dims(), l2.dims(), l3.dims()) {
             (&[n, h, w, c], &[o, c2, k, k2], &[o2])
@@ -268,14 +273,15 @@ impl CustomOp3 for ConvOp {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::layers::conv_op;
     use anyhow::Result;
     use candle_core::{DType, Device, Tensor, Var};
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
-    fn randn(shape: &[usize], seed: u64) -> Result<Tensor> {
+    /// A tensor of standard normal f32 values of `shape` from `seed`.
+    pub(in crate::nn::unet) fn randn(shape: &[usize], seed: u64) -> Result<Tensor> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let v: Vec<f32> = (0..shape.iter().product::<usize>())
             .map(|_| rand_distr::Distribution::<f32>::sample(&rand_distr::StandardNormal, &mut rng))

@@ -4,6 +4,7 @@
 //! subtractions and divisions, the affine map, SiLU) made a full-size tensor per step and more
 //! in its backward pass. Statistics are summed in f64.
 
+use super::conv::{contiguous, image_ranges};
 use crate::flat::with_values;
 use crate::nn::fused::split_rows;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
@@ -22,20 +23,6 @@ struct Dims {
     n: usize,
     l: usize,
     c: usize,
-}
-
-fn contiguous<'s>(s: &'s CpuStorage, layout: &Layout) -> candle_core::Result<&'s [f32]> {
-    let values = s.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((a, b)) => Ok(&values[a..b]),
-        None => candle_core::bail!("the unet-norm op needs contiguous arguments"),
-    }
-}
-
-/// The samples 0..n in one range per thread (at most n).
-fn sample_ranges(n: usize) -> Vec<std::ops::Range<usize>> {
-    let k = rayon::current_num_threads().clamp(1, n.max(1));
-    (0..k).map(|i| i * n / k..(i + 1) * n / k).collect()
 }
 
 fn sigmoid(z: f32) -> f32 {
@@ -69,7 +56,7 @@ impl NormOp {
     fn forward(&self, x: &[f32], gamma: &[f32], beta: &[f32], d: Dims) -> Vec<f32> {
         let (size, cg) = (d.l * d.c, d.c / self.groups);
         let mut y = vec![0.0f32; x.len()];
-        let ranges = sample_ranges(d.n);
+        let ranges = image_ranges(d.n);
         let parts = split_rows(&mut y, &ranges, size);
         let jobs = ranges
             .iter()
@@ -106,7 +93,7 @@ impl NormOp {
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let (size, cg) = (d.l * d.c, d.c / self.groups);
         let mut dx = vec![0.0f32; x.len()];
-        let ranges = sample_ranges(d.n);
+        let ranges = image_ranges(d.n);
         let parts = split_rows(&mut dx, &ranges, size);
         let jobs = ranges
             .iter()
@@ -217,9 +204,9 @@ impl CustomOp3 for NormOp {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, gamma, beta) = (
-            contiguous(s1, l1)?,
-            contiguous(s2, l2)?,
-            contiguous(s3, l3)?,
+            contiguous(s1, l1, self.name())?,
+            contiguous(s2, l2, self.name())?,
+            contiguous(s3, l3, self.name())?,
         );
         let d = self.dims(l1.dims(), gamma.len())?;
         if beta.len() != d.c {
@@ -259,19 +246,12 @@ impl CustomOp3 for NormOp {
 
 #[cfg(test)]
 mod tests {
+    use super::super::conv::tests::randn;
     use super::super::layers::{silu, Builder};
     use anyhow::Result;
     use candle_core::{DType, Device, Tensor, Var};
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
-
-    fn randn(shape: &[usize], seed: u64) -> Result<Tensor> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let v: Vec<f32> = (0..shape.iter().product::<usize>())
-            .map(|_| rand_distr::Distribution::<f32>::sample(&rand_distr::StandardNormal, &mut rng))
-            .collect();
-        Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
-    }
 
     /// The op against the composite of candle ops (values, and the gradients of x, γ and β), with
     /// and without SiLU, on maps and on [n, l, c] rows, γ and β not at their initial 1 and 0.
