@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The Python environment of the benchmarks: the PyTorch and JAX references (../shared/peers) and the
-# scripts under bench/ that load or convert networks (bench/peers/torch_cases.py, bench/likelihood/).
+# scripts under bench/ that load or convert networks (bench/peers/torch_cases.py, bench/likelihood/),
+# and diffusers for the U-Net cases' peer (bench/peers/unet_ref.py).
 #
-#   bench/setup.sh            # torch, numpy, scipy, jax[cpu], optax in bench/.venv (ignored by git)
+#   bench/setup.sh            # torch, numpy, scipy, diffusers, jax[cpu], optax in bench/.venv (ignored by git)
 #   bench/setup.sh --no-jax   # the PyTorch side only (bench/suite.py then skips JAX and says so)
 #
 # Env: TWEEDIE_BENCH_VENV (where, default bench/.venv; bench/suite.py reads the same variable),
@@ -10,19 +11,19 @@
 # need).
 # Everything comes from PyPI. PyPI's torch wheel for Linux is the CUDA build (a few GB with its
 # nvidia-* dependencies); the suite runs it on the CPU. The versions of torch and jax are pinned to
-# the ones the recorded results used, so that new runs compare with them.
+# the ones the recorded results used (diffusers too), so that new runs compare with them.
 # Running it again installs only what is missing; delete the folder to start afresh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TORCH_PKGS=(torch==2.15.0 numpy scipy)
+TORCH_PKGS=(torch==2.15.0 numpy scipy diffusers==0.42.1)
 JAX_PKGS=("jax[cpu]==0.10.2" optax)
 
 jax=1
 for arg in "$@"; do
     case $arg in
         --no-jax) jax=0 ;;
-        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/setup.sh: unknown argument '$arg' (known: --no-jax)" >&2; exit 2 ;;
     esac
 done
@@ -50,8 +51,9 @@ echo "bench/setup.sh: installing ${pkgs[*]} into $VENV"
 "$PY" -m pip install "${pkgs[@]}"
 
 # check what the suite will import
-"$PY" -c 'import torch, numpy, scipy
-print("torch", torch.__version__, "| numpy", numpy.__version__, "| scipy", scipy.__version__)'
+"$PY" -c 'import torch, numpy, scipy, diffusers
+print("torch", torch.__version__, "| numpy", numpy.__version__, "| scipy", scipy.__version__,
+      "| diffusers", diffusers.__version__)'
 if [ "$jax" = 1 ]; then
     "$PY" -c 'import jax, optax
 print("jax", jax.__version__, "| optax", optax.__version__, "|", jax.devices()[0].platform)'

@@ -39,6 +39,7 @@ TORCH_PY = os.environ.get("TORCH_PY", str(VENV / "bin" / "python"))
 JAX_PY = os.environ.get("JAX_PY", TORCH_PY)
 TORCH_CASES = str(ROOT / "bench" / "peers" / "torch_cases.py")
 MALA_REF = str(ROOT / "bench" / "peers" / "mala_ref.py")
+UNET_REF = str(ROOT / "bench" / "peers" / "unet_ref.py")
 JAX_DSM = str(PEERS / "jax_ref" / "bench_dsm.py")
 MAX_FOREIGN = 0.10  # share of all CPUs others may use: the idle test, and a run flagged "!" above it
 
@@ -65,6 +66,13 @@ CASES = {
     "mala_lj13": (20, 3.0, "mala", dict(potential="lj13", chains=1000, steps=100, step_size=6e-4,
                                         init="data/lj13/val_split_LJ13-1000.npy", repeats=3),
                   dict(steps=20), ["tweedie", "torch"]),
+    # the tiny U-Net of configs/mnist-tiny.toml, batch 32: a DSM step (Adam, clipping, EMA) and one
+    # sampling NFE (a class-conditional forward pass); torch = diffusers' UNet2DModel as close as it
+    # allows, torch_same = tweedie's wiring from diffusers' blocks (bench/peers/unet_ref.py)
+    "unet_train": (21, 1.5, "unet_train", dict(batch=32, steps=5, repeats=3), dict(steps=2),
+                   ["tweedie", "torch", "torch_same"]),
+    "unet_sample": (21, 1.5, "unet_sample", dict(batch=32, nfe=10, repeats=3), dict(nfe=3),
+                    ["tweedie", "torch", "torch_same"]),
 }
 NEEDS_SETUP = ("sample", "nll")  # the kinds that use the trained gmm40 run
 
@@ -128,6 +136,16 @@ def command(impl, kind, a, w, threads):
              "--steps", a.get("steps")]
     mala = ["--potential", a.get("potential"), "--chains", a.get("chains"), "--steps", a.get("steps"),
             "--step-size", a.get("step_size"), "--init", ROOT / str(a.get("init"))]
+    if kind.startswith("unet_"):
+        per = ["--steps", a["steps"]] if kind == "unet_train" else ["--nfe", a["nfe"]]
+        if impl == "tweedie":
+            env["RAYON_NUM_THREADS"] = str(threads)
+            cmd = [TWEEDIE, "bench", kind.replace("_", "-"), "--batch", a["batch"], *per]
+        else:
+            arch = "same" if impl == "torch_same" else "unet2d"
+            cmd = [TORCH_PY, UNET_REF, kind[5:], "--arch", arch, "--threads", threads, "--batch",
+                   a["batch"], *per]
+        return [str(c) for c in cmd] + ["--repeats", str(a["repeats"])], env
     if kind == "mala" and impl == "torch":
         return [str(c) for c in [TORCH_PY, MALA_REF, *mala, "--threads", threads,
                                  "--repeats", a["repeats"]]], env
@@ -277,7 +295,7 @@ def foreign_flag(x):
 def fmt_time(st, kind):
     if st is None:
         return "-"
-    scale, unit = (1e3, "ms") if kind in ("train", "mala") else (1.0, "s")
+    scale, unit = (1e3, "ms") if kind in ("train", "mala", "unet_train", "unet_sample") else (1.0, "s")
     return f"{st['median'] * scale:.3g} [{st['min'] * scale:.3g}, {st['max'] * scale:.3g}] {unit}"
 
 
@@ -289,7 +307,9 @@ def tables(results, impls, peak):
     for name, r in results.items():
         s = r.get("summary", {})
         unit = {"train": "per step", "sample": f"per {r['args'].get('n')} samples",
-                "nll": "per 1000 points", "mala": f"per step of {r['args'].get('chains')} chains"}[r["kind"]]
+                "nll": "per 1000 points", "mala": f"per step of {r['args'].get('chains')} chains",
+                "unet_train": f"per step of {r['args'].get('batch')}",
+                "unet_sample": f"per NFE of {r['args'].get('batch')}"}[r["kind"]]
         rows1.append([name, str(r["issue"]), unit,
                       *[fmt_time(s[i]["seconds"], r["kind"]) if i in s else "-" for i in impls],
                       f"{r['ratio']:.2f}x" if r.get("ratio") else "-", f"{r['target']:g}x", r["verdict"]])
@@ -347,7 +367,7 @@ def python_has(py, *modules):
         return False
 
 
-def preflight():
+def preflight(names):
     """Stops with what to do when the binary, the torch environment or the peers are missing."""
     problems = []
     if not os.access(TWEEDIE, os.X_OK):
@@ -361,6 +381,9 @@ def preflight():
     if not (PEERS / "torch_ref").is_dir():
         problems.append(f"the peers are not at {PEERS} (expected ../shared/peers beside the "
                         "repository): set TWEEDIE_PEERS to the folder holding torch_ref/ and jax_ref/")
+    if any(CASES[c][2].startswith("unet_") for c in names) and not python_has(TORCH_PY, "diffusers"):
+        problems.append(f"{shown(TORCH_PY)} cannot import diffusers (the U-Net cases' peer): rerun "
+                        "bench/setup.sh")
     if problems:
         raise SystemExit("bench/suite.py cannot run:\n" + "\n".join("  - " + p for p in problems))
 
@@ -387,7 +410,7 @@ def main():
     for c in names:
         if c not in CASES:
             raise SystemExit(f"unknown case {c}; known: {', '.join(CASES)}")
-    preflight()
+    preflight(names)
     notes = []
     jax_ok = python_has(JAX_PY, "jax", "optax") and os.path.isfile(JAX_DSM)
     if not jax_ok:
@@ -423,7 +446,7 @@ def main():
             if key in x:
                 info.setdefault(key + "_version" if key != "engine" else "tweedie_engines", set()).add(x[key])
     info = {k: sorted(v) if isinstance(v, set) else v for k, v in info.items()}
-    impls = [i for i in ("tweedie", "torch", "jax") if any(i in r.get("summary", {}) for r in results.values())]
+    impls = [i for i in ("tweedie", "torch", "torch_same", "jax") if any(i in r.get("summary", {}) for r in results.values())]
     t1, t2 = tables(results, impls, peak.get("gflops"))
     defs = (f"Times: median over {a.rounds} round(s) of each process's median timed block (after its "
             f"warm-up), [min, max] over rounds; each implementation a fresh process per round, order "

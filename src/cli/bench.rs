@@ -106,6 +106,24 @@ enum Case {
         #[arg(long)]
         init: Option<PathBuf>,
     },
+    /// DSM training steps of the tiny U-Net of configs/mnist-tiny.toml on the shipped MNIST
+    /// digits (class-conditional, label dropout, Adam with warm-up, clipping and EMA);
+    /// bench/peers/unet_ref.py is the PyTorch peer.
+    UnetTrain {
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Steps per timed block.
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+    },
+    /// Sampling NFEs of the same U-Net: one class-conditional forward pass of --batch images.
+    UnetSample {
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Forward passes per timed block.
+        #[arg(long, default_value_t = 10)]
+        nfe: usize,
+    },
     /// The machine's f32 peak: independent FMA chains of the widest vectors the CPU has (AVX-512
     /// or AVX2) on every thread (and on one).
     Peak,
@@ -115,8 +133,13 @@ pub fn run(a: Args) -> Result<()> {
     if a.repeats == 0 {
         bail!("--repeats must be at least 1");
     }
-    if matches!(a.case, Case::TrainEgnn { .. }) {
-        // before any thread or candle op: the EGNN's fused edges split the batch over the cores
+    if matches!(
+        a.case,
+        Case::TrainEgnn { .. } | Case::UnetTrain { .. } | Case::UnetSample { .. }
+    ) {
+        // before any thread or candle op, as `tweedie train` and `sample` do for these networks:
+        // the EGNN's fused edges and the U-Net's convolutions and norms split the batch over the
+        // cores themselves
         tweedie::pool::serial_candle_ops();
     }
     let threads = rayon::current_num_threads();
@@ -273,6 +296,12 @@ pub fn run(a: Args) -> Result<()> {
                    "step_size": step_size, "seconds_per_step": secs, "acceptance": acceptance,
                    "dtype": "float64", "threads": threads})
         }
+        Case::UnetTrain { batch, steps } => {
+            super::bench_unet::train(batch, steps, a.repeats, threads)?
+        }
+        Case::UnetSample { batch, nfe } => {
+            super::bench_unet::sample(batch, nfe, a.repeats, threads)?
+        }
         Case::Peak => {
             let all = peak_gflops(threads);
             let one = peak_gflops(1);
@@ -286,7 +315,7 @@ pub fn run(a: Args) -> Result<()> {
 }
 
 /// One warm-up call, then `repeats` timed calls of `f`; seconds of each.
-fn timed(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+pub(super) fn timed(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
     f()?;
     (0..repeats)
         .map(|_| {

@@ -1,6 +1,7 @@
 //! Command definitions; each command lives in its own file.
 
 mod bench;
+mod bench_unet;
 mod classifier;
 mod demo;
 mod distill;

@@ -2,7 +2,7 @@
 //! map of the (class-and-)time embedding per channel, GroupNorm, SiLU, 3×3 conv, and a residual
 //! through a 1×1 conv where the channel count changes.
 
-use super::layers::{silu, Builder, Conv, Linear, Norm};
+use super::layers::{Builder, Conv, Linear, Norm};
 use anyhow::Result;
 use candle_core::{Tensor, Var};
 use rand::Rng;
@@ -42,10 +42,10 @@ impl ResBlock {
     /// The block on x [n, h, w, i] with the activated embedding e = SiLU(emb) [n, embed].
     pub fn forward(&self, v: &[(String, Var)], x: &Tensor, e: &Tensor) -> Result<Tensor> {
         let n = x.dims()[0];
-        let h = self.conv1.forward(v, &silu(&self.norm1.forward(v, x)?)?)?;
+        let h = self.conv1.forward(v, &self.norm1.forward_silu(v, x)?)?;
         let o = h.dims()[3];
         let h = h.broadcast_add(&self.time.forward(v, e)?.reshape((n, 1, 1, o))?)?;
-        let h = self.conv2.forward(v, &silu(&self.norm2.forward(v, &h)?)?)?;
+        let h = self.conv2.forward(v, &self.norm2.forward_silu(v, &h)?)?;
         let skip = match &self.skip {
             Some(s) => s.forward(v, x)?,
             None => x.clone(),

@@ -140,7 +140,20 @@ pub(super) struct Conv {
 }
 
 impl Conv {
+    /// The convolution: on f32 CPU maps the project's own op (`conv::ConvOp`), elsewhere (f64,
+    /// CUDA) the composite of candle ops (`forward_composite`).
     pub fn forward(&self, v: &[(String, Var)], x: &Tensor) -> Result<Tensor> {
+        let (weight, bias) = (p(v, self.w), p(v, self.b));
+        let f32s = [x, weight, bias].iter().all(|t| t.dtype() == DType::F32);
+        if f32s && x.device().is_cpu() {
+            return conv_op(x, weight, bias, self.k);
+        }
+        self.forward_composite(v, x)
+    }
+
+    /// The convolution as candle ops: im2col by pads, narrows and a concatenation, then one
+    /// matmul on [n·h·w, k²c] patches.
+    pub fn forward_composite(&self, v: &[(String, Var)], x: &Tensor) -> Result<Tensor> {
         let (n, h, w, c) = x.dims4()?;
         let weight = p(v, self.w);
         let o = weight.dims()[0];
@@ -165,6 +178,14 @@ impl Conv {
     }
 }
 
+/// A k×k convolution (odd k, stride 1, zero padding k/2) of f32 CPU maps x [n, h, w, c] by
+/// W [o, c, k, k] plus b \[o\] on the project's GEMM (`conv::ConvOp`), differentiable.
+pub(super) fn conv_op(x: &Tensor, weight: &Tensor, bias: &Tensor, k: usize) -> Result<Tensor> {
+    let op = super::conv::ConvOp { k };
+    Ok(x.contiguous()?
+        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?)
+}
+
 /// GroupNorm over [n, ..., c]: each sample's channels in `groups` groups normalised over the
 /// positions and the group's channels, then γ, β per channel.
 pub(super) struct Norm {
@@ -174,7 +195,41 @@ pub(super) struct Norm {
 }
 
 impl Norm {
+    /// GroupNorm.
     pub fn forward(&self, v: &[(String, Var)], x: &Tensor) -> Result<Tensor> {
+        self.forward_act(v, x, false)
+    }
+
+    /// SiLU(GroupNorm(x)).
+    pub fn forward_silu(&self, v: &[(String, Var)], x: &Tensor) -> Result<Tensor> {
+        self.forward_act(v, x, true)
+    }
+
+    /// GroupNorm, then SiLU when `act`: on f32 CPU maps the project's own op (`norm::NormOp`),
+    /// elsewhere (f64, CUDA) the composite of candle ops.
+    pub fn forward_act(&self, v: &[(String, Var)], x: &Tensor, act: bool) -> Result<Tensor> {
+        let (gamma, beta) = (p(v, self.gamma), p(v, self.beta));
+        let f32s = [x, gamma, beta].iter().all(|t| t.dtype() == DType::F32);
+        if f32s && x.device().is_cpu() {
+            let op = super::norm::NormOp {
+                groups: self.groups,
+                silu: act,
+                eps: NORM_EPS,
+            };
+            return Ok(x
+                .contiguous()?
+                .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?);
+        }
+        let y = self.forward_composite(v, x)?;
+        if act {
+            silu(&y)
+        } else {
+            Ok(y)
+        }
+    }
+
+    /// GroupNorm as candle ops.
+    pub fn forward_composite(&self, v: &[(String, Var)], x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let (n, c) = (dims[0], dims[dims.len() - 1]);
         let (g, cg) = (self.groups, c / self.groups);

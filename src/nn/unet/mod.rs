@@ -12,7 +12,9 @@
 mod attention;
 mod blocks;
 pub mod classifier;
+mod conv;
 pub(crate) mod layers;
+mod norm;
 pub mod spec;
 
 use super::config::Arch;
@@ -247,14 +249,14 @@ impl Network for UNet {
                 hs = conv.forward(v, &upsample2(&hs)?)?;
             }
         }
-        let out = l
-            .out_conv
-            .forward(v, &silu(&l.out_norm.forward(v, &hs)?)?)?;
+        let out = l.out_conv.forward(v, &l.out_norm.forward_silu(v, &hs)?)?;
         Ok(out.permute((0, 3, 1, 2))?.contiguous()?.reshape((n, d))?)
     }
 
     super::layers::weights_methods!("unet");
 }
 
+#[cfg(test)]
+mod profile;
 #[cfg(test)]
 pub(crate) mod tests;

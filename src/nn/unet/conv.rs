@@ -1,0 +1,374 @@
+//! The U-Net's k×k convolution (stride 1, zero padding k/2) on channels-last f32 CPU maps as one
+//! candle op, forward and backward, on the project's GEMM (`nn::gemm`), images split over the
+//! threads. No im2col buffer: each image is copied once into a zero-bordered map of width
+//! w + 2r (r = k/2), and every tap (ky, kx) is one product over that map's rows shifted by
+//! ky·(w + 2r) + kx, on a grid of h × (w + 2r) output rows whose last 2r columns are discarded
+//! (the "shifted GEMM" form of a convolution). The backward pass runs the same shifted products:
+//! dX by the transposed taps into a zero-bordered map, dW by x's shifted rows against dY.
+//! Replaces the composite of pads, narrows, copies, a concatenation and a matmul, whose backward
+//! pass built a zero-padded full-size tensor per tap.
+
+use crate::flat::with_values;
+use crate::nn::fused::split_rows;
+use crate::nn::gemm::{gemm, PackedB, Rhs};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+
+/// The op on x [n, h, w, c] (contiguous), W [o, c, k, k], b \[o\]; result [n, h, w, o].
+pub(super) struct ConvOp {
+    pub k: usize,
+}
+
+/// Sizes of one call.
+#[derive(Clone, Copy)]
+struct Dims {
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    o: usize,
+    k: usize,
+}
+
+impl Dims {
+    /// The bordered map's width w + 2r.
+    fn wp(&self) -> usize {
+        self.w + 2 * (self.k / 2)
+    }
+    /// Rows of the bordered map: (h + 2r)(w + 2r), plus 2r so that the last tap's shifted rows
+    /// stay inside.
+    fn rows_padded(&self) -> usize {
+        let r2 = 2 * (self.k / 2);
+        (self.h + r2) * self.wp() + r2
+    }
+    /// Rows of the output grid h · (w + 2r).
+    fn rows_out(&self) -> usize {
+        self.h * self.wp()
+    }
+    /// The shift of tap (ky, kx) = t.
+    fn shift(&self, t: usize) -> usize {
+        (t / self.k) * self.wp() + t % self.k
+    }
+}
+
+/// The values of a contiguous f32 argument of the op `op`.
+pub(super) fn contiguous<'s>(
+    s: &'s CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> candle_core::Result<&'s [f32]> {
+    let values = s.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((a, b)) => Ok(&values[a..b]),
+        None => candle_core::bail!("the {op} op needs contiguous arguments"),
+    }
+}
+
+/// The images (samples) 0..n in one range per thread (at most n).
+pub(super) fn image_ranges(n: usize) -> Vec<std::ops::Range<usize>> {
+    let k = rayon::current_num_threads().clamp(1, n.max(1));
+    (0..k).map(|i| i * n / k..(i + 1) * n / k).collect()
+}
+
+/// Copies image `x` [h, w, c] into the interior of the bordered map `xp` (borders untouched).
+fn fill_bordered(xp: &mut [f32], x: &[f32], d: Dims) {
+    let (r, wp, row) = (d.k / 2, d.wp(), d.w * d.c);
+    for y in 0..d.h {
+        let at = ((y + r) * wp + r) * d.c;
+        xp[at..at + row].copy_from_slice(&x[y * row..(y + 1) * row]);
+    }
+}
+
+/// y = conv(x, W) + b for f32 values x [n, h, w, c], W [o, c, k, k], b \[o\].
+fn forward(x: &[f32], wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
+    let (kk, wp) = (d.k * d.k, d.wp());
+    // tap t's B [c × o]: W[o', c', t] read with strides (kk, c·kk)
+    let taps: Vec<PackedB> = (0..kk)
+        .map(|t| {
+            let mut p = PackedB::default();
+            p.pack(&wt[t..], (kk, d.c * kk), d.c, d.o);
+            p
+        })
+        .collect();
+    let (image_in, image_out) = (d.h * d.w * d.c, d.h * d.w * d.o);
+    let mut y = vec![0.0f32; d.n * image_out];
+    let ranges = image_ranges(d.n);
+    let parts = split_rows(&mut y, &ranges, image_out);
+    let taps = &taps;
+    let jobs = ranges
+        .iter()
+        .cloned()
+        .zip(parts)
+        .map(|(imgs, out)| {
+            move || {
+                let mut xp = vec![0.0f32; d.rows_padded() * d.c];
+                let mut grid = vec![0.0f32; d.rows_out() * d.o];
+                for (i, out) in imgs.zip(out.chunks_exact_mut(image_out)) {
+                    fill_bordered(&mut xp, &x[i * image_in..(i + 1) * image_in], d);
+                    for (t, tap) in taps.iter().enumerate() {
+                        let a = &xp[d.shift(t) * d.c..];
+                        let dims = (d.rows_out(), d.o, d.c);
+                        gemm(dims, &mut grid, d.o, a, (d.c, 1), Rhs::Packed(tap), t > 0);
+                    }
+                    for yy in 0..d.h {
+                        for xx in 0..d.w {
+                            let src = &grid[(yy * wp + xx) * d.o..][..d.o];
+                            let dst = &mut out[(yy * d.w + xx) * d.o..][..d.o];
+                            for ((o, s), bias) in dst.iter_mut().zip(src).zip(b) {
+                                *o = s + bias;
+                            }
+                        }
+                    }
+                }
+            }
+        })
+        .collect();
+    crate::pool::run_all(jobs);
+    y
+}
+
+/// (dx, dW, db) from the result's cotangent g [n, h, w, o].
+fn backward(x: &[f32], wt: &[f32], g: &[f32], d: Dims) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (kk, wp, r) = (d.k * d.k, d.wp(), d.k / 2);
+    // tap t's Wᵀ [o × c]: W[o', c', t] read with strides (c·kk, kk)
+    let taps_t: Vec<PackedB> = (0..kk)
+        .map(|t| {
+            let mut p = PackedB::default();
+            p.pack(&wt[t..], (d.c * kk, kk), d.o, d.c);
+            p
+        })
+        .collect();
+    let (image_in, image_out) = (d.h * d.w * d.c, d.h * d.w * d.o);
+    let mut dx = vec![0.0f32; d.n * image_in];
+    let ranges = image_ranges(d.n);
+    let parts = split_rows(&mut dx, &ranges, image_in);
+    let taps_t = &taps_t;
+    let jobs = ranges
+        .iter()
+        .cloned()
+        .zip(parts)
+        .map(|(imgs, dx)| {
+            move || {
+                let mut xp = vec![0.0f32; d.rows_padded() * d.c];
+                let mut dxp = vec![0.0f32; d.rows_padded() * d.c];
+                // g on the output grid, its last 2r columns zero
+                let mut gp = vec![0.0f32; d.rows_out() * d.o];
+                let mut packed = PackedB::default();
+                // dW per tap [kk][c × o], and db
+                let mut dw = vec![0.0f32; kk * d.c * d.o];
+                let mut db = vec![0.0f32; d.o];
+                for (i, dx) in imgs.zip(dx.chunks_exact_mut(image_in)) {
+                    let gi = &g[i * image_out..(i + 1) * image_out];
+                    for yy in 0..d.h {
+                        let row = &gi[yy * d.w * d.o..(yy + 1) * d.w * d.o];
+                        gp[yy * wp * d.o..][..d.w * d.o].copy_from_slice(row);
+                        for px in row.chunks_exact(d.o) {
+                            db.iter_mut().zip(px).for_each(|(s, v)| *s += v);
+                        }
+                    }
+                    fill_bordered(&mut xp, &x[i * image_in..(i + 1) * image_in], d);
+                    // dx: each tap's g Wᵀ added at its shift into the bordered map
+                    dxp.fill(0.0);
+                    for (t, tap) in taps_t.iter().enumerate() {
+                        let c = &mut dxp[d.shift(t) * d.c..];
+                        let dims = (d.rows_out(), d.c, d.o);
+                        gemm(dims, c, d.c, &gp, (d.o, 1), Rhs::Packed(tap), true);
+                    }
+                    for yy in 0..d.h {
+                        let at = ((yy + r) * wp + r) * d.c;
+                        dx[yy * d.w * d.c..(yy + 1) * d.w * d.c]
+                            .copy_from_slice(&dxp[at..at + d.w * d.c]);
+                    }
+                    // dW_t [c × o] += x's shifted rowsᵀ · g
+                    packed.pack(&gp, (d.o, 1), d.rows_out(), d.o);
+                    for t in 0..kk {
+                        let a = &xp[d.shift(t) * d.c..];
+                        let c = &mut dw[t * d.c * d.o..(t + 1) * d.c * d.o];
+                        let dims = (d.c, d.o, d.rows_out());
+                        gemm(dims, c, d.o, a, (1, d.c), Rhs::Packed(&packed), true);
+                    }
+                }
+                (dw, db)
+            }
+        })
+        .collect();
+    let sums = crate::pool::run_all(jobs);
+    let mut dw = vec![0.0f32; d.o * d.c * kk];
+    let mut db = vec![0.0f32; d.o];
+    for (part_w, part_b) in &sums {
+        // [t][c'][o'] → [o'][c'][t]
+        for t in 0..kk {
+            for ci in 0..d.c {
+                for oi in 0..d.o {
+                    dw[(oi * d.c + ci) * kk + t] += part_w[(t * d.c + ci) * d.o + oi];
+                }
+            }
+        }
+        db.iter_mut().zip(part_b).for_each(|(s, v)| *s += v);
+    }
+    (dx, dw, db)
+}
+
+impl CustomOp3 for ConvOp {
+    fn name(&self) -> &'static str {
+        "unet-conv"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (
+            contiguous(s1, l1, self.name())?,
+            contiguous(s2, l2, self.name())?,
+            contiguous(s3, l3, self.name())?,
+        );
+        let d = match (l1.dims(), l2.dims(), l3.dims()) {
+            (&[n, h, w, c], &[o, c2, k, k2], &[o2])
+                if c == c2 && o == o2 && k == self.k && k2 == k && k % 2 == 1 =>
+            {
+                Dims { n, h, w, c, o, k }
+            }
+            (a, b, c) => candle_core::bail!("unet-conv op: x {a:?}, W {b:?}, b {c:?}"),
+        };
+        let y = forward(x, w, b, d);
+        Ok((CpuStorage::F32(y), Shape::from((d.n, d.h, d.w, d.o))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, h, wd, c) = x.dims4()?;
+        let o = w.dims4()?.0;
+        let d = Dims {
+            n,
+            h,
+            w: wd,
+            c,
+            o,
+            k: self.k,
+        };
+        let (gx, gw, gb) = with_values::<f32, _>(x, |xv| {
+            with_values::<f32, _>(w, |wv| {
+                with_values::<f32, _>(grad, |gv| Ok(backward(xv, wv, gv, d)))
+            })
+        })
+        .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))?;
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(gx, x.shape(), dev)?),
+            Some(Tensor::from_vec(gw, w.shape(), dev)?),
+            Some(Tensor::from_vec(gb, b.shape(), dev)?),
+        ))
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::super::layers::conv_op;
+    use anyhow::Result;
+    use candle_core::{DType, Device, Tensor, Var};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    /// A tensor of standard normal f32 values of `shape` from `seed`.
+    pub(in crate::nn::unet) fn randn(shape: &[usize], seed: u64) -> Result<Tensor> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let v: Vec<f32> = (0..shape.iter().product::<usize>())
+            .map(|_| rand_distr::Distribution::<f32>::sample(&rand_distr::StandardNormal, &mut rng))
+            .collect();
+        Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
+    }
+
+    /// candle's own conv2d (channels-first) on the channels-last x, plus the bias.
+    fn candle_conv(x: &Tensor, w: &Tensor, b: &Tensor, k: usize) -> Result<Tensor> {
+        let y = x.permute((0, 3, 1, 2))?.conv2d(w, k / 2, 1, 1, 1)?;
+        Ok(y.permute((0, 2, 3, 1))?.broadcast_add(b)?)
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        Ok((a - b)?.abs()?.max_all()?.to_scalar::<f32>()?)
+    }
+
+    /// (n, h, w, c, o, k) cases: 3×3 and 1×1, one input or output channel (conv_in, out.conv),
+    /// widths that leave partial GEMM tiles.
+    const CASES: [(usize, usize, usize, usize, usize, usize); 4] = [
+        (3, 5, 6, 4, 7, 3),
+        (2, 7, 7, 1, 32, 3),
+        (1, 4, 3, 17, 1, 3),
+        (2, 3, 5, 6, 5, 1),
+    ];
+
+    #[test]
+    fn values_and_gradients_match_candles_conv2d() -> Result<()> {
+        for (i, &(n, h, w, c, o, k)) in CASES.iter().enumerate() {
+            let s = 10 * i as u64;
+            let x = Var::from_tensor(&randn(&[n, h, w, c], s)?)?;
+            let wt = Var::from_tensor(&(randn(&[o, c, k, k], s + 1)? * 0.3)?)?;
+            let b = Var::from_tensor(&randn(&[o], s + 2)?)?;
+            let r = randn(&[n, h, w, o], s + 3)?;
+            let ours = conv_op(&x, &wt, &b, k)?;
+            let theirs = candle_conv(&x, &wt, &b, k)?;
+            assert_eq!(ours.dims(), &[n, h, w, o]);
+            assert!(max_diff(&ours, &theirs)? < 1e-4, "case {i}: values");
+            let g1 = (ours * &r)?.sum_all()?.backward()?;
+            let g2 = (theirs * &r)?.sum_all()?.backward()?;
+            for (name, v) in [("x", &x), ("W", &wt), ("b", &b)] {
+                let (a, e) = (g1.get(v).expect("ours"), g2.get(v).expect("candle's"));
+                let scale = e.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
+                assert!(max_diff(a, e)? < 1e-4 * scale, "case {i}: d{name}");
+            }
+        }
+        Ok(())
+    }
+
+    /// d/dx and d/dW of Σ r ⊙ conv(x, W) along random directions against central differences
+    /// (exact up to rounding: the convolution is linear in each), the sums in f64.
+    #[test]
+    fn gradients_match_central_differences() -> Result<()> {
+        for (i, &(n, h, w, c, o, k)) in CASES.iter().enumerate() {
+            let s = 100 + 10 * i as u64;
+            let x = randn(&[n, h, w, c], s)?;
+            let wt = (randn(&[o, c, k, k], s + 1)? * 0.3)?;
+            let b = randn(&[o], s + 2)?;
+            let r = randn(&[n, h, w, o], s + 3)?;
+            let loss = |x: &Tensor, wt: &Tensor| -> Result<f64> {
+                let y = (conv_op(x, wt, &b, k)? * &r)?.to_dtype(DType::F64)?;
+                Ok(y.sum_all()?.to_scalar::<f64>()?)
+            };
+            let (xv, wv) = (Var::from_tensor(&x)?, Var::from_tensor(&wt)?);
+            let grads = (conv_op(&xv, &wv, &b, k)? * &r)?.sum_all()?.backward()?;
+            let hstep = 0.5;
+            for (j, (arg, var)) in [(&x, &xv), (&wt, &wv)].into_iter().enumerate() {
+                let dir = randn(arg.dims(), s + 4 + j as u64)?;
+                let shifted = |sign: f64| -> Result<f64> {
+                    let a = (arg + (&dir * (sign * hstep))?)?;
+                    if j == 0 {
+                        loss(&a, &wt)
+                    } else {
+                        loss(&x, &a)
+                    }
+                };
+                let numeric = (shifted(1.0)? - shifted(-1.0)?) / (2.0 * hstep);
+                let g = grads.get(var).expect("a gradient");
+                let analytic = (g.to_dtype(DType::F64)? * dir.to_dtype(DType::F64)?)?
+                    .sum_all()?
+                    .to_scalar::<f64>()?;
+                assert!(
+                    (analytic - numeric).abs() < 1e-4 * (1.0 + numeric.abs()),
+                    "case {i}, argument {j}: autograd {analytic} vs central differences {numeric}"
+                );
+            }
+        }
+        Ok(())
+    }
+}
