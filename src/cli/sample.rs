@@ -401,6 +401,9 @@ pub fn run(mut a: Args) -> Result<()> {
 /// Samples per call of the sampler: --batch (with --class, whole cycles of the classes, since
 /// every call restarts the cycle), else 100 for images and all at once for vectors.
 fn batch_size(a: &Args, event_rank: usize) -> Result<usize> {
+    if a.n == 0 {
+        bail!("the number of samples (--n) must be at least 1");
+    }
     let batch = match a.batch {
         Some(0) => bail!("--batch must be at least 1"),
         Some(b) if a.trajectory.is_some() && b < a.n => {
