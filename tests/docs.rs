@@ -8,6 +8,24 @@ use std::process::Command;
 /// The U-Net's files (a git exclude pathspec): no page's experiment runs it.
 const UNET: &str = ":(exclude)src/nn/unet";
 
+/// What `tweedie experiment recipes` trains and samples with (its two pages: the mixtures, and
+/// the toys written with `--out docs/experiments/toys`).
+const RECIPES: &[&str] = &[
+    "src/parameterisation.rs",
+    "src/objective",
+    "src/nn",
+    UNET,
+    "src/train",
+    "src/sample",
+    "src/config.rs",
+    "src/process.rs",
+    "src/ode.rs",
+    "src/target/mixture.rs",
+    "src/metrics.rs",
+    "src/metrics",
+    "src/experiment/recipes.rs",
+];
+
 /// Each result page and the source paths its numbers depend on.
 const PAGES: &[(&str, &[&str])] = &[
     (
@@ -36,24 +54,8 @@ const PAGES: &[(&str, &[&str])] = &[
             "src/experiment/quality.rs",
         ],
     ),
-    (
-        "docs/experiments/recipes.md",
-        &[
-            "src/parameterisation.rs",
-            "src/objective",
-            "src/nn",
-            UNET,
-            "src/train",
-            "src/sample",
-            "src/config.rs",
-            "src/process.rs",
-            "src/ode.rs",
-            "src/target/mixture.rs",
-            "src/metrics.rs",
-            "src/metrics",
-            "src/experiment/recipes.rs",
-        ],
-    ),
+    ("docs/experiments/recipes.md", RECIPES),
+    ("docs/experiments/toys/recipes.md", RECIPES),
     (
         "docs/experiments/objectives.md",
         &[
