@@ -27,7 +27,7 @@ fn time(f: &dyn Fn(&Tensor) -> Result<Tensor>, shape: &[usize]) -> Result<(f64, 
 }
 
 #[test]
-#[ignore = "a timing printout, not a check: cargo test --release --lib time_the_layer_types -- --ignored --nocapture"]
+#[ignore = "prints timings and asserts nothing (timings belong in benchmarks, not in the suite); run it with: cargo test --release --lib time_the_layer_types -- --ignored --nocapture"]
 fn time_the_layer_types() -> Result<()> {
     let dev = Device::Cpu;
     let mut rng = ChaCha8Rng::seed_from_u64(0);

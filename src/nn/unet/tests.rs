@@ -170,7 +170,7 @@ fn the_loss_falls_on_a_fixed_batch_with_labels() -> Result<()> {
 
 /// Time of the tiny preset's forward and backward pass at batch 32.
 #[test]
-#[ignore = "a timing printout, not a check: cargo test --release --lib time_the_tiny_preset -- --ignored --nocapture"]
+#[ignore = "prints timings and asserts nothing (timings belong in benchmarks, not in the suite); run it with: cargo test --release --lib time_the_tiny_preset -- --ignored --nocapture"]
 fn time_the_tiny_preset() -> Result<()> {
     let dev = Device::Cpu;
     let net = Model::new(tiny_mnist(), &mut ChaCha8Rng::seed_from_u64(0), &dev)?;
