@@ -150,7 +150,7 @@ fn image_metrics(
     }
     let labels = match (&a.classes, &a.labels) {
         (Some(c), _) if c.is_empty() => anyhow::bail!("--classes lists no class"),
-        (Some(c), _) => c.iter().copied().cycle().take(x.n).collect(),
+        (Some(c), _) => tweedie::images::quality::cycled(c, x.n),
         (None, Some(path)) => data::read_labels(path)?,
         (None, None) => {
             let path = tweedie::images::quality::labels_beside(&a.samples);

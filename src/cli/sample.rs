@@ -342,9 +342,8 @@ pub fn run(mut a: Args) -> Result<()> {
         .scaled(scale);
     data::write_npy(&a.out, &pts, false)?;
     if let Some(classes) = &a.class {
-        let labels: Vec<u32> = classes.iter().copied().cycle().take(a.n).collect();
         let path = tweedie::images::quality::labels_beside(&a.out);
-        data::write_labels(&path, &labels)?;
+        data::write_labels(&path, &tweedie::images::quality::cycled(classes, a.n))?;
         eprintln!("classes -> {}", path.display());
     }
     eprintln!(

@@ -87,8 +87,7 @@ impl ScoreModel for ClassifierGuided {
             return Ok(s);
         }
         let n = x.dims()[0];
-        let labels: Vec<u32> = self.classes.iter().copied().cycle().take(n).collect();
-        let labels = Tensor::from_vec(labels, n, x.device())?;
+        let labels = Tensor::from_vec(super::quality::cycled(&self.classes, n), n, x.device())?;
         let g = log_prob_gradient(&self.classifier, x, t, &labels)?;
         Ok((s + (g * self.scale)?)?)
     }

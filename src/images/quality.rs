@@ -25,6 +25,12 @@ pub fn labels_beside(samples: &Path) -> PathBuf {
     samples.with_file_name(format!("{stem}.labels.npy"))
 }
 
+/// The class of each of n rows when `classes` is cycled over them (`tweedie sample --class`'s
+/// rule: row i has class classes[i mod k]).
+pub fn cycled(classes: &[u32], n: usize) -> Vec<u32> {
+    classes.iter().copied().cycle().take(n).collect()
+}
+
 /// Rows per classifier evaluation.
 const CHUNK: usize = 250;
 
