@@ -34,7 +34,24 @@ fn f32_npy(path: &Path, rows: usize, cols: usize, value: impl Fn(usize) -> f32) 
     );
 }
 
-/// The fixture: a folder of bad (and a few good) inputs and a small trained run.
+/// `tweedie train ARGS --out OUT --quiet`, which must succeed.
+fn train(args: &[&str], out: &Path) {
+    let done = Command::new(env!("CARGO_BIN_EXE_tweedie"))
+        .arg("train")
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .arg("--quiet")
+        .output()
+        .expect("train");
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+}
+
+/// The fixture: a folder of bad (and a few good) inputs and small trained runs.
 struct Fixture {
     dir: tempfile::TempDir,
 }
@@ -146,6 +163,13 @@ impl Fixture {
             "{'descr': '<i4', 'fortran_order': False, 'shape': (64,), }",
             &[0xffu8; 256],
         );
+        // MNIST-like digits of the wrong size (27×27), and pixels already scaled to [−1, 1]
+        npy(
+            &j("digits27.npy"),
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1, 27, 27), }",
+            &[0u8; 2 * 27 * 27 * 4],
+        );
+        f32_npy(&j("scaled784.npy"), 2, 784, |i| (i % 5) as f32 * 0.25 - 0.5);
         std::fs::write(j("ragged.csv"), "1,2\n3,4\n5\n").expect("write");
         std::fs::write(j("words.csv"), "x,y\n1,2\n3,four\n").expect("write");
         std::fs::write(j("empty.csv"), "").expect("write");
@@ -170,19 +194,18 @@ impl Fixture {
             "[model]\nwidth = 16\ndepth = 2\n[train]\nsteps = 20\nbatch = 64\nlog_every = 10\n",
         )
         .expect("write");
-        let out = Command::new(env!("CARGO_BIN_EXE_tweedie"))
-            .args(["train", "--config"])
-            .arg(j("small.toml"))
-            .arg("--out")
-            .arg(j("run"))
-            .arg("--quiet")
-            .output()
-            .expect("train");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let small = j("small.toml").display().to_string();
+        train(&["--config", &small], &j("run"));
+        // a U-Net run of the shipped MNIST config (one step of batch 2)
+        let mnist = [
+            "--config",
+            "configs/mnist-tiny.toml",
+            "--steps",
+            "1",
+            "--batch",
+            "2",
+        ];
+        train(&mnist, &j("unet_run"));
         // corrupt copies of its checkpoint
         let ck = std::fs::read(j("run").join("checkpoint.safetensors")).expect("ck");
         for (name, bytes) in [
@@ -253,7 +276,8 @@ fn run(args: &[String], limit: Duration) -> Result<(bool, String), String> {
 }
 
 /// The table: (what, command line, words the error line must hold). `{name}` stands for the
-/// fixture's file `name`; `{run}` is a small trained run.
+/// fixture's file `name`; `{run}` is a small trained run, `{unet_run}` a U-Net run of the
+/// shipped MNIST config (one step).
 #[rustfmt::skip]
 const CASES: &[(&str, &str, &[&str])] = &[
     // data files, through the command that reads them
@@ -288,6 +312,10 @@ const CASES: &[(&str, &str, &[&str])] = &[
     ("3-D data, 2-D checkpoint (nll)", "nll --run {run} --data {three.npy}", &["three.npy"]),
     ("particles, 2-D checkpoint (nll)", "nll --run {run} --data {particles.npy}", &["particles.npy"]),
     ("particles, 2-D target (nll)", "nll --target ncsn2 --data {particles.npy}", &["particles.npy"]),
+    ("27×27 digits, 28×28 U-Net (nll)", "nll --run {unet_run} --data {digits27.npy} --dequantise=-1,1", &["digits27.npy", "dimension 729", "784"]),
+    ("scaled pixels as 8-bit (nll)", "nll --run {unet_run} --data {scaled784.npy} --dequantise=-1,1", &["integers"]),
+    ("mnist dequantised to [0, 1] (nll)", "nll --run {unet_run} --data mnist --dequantise=0,1", &["[-1, 1]"]),
+    ("nll --limit 0", "nll --run {unet_run} --data mnist --limit 0", &["--limit"]),
     ("samples vs reference dimension", "eval --samples {good.npy} --reference {three.npy}", &["dimension"]),
     ("reweight: reference of another width", "reweight --target ncsn2 --potential double-well --reference {three.npy}", &["three.npy"]),
     ("reweight: NaN in the reference", "reweight --target ncsn2 --potential double-well --reference {nan.npy}", &["nan.npy"]),

@@ -75,9 +75,14 @@ pub struct OdeArgs {
 pub struct Args {
     #[command(flatten)]
     model: ModelSource,
-    /// Points [n, d] in data coordinates (.npy or .csv); with --dequantise, 8-bit integers.
+    /// Points [n, d] in data coordinates (.npy or .csv); with --dequantise, 8-bit integers. `mnist`:
+    /// the 1000 held-out test digits of the shipped split (tweedie::data::mnist::split) as 8-bit
+    /// values, dequantised as training reads them (--dequantise=-1,1 unless given).
     #[arg(long)]
     data: PathBuf,
+    /// Only the first N points of --data (the first N test digits for `mnist`).
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
     #[command(flatten)]
     ode: OdeArgs,
     /// Seed of the probes and of the dequantisation noise.
@@ -149,6 +154,36 @@ fn parse_range(text: &str) -> Result<Dequantisation> {
         [lo, hi] => Dequantisation::new(lo, hi),
         _ => bail!("--dequantise takes two numbers LO,HI (e.g. -1,1), got '{text}'"),
     }
+}
+
+/// The dequantisation of `--data mnist`: training reads byte b as (b + u)/128 − 1, which is
+/// x = LO + a(k + u) on [−1, 1]; another range would score points the model never saw.
+fn mnist_range(given: Option<Dequantisation>) -> Result<Dequantisation> {
+    match given {
+        None => Dequantisation::new(-1.0, 1.0),
+        Some(q) if (q.lo, q.hi) == (-1.0, 1.0) => Ok(q),
+        Some(q) => bail!(
+            "--data mnist is dequantised to [-1, 1] as in training (x = (b + u)/128 - 1), not [{}, {}]; drop --dequantise or give --dequantise=-1,1",
+            q.lo,
+            q.hi
+        ),
+    }
+}
+
+/// The held-out test digits of the shipped MNIST split as 8-bit values [1000, 784] (event
+/// [1, 28, 28]), in the split's (shuffled) order.
+fn mnist_test_bytes() -> Result<Points> {
+    let (_, test) = data::mnist::split()?;
+    let values = test.pixels.iter().map(|&b| f64::from(b)).collect();
+    Points::new(test.n, test.dim(), values)?.with_event(test.event())
+}
+
+/// The first `limit` rows of `x` (all of them if it has fewer).
+fn first_rows(mut x: Points, limit: usize) -> Result<Points> {
+    let n = x.n.min(limit);
+    x.data.truncate(n * x.d);
+    x.n = n;
+    Ok(x)
 }
 
 fn fixed(method: Method, steps: usize) -> Solver {
@@ -230,9 +265,20 @@ pub fn run(a: Args) -> Result<()> {
     }
     let device = tweedie::device(&a.device)?;
     let opts = a.ode.options(a.seed);
-    let quant = a.dequantise.as_deref().map(parse_range).transpose()?;
+    let mut quant = a.dequantise.as_deref().map(parse_range).transpose()?;
     let name = a.data.display().to_string();
-    let mut x = data::read_points(&a.data)?;
+    let mut x = if a.data.as_os_str() == data::mnist::NAME {
+        quant = Some(mnist_range(quant)?);
+        mnist_test_bytes()?
+    } else {
+        data::read_points(&a.data)?
+    };
+    if let Some(limit) = a.limit {
+        if limit == 0 {
+            bail!("--limit must be at least 1");
+        }
+        x = first_rows(x, limit)?;
+    }
     if x.n == 0 {
         bail!("{name}: no points");
     }
@@ -283,8 +329,8 @@ pub fn run(a: Args) -> Result<()> {
     let nll: Vec<f64> = log_p.iter().map(|l| -l).collect();
     let (mean, sem) = mean_and_sem(&nll);
     println!(
-        "NLL {mean:.4} ± {sem:.4} nats per point (mean ± s.e., {} points of dimension {}, data coordinates), NFE {}{}, {seconds:.2} s",
-        x.n, x.d, out.nfe,
+        "NLL {mean:.4} ± {sem:.4} nats per point (mean ± s.e., {} points of dimension {}, data coordinates, t_min {}), NFE {}{}, {seconds:.2} s",
+        x.n, x.d, a.ode.t_min, out.nfe,
         if chunk > 0 && chunk < x.n { format!(" (largest of {} chunks of ≤ {chunk} on {threads} threads)", x.n.div_ceil(chunk)) } else { String::new() }
     );
     let mut report = json!({
