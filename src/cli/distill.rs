@@ -24,13 +24,18 @@ pub struct Args {
     /// The student's sampler steps (1 to 4 for few-step sampling).
     #[arg(long, default_value_t = 4)]
     steps: usize,
-    /// Progressive: the teacher's DDIM steps at the start (--steps times a power of two);
-    /// consistency: the teacher's DDIM grid the consistency condition is enforced on.
-    #[arg(long, default_value_t = 64)]
-    start: usize,
+    /// Progressive: the teacher's DDIM steps at the start (--steps times a power of two;
+    /// default 64); consistency: the N teacher DPM-Solver-2 steps the consistency condition is
+    /// enforced on (default 32).
+    #[arg(long)]
+    start: Option<usize>,
     /// Optimiser steps per halving (progressive) or in all (consistency).
     #[arg(long, default_value_t = 2000)]
     iterations: usize,
+    /// Consistency: the decay μ of the target network θ⁻'s EMA of the student's weights
+    /// (0: θ⁻ is the student's current weights, without gradient).
+    #[arg(long, default_value_t = distill::CONSISTENCY_TARGET_DECAY)]
+    target_decay: f64,
     /// Batch size (default: the teacher's).
     #[arg(long)]
     batch: Option<usize>,
@@ -64,8 +69,12 @@ pub fn run(a: Args) -> Result<()> {
     let cfg = DistillConfig {
         method: a.method,
         steps: a.steps,
-        start: a.start,
+        start: a.start.unwrap_or(match a.method {
+            Method::Progressive => 64,
+            Method::Consistency => distill::CONSISTENCY_GRID,
+        }),
         iterations: a.iterations,
+        target_decay: a.target_decay,
         train: TrainConfig {
             batch: a.batch.unwrap_or(ck.run.train.batch),
             lr: a.lr,

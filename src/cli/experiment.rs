@@ -78,7 +78,7 @@ enum Which {
         /// Samples per evaluation.
         #[arg(long, default_value_t = 20_000)]
         n: usize,
-        /// Optimiser steps per progressive-distillation round (consistency: 4×).
+        /// Optimiser steps per progressive-distillation round (consistency: 8×).
         #[arg(long, default_value_t = 1000)]
         iterations: usize,
         #[command(flatten)]

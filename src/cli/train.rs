@@ -75,7 +75,8 @@ pub struct Args {
     /// preconditioned denoiser (c_skip, c_out, c_in, c_noise with --sigma-data).
     #[arg(long, value_enum)]
     parameterisation: Option<Parameterisation>,
-    /// σ_d, the data's standard deviation in the network's units (the edm parameterisation).
+    /// σ_d of the edm parameterisation, in the network's units [default: 0.5, EDM's value;
+    /// the data's own std can stall training on symmetric data]
     #[arg(long)]
     sigma_data: Option<f64>,
     /// Objective, e.g. dsm, dsm_level, ncsn, esm, ism, ssm, ssm_vr, fd_ssm, force, mixed, edm

@@ -56,8 +56,8 @@ pub struct Arch {
     /// Standard deviation of the Fourier frequencies.
     pub fourier_scale: f64,
     pub parameterisation: Parameterisation,
-    /// σ_d, the data's standard deviation in the network's units (EDM's preconditioning);
-    /// unset, training measures it from the data (`train::measured_sigma_data`).
+    /// σ_d, the data's standard deviation in the network's units assumed by EDM's
+    /// preconditioning; unset, training writes `DEFAULT_SIGMA_DATA` into the run's config.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sigma_data: Option<f64>,
     /// U-Net size preset (`tiny` when unset); the fields below override it.
@@ -81,12 +81,13 @@ pub struct Arch {
     pub classes: Option<usize>,
 }
 
-/// σ_d of an EDM model whose spec does not give one (EDM's value for images in [−1, 1]).
+/// σ_d of an EDM model whose spec does not give one: EDM's value (Karras et al. 2022, for
+/// images in [−1, 1]), kept for every data set (why: `train::train`'s comment).
 pub const DEFAULT_SIGMA_DATA: f64 = 0.5;
 
 impl Arch {
     /// The network of the best training recipe (docs/experiments/recipes.md): a 4×256 SiLU MLP
-    /// read through EDM's preconditioning, σ_d measured from the data.
+    /// read through EDM's preconditioning with σ_d = 0.5.
     pub fn recipe() -> Self {
         // 3×128 leaves the modes of gmm40 (std 0.026 in model units) and the thin directions of
         // anisotropic10 too wide: 1000-step EM is 0.2–0.4 nats above the entropy, 4×256 < 0.1.

@@ -137,15 +137,16 @@ pub fn train(
         );
     }
     let mut source = DataSource::open(&cfg.data)?;
-    // EDM's σ_d (preconditioning, noise levels), unless given, is the data's (and is written to
-    // the run's config)
+    // EDM's σ_d, unless given, is EDM's constant 0.5 (written to the run's config), not the
+    // data's std: at or near it (2.03 on 8gaussians) training stalls where c_skip·x̃, the best
+    // linear denoiser, does all the work (+7.8 nats; 0.5 gives +0.02, toys/recipes.md)
     let resolved;
     let edm = cfg.model.parameterisation == crate::score::Parameterisation::Edm
         || matches!(cfg.objective, ObjectiveConfig::Edm { .. });
     let cfg = match cfg.model.sigma_data {
         None if edm => {
             let mut c = cfg.clone();
-            c.model.sigma_data = Some(source.sigma_data(cfg.data.scale, cfg.data.space)?);
+            c.model.sigma_data = Some(crate::nn::config::DEFAULT_SIGMA_DATA);
             resolved = c;
             &resolved
         }

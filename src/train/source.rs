@@ -235,30 +235,6 @@ impl DataSource {
         })
     }
 
-    /// σ_d for EDM's preconditioning: the root mean square over coordinates of the per-coordinate
-    /// standard deviation of up to 4096 points (model units, projected on `space`; fixed seed,
-    /// so a resumed run measures the same).
-    pub fn sigma_data(&self, scale: f64, space: crate::process::Space) -> Result<f64> {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5d);
-        let mut pts = self.points(4096, scale, &mut rng)?;
-        space.project(&mut pts.data);
-        let (n, d) = (pts.n.min(4096), pts.d);
-        if n < 2 {
-            bail!("σ_d needs at least 2 data points, found {n}; give model.sigma_data");
-        }
-        let mut var = 0.0;
-        for j in 0..d {
-            let col = (0..n).map(|i| pts.row(i)[j]);
-            let mean = col.clone().sum::<f64>() / n as f64;
-            var += col.map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-        }
-        let sd = (var / d as f64).sqrt();
-        if !(sd > 0.0 && sd.is_finite()) {
-            bail!("the data's standard deviation is {sd}; give model.sigma_data");
-        }
-        Ok(sd)
-    }
-
     /// The minimum-variance blend of the DSM and force targets under `process`, measured on up to
     /// 4096 points of the data with their forces (fixed seed: a resumed run measures the same);
     /// None when the data carry no forces.
