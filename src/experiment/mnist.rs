@@ -382,7 +382,8 @@ fn quality(net: Model, s: &Settings, judge: &Judge, seed: u64) -> Result<[(f64, 
             options: Options::default(),
             denoise_final: true,
         };
-        let x = sample::generate(
+        // a model that sends the sampler to non-finite values scores NaN ("diverged")
+        let Ok(x) = sample::generate(
             &net,
             net.process(),
             &plan,
@@ -390,7 +391,10 @@ fn quality(net: Model, s: &Settings, judge: &Judge, seed: u64) -> Result<[(f64, 
             &mut ChaCha8Rng::seed_from_u64(seed),
             &Device::Cpu,
             &mut Trace::default(),
-        )?;
+        ) else {
+            out[k] = (f64::NAN, f64::NAN);
+            continue;
+        };
         let pts = Points::new(s.n, net.dim(), crate::flat::values::<f64>(&x)?)?;
         let (fd, _, clipped) = judge.judge(&pts)?;
         out[k] = (fd, clipped);
@@ -843,7 +847,8 @@ fn report(s: &Settings, judge: &Judge, r: &Results) -> String {
          (clipped to [−1, 1]) and test digits 0..k; its floor — test digits k..2k against 0..k — is **{:.3}**. The \
          judge is {}; its test accuracy at t_min is {:.3}. Samples are unconditional (no class accuracy): \
          Euler–Maruyama with {} steps (\"SDE\") and DDIM η = 0 with {} steps on the log-SNR grid (\"ODE\"), \
-         each finished with one Tweedie denoising step; the same starting noise for every model.\n",
+         each finished with one Tweedie denoising step; the same starting noise for every model. \
+         NaN: the sampler met a non-finite score (the model sent it off to infinity).\n",
         sides.join(","),
         s.budget,
         s.timing,
