@@ -102,6 +102,30 @@ const PAGES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "docs/experiments/mnist.md",
+        &[
+            "src/objective",
+            // the classifier that judges the samples is built from the U-Net's blocks and layers
+            "src/nn",
+            ":(exclude)src/nn/unet/mod.rs",
+            ":(exclude)src/nn/unet/attention.rs",
+            ":(exclude)src/nn/unet/spec.rs",
+            ":(exclude)src/nn/unet/profile.rs",
+            ":(exclude)src/nn/unet/tests.rs",
+            "src/train",
+            "src/sample",
+            "src/parameterisation.rs",
+            "src/process.rs",
+            "src/config.rs",
+            "src/data/images.rs",
+            "src/data/mnist.rs",
+            "src/data/idx.rs",
+            "data/mnist",
+            "src/images",
+            "src/experiment/mnist.rs",
+        ],
+    ),
+    (
         "docs/experiments/estimators.md",
         &[
             "src/target/posterior.rs",

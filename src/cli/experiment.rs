@@ -3,7 +3,9 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
-use tweedie::experiment::{estimators, forces, objectives, quality, recipes, samplers, schedules};
+use tweedie::experiment::{
+    estimators, forces, mnist, objectives, quality, recipes, samplers, schedules,
+};
 
 #[derive(Parser)]
 pub struct Args {
@@ -40,6 +42,51 @@ struct Budget {
     /// Learning rate.
     #[arg(long, default_value_t = 2e-3)]
     lr: f64,
+}
+
+/// The settings of `tweedie experiment mnist` (its --seed, --out and --quiet are `Common`'s).
+#[derive(clap::Args)]
+struct MnistArgs {
+    /// Image sides of the cost table (each divides 28): 7, 14, 28 → d = 49, 196, 784.
+    #[arg(long, value_delimiter = ',', default_value = "7,14,28")]
+    sides: Vec<usize>,
+    /// Seconds of training per objective at equal wall-clock (d = 784).
+    #[arg(long, default_value_t = 90.0)]
+    budget: f64,
+    /// Seconds each objective is timed for in the cost table.
+    #[arg(long, default_value_t = 2.0)]
+    timing: f64,
+    /// Optimiser steps per DSM run of the schedule / weighting comparison.
+    #[arg(long, default_value_t = 10_000)]
+    steps: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Hidden width of the 3-layer MLP.
+    #[arg(long, default_value_t = 256)]
+    width: usize,
+    /// Learning rate (Adam, constant).
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Samples per model (the Fréchet distance uses min(n, 500)).
+    #[arg(long, default_value_t = 500)]
+    n: usize,
+    /// Euler–Maruyama steps per sample (DDIM: a tenth).
+    #[arg(long, default_value_t = 500)]
+    sampler_steps: usize,
+    /// Independent trainings per setting (mean ± standard error).
+    #[arg(long, default_value_t = 1)]
+    seeds: usize,
+    /// A classifier run (`tweedie classifier`) to judge samples with; without it one is
+    /// trained first (--classifier-steps).
+    #[arg(long)]
+    classifier: Option<PathBuf>,
+    /// Steps of the classifier trained when --classifier is not given.
+    #[arg(long, default_value_t = 400)]
+    classifier_steps: usize,
+    /// Points per set in the manifold section (test digits, uniform noise, blobs).
+    #[arg(long, default_value_t = 500)]
+    points: usize,
 }
 
 #[derive(Subcommand)]
@@ -150,6 +197,16 @@ enum Which {
         n: usize,
         #[command(flatten)]
         budget: Budget,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Note 004 at 784 dimensions on MNIST with an MLP: ISM (exact trace), SSM, FD-SSM and DSM —
+    /// cost per step against dimension and sample quality (Fréchet distance in a classifier's
+    /// features) at equal wall-clock; DSM's process, weighting and t_min at equal steps; the
+    /// learned score on noised test digits as σ → 0 and off the data.
+    Mnist {
+        #[command(flatten)]
+        args: MnistArgs,
         #[command(flatten)]
         common: Common,
     },
@@ -336,6 +393,32 @@ pub fn run(a: Args) -> Result<()> {
             };
             schedules::run(&s, &c.out)?;
             show(&c.out, "schedules.md")
+        }
+        Which::Mnist { args: m, common: c } => {
+            anyhow::ensure!(
+                m.budget.is_finite() && m.timing.is_finite() && m.timing > 0.0,
+                "--budget and --timing must be positive numbers of seconds"
+            );
+            c.check()?;
+            let s = mnist::Settings {
+                sides: m.sides,
+                budget: m.budget,
+                timing: m.timing,
+                steps: m.steps,
+                batch: m.batch,
+                width: m.width,
+                lr: m.lr,
+                n: m.n,
+                sampler_steps: m.sampler_steps,
+                seeds: m.seeds,
+                classifier: m.classifier,
+                classifier_steps: m.classifier_steps,
+                points: m.points,
+                seed: c.seed,
+                quiet: c.quiet,
+            };
+            mnist::run(&s, &c.out)?;
+            show(&c.out, "mnist.md")
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod estimators;
 pub mod forces;
+pub mod mnist;
 pub mod objectives;
 pub mod quality;
 pub mod recipes;

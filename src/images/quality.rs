@@ -82,7 +82,7 @@ pub fn features_and_classes(
 
 /// The samples' values as images the classifier takes (checked shape), f32, clipped to the
 /// pixel range [−1, 1] as an image file would hold them; and the share of values clipped.
-fn sample_values(model: &NoisyClassifier, samples: &Points) -> Result<(Vec<f32>, f64)> {
+pub fn sample_values(model: &NoisyClassifier, samples: &Points) -> Result<(Vec<f32>, f64)> {
     let event = &model.config.spec.event;
     let shape_ok = samples.event.is_empty() || &samples.event == event;
     if samples.d != model.config.spec.dim() || !shape_ok {
@@ -99,6 +99,22 @@ fn sample_values(model: &NoisyClassifier, samples: &Points) -> Result<(Vec<f32>,
         .map(|v| v.clamp(-1.0, 1.0) as f32)
         .collect();
     Ok((x, outside as f64 / samples.data.len().max(1) as f64))
+}
+
+/// The Fréchet distance between the first k rows of the sample features `fs` and of the test
+/// features `ft` (F per row), and its floor: the same between test rows k..2k and 0..k.
+pub fn frechet_and_floor(fs: &[f64], ft: &[f64], k: usize, f: usize) -> Result<(f64, f64)> {
+    if fs.len() < k * f || ft.len() < 2 * k * f {
+        bail!(
+            "the Fréchet distance on k = {k} needs k samples and 2k test images, got {} and {}",
+            fs.len() / f.max(1),
+            ft.len() / f.max(1)
+        );
+    }
+    Ok((
+        frechet_between(&fs[..k * f], &ft[..k * f], f)?,
+        frechet_between(&ft[k * f..2 * k * f], &ft[..k * f], f)?,
+    ))
 }
 
 /// The quality of `samples` drawn for the classes `labels` (one per sample), against `test`
@@ -151,8 +167,7 @@ pub fn image_quality(
         })
         .collect();
     let f = model.config.spec.features();
-    let fd = frechet_between(&fs[..k * f], &ft[..k * f], f)?;
-    let floor = frechet_between(&ft[k * f..2 * k * f], &ft[..k * f], f)?;
+    let (fd, floor) = frechet_and_floor(&fs, &ft, k, f)?;
     let metrics = vec![
         (
             "class_accuracy",
