@@ -841,7 +841,7 @@ fn report(s: &Settings, judge: &Judge, r: &Results) -> String {
          {:.1} at the end, on a machine with {} cores: other work shared it, so times are upper bounds).\n\n\
          Data: the shipped MNIST digits' fixed split (9000 training, 1000 test), pixels in [−1, 1] with uniform \
          dequantisation afresh per batch. Network everywhere: a 3×{} SiLU MLP (32 Fourier features of t), \
-         v-parameterised (v̂ ≈ α_t ε − σ_t x0, ε̂ = (σ_t x + α_t v̂)/(α_t² + σ_t²), s = −ε̂/σ_t;          ε-prediction needs ε̂ ≈ x at large t, an identity on 784 dimensions that a width-256 MLP          cannot represent: in a trial its samples diverged, FD ≈ 18), Adam at a constant learning rate {}, batch {}, no EMA; VP process \
+         v-parameterised (v̂ ≈ α_t ε − σ_t x0, ε̂ = (σ_t x + α_t v̂)/(α_t² + σ_t²), s = −ε̂/σ_t; ε-prediction needs ε̂ ≈ x at large t, an identity on 784 dimensions that a width-256 MLP cannot represent: in a trial its samples diverged, FD ≈ 18), Adam at a constant learning rate {}, batch {}, no EMA; VP process \
          (β 0.1 → 20, t_min = 1e-3) unless a row says otherwise. Sample quality: the Fréchet distance (FD) in the \
          32 penultimate features of a noise-conditional MNIST classifier read at t_min, between k = {} samples \
          (clipped to [−1, 1]) and test digits 0..k; its floor — test digits k..2k against 0..k — is **{:.3}**. The \
