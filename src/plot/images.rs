@@ -69,8 +69,11 @@ pub fn image_grid(
                         RGBColor(g, g, g)
                     };
                     let (a, b) = ((x0 + x as u32 * zoom) as i32, (y0 + y as u32 * zoom) as i32);
+                    // plotters fills [a, a') × [b, b'): the far corner is one past the block
+                    // (with a' = a + zoom − 1 every block lost a row and a column, and the white
+                    // background showed through as a dot grid)
                     root.draw(&Rectangle::new(
-                        [(a, b), (a + zoom as i32 - 1, b + zoom as i32 - 1)],
+                        [(a, b), (a + zoom as i32, b + zoom as i32)],
                         colour.filled(),
                     ))?;
                 }

@@ -157,6 +157,33 @@ fn every_figure_writes_a_png() {
     check(&at("grid.png"), (3 * 34 + 2, 2 * 52 + 2));
 }
 
+/// Every pixel of an image is drawn: a black image gives a black block of zoom × zoom pixels
+/// per pixel, with no background showing between them.
+#[test]
+fn image_grid_fills_every_pixel() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("black.png");
+    let imgs = Points::new(2, 16, vec![-1.0; 32])
+        .unwrap()
+        .with_event(vec![4, 4])
+        .unwrap();
+    for zoom in [1, 3] {
+        image_grid(&path, &imgs, 2, (-1.0, 1.0), zoom, None).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        let cw = 4 * zoom + 2;
+        for k in 0..2 {
+            for y in 0..4 * zoom {
+                for x in 0..4 * zoom {
+                    let px = img.get_pixel(2 + k * cw + x, 2 + y);
+                    assert_eq!(px.0, [0, 0, 0], "zoom {zoom}, image {k}, pixel ({x}, {y})");
+                }
+            }
+        }
+        // the gutter between the two images stays white
+        assert_eq!(img.get_pixel(2 + 4 * zoom, 2).0, [255, 255, 255]);
+    }
+}
+
 #[test]
 fn bad_figure_inputs_are_errors() {
     let dir = tempfile::tempdir().unwrap();
