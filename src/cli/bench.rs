@@ -124,6 +124,12 @@ enum Case {
         #[arg(long, default_value_t = 10)]
         nfe: usize,
     },
+    /// Forward and backward time of each layer type of the same U-Net (all its instances at
+    /// MNIST's shapes, best of 3): our convolution and GroupNorm ops beside candle's composites.
+    UnetLayers {
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+    },
     /// The machine's f32 peak: independent FMA chains of the widest vectors the CPU has (AVX-512
     /// or AVX2) on every thread (and on one).
     Peak,
@@ -135,7 +141,10 @@ pub fn run(a: Args) -> Result<()> {
     }
     if matches!(
         a.case,
-        Case::TrainEgnn { .. } | Case::UnetTrain { .. } | Case::UnetSample { .. }
+        Case::TrainEgnn { .. }
+            | Case::UnetTrain { .. }
+            | Case::UnetSample { .. }
+            | Case::UnetLayers { .. }
     ) {
         // before any thread or candle op, as `tweedie train` and `sample` do for these networks:
         // the EGNN's fused edges and the U-Net's convolutions and norms split the batch over the
@@ -301,6 +310,16 @@ pub fn run(a: Args) -> Result<()> {
         }
         Case::UnetSample { batch, nfe } => {
             super::bench_unet::sample(batch, nfe, a.repeats, threads)?
+        }
+        Case::UnetLayers { batch } => {
+            if batch == 0 {
+                bail!("--batch must be at least 1");
+            }
+            let rows: Vec<serde_json::Value> = tweedie::nn::unet::profile::layer_times(batch)?
+                .into_iter()
+                .map(|(layer, f, b)| json!({"layer": layer, "forward_s": f, "backward_s": b}))
+                .collect();
+            json!({"case": "unet-layers", "batch": batch, "threads": threads, "layers": rows})
         }
         Case::Peak => {
             let all = peak_gflops(threads);

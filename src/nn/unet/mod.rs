@@ -256,7 +256,6 @@ impl Network for UNet {
     super::layers::weights_methods!("unet");
 }
 
-#[cfg(test)]
-mod profile;
+pub mod profile;
 #[cfg(test)]
 pub(crate) mod tests;

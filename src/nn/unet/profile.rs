@@ -1,6 +1,5 @@
-//! A timing printout of the tiny preset's layer types at batch 32 on MNIST's shapes (not a
-//! check): each type's forward and backward passes over all its instances in the network.
-//! `cargo test --release --lib time_the_layer_types -- --ignored --nocapture`
+//! Times of the tiny preset's layer types on MNIST's shapes, for `tweedie bench unet-layers`:
+//! each type's forward and backward passes over all its instances in the network.
 
 use super::attention::Attention;
 use super::layers::{pool2, silu, upsample2, Builder};
@@ -26,9 +25,9 @@ fn time(f: &dyn Fn(&Tensor) -> Result<Tensor>, shape: &[usize]) -> Result<(f64, 
     Ok((fwd, all))
 }
 
-#[test]
-#[ignore = "prints timings and asserts nothing (timings belong in benchmarks, not in the suite); run it with: cargo test --release --lib time_the_layer_types -- --ignored --nocapture"]
-fn time_the_layer_types() -> Result<()> {
+/// (layer type, forward seconds, backward seconds) summed over the type's instances in the tiny
+/// preset at batch `n`, each the best of 3; our ops beside candle's composites.
+pub fn layer_times(n: usize) -> Result<Vec<(String, f64, f64)>> {
     let dev = Device::Cpu;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut b = Builder::drawing(&mut rng, &dev);
@@ -74,15 +73,10 @@ fn time_the_layer_types() -> Result<()> {
         (32, 28),
         (32, 28),
     ];
-    let n = 32;
     let mut rows = Vec::new();
     let mut total = |name: &str, parts: Vec<(f64, f64)>| {
         let (f, a) = parts.iter().fold((0.0, 0.0), |s, p| (s.0 + p.0, s.1 + p.1));
-        rows.push(format!(
-            "{name:<28} forward {:7.1} ms  backward {:7.1} ms",
-            f * 1e3,
-            (a - f) * 1e3
-        ));
+        rows.push((name.to_string(), f, a - f));
     };
     let mut ours = Vec::new();
     let mut composite = Vec::new();
@@ -141,6 +135,5 @@ fn time_the_layer_types() -> Result<()> {
         )?,
     ];
     total("skip concatenations (3)", cats);
-    println!("{}", rows.join("\n"));
-    Ok(())
+    Ok(rows)
 }

@@ -168,25 +168,6 @@ fn the_loss_falls_on_a_fixed_batch_with_labels() -> Result<()> {
     Ok(())
 }
 
-/// Time of the tiny preset's forward and backward pass at batch 32.
-#[test]
-#[ignore = "prints timings and asserts nothing (timings belong in benchmarks, not in the suite); run it with: cargo test --release --lib time_the_tiny_preset -- --ignored --nocapture"]
-fn time_the_tiny_preset() -> Result<()> {
-    let dev = Device::Cpu;
-    let net = Model::new(tiny_mnist(), &mut ChaCha8Rng::seed_from_u64(0), &dev)?;
-    println!("{} parameters", net.num_params());
-    let x = randn(&[32, 784], 1, DType::F32)?;
-    let t = Tensor::full(0.5f32, 32, &dev)?;
-    for _ in 0..3 {
-        let a = std::time::Instant::now();
-        let out = net.forward(&x, &t)?;
-        let b = a.elapsed();
-        let _ = out.sqr()?.sum_all()?.backward()?;
-        println!("forward {b:?}, forward + backward {:?}", a.elapsed());
-    }
-    Ok(())
-}
-
 /// `upsample2` is candle's nearest upsampling (on channels-first maps), by value. (Its backward
 /// is not: in candle 0.11.1, d/dx [Σ up(x) + Σ x] came out 4 where it is 5 — the upsampling's
 /// gradient replaces what the other use of x had accumulated.)
