@@ -360,6 +360,9 @@ const CASES: &[(&str, &str, &[&str])] = &[
     ("experiment schedules --lr -1", "experiment schedules --lr -1 --out {exp} --quiet", &["lr"]),
     ("train --potential of another shape", "train --data {good.npy} --potential dw4 --objective mixed --steps 2 --out {r1}", &["good.npy", "dw4", "8"]),
     ("train --potential unknown", "train --data {good.npy} --potential dw5 --objective mixed --steps 2 --out {r1}", &["dw5"]),
+    ("train idem without --potential", "train --objective idem --steps 2 --out {r1}", &["data.potential"]),
+    ("train idem on a data file", "train --objective idem --potential anisotropic3 --data {good.npy} --steps 2 --out {r1}", &["replay", "good.npy"]),
+    ("data replay without idem", "train --data replay --steps 2 --out {r1}", &["replay", "idem"]),
     ("train --kt without --potential", "train --data {good.npy} --kt 2 --steps 2 --out {r1}", &["--kt", "--potential"]),
     ("mcmc --chains 0", "mcmc --potential dw4 --chains 0 --out {mc} --quiet", &["chains"]),
     ("mcmc --steps 0", "mcmc --potential dw4 --steps 0 --out {mc} --quiet", &["steps"]),
@@ -383,7 +386,7 @@ const CASES: &[(&str, &str, &[&str])] = &[
     ("unknown grid", "sample --target ncsn2 --grid spiral --out {out.npy}", &["spiral"]),
     ("unknown target", "sample --target ncsn3 --out {out.npy}", &["ncsn3"]),
     ("unknown device", "train --device tpu --out {r1}", &["tpu"]),
-    ("unknown potential", "mcmc --potential argon --out {mc} --quiet", &["argon", "double-well, muller-brown, gmm40, dw4, lj13"]),
+    ("unknown potential", "mcmc --potential argon --out {mc} --quiet", &["argon", "double-well, muller-brown, dw4, lj13, gmm40"]),
     ("cuda in a CPU build", "sample --target ncsn2 --device cuda --out {out.npy}", &["cuda"]),
     ("unknown flag", "train --stepz 5", &["--stepz"]),
     // runs, folders and configs

@@ -177,8 +177,9 @@ enum Which {
         #[command(flatten)]
         common: Common,
     },
-    /// Note 000's training-free score estimators (posterior-expected force, force and kernel
-    /// read-outs) against the exact score: Fisher divergence versus K draws and time t.
+    /// Note 000's score estimators against the exact score: the training-free posterior-expected
+    /// force (force and kernel read-outs) versus K draws and time t, and the single-sample
+    /// F(x̂0)/α_t at the exact denoiser (and a run's, with --run).
     Estimators {
         /// Mixture target (gmm40 in model space, x/50).
         #[arg(long, default_value = "gmm40")]
@@ -186,6 +187,10 @@ enum Which {
         /// Points per cell.
         #[arg(long, default_value_t = 200)]
         n: usize,
+        /// A run trained on the target (`tweedie train --data gmm40 --data-scale 50`, default
+        /// VP process): the single-sample estimator also at its Tweedie denoiser.
+        #[arg(long)]
+        run: Option<PathBuf>,
         #[command(flatten)]
         common: Common,
     },
@@ -340,6 +345,7 @@ pub fn run(a: Args) -> Result<()> {
         Which::Estimators {
             target,
             n,
+            run,
             common: c,
         } => {
             anyhow::ensure!(n >= 1, "--n must be at least 1");
@@ -349,6 +355,7 @@ pub fn run(a: Args) -> Result<()> {
                     target,
                     n,
                     seed: c.seed,
+                    run,
                 },
                 &c.out,
             )?;
@@ -396,7 +403,7 @@ pub fn run(a: Args) -> Result<()> {
         }
         Which::Mnist { args: m, common: c } => {
             anyhow::ensure!(
-                m.budget.is_finite() && m.timing.is_finite() && m.timing > 0.0,
+                m.budget.is_finite() && m.budget > 0.0 && m.timing.is_finite() && m.timing > 0.0,
                 "--budget and --timing must be positive numbers of seconds"
             );
             c.check()?;

@@ -18,7 +18,8 @@ pub struct Args {
     config: Option<PathBuf>,
     /// Data: a toy name (checkerboard, 8gaussians, swissroll, moons, circles, pinwheel, 2spirals,
     /// ncsn2, gmm40), mnist (the shipped digits with labels), a folder of PNGs, an IDX images file
-    /// (.gz/.idx) or a .npy/.csv file of shape [n, d].
+    /// (.gz/.idx) or a .npy/.csv file of shape [n, d]. With --objective idem: none (the model's
+    /// own samples, `replay`).
     #[arg(long)]
     data: Option<String>,
     /// Divide the data by this before training (samples are mapped back).
@@ -60,9 +61,10 @@ pub struct Args {
     /// [n, N·k] (e.g. `tweedie mcmc` output) give N: --com-free 4.
     #[arg(long, value_name = "N", num_args = 0..=1)]
     com_free: Option<Option<usize>>,
-    /// A named potential (double-well, muller-brown, gmm40, dw4, lj13) whose forces βF = ∇log p0 are
-    /// computed at every data point, for force-based objectives (mixed, force); a particle potential
-    /// also sets the zero-centre-of-mass space.
+    /// A named potential (double-well, muller-brown, dw4, lj13, or a mixture target's −log p:
+    /// gmm40, anisotropic3, …) whose forces βF = ∇log p0 are computed at every data point, for
+    /// force-based objectives (mixed, force), or the energy alone trains from (idem); a particle
+    /// potential also sets the zero-centre-of-mass space.
     #[arg(long)]
     potential: Option<String>,
     /// Temperature kT of --potential (default: the potential's own).
@@ -79,7 +81,8 @@ pub struct Args {
     /// the data's own std can stall training on symmetric data]
     #[arg(long)]
     sigma_data: Option<f64>,
-    /// Objective, e.g. dsm, dsm_level, ncsn, esm, ism, ssm, ssm_vr, fd_ssm, force, mixed, edm
+    /// Objective, e.g. dsm, dsm_level, ncsn, esm, ism, ssm, ssm_vr, fd_ssm, force, mixed, edm, or
+    /// idem (energy only: no data, needs --potential; its buffer and K in [objective])
     /// (continuous ones use --weighting; single-level ones --level-t; full control in [objective]).
     #[arg(long)]
     objective: Option<String>,
@@ -120,6 +123,7 @@ pub fn run(a: Args) -> Result<()> {
             .context("--resume needs the run folder's config.toml")?,
         (None, false) => RunConfig::default(),
     };
+    let data_given = a.data.is_some();
     if let Some(d) = a.data {
         cfg.data.source = d;
     }
@@ -132,14 +136,18 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(o) = &a.objective {
         cfg.objective =
             ObjectiveConfig::from_name(o, a.weighting.unwrap_or(Weighting::Sigma2), a.level_t)?;
+        if matches!(cfg.objective, ObjectiveConfig::Idem(_)) && !data_given {
+            cfg.data.source = tweedie::train::replay::SOURCE.into();
+        }
     } else if let Some(w) = a.weighting {
         // --weighting alone sets the weighting of the configured (continuous) objective
         match &mut cfg.objective {
             ObjectiveConfig::Dsm { weighting }
             | ObjectiveConfig::Force { weighting }
             | ObjectiveConfig::Mixed { weighting } => *weighting = w,
+            ObjectiveConfig::Idem(i) => i.weighting = w,
             other => anyhow::bail!(
-                "--weighting applies to continuous objectives (dsm, force, mixed), not {}",
+                "--weighting applies to continuous objectives (dsm, force, mixed, idem), not {}",
                 other.name()
             ),
         }

@@ -37,3 +37,16 @@ pub use unet::UNet;
 
 #[cfg(test)]
 mod tests;
+
+/// The contiguous f32 values of a custom CPU op's argument (`op` names the op in the error).
+pub(crate) fn contiguous<'s>(
+    s: &'s candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    op: &str,
+) -> candle_core::Result<&'s [f32]> {
+    let values = s.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((a, b)) => Ok(&values[a..b]),
+        None => candle_core::bail!("the {op} op needs contiguous arguments"),
+    }
+}

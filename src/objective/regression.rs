@@ -276,3 +276,33 @@ pub fn force(
     }
     regress(net, z, target, b.x0.device(), lambda)
 }
+
+/// Energy-only training (iDEM, Akhound-Sadegh et al. 2024, eq. 9): x_t from the batch's buffer
+/// rows at t ~ U(t_min, T), regressed on the batch's estimator Ŝ_K(x_t, t) (`Batch::truth`: the
+/// Monte Carlo posterior-expected force), each target row clipped to σ_t‖Ŝ‖ ≤ `clip`·√dof.
+pub fn idem(net: &Model, cfg: &super::Idem, b: &Batch, rng: &mut ChaCha8Rng) -> Result<Regression> {
+    let Some(estimator) = b.truth else {
+        bail!("energy-only training needs the potential's score estimator: give data.potential (the trainer builds it)")
+    };
+    let (ts, lambda) = continuous_times(net, cfg.weighting, b.x0.dims()[0], rng);
+    let z = noise(net, &b.x0, ts, rng)?;
+    let (xt, t) = z.tensors(DType::F64, b.x0.device())?;
+    let mut target = values(&estimator.score(&xt, &t)?)?;
+    if cfg.clip > 0.0 {
+        // in noise units: σ_t‖Ŝ‖ ≤ clip·√dof, where DSM's target ε has norm ≈ √dof
+        let dof = net.process().space().dof(z.d) as f64;
+        let rows = target.chunks_exact_mut(z.d).zip(&z.coef);
+        for (row, &(_, sigma)) in rows {
+            clip_row(row, cfg.clip * dof.sqrt() / sigma);
+        }
+    }
+    regress(net, z, target, b.x0.device(), lambda)
+}
+
+/// Rescales `row` to norm `max` where its norm exceeds it.
+pub fn clip_row(row: &mut [f64], max: f64) {
+    let norm = row.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if norm > max {
+        row.iter_mut().for_each(|x| *x *= max / norm);
+    }
+}

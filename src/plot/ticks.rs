@@ -15,6 +15,15 @@ pub fn linear_label(v: f64, lo: f64, hi: f64) -> String {
     // at most seven ticks, spaced 1, 2 or 5 × 10ᵏ apart (as plotters places them): k sets the decimals
     let step = nice_step(if span > 0.0 { span / 7.0 } else { 1.0 });
     let decimals = (-(step.log10().floor())).clamp(0.0, 6.0) as usize;
+    // plotters may place ticks finer than our estimate (0.5 apart where we expect 1): one or two
+    // more decimals where the tick needs them, so that 2.5 is not shown as "2"
+    let fits = |d: usize| {
+        let f = 10f64.powi(d as i32);
+        ((v * f).round() / f - v).abs() <= 1e-9 * step
+    };
+    let decimals = (decimals..=decimals + 2)
+        .find(|&d| fits(d))
+        .unwrap_or(decimals);
     let s = format!("{v:.decimals$}");
     trim_negative_zero(s)
 }
@@ -93,6 +102,9 @@ mod tests {
         assert_eq!(linear_label(0.4, 0.0, 1.0), "0.4");
         assert_eq!(linear_label(0.05, 0.0, 0.3), "0.05");
         assert_eq!(linear_label(2.0, -4.0, 4.0), "2");
+        // plotters' ticks 0.5 apart on a span of 3.6 (our estimate: 1 apart)
+        assert_eq!(linear_label(2.5, -0.6, 3.0), "2.5");
+        assert_eq!(linear_label(2.0, -0.6, 3.0), "2");
         assert_eq!(linear_label(-0.0001, -1.0, 1.0), "0.0");
         assert_eq!(linear_label(150000.0, 0.0, 300000.0), "1.5e5");
         assert_eq!(linear_label(0.0002, 0.0, 0.0005), "2e-4");

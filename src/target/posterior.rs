@@ -22,7 +22,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Which read-out of the weighted posterior draws.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Readout {
     /// Σ w_k βF(x0_k) / (α_t Σ w_k): the posterior-expected force (note 000).
     Force,
@@ -65,6 +68,13 @@ impl PosteriorScore {
             seed,
             calls: AtomicU64::new(0),
         })
+    }
+
+    /// Continues the draws after `calls` calls to `score` (a resumed training run's: one call
+    /// per optimiser step).
+    pub fn after_calls(self, calls: u64) -> Self {
+        self.calls.store(calls, Ordering::Relaxed);
+        self
     }
 
     /// The estimate at one point x_t (length d) and time t, from draws of `rng`.

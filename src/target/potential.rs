@@ -132,8 +132,19 @@ impl Potential for GaussianMixture {
     }
 }
 
-/// Names accepted by `named`.
-pub const POTENTIAL_NAMES: &[&str] = &["double-well", "muller-brown", "gmm40", "dw4", "lj13"];
+/// Names accepted by `named`: the surfaces, the particle systems, and every mixture target
+/// (`TARGET_NAMES`) as the energy U = −log p.
+pub const POTENTIAL_NAMES: &[&str] = &[
+    "double-well",
+    "muller-brown",
+    "dw4",
+    "lj13",
+    "gmm40",
+    "ncsn2",
+    "anisotropic3",
+    "anisotropic10",
+    "8gaussians",
+];
 
 /// The named potential at temperature kT (`None`: its default, 1 except muller-brown's 20).
 pub fn named(name: &str, kt: Option<f64>) -> Result<Box<dyn Potential + Send + Sync>> {
@@ -149,8 +160,8 @@ pub fn named(name: &str, kt: Option<f64>) -> Result<Box<dyn Potential + Send + S
         "muller-brown" => Box::new(MullerBrown {
             kt: kt.unwrap_or(MullerBrown::DEFAULT_KT),
         }),
-        "gmm40" => Box::new(MixtureEnergy {
-            mixture: GaussianMixture::named("gmm40")?,
+        mixture if super::TARGET_NAMES.contains(&mixture) => Box::new(MixtureEnergy {
+            mixture: GaussianMixture::named(mixture)?,
             kt: kt1,
         }),
         "dw4" => Box::new(MultiDoubleWell::dw4(kt1)),
@@ -357,5 +368,33 @@ impl Potential for MixtureEnergy {
                 }
             })
             .collect()
+    }
+}
+
+/// A potential read in model space y = x / scale (`data.scale`): U(scale·y), force scale·F(scale·y),
+/// so that ∇_y log p(scale·y) = scale·βF is the model-space score.
+pub struct Scaled {
+    pub inner: Box<dyn Potential + Send + Sync>,
+    pub scale: f64,
+}
+
+impl Potential for Scaled {
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn kt(&self) -> f64 {
+        self.inner.kt()
+    }
+    fn particles(&self) -> Option<(usize, usize)> {
+        self.inner.particles()
+    }
+    fn energy_force(&self, x: &[f64], e: &mut [f64], f: &mut [f64]) -> Result<()> {
+        if self.scale == 1.0 {
+            return self.inner.energy_force(x, e, f);
+        }
+        let data: Vec<f64> = x.iter().map(|v| v * self.scale).collect();
+        self.inner.energy_force(&data, e, f)?;
+        f.iter_mut().for_each(|v| *v *= self.scale);
+        Ok(())
     }
 }

@@ -5,6 +5,7 @@
 
 use super::engine::Engine;
 use super::DataSource;
+use super::{frozen, inference};
 use crate::config::TrainConfig;
 use crate::flat::values;
 use crate::nn::Model;
@@ -196,26 +197,13 @@ fn regress_x0(
     })
 }
 
-/// A copy of the model's current weights for inference (on the fused kernels where they apply):
-/// a teacher for the next round, or θ⁻.
-fn frozen(m: &Model) -> Result<Model> {
-    let copy = m.copy()?;
-    if crate::nn::fused::enabled() {
-        return copy.for_inference();
-    }
-    Ok(copy)
-}
-
 /// θ⁻ of consistency distillation: the engine's EMA of the student's weights, for inference.
 fn ema_target(student: &Model, engine: &Engine) -> Result<Model> {
     let copy = student.copy()?;
-    for ((_, var), w) in copy.vars().iter().zip(engine.state(student)?.ema) {
+    for ((_, var), w) in copy.vars().iter().zip(engine.ema(student)?) {
         var.set(&w.to_dtype(var.dtype())?)?;
     }
-    if crate::nn::fused::enabled() {
-        return copy.for_inference();
-    }
-    Ok(copy)
+    inference(copy)
 }
 
 /// A fresh engine for the student (Adam from zero), keeping an EMA of its weights from the

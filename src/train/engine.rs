@@ -235,18 +235,22 @@ impl Engine {
             },
             Engine::Fused(f) => {
                 let dev = net.device();
-                let ema = if f.ema.is_empty() {
-                    Vec::new()
-                } else {
-                    f.mlp.to_tensors(&f.ema, dev)?
-                };
                 State {
                     params: f.mlp.to_tensors(f.mlp.params(), dev)?,
-                    ema,
+                    ema: self.ema(net)?,
                     adam_m: f.mlp.to_tensors(&f.m, dev)?,
                     adam_v: f.mlp.to_tensors(&f.v, dev)?,
                 }
             }
+        })
+    }
+
+    /// The EMA of the weights as tensors on the network's device (empty when none is kept).
+    pub fn ema(&self, net: &Model) -> Result<Vec<Tensor>> {
+        Ok(match self {
+            Engine::Candle { ema, .. } => ema.clone(),
+            Engine::Fused(f) if f.ema.is_empty() => Vec::new(),
+            Engine::Fused(f) => f.mlp.to_tensors(&f.ema, net.device())?,
         })
     }
 

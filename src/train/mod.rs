@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod distill;
 pub mod engine;
 pub mod lock;
+pub mod replay;
 pub mod source;
 
 use crate::config::RunConfig;
@@ -108,12 +109,23 @@ pub fn net_from_checkpoint(ck: &Checkpoint, ema: bool, device: &Device) -> Resul
 /// the fused kernels on CPU; `TWEEDIE_ENGINE=candle` keeps candle ops).
 pub fn load_net(path: &Path, ema: bool, device: &Device) -> Result<(Model, Checkpoint)> {
     let ck = Checkpoint::load(path)?;
-    let mut net = net_from_checkpoint(&ck, ema, device)
+    let net = net_from_checkpoint(&ck, ema, device)
         .with_context(|| format!("{}: weights do not match the model config", path.display()))?;
+    Ok((inference(net)?, ck))
+}
+
+/// A copy of the model's current weights for inference (on the fused kernels where they apply):
+/// a distillation teacher, θ⁻, or the sampler of energy-only training's buffer.
+pub fn frozen(m: &Model) -> Result<Model> {
+    inference(m.copy()?)
+}
+
+/// The model switched to the fused inference kernels where they are enabled.
+pub fn inference(m: Model) -> Result<Model> {
     if crate::nn::fused::enabled() {
-        net = net.for_inference()?;
+        return m.for_inference();
     }
-    Ok((net, ck))
+    Ok(m)
 }
 
 /// Trains a score network with the configured objective and writes checkpoints into `run_dir`.
@@ -136,7 +148,14 @@ pub fn train(
             run_dir.display()
         );
     }
-    let mut source = DataSource::open(&cfg.data)?;
+    let idem = match &cfg.objective {
+        ObjectiveConfig::Idem(i) => Some(i),
+        _ => None,
+    };
+    let mut source = match idem {
+        Some(i) => replay_source(cfg, i, run_dir, opts.resume)?,
+        None => DataSource::open(&cfg.data)?,
+    };
     // EDM's σ_d, unless given, is EDM's constant 0.5 (written to the run's config), not the
     // data's std: at or near it (2.03 on 8gaussians) training stalls where c_skip·x̃, the best
     // linear denoiser, does all the work (+7.8 nats; 0.5 gives +0.02, toys/recipes.md)
@@ -171,10 +190,6 @@ pub fn train(
             bail!("the data have labels up to {}, but model.classes = {c}; raise it or drop it (it defaults to the data's)", k - 1);
         }
     }
-    let truth = source.mixture().map(|m| ExactScore {
-        mixture: m.clone(),
-        process: process.clone(),
-    });
     let log_path = run_dir.join(METRICS_LOG);
     let t = &cfg.train;
 
@@ -198,8 +213,10 @@ pub fn train(
         let _ = std::fs::remove_file(&log_path);
         s
     };
-    if let Some(warning) = prior_warning(cfg, &source, &rng)? {
-        eprintln!("warning: {warning}");
+    if idem.is_none() {
+        if let Some(warning) = prior_warning(cfg, &source, &rng)? {
+            eprintln!("warning: {warning}");
+        }
     }
     crate::io::write_atomic_bytes(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())
         .with_context(|| format!("{}: cannot write config", run_dir.display()))?;
@@ -211,10 +228,42 @@ pub fn train(
         );
     }
 
+    let truth: Option<Box<dyn ScoreModel>> = match (idem, &cfg.data.potential) {
+        // the estimator's draws continue where a resumed run's stopped: one call per step
+        (Some(i), Some(name)) => Some(Box::new(
+            replay::estimator(
+                name,
+                cfg.data.kt,
+                cfg.data.scale,
+                process.clone(),
+                i,
+                t.seed,
+            )?
+            .after_calls(start as u64),
+        )),
+        _ => source.mixture().map(|m| {
+            Box::new(ExactScore {
+                mixture: m.clone(),
+                process: process.clone(),
+            }) as Box<dyn ScoreModel>
+        }),
+    };
     let mut engine = Engine::new(&net, &cfg.objective, adam, ema)?;
     let blend = blend_for(&cfg.objective, &source, &net)?;
-    let save = |step: usize, rng: &ChaCha8Rng, engine: &Engine| {
-        save_checkpoint(&net, cfg, engine, step, rng, &ck_path)
+    let save = |step: usize, rng: &ChaCha8Rng, engine: &Engine, source: &DataSource| {
+        let buffer = match (idem, source) {
+            (Some(_), DataSource::Points { x, .. }) => Some(x),
+            _ => None,
+        };
+        // the buffer first, the older one removed last: every checkpoint has its buffer
+        if let Some(x) = buffer {
+            replay::save(run_dir, step, x)?;
+        }
+        save_checkpoint(&net, cfg, engine, step, rng, &ck_path)?;
+        if buffer.is_some() {
+            replay::prune(run_dir, step)?;
+        }
+        Ok::<(), anyhow::Error>(())
     };
 
     let mut log = std::fs::OpenOptions::new()
@@ -233,12 +282,24 @@ pub fn train(
             if opts.stop_after.is_some_and(|k| step - start >= k) {
                 return Ok((step, last_loss));
             }
+            if let (Some(i), DataSource::Points { x, .. }) = (idem, &mut source) {
+                if step > 0 && step % i.refresh_every == 0 {
+                    engine.sync(&net)?;
+                    let rows = replay::draw(&net, i, &mut rng).with_context(|| {
+                        format!(
+                            "at step {step}; the last good checkpoint is {} (step {last_saved})",
+                            ck_path.display()
+                        )
+                    })?;
+                    replay::push(x, &rows, i.buffer);
+                }
+            }
             let mut batch = source.batch(
                 t.batch,
                 cfg.data.scale,
                 &mut rng,
                 device,
-                truth.as_ref().map(|m| m as &dyn ScoreModel),
+                truth.as_deref(),
                 blend.as_ref(),
             )?;
             augment::augment_batch(&mut batch, cfg.data.space, &t.augment, &mut rng)?;
@@ -273,7 +334,7 @@ pub fn train(
                 (window_loss, window_n, window_start) = (0.0, 0, Instant::now());
             }
             if done % t.checkpoint_every == 0 || done == t.steps {
-                save(done, &rng, &engine)?;
+                save(done, &rng, &engine, &source)?;
                 last_saved = done;
             }
             if let Some(c) = &opts.callback {
@@ -302,6 +363,46 @@ pub fn train(
             (t.steps - start) as f64 / wall
         },
         checkpoint: ck_path,
+    })
+}
+
+/// Energy-only training's data: the replay buffer saved beside the checkpoint when resuming,
+/// else `refresh` draws of the prior. Needs `data.source = "replay"` and `data.potential`.
+fn replay_source(
+    cfg: &RunConfig,
+    i: &crate::objective::Idem,
+    run_dir: &Path,
+    resume: bool,
+) -> Result<DataSource> {
+    let Some(name) = &cfg.data.potential else {
+        bail!(
+            "objective idem trains from an energy alone: name it with data.potential ({})",
+            crate::target::POTENTIAL_NAMES.join(", ")
+        );
+    };
+    if cfg.data.source != replay::SOURCE {
+        bail!("objective idem draws its data from its own samples: set data.source = \"{}\" (not \"{}\")", replay::SOURCE, cfg.data.source);
+    }
+    if cfg.data.forces.is_some() || cfg.data.labels.is_some() {
+        bail!("objective idem uses no data files: drop data.forces and data.labels");
+    }
+    let potential = crate::target::potential::named(name, cfg.data.kt)?;
+    if potential.space() != cfg.data.space {
+        bail!("the potential {name} lives on {:?} but data.space is {:?}: set data.space to the potential's", potential.space(), cfg.data.space);
+    }
+    let d = potential.dim();
+    let x = if resume {
+        let step = Checkpoint::load(&run_dir.join(CHECKPOINT))?.step;
+        replay::load(&replay::path(run_dir, step), d)?
+    } else {
+        let process = cfg.process.build()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.train.seed ^ 0x5eed_b0ff);
+        replay::initial(process.as_ref(), i.refresh, d, &mut rng)?
+    };
+    Ok(DataSource::Points {
+        x,
+        forces: None,
+        labels: None,
     })
 }
 

@@ -88,7 +88,10 @@ fn load(path: &str, scale: f64) -> Result<Points> {
 /// β F = ∇log p0 of the named potential at the data points (model space x; the scores in model
 /// space), checked: the data's width must be the potential's dimension, every force finite.
 fn potential_forces(name: &str, cfg: &DataConfig, source: &str, x: &Points) -> Result<Points> {
-    let p = crate::target::potential::named(name, cfg.kt)?;
+    let p = crate::target::potential::Scaled {
+        inner: crate::target::potential::named(name, cfg.kt)?,
+        scale: cfg.scale,
+    };
     if p.dim() != x.d {
         let shape = match p.particles() {
             Some((n, k)) => format!("{n} particles × {k} dimensions = {}", p.dim()),
@@ -99,8 +102,7 @@ fn potential_forces(name: &str, cfg: &DataConfig, source: &str, x: &Points) -> R
             x.d
         );
     }
-    let data = x.scaled(cfg.scale);
-    let scores = Points::new(x.n, x.d, p.score(&data.data)?)?.scaled(cfg.scale);
+    let scores = Points::new(x.n, x.d, p.score(&x.data)?)?;
     scores.check_finite(&format!(
         "{source}: forces of the potential {name} at the data"
     ))?;
@@ -112,6 +114,9 @@ impl DataSource {
     /// IDX file, else a `.npy`/`.csv` path.
     pub fn open(cfg: &DataConfig) -> Result<Self> {
         let source = cfg.source.as_str();
+        if source == super::replay::SOURCE {
+            bail!("data.source = \"replay\" is energy-only training's buffer of the model's own samples: use it with objective kind = \"idem\" and data.potential");
+        }
         if let Some(images) = open_images(cfg)? {
             return Ok(DataSource::Images(images));
         }

@@ -11,8 +11,8 @@
 //! pass recomputes a block's forward instead of keeping it: at LJ-13 size each [B·E, H]
 //! intermediate is 41 MB, and reading them back from memory costs more than the two products.
 
-use super::contiguous;
 use crate::flat::with_values;
+use crate::nn::contiguous;
 use crate::nn::fused::{chunks, split_rows};
 use crate::nn::gemm::{gemm, gemm_fused, gemm_scaled, Epilogue, PackedB, Rhs};
 use crate::nn::kernels::{self, multiversion, Keep};

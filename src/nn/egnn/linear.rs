@@ -3,8 +3,8 @@
 //! half the rate of the AVX-512 tiles, and its bias and activation cost passes and a slow
 //! column reduction of their own in the backward pass. Rows are split over the threads.
 
-use super::contiguous;
 use crate::flat::with_values;
+use crate::nn::contiguous;
 use crate::nn::fused::{chunks as parts, split_rows};
 use crate::nn::gemm::{gemm, PackedB, Rhs};
 use crate::nn::kernels::{self, Keep};

@@ -325,19 +325,6 @@ impl Egnn {
     }
 }
 
-/// The contiguous f32 values of a custom op's argument (`op` names the op in the error).
-fn contiguous<'s>(
-    s: &'s candle_core::CpuStorage,
-    layout: &candle_core::Layout,
-    op: &str,
-) -> candle_core::Result<&'s [f32]> {
-    let values = s.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((a, b)) => Ok(&values[a..b]),
-        None => candle_core::bail!("the {op} op needs contiguous arguments"),
-    }
-}
-
 /// Why an EGNN refuses the full space.
 pub const FULL_SPACE: &str = "network = \"egnn\" needs particles: train on particle data \
     [n, N, k] with --com-free (data.space = { kind = \"com_free\", particles = N, dim = k })";

@@ -9,6 +9,7 @@
 //! pass built a zero-padded full-size tensor per tap.
 
 use crate::flat::with_values;
+use crate::nn::contiguous;
 use crate::nn::fused::split_rows;
 use crate::nn::gemm::{gemm, PackedB, Rhs};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
@@ -47,19 +48,6 @@ impl Dims {
     /// The shift of tap (ky, kx) = t.
     fn shift(&self, t: usize) -> usize {
         (t / self.k) * self.wp() + t % self.k
-    }
-}
-
-/// The values of a contiguous f32 argument of the op `op`.
-pub(super) fn contiguous<'s>(
-    s: &'s CpuStorage,
-    layout: &Layout,
-    op: &str,
-) -> candle_core::Result<&'s [f32]> {
-    let values = s.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((a, b)) => Ok(&values[a..b]),
-        None => candle_core::bail!("the {op} op needs contiguous arguments"),
     }
 }
 

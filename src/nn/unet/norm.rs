@@ -4,8 +4,9 @@
 //! subtractions and divisions, the affine map, SiLU) made a full-size tensor per step and more
 //! in its backward pass. Statistics are summed in f64.
 
-use super::conv::{contiguous, image_ranges};
+use super::conv::image_ranges;
 use crate::flat::with_values;
+use crate::nn::contiguous;
 use crate::nn::fused::split_rows;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
