@@ -354,6 +354,7 @@ const CASES: &[(&str, &str, &[&str])] = &[
     ("experiment samplers --n 0", "experiment samplers --n 0 --out {exp} --quiet", &["--n"]),
     ("experiment samplers --repeats 0", "experiment samplers --repeats 0 --out {exp} --quiet", &["repeats"]),
     ("experiment samplers --budgets 0", "experiment samplers --budgets 0 --out {exp} --quiet", &["budgets"]),
+    ("experiment energy --seeds 0", "experiment energy --seeds 0 --out {exp} --quiet", &["--seeds"]),
     ("experiment objectives --steps 0", "experiment objectives --steps 0 --out {exp} --quiet", &["steps"]),
     ("experiment objectives --level -1", "experiment objectives --level -1 --out {exp} --quiet", &["level"]),
     ("experiment objectives unknown target", "experiment objectives --target nope --steps 2 --out {exp} --quiet", &["nope"]),

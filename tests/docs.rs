@@ -126,6 +126,25 @@ const PAGES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "docs/experiments/energy.md",
+        &[
+            "src/objective",
+            "src/nn",
+            UNET,
+            "src/train",
+            "src/sample",
+            "src/parameterisation.rs",
+            "src/process.rs",
+            "src/config.rs",
+            "src/target/posterior.rs",
+            "src/target/potential.rs",
+            "src/target/mixture.rs",
+            "src/metrics.rs",
+            "src/metrics",
+            "src/experiment/energy.rs",
+        ],
+    ),
+    (
         "docs/experiments/estimators.md",
         &[
             "src/target/posterior.rs",

@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use tweedie::experiment::{
-    estimators, forces, mnist, objectives, quality, recipes, samplers, schedules,
+    energy, estimators, forces, mnist, objectives, quality, recipes, samplers, schedules,
 };
 
 #[derive(Parser)]
@@ -177,6 +177,25 @@ enum Which {
         #[command(flatten)]
         common: Common,
     },
+    /// Energy-only training (iDEM) on 2-D targets known exactly: the loss weight, the
+    /// estimator's read-out and the target clip against sample quality (anisotropic3's
+    /// cross-entropy, the double well's mode share and spread), beside DSM on exact draws.
+    Energy {
+        /// Optimiser steps per run.
+        #[arg(long, default_value_t = 3000)]
+        steps: usize,
+        /// Importance draws K of the estimator.
+        #[arg(long, default_value_t = 200)]
+        k: usize,
+        /// Samples per run.
+        #[arg(long, default_value_t = 4000)]
+        n: usize,
+        /// Independent trainings per cell (mean ± standard error).
+        #[arg(long, default_value_t = 2)]
+        seeds: usize,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Note 000's score estimators against the exact score: the training-free posterior-expected
     /// force (force and kernel read-outs) versus K draws and time t, and the single-sample
     /// F(x̂0)/α_t at the exact denoiser (and a run's, with --run).
@@ -341,6 +360,30 @@ pub fn run(a: Args) -> Result<()> {
             };
             objectives::run(&s, &c.out)?;
             show(&c.out, "objectives.md")
+        }
+        Which::Energy {
+            steps,
+            k,
+            n,
+            seeds,
+            common: c,
+        } => {
+            anyhow::ensure!(
+                steps >= 1 && k >= 1 && n >= 3 && seeds >= 1,
+                "--steps, --k and --seeds must be at least 1, --n at least 3"
+            );
+            c.check()?;
+            energy::run(
+                &energy::Settings {
+                    steps,
+                    k,
+                    n,
+                    seeds,
+                    quiet: c.quiet,
+                },
+                &c.out,
+            )?;
+            show(&c.out, "energy.md")
         }
         Which::Estimators {
             target,

@@ -1,6 +1,7 @@
 //! Experiments that compare methods on targets with exact answers and write tables and figures
 //! (`tweedie experiment ...`). Long-running by design: they are commands, not tests.
 
+pub mod energy;
 pub mod estimators;
 pub mod forces;
 pub mod mnist;
