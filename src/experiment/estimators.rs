@@ -4,6 +4,8 @@
 //! exact Tweedie denoiser and, given a run, at the run's.
 
 use super::{write_doc, write_text};
+use crate::data::Points;
+use crate::metrics::fisher_divergence;
 use crate::objective::diagnostics::draw_pt;
 use crate::process::{Process, ProcessConfig};
 use crate::score::ScoreModel;
@@ -53,23 +55,17 @@ pub fn run(s: &Settings, out: &Path) -> Result<Vec<Row>> {
         mixture: mixture.clone(),
         process: process.clone(),
     };
-    // the same exact draws of p_t for every row
-    let points = |t: f64| draw_pt(&truth, t, s.n, &mut ChaCha8Rng::seed_from_u64(s.seed + 1));
-    let fisher = |t: f64, estimate: &mut dyn FnMut(&[f64]) -> Result<Vec<f64>>| -> Result<f64> {
-        let x = points(t);
-        let (_, exact) =
-            mixture.log_prob_and_score_at(&x.data, process.alpha(t), process.sigma(t))?;
-        let mut sq = 0.0;
-        for i in 0..x.n {
-            let got = estimate(x.row(i))?;
-            sq += got
-                .iter()
-                .zip(&exact[i * x.d..(i + 1) * x.d])
-                .map(|(g, e)| (g - e).powi(2))
-                .sum::<f64>();
-        }
-        Ok(0.5 * sq / x.n as f64)
-    };
+    // the same exact draws of p_t, and their exact scores, for every row
+    let draws: Vec<(Points, Points)> = TIMES
+        .iter()
+        .map(|&t| {
+            let x = draw_pt(&truth, t, s.n, &mut ChaCha8Rng::seed_from_u64(s.seed + 1));
+            let (_, exact) =
+                mixture.log_prob_and_score_at(&x.data, process.alpha(t), process.sigma(t))?;
+            let exact = Points::new(x.n, x.d, exact)?;
+            Ok((x, exact))
+        })
+        .collect::<Result<_>>()?;
     let mut rows = Vec::new();
     for readout in [Readout::Force, Readout::Kernel] {
         for &k in &DRAWS {
@@ -80,13 +76,17 @@ pub fn run(s: &Settings, out: &Path) -> Result<Vec<Row>> {
                 readout,
                 s.seed,
             )?;
-            for &t in &TIMES {
+            for (&t, (x, exact)) in TIMES.iter().zip(&draws) {
                 let mut rng = ChaCha8Rng::seed_from_u64(s.seed + 2);
+                let got = (0..x.n)
+                    .map(|i| est.estimate(x.row(i), t, &mut rng))
+                    .collect::<Result<Vec<_>>>()?
+                    .concat();
                 rows.push(Row {
                     readout: format!("{readout:?}").to_lowercase(),
                     k,
                     t,
-                    fisher: fisher(t, &mut |x| est.estimate(x, t, &mut rng))?,
+                    fisher: fisher_divergence(&Points::new(x.n, x.d, got)?, exact),
                 });
             }
         }
@@ -101,27 +101,19 @@ pub fn run(s: &Settings, out: &Path) -> Result<Vec<Row>> {
     if let Some(run) = &s.run {
         denoisers.push(("single-sample, run's x̂0".into(), run_model(run, &s.target)?));
     }
+    let cpu = candle_core::Device::Cpu;
     for (name, model) in denoisers {
         let est = DenoisedForce::new(model, process.clone(), Arc::new(mixture.clone()))?;
-        for &t in &TIMES {
+        for (&t, (x, exact)) in TIMES.iter().zip(&draws) {
+            // all points in one call: the network sees one batch per time
+            let xt = candle_core::Tensor::from_slice(&x.data, (x.n, x.d), &cpu)?;
+            let tt = crate::score::times(t, x.n, candle_core::DType::F64, &cpu)?;
+            let got = crate::flat::values(&est.score(&xt, &tt)?)?;
             rows.push(Row {
                 readout: name.clone(),
                 k: 1,
                 t,
-                fisher: fisher(t, &mut |x| {
-                    let xt = candle_core::Tensor::from_slice(
-                        x,
-                        (1, x.len()),
-                        &candle_core::Device::Cpu,
-                    )?;
-                    let tt = crate::score::times(
-                        t,
-                        1,
-                        candle_core::DType::F64,
-                        &candle_core::Device::Cpu,
-                    )?;
-                    crate::flat::values(&est.score(&xt, &tt)?)
-                })?,
+                fisher: fisher_divergence(&Points::new(x.n, x.d, got)?, exact),
             });
         }
     }
