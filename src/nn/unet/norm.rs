@@ -8,6 +8,8 @@ use super::conv::image_ranges;
 use crate::flat::with_values;
 use crate::nn::contiguous;
 use crate::nn::fused::split_rows;
+use crate::nn::kernels::{bias_act, multiversion, Keep};
+use crate::nn::Activation;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 /// The op on x [n, ..., c] (contiguous), γ \[c\], β \[c\]: y = γ x̂ + β, or SiLU of it when
@@ -26,36 +28,128 @@ struct Dims {
     c: usize,
 }
 
-fn sigmoid(z: f32) -> f32 {
-    1.0 / (1.0 + (-z).exp())
+/// Positions whose sums are taken in f32 before they join the f64 totals.
+const BLOCK: usize = 64;
+
+multiversion! {
+    /// Per-channel Σ x and Σ x² of one sample x [l, c] added to s1, s2 \[c\].
+    pub fn channel_moments(x: &[f32], s1: &mut [f64], s2: &mut [f64]) {
+        let c = s1.len();
+        let (mut a, mut b) = (vec![0.0f32; c], vec![0.0f32; c]);
+        for block in x.chunks(BLOCK * c) {
+            a.fill(0.0);
+            b.fill(0.0);
+            for px in block.chunks_exact(c) {
+                for ((a, b), &v) in a.iter_mut().zip(b.iter_mut()).zip(px) {
+                    *a += v;
+                    *b += v * v;
+                }
+            }
+            s1.iter_mut().zip(&a).for_each(|(s, v)| *s += *v as f64);
+            s2.iter_mut().zip(&b).for_each(|(s, v)| *s += *v as f64);
+        }
+    }
+}
+
+multiversion! {
+    /// y = a x per channel over x [l, c] (the shift and the activation follow in `bias_act`).
+    pub fn scale_channels(y: &mut [f32], x: &[f32], a: &[f32]) {
+        let c = a.len();
+        for (py, px) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+            for ((o, v), a) in py.iter_mut().zip(px).zip(a) {
+                *o = a * v;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// dz ⊙= d (the cotangent through the activation), with per-channel Σ dz into s1 and
+    /// Σ dz (x − mean) into s2.
+    pub fn cotangent_moments(
+        dz: &mut [f32],
+        d: &[f32],
+        x: &[f32],
+        mean: &[f32],
+        sums: (&mut [f64], &mut [f64]),
+    ) {
+        let (s1, s2) = sums;
+        let c = mean.len();
+        let (mut p, mut q) = (vec![0.0f32; c], vec![0.0f32; c]);
+        let blocks = dz.chunks_mut(BLOCK * c).zip(d.chunks(BLOCK * c)).zip(x.chunks(BLOCK * c));
+        for ((bz, bd), bx) in blocks {
+            p.fill(0.0);
+            q.fill(0.0);
+            for ((pz, pd), px) in bz.chunks_exact_mut(c).zip(bd.chunks_exact(c)).zip(bx.chunks_exact(c)) {
+                for ch in 0..c {
+                    let v = pz[ch] * pd[ch];
+                    pz[ch] = v;
+                    p[ch] += v;
+                    q[ch] += v * (px[ch] - mean[ch]);
+                }
+            }
+            s1.iter_mut().zip(&p).for_each(|(s, v)| *s += *v as f64);
+            s2.iter_mut().zip(&q).for_each(|(s, v)| *s += *v as f64);
+        }
+    }
+}
+
+multiversion! {
+    /// dx = dz ⊙ ca + (x − mean) ⊙ cb + cc per channel, in place over dz.
+    pub fn input_cotangent(dx: &mut [f32], x: &[f32], mean: &[f32], coef: (&[f32], &[f32], &[f32])) {
+        let (ca, cb, cc) = coef;
+        let c = ca.len();
+        for (pd, px) in dx.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+            for ch in 0..c {
+                pd[ch] = pd[ch] * ca[ch] + (px[ch] - mean[ch]) * cb[ch] + cc[ch];
+            }
+        }
+    }
+}
+
+/// One sample's group statistics spread over its channels.
+struct Stats {
+    /// The group mean of each channel's group.
+    mean: Vec<f32>,
+    /// 1/√(var + ε) of each channel's group.
+    rstd: Vec<f32>,
 }
 
 impl NormOp {
-    /// Each group's (mean, 1/√(var + ε)) of one sample x [l, c].
-    fn stats(&self, x: &[f32], c: usize) -> Vec<(f32, f32)> {
-        let cg = c / self.groups;
-        let mut sum = vec![(0.0f64, 0.0f64); self.groups];
-        for px in x.chunks_exact(c) {
-            for (s, vals) in sum.iter_mut().zip(px.chunks_exact(cg)) {
-                let (a, b) = vals
-                    .iter()
-                    .fold((0.0f32, 0.0f32), |(a, b), &v| (a + v, b + v * v));
-                s.0 += a as f64;
-                s.1 += b as f64;
-            }
+    /// The statistics of one sample x [l, c].
+    fn stats(&self, x: &[f32], c: usize) -> Stats {
+        let (mut s1, mut s2) = (vec![0.0f64; c], vec![0.0f64; c]);
+        channel_moments(x, &mut s1, &mut s2);
+        let (cg, count) = (c / self.groups, (x.len() / self.groups) as f64);
+        let (mut mean, mut rstd) = (vec![0.0f32; c], vec![0.0f32; c]);
+        for g in 0..self.groups {
+            let m = s1[g * cg..(g + 1) * cg].iter().sum::<f64>() / count;
+            let var = (s2[g * cg..(g + 1) * cg].iter().sum::<f64>() / count - m * m).max(0.0);
+            mean[g * cg..(g + 1) * cg].fill(m as f32);
+            rstd[g * cg..(g + 1) * cg].fill((1.0 / (var + self.eps).sqrt()) as f32);
         }
-        let count = (x.len() / self.groups) as f64;
-        sum.into_iter()
-            .map(|(s, s2)| {
-                let mean = s / count;
-                let var = (s2 / count - mean * mean).max(0.0);
-                (mean as f32, (1.0 / (var + self.eps).sqrt()) as f32)
-            })
-            .collect()
+        Stats { mean, rstd }
+    }
+
+    /// The activation after the norm.
+    fn act(&self) -> Option<Activation> {
+        self.silu.then_some(Activation::Silu)
+    }
+
+    /// The per-channel map z = a x + b that the statistics and γ, β make.
+    fn affine(st: &Stats, gamma: &[f32], beta: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let a: Vec<f32> = st.rstd.iter().zip(gamma).map(|(r, g)| r * g).collect();
+        let b = beta
+            .iter()
+            .zip(&a)
+            .zip(&st.mean)
+            .map(|((b, a), m)| b - a * m)
+            .collect();
+        (a, b)
     }
 
     fn forward(&self, x: &[f32], gamma: &[f32], beta: &[f32], d: Dims) -> Vec<f32> {
-        let (size, cg) = (d.l * d.c, d.c / self.groups);
+        let size = d.l * d.c;
         let mut y = vec![0.0f32; x.len()];
         let ranges = image_ranges(d.n);
         let parts = split_rows(&mut y, &ranges, size);
@@ -67,14 +161,9 @@ impl NormOp {
                 move || {
                     for (i, y) in samples.zip(y.chunks_exact_mut(size)) {
                         let xi = &x[i * size..(i + 1) * size];
-                        let st = self.stats(xi, d.c);
-                        for (py, px) in y.chunks_exact_mut(d.c).zip(xi.chunks_exact(d.c)) {
-                            for (ch, (o, v)) in py.iter_mut().zip(px).enumerate() {
-                                let (mean, rstd) = st[ch / cg];
-                                let z = (v - mean) * rstd * gamma[ch] + beta[ch];
-                                *o = if self.silu { z * sigmoid(z) } else { z };
-                            }
-                        }
+                        let (a, b) = Self::affine(&self.stats(xi, d.c), gamma, beta);
+                        scale_channels(y, xi, &a);
+                        bias_act(y, &b, self.act(), Keep::Value, &mut [], &mut []);
                     }
                 }
             })
@@ -83,7 +172,9 @@ impl NormOp {
         y
     }
 
-    /// (dx, dγ, dβ) from the result's cotangent g.
+    /// (dx, dγ, dβ) from the result's cotangent g: with dz the cotangent of z = γ x̂ + β, S1 = Σ dz
+    /// and S2 = Σ dz (x − μ) per channel, dβ = S1, dγ = S2/σ, and
+    /// dx = (dz γ − m1 − x̂ m2)/σ with m1, m2 the group means of γ S1 and γ S2/σ.
     fn backward(
         &self,
         x: &[f32],
@@ -93,6 +184,7 @@ impl NormOp {
         d: Dims,
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let (size, cg) = (d.l * d.c, d.c / self.groups);
+        let count = (size / self.groups) as f64;
         let mut dx = vec![0.0f32; x.len()];
         let ranges = image_ranges(d.n);
         let parts = split_rows(&mut dx, &ranges, size);
@@ -103,62 +195,37 @@ impl NormOp {
             .map(|(samples, dx)| {
                 move || {
                     let (mut dgamma, mut dbeta) = (vec![0.0f64; d.c], vec![0.0f64; d.c]);
-                    // dx̂ = dz γ per value; per group Σ dx̂ and Σ dx̂ x̂
-                    let mut dxh = vec![0.0f32; size];
+                    // a'(z) of one sample, and z's value (overwritten by a(z))
+                    let (mut d1, mut z) = (vec![1.0f32; size], vec![0.0f32; size]);
                     for (i, dx) in samples.zip(dx.chunks_exact_mut(size)) {
                         let (xi, gi) = (&x[i * size..(i + 1) * size], &g[i * size..(i + 1) * size]);
                         let st = self.stats(xi, d.c);
-                        let mut sums = vec![(0.0f64, 0.0f64); self.groups];
-                        let (mut dg, mut db) = (vec![0.0f32; d.c], vec![0.0f32; d.c]);
-                        for ((pd, px), pg) in dxh
-                            .chunks_exact_mut(d.c)
-                            .zip(xi.chunks_exact(d.c))
-                            .zip(gi.chunks_exact(d.c))
-                        {
-                            for ch in 0..d.c {
-                                let (mean, rstd) = st[ch / cg];
-                                let xh = (px[ch] - mean) * rstd;
-                                let mut dz = pg[ch];
-                                if self.silu {
-                                    let z = xh * gamma[ch] + beta[ch];
-                                    let s = sigmoid(z);
-                                    dz *= s * (1.0 + z * (1.0 - s));
-                                }
-                                dg[ch] += dz * xh;
-                                db[ch] += dz;
-                                pd[ch] = dz * gamma[ch];
-                            }
+                        let (a, b) = Self::affine(&st, gamma, beta);
+                        let (mut s1, mut s2) = (vec![0.0f64; d.c], vec![0.0f64; d.c]);
+                        dx.copy_from_slice(gi);
+                        if self.silu {
+                            scale_channels(&mut z, xi, &a);
+                            bias_act(&mut z, &b, self.act(), Keep::First, &mut d1, &mut []);
                         }
-                        for (pd, px) in dxh.chunks_exact(d.c).zip(xi.chunks_exact(d.c)) {
-                            for ch in 0..d.c {
-                                let (mean, rstd) = st[ch / cg];
-                                let s = &mut sums[ch / cg];
-                                s.0 += pd[ch] as f64;
-                                s.1 += (pd[ch] * (px[ch] - mean) * rstd) as f64;
+                        cotangent_moments(dx, &d1, xi, &st.mean, (&mut s1, &mut s2));
+                        // dx's coefficient of dz is a = γ/σ
+                        let (ca, mut cb, mut cc) = (a, vec![0.0f32; d.c], vec![0.0f32; d.c]);
+                        for grp in 0..self.groups {
+                            let chans = grp * cg..(grp + 1) * cg;
+                            let r = st.rstd[grp * cg] as f64;
+                            let (mut m1, mut m2) = (0.0, 0.0);
+                            for ch in chans.clone() {
+                                let gm = gamma[ch] as f64;
+                                m1 += gm * s1[ch];
+                                m2 += gm * r * s2[ch];
+                                dgamma[ch] += r * s2[ch];
+                                dbeta[ch] += s1[ch];
                             }
+                            let (m1, m2) = (m1 / count, m2 / count);
+                            cb[chans.clone()].fill((-r * r * m2) as f32);
+                            cc[chans.clone()].fill((-r * m1) as f32);
                         }
-                        let count = (size / self.groups) as f64;
-                        let means: Vec<(f32, f32)> = sums
-                            .iter()
-                            .map(|&(a, b)| ((a / count) as f32, (b / count) as f32))
-                            .collect();
-                        for ((o, pd), px) in dx
-                            .chunks_exact_mut(d.c)
-                            .zip(dxh.chunks_exact(d.c))
-                            .zip(xi.chunks_exact(d.c))
-                        {
-                            for ch in 0..d.c {
-                                let (mean, rstd) = st[ch / cg];
-                                let (m1, m2) = means[ch / cg];
-                                let xh = (px[ch] - mean) * rstd;
-                                o[ch] = rstd * (pd[ch] - m1 - xh * m2);
-                            }
-                        }
-                        dgamma
-                            .iter_mut()
-                            .zip(&dg)
-                            .for_each(|(s, v)| *s += *v as f64);
-                        dbeta.iter_mut().zip(&db).for_each(|(s, v)| *s += *v as f64);
+                        input_cotangent(dx, xi, &st.mean, (&ca, &cb, &cc));
                     }
                     (dgamma, dbeta)
                 }
