@@ -41,13 +41,13 @@ impl ResBlock {
 
     /// The block on x [n, h, w, i] with the activated embedding e = SiLU(emb) [n, embed].
     pub fn forward(&self, v: &[(String, Var)], x: &Tensor, e: &Tensor) -> Result<Tensor> {
-        let n = x.dims()[0];
-        let h = self.conv1.forward(v, &self.norm1.forward_silu(v, x)?)?;
-        let o = h.dims()[3];
-        let h = h.broadcast_add(&self.time.forward(v, e)?.reshape((n, 1, 1, o))?)?;
+        let temb = self.time.forward(v, e)?;
+        let h = self
+            .conv1
+            .forward_shifted(v, &self.norm1.forward_silu(v, x)?, &temb)?;
         let h = self.conv2.forward(v, &self.norm2.forward_silu(v, &h)?)?;
         let skip = match &self.skip {
-            Some(s) => s.forward(v, x)?,
+            Some(s) => s.forward_map(v, x)?,
             None => x.clone(),
         };
         Ok((skip + h)?)

@@ -1,5 +1,5 @@
-//! The U-Net's k×k convolution (stride 1, zero padding k/2) on channels-last f32 CPU maps as one
-//! candle op, forward and backward, on the project's GEMM (`nn::gemm`), images split over the
+//! The U-Net's k×k convolution (stride 1, zero padding k/2) on channels-last f32 CPU maps, plus a
+//! bias shared or per image (the residual block's time embedding rides on it), as one candle op, forward and backward, on the project's GEMM (`nn::gemm`), images split over the
 //! threads. No im2col buffer: each image is copied once into a zero-bordered map of width
 //! w + 2r (r = k/2), and every tap (ky, kx) is one product over that map's rows shifted by
 //! ky·(w + 2r) + kx, on a grid of h × (w + 2r) output rows whose last 2r columns are discarded
@@ -14,7 +14,7 @@ use crate::nn::fused::split_rows;
 use crate::nn::gemm::{gemm, PackedB, Rhs};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
-/// The op on x [n, h, w, c] (contiguous), W [o, c, k, k], b \[o\]; result [n, h, w, o].
+/// The op on x [n, h, w, c] (contiguous), W [o, c, k, k], b \[o\] or [n, o]; result [n, h, w, o].
 pub(super) struct ConvOp {
     pub k: usize,
 }
@@ -66,7 +66,16 @@ fn fill_bordered(xp: &mut [f32], x: &[f32], d: Dims) {
     }
 }
 
-/// y = conv(x, W) + b for f32 values x [n, h, w, c], W [o, c, k, k], b \[o\].
+/// Image i's bias: b \[o\] shared, or row i of per-image biases b [n, o].
+fn bias_of(b: &[f32], i: usize, o: usize) -> &[f32] {
+    if b.len() == o {
+        b
+    } else {
+        &b[i * o..(i + 1) * o]
+    }
+}
+
+/// y = conv(x, W) + b for f32 values x [n, h, w, c], W [o, c, k, k], b \[o\] or [n, o].
 fn forward(x: &[f32], wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
     let (kk, wp) = (d.k * d.k, d.wp());
     // tap t's B [c × o]: W[o', c', t] read with strides (kk, c·kk)
@@ -97,6 +106,7 @@ fn forward(x: &[f32], wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
                         let dims = (d.rows_out(), d.o, d.c);
                         gemm(dims, &mut grid, d.o, a, (d.c, 1), Rhs::Packed(tap), t > 0);
                     }
+                    let b = bias_of(b, i, d.o);
                     for yy in 0..d.h {
                         for xx in 0..d.w {
                             let src = &grid[(yy * wp + xx) * d.o..][..d.o];
@@ -114,8 +124,15 @@ fn forward(x: &[f32], wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
     y
 }
 
-/// (dx, dW, db) from the result's cotangent g [n, h, w, o].
-fn backward(x: &[f32], wt: &[f32], g: &[f32], d: Dims) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+/// (dx, dW, db) from the result's cotangent g [n, h, w, o]; db per image [n, o] when
+/// `per_image`, else \[o\].
+fn backward(
+    x: &[f32],
+    wt: &[f32],
+    g: &[f32],
+    d: Dims,
+    per_image: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (kk, wp, r) = (d.k * d.k, d.wp(), d.k / 2);
     // tap t's Wᵀ [o × c]: W[o', c', t] read with strides (c·kk, kk)
     let taps_t: Vec<PackedB> = (0..kk)
@@ -127,24 +144,27 @@ fn backward(x: &[f32], wt: &[f32], g: &[f32], d: Dims) -> (Vec<f32>, Vec<f32>, V
         .collect();
     let (image_in, image_out) = (d.h * d.w * d.c, d.h * d.w * d.o);
     let mut dx = vec![0.0f32; d.n * image_in];
+    let mut db_images = vec![0.0f32; d.n * d.o];
     let ranges = image_ranges(d.n);
     let parts = split_rows(&mut dx, &ranges, image_in);
+    let db_parts = split_rows(&mut db_images, &ranges, d.o);
     let taps_t = &taps_t;
     let jobs = ranges
         .iter()
         .cloned()
         .zip(parts)
-        .map(|(imgs, dx)| {
+        .zip(db_parts)
+        .map(|((imgs, dx), db_part)| {
             move || {
                 let mut xp = vec![0.0f32; d.rows_padded() * d.c];
                 let mut dxp = vec![0.0f32; d.rows_padded() * d.c];
                 // g on the output grid, its last 2r columns zero
                 let mut gp = vec![0.0f32; d.rows_out() * d.o];
                 let mut packed = PackedB::default();
-                // dW per tap [kk][c × o], and db
+                // dW per tap [kk][c × o]
                 let mut dw = vec![0.0f32; kk * d.c * d.o];
-                let mut db = vec![0.0f32; d.o];
-                for (i, dx) in imgs.zip(dx.chunks_exact_mut(image_in)) {
+                let images = imgs.zip(dx.chunks_exact_mut(image_in));
+                for ((i, dx), db) in images.zip(db_part.chunks_exact_mut(d.o)) {
                     let gi = &g[i * image_out..(i + 1) * image_out];
                     for yy in 0..d.h {
                         let row = &gi[yy * d.w * d.o..(yy + 1) * d.w * d.o];
@@ -175,14 +195,13 @@ fn backward(x: &[f32], wt: &[f32], g: &[f32], d: Dims) -> (Vec<f32>, Vec<f32>, V
                         gemm(dims, c, d.o, a, (1, d.c), Rhs::Packed(&packed), true);
                     }
                 }
-                (dw, db)
+                dw
             }
         })
         .collect();
     let sums = crate::pool::run_all(jobs);
     let mut dw = vec![0.0f32; d.o * d.c * kk];
-    let mut db = vec![0.0f32; d.o];
-    for (part_w, part_b) in &sums {
+    for part_w in &sums {
         // [t][c'][o'] → [o'][c'][t]
         for t in 0..kk {
             for ci in 0..d.c {
@@ -191,8 +210,16 @@ fn backward(x: &[f32], wt: &[f32], g: &[f32], d: Dims) -> (Vec<f32>, Vec<f32>, V
                 }
             }
         }
-        db.iter_mut().zip(part_b).for_each(|(s, v)| *s += v);
     }
+    let db = if per_image {
+        db_images
+    } else {
+        let mut db = vec![0.0f32; d.o];
+        for row in db_images.chunks_exact(d.o) {
+            db.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+        }
+        db
+    };
     (dx, dw, db)
 }
 
@@ -216,8 +243,12 @@ impl CustomOp3 for ConvOp {
             contiguous(s3, l3, self.name())?,
         );
         let d = match (l1.dims(), l2.dims(), l3.dims()) {
-            (&[n, h, w, c], &[o, c2, k, k2], &[o2])
-                if c == c2 && o == o2 && k == self.k && k2 == k && k % 2 == 1 =>
+            (&[n, h, w, c], &[o, c2, k, k2], b)
+                if c == c2
+                    && (b == [o] || b == [n, o])
+                    && k == self.k
+                    && k2 == k
+                    && k % 2 == 1 =>
             {
                 Dims { n, h, w, c, o, k }
             }
@@ -247,7 +278,7 @@ impl CustomOp3 for ConvOp {
         };
         let (gx, gw, gb) = with_values::<f32, _>(x, |xv| {
             with_values::<f32, _>(w, |wv| {
-                with_values::<f32, _>(grad, |gv| Ok(backward(xv, wv, gv, d)))
+                with_values::<f32, _>(grad, |gv| Ok(backward(xv, wv, gv, d, b.rank() == 2)))
             })
         })
         .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))?;
@@ -277,10 +308,15 @@ pub(super) mod tests {
         Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
     }
 
-    /// candle's own conv2d (channels-first) on the channels-last x, plus the bias.
+    /// candle's own conv2d (channels-first) on the channels-last x, plus the bias \[o\] or
+    /// [n, o].
     fn candle_conv(x: &Tensor, w: &Tensor, b: &Tensor, k: usize) -> Result<Tensor> {
         let y = x.permute((0, 3, 1, 2))?.conv2d(w, k / 2, 1, 1, 1)?;
-        Ok(y.permute((0, 2, 3, 1))?.broadcast_add(b)?)
+        let b = match b.dims() {
+            &[n, o] => b.reshape((n, 1, 1, o))?,
+            _ => b.clone(),
+        };
+        Ok(y.permute((0, 2, 3, 1))?.broadcast_add(&b)?)
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
@@ -298,11 +334,14 @@ pub(super) mod tests {
 
     #[test]
     fn values_and_gradients_match_candles_conv2d() -> Result<()> {
-        for (i, &(n, h, w, c, o, k)) in CASES.iter().enumerate() {
+        // each case with a shared bias [o], then with a bias per image [n, o]
+        let both = CASES.iter().flat_map(|&c| [(c, false), (c, true)]);
+        for (i, ((n, h, w, c, o, k), per_image)) in both.enumerate() {
             let s = 10 * i as u64;
             let x = Var::from_tensor(&randn(&[n, h, w, c], s)?)?;
             let wt = Var::from_tensor(&(randn(&[o, c, k, k], s + 1)? * 0.3)?)?;
-            let b = Var::from_tensor(&randn(&[o], s + 2)?)?;
+            let bias_shape = if per_image { vec![n, o] } else { vec![o] };
+            let b = Var::from_tensor(&randn(&bias_shape, s + 2)?)?;
             let r = randn(&[n, h, w, o], s + 3)?;
             let ours = conv_op(&x, &wt, &b, k)?;
             let theirs = candle_conv(&x, &wt, &b, k)?;

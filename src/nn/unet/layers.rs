@@ -120,6 +120,18 @@ pub(super) struct Linear {
 }
 
 impl Linear {
+    /// The layer as a 1×1 convolution over the channels of maps x [n, h, w, i]: on f32 CPU maps
+    /// the project's op (whose backward sums the bias gradient in the same pass), elsewhere
+    /// `forward`.
+    pub fn forward_map(&self, v: &[(String, Var)], x: &Tensor) -> Result<Tensor> {
+        let (weight, bias) = (p(v, self.w), p(v, self.b));
+        if cpu_f32(&[x, weight, bias]) && x.rank() == 4 {
+            let (o, i) = weight.dims2()?;
+            return conv_op(x, &weight.reshape((o, i, 1, 1))?, bias, 1);
+        }
+        self.forward(v, x)
+    }
+
     pub fn forward(&self, v: &[(String, Var)], x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let i = dims[dims.len() - 1];
@@ -144,11 +156,23 @@ impl Conv {
     /// CUDA) the composite of candle ops (`forward_composite`).
     pub fn forward(&self, v: &[(String, Var)], x: &Tensor) -> Result<Tensor> {
         let (weight, bias) = (p(v, self.w), p(v, self.b));
-        let f32s = [x, weight, bias].iter().all(|t| t.dtype() == DType::F32);
-        if f32s && x.device().is_cpu() {
+        if cpu_f32(&[x, weight, bias]) {
             return conv_op(x, weight, bias, self.k);
         }
         self.forward_composite(v, x)
+    }
+
+    /// The convolution plus a shift per image and channel s [n, o] (added to the bias, so that
+    /// on f32 CPU maps it costs no pass of its own).
+    pub fn forward_shifted(&self, v: &[(String, Var)], x: &Tensor, s: &Tensor) -> Result<Tensor> {
+        let (weight, bias) = (p(v, self.w), p(v, self.b));
+        if cpu_f32(&[x, weight, bias, s]) {
+            return conv_op(x, weight, &s.broadcast_add(bias)?, self.k);
+        }
+        let (n, o) = s.dims2()?;
+        Ok(self
+            .forward_composite(v, x)?
+            .broadcast_add(&s.reshape((n, 1, 1, o))?)?)
     }
 
     /// The convolution as candle ops: im2col by pads, narrows and a concatenation, then one
@@ -178,8 +202,14 @@ impl Conv {
     }
 }
 
+/// Whether every tensor is f32 on the CPU (where the project's own ops run).
+fn cpu_f32(ts: &[&Tensor]) -> bool {
+    ts.iter()
+        .all(|t| t.dtype() == DType::F32 && t.device().is_cpu())
+}
+
 /// A k×k convolution (odd k, stride 1, zero padding k/2) of f32 CPU maps x [n, h, w, c] by
-/// W [o, c, k, k] plus b \[o\] on the project's GEMM (`conv::ConvOp`), differentiable.
+/// W [o, c, k, k] plus b \[o\] or [n, o] on the project's GEMM (`conv::ConvOp`), differentiable.
 pub(super) fn conv_op(x: &Tensor, weight: &Tensor, bias: &Tensor, k: usize) -> Result<Tensor> {
     let op = super::conv::ConvOp { k };
     Ok(x.contiguous()?
@@ -209,8 +239,7 @@ impl Norm {
     /// elsewhere (f64, CUDA) the composite of candle ops.
     pub fn forward_act(&self, v: &[(String, Var)], x: &Tensor, act: bool) -> Result<Tensor> {
         let (gamma, beta) = (p(v, self.gamma), p(v, self.beta));
-        let f32s = [x, gamma, beta].iter().all(|t| t.dtype() == DType::F32);
-        if f32s && x.device().is_cpu() {
+        if cpu_f32(&[x, gamma, beta]) {
             let op = super::norm::NormOp {
                 groups: self.groups,
                 silu: act,
@@ -247,10 +276,13 @@ impl Norm {
     }
 }
 
-/// Nearest 2× upsampling [n, h, w, c] → [n, 2h, 2w, c] by a broadcast (whose backward sums each
-/// 2×2 block: candle 0.11's `upsample_nearest2d` backward overwrites rather than accumulates its
-/// input's gradient).
+/// Nearest 2× upsampling [n, h, w, c] → [n, 2h, 2w, c]: on f32 CPU maps our op
+/// (`maps::Upsample2`), elsewhere a broadcast (whose backward sums each 2×2 block: candle 0.11's
+/// `upsample_nearest2d` backward overwrites rather than accumulates its input's gradient).
 pub(super) fn upsample2(x: &Tensor) -> Result<Tensor> {
+    if cpu_f32(&[x]) {
+        return Ok(x.contiguous()?.apply_op1(super::maps::Upsample2)?);
+    }
     let (n, h, w, c) = x.dims4()?;
     Ok(x.reshape((n, h, 1, w, 1, c))?
         .broadcast_as((n, h, 2, w, 2, c))?
@@ -258,14 +290,29 @@ pub(super) fn upsample2(x: &Tensor) -> Result<Tensor> {
         .reshape((n, 2 * h, 2 * w, c))?)
 }
 
-/// 2×2 average pooling [n, h, w, c] → [n, h/2, w/2, c] (h, w even).
+/// 2×2 average pooling [n, h, w, c] → [n, h/2, w/2, c] (h, w even): on f32 CPU maps our op
+/// (`maps::Pool2`), elsewhere candle's narrows and sums.
 pub(super) fn pool2(x: &Tensor) -> Result<Tensor> {
+    if cpu_f32(&[x]) {
+        return Ok(x.contiguous()?.apply_op1(super::maps::Pool2)?);
+    }
     let (n, h, w, c) = x.dims4()?;
     let x = x.reshape((n * h / 2, 2, w / 2, 2 * c))?;
     // the two rows of each block, then the two columns (adjacent c-blocks of the last axis)
     let rows = (x.narrow(1, 0, 1)? + x.narrow(1, 1, 1)?)?.reshape((n * h / 2, w / 2, 2, c))?;
     let s = (rows.narrow(2, 0, 1)? + rows.narrow(2, 1, 1)?)?;
     Ok((s.reshape((n, h / 2, w / 2, c))? * 0.25)?)
+}
+
+/// The channels of a and then of b, [..., i] and [..., j] → [..., i + j]: on f32 CPU maps our op
+/// (`maps::CatChannels`), elsewhere candle's `cat`.
+pub(super) fn cat_channels(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if cpu_f32(&[a, b]) {
+        return Ok(a
+            .contiguous()?
+            .apply_op2(&b.contiguous()?, super::maps::CatChannels)?);
+    }
+    Ok(Tensor::cat(&[a, b], a.rank() - 1)?)
 }
 
 /// Rows of flattened channel-first images x [n, c·h·w] as channels-last maps [n, h, w, c] in

@@ -14,6 +14,7 @@ mod blocks;
 pub mod classifier;
 mod conv;
 pub(crate) mod layers;
+mod maps;
 mod norm;
 pub mod spec;
 
@@ -24,7 +25,9 @@ use anyhow::{bail, Result};
 use attention::Attention;
 use blocks::ResBlock;
 use candle_core::{DType, Device, Tensor};
-use layers::{channels_last, p, pool2, silu, time_mlp, upsample2, Builder, Conv, Linear, Norm};
+use layers::{
+    cat_channels, channels_last, p, pool2, silu, time_mlp, upsample2, Builder, Conv, Linear, Norm,
+};
 use rand::Rng;
 pub use spec::{UnetPreset, UnetSpec};
 
@@ -240,7 +243,7 @@ impl Network for UNet {
                 let Some(skip) = skips.pop() else {
                     bail!("the unet's skip connections ran out");
                 };
-                hs = rb.forward(v, &Tensor::cat(&[&hs, &skip], 3)?, &e)?;
+                hs = rb.forward(v, &cat_channels(&hs, &skip)?, &e)?;
                 if let Some(a) = at {
                     hs = a.forward(v, &hs)?;
                 }

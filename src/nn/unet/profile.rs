@@ -2,7 +2,7 @@
 //! each type's forward and backward passes over all its instances in the network.
 
 use super::attention::Attention;
-use super::layers::{pool2, silu, upsample2, Builder};
+use super::layers::{cat_channels, pool2, silu, upsample2, Builder};
 use anyhow::Result;
 use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
@@ -112,7 +112,7 @@ pub fn layer_times(n: usize) -> Result<Vec<(String, f64, f64)>> {
     for &(i, o, r) in &[(32, 64, 14), (128, 64, 7), (128, 64, 14), (96, 32, 28)] {
         let l = b.linear("l", i, o)?;
         let v = b.vars.clone();
-        lin.push(time(&|x| l.forward(&v, x), &[n, r, r, i])?);
+        lin.push(time(&|x| l.forward_map(&v, x), &[n, r, r, i])?);
     }
     total("1×1 skip convs (4)", lin);
     let up = vec![
@@ -125,12 +125,12 @@ pub fn layer_times(n: usize) -> Result<Vec<(String, f64, f64)>> {
         time(&|x| pool2(x), &[n, 14, 14, 64])?,
     ];
     total("pool (2)", pool);
-    let cat = |x: &Tensor| Ok(Tensor::cat(&[x, x], 3)?);
+    let cat = |x: &Tensor| cat_channels(x, x);
     let cats = vec![
         time(&cat, &[n, 7, 7, 64])?,
         time(&cat, &[n, 14, 14, 64])?,
         time(
-            &|x| Ok(Tensor::cat(&[x, &x.narrow(3, 0, 32)?], 3)?),
+            &|x| cat_channels(x, &x.narrow(3, 0, 32)?),
             &[n, 28, 28, 64],
         )?,
     ];
