@@ -1,12 +1,14 @@
 //! The U-Net's k×k convolution (stride 1, zero padding k/2) on channels-last f32 CPU maps, plus a
-//! bias shared or per image (the residual block's time embedding rides on it), as one candle op, forward and backward, on the project's GEMM (`nn::gemm`), images split over the
-//! threads. No im2col buffer: each image is copied once into a zero-bordered map of width
-//! w + 2r (r = k/2), and every tap (ky, kx) is one product over that map's rows shifted by
-//! ky·(w + 2r) + kx, on a grid of h × (w + 2r) output rows whose last 2r columns are discarded
-//! (the "shifted GEMM" form of a convolution). The backward pass runs the same shifted products:
-//! dX by the transposed taps into a zero-bordered map, dW by x's shifted rows against dY.
-//! Replaces the composite of pads, narrows, copies, a concatenation and a matmul, whose backward
-//! pass built a zero-padded full-size tensor per tap.
+//! bias shared or per image (the residual block's time embedding rides on it), as one candle op,
+//! forward and backward, on the project's GEMM (`nn::gemm`), images split over the threads. No
+//! im2col buffer: each image is copied once into a zero-bordered map of width w + 2r (r = k/2),
+//! in which the k horizontally adjacent pixels of a kernel row are k·c contiguous values; so
+//! kernel row ky is one product of that map's rows from ky·(w + 2r) (overlapping runs of k·c
+//! values, row stride c) with the row's k taps stacked [(k·c) × o], on a grid of h × (w + 2r)
+//! output rows whose last 2r columns are discarded (the "shifted GEMM" form of a convolution,
+//! k products of depth k·c rather than k² of depth c). The backward pass: dX is the same
+//! forward convolution of dY by the flipped, transposed kernel; dW by kernel row, from the
+//! bordered map's runs against dY.
 
 use crate::flat::with_values;
 use crate::nn::contiguous;
@@ -45,10 +47,6 @@ impl Dims {
     fn rows_out(&self) -> usize {
         self.h * self.wp()
     }
-    /// The shift of tap (ky, kx) = t.
-    fn shift(&self, t: usize) -> usize {
-        (t / self.k) * self.wp() + t % self.k
-    }
 }
 
 /// The images (samples) 0..n in one range per thread (at most n).
@@ -75,17 +73,34 @@ fn bias_of(b: &[f32], i: usize, o: usize) -> &[f32] {
     }
 }
 
-/// y = conv(x, W) + b for f32 values x [n, h, w, c], W [o, c, k, k], b \[o\] or [n, o].
-fn forward(x: &[f32], wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
-    let (kk, wp) = (d.k * d.k, d.wp());
-    // tap t's B [c × o]: W[o', c', t] read with strides (kk, c·kk)
-    let taps: Vec<PackedB> = (0..kk)
-        .map(|t| {
+/// The taps of W [o, c, k, k] grouped by kernel row: [ky][kx][c'][o'], so that row ky's taps
+/// are one B [(k·c) × o] against a run of k·c contiguous values of the bordered map (the k
+/// horizontally adjacent pixels of a row are adjacent in memory).
+fn row_taps(wt: &[f32], d: Dims) -> Vec<PackedB> {
+    let (k, kk, kc) = (d.k, d.k * d.k, d.k * d.c);
+    let mut rows = vec![0.0f32; kk * d.c * d.o];
+    for oi in 0..d.o {
+        for ci in 0..d.c {
+            for t in 0..kk {
+                rows[(t * d.c + ci) * d.o + oi] = wt[(oi * d.c + ci) * kk + t];
+            }
+        }
+    }
+    (0..k)
+        .map(|ky| {
             let mut p = PackedB::default();
-            p.pack(&wt[t..], (kk, d.c * kk), d.c, d.o);
+            p.pack(&rows[ky * kc * d.o..], (d.o, 1), kc, d.o);
             p
         })
-        .collect();
+        .collect()
+}
+
+/// y = conv(x, W) + b for f32 values x [n, h, w, c], W [o, c, k, k], b \[o\] or [n, o]: per
+/// image, one product per kernel row ky, C[h·(w + 2r) × o] += A B_ky with A the bordered map's
+/// rows from ky·(w + 2r), k·c values each (overlapping: row stride c).
+fn forward(x: &[f32], wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
+    let (wp, kc) = (d.wp(), d.k * d.c);
+    let taps = row_taps(wt, d);
     let (image_in, image_out) = (d.h * d.w * d.c, d.h * d.w * d.o);
     let mut y = vec![0.0f32; d.n * image_out];
     let ranges = image_ranges(d.n);
@@ -101,10 +116,10 @@ fn forward(x: &[f32], wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
                 let mut grid = vec![0.0f32; d.rows_out() * d.o];
                 for (i, out) in imgs.zip(out.chunks_exact_mut(image_out)) {
                     fill_bordered(&mut xp, &x[i * image_in..(i + 1) * image_in], d);
-                    for (t, tap) in taps.iter().enumerate() {
-                        let a = &xp[d.shift(t) * d.c..];
-                        let dims = (d.rows_out(), d.o, d.c);
-                        gemm(dims, &mut grid, d.o, a, (d.c, 1), Rhs::Packed(tap), t > 0);
+                    for (ky, tap) in taps.iter().enumerate() {
+                        let a = &xp[ky * wp * d.c..];
+                        let dims = (d.rows_out(), d.o, kc);
+                        gemm(dims, &mut grid, d.o, a, (d.c, 1), Rhs::Packed(tap), ky > 0);
                     }
                     let b = bias_of(b, i, d.o);
                     for yy in 0..d.h {
@@ -125,7 +140,9 @@ fn forward(x: &[f32], wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
 }
 
 /// (dx, dW, db) from the result's cotangent g [n, h, w, o]; db per image [n, o] when
-/// `per_image`, else \[o\].
+/// `per_image`, else \[o\]. dx is the forward convolution of g by the flipped, transposed
+/// kernel W'[c', o', ky, kx] = W[o', c', k−1−ky, k−1−kx]; dW by kernel row, from the bordered
+/// map's runs of k·c values against g on the output grid.
 fn backward(
     x: &[f32],
     wt: &[f32],
@@ -133,38 +150,38 @@ fn backward(
     d: Dims,
     per_image: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (kk, wp, r) = (d.k * d.k, d.wp(), d.k / 2);
-    // tap t's Wᵀ [o × c]: W[o', c', t] read with strides (c·kk, kk)
-    let taps_t: Vec<PackedB> = (0..kk)
-        .map(|t| {
-            let mut p = PackedB::default();
-            p.pack(&wt[t..], (d.c * kk, kk), d.o, d.c);
-            p
-        })
-        .collect();
+    let (k, kk, wp, kc) = (d.k, d.k * d.k, d.wp(), d.k * d.c);
+    let mut flipped = vec![0.0f32; wt.len()];
+    for oi in 0..d.o {
+        for ci in 0..d.c {
+            for t in 0..kk {
+                flipped[(ci * d.o + oi) * kk + (kk - 1 - t)] = wt[(oi * d.c + ci) * kk + t];
+            }
+        }
+    }
+    let transposed = Dims {
+        c: d.o,
+        o: d.c,
+        ..d
+    };
+    let dx = forward(g, &flipped, &vec![0.0; d.c], transposed);
     let (image_in, image_out) = (d.h * d.w * d.c, d.h * d.w * d.o);
-    let mut dx = vec![0.0f32; d.n * image_in];
     let mut db_images = vec![0.0f32; d.n * d.o];
     let ranges = image_ranges(d.n);
-    let parts = split_rows(&mut dx, &ranges, image_in);
     let db_parts = split_rows(&mut db_images, &ranges, d.o);
-    let taps_t = &taps_t;
     let jobs = ranges
         .iter()
         .cloned()
-        .zip(parts)
         .zip(db_parts)
-        .map(|((imgs, dx), db_part)| {
+        .map(|(imgs, db_part)| {
             move || {
                 let mut xp = vec![0.0f32; d.rows_padded() * d.c];
-                let mut dxp = vec![0.0f32; d.rows_padded() * d.c];
                 // g on the output grid, its last 2r columns zero
                 let mut gp = vec![0.0f32; d.rows_out() * d.o];
                 let mut packed = PackedB::default();
-                // dW per tap [kk][c × o]
-                let mut dw = vec![0.0f32; kk * d.c * d.o];
-                let images = imgs.zip(dx.chunks_exact_mut(image_in));
-                for ((i, dx), db) in images.zip(db_part.chunks_exact_mut(d.o)) {
+                // dW by kernel row [k][(kx, c') × o]
+                let mut dw = vec![0.0f32; k * kc * d.o];
+                for (i, db) in imgs.zip(db_part.chunks_exact_mut(d.o)) {
                     let gi = &g[i * image_out..(i + 1) * image_out];
                     for yy in 0..d.h {
                         let row = &gi[yy * d.w * d.o..(yy + 1) * d.w * d.o];
@@ -174,24 +191,11 @@ fn backward(
                         }
                     }
                     fill_bordered(&mut xp, &x[i * image_in..(i + 1) * image_in], d);
-                    // dx: each tap's g Wᵀ added at its shift into the bordered map
-                    dxp.fill(0.0);
-                    for (t, tap) in taps_t.iter().enumerate() {
-                        let c = &mut dxp[d.shift(t) * d.c..];
-                        let dims = (d.rows_out(), d.c, d.o);
-                        gemm(dims, c, d.c, &gp, (d.o, 1), Rhs::Packed(tap), true);
-                    }
-                    for yy in 0..d.h {
-                        let at = ((yy + r) * wp + r) * d.c;
-                        dx[yy * d.w * d.c..(yy + 1) * d.w * d.c]
-                            .copy_from_slice(&dxp[at..at + d.w * d.c]);
-                    }
-                    // dW_t [c × o] += x's shifted rowsᵀ · g
                     packed.pack(&gp, (d.o, 1), d.rows_out(), d.o);
-                    for t in 0..kk {
-                        let a = &xp[d.shift(t) * d.c..];
-                        let c = &mut dw[t * d.c * d.o..(t + 1) * d.c * d.o];
-                        let dims = (d.c, d.o, d.rows_out());
+                    for ky in 0..k {
+                        let a = &xp[ky * wp * d.c..];
+                        let c = &mut dw[ky * kc * d.o..(ky + 1) * kc * d.o];
+                        let dims = (kc, d.o, d.rows_out());
                         gemm(dims, c, d.o, a, (1, d.c), Rhs::Packed(&packed), true);
                     }
                 }
