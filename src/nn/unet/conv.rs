@@ -23,13 +23,13 @@ pub(super) struct ConvOp {
 
 /// Sizes of one call.
 #[derive(Clone, Copy)]
-struct Dims {
-    n: usize,
-    h: usize,
-    w: usize,
-    c: usize,
-    o: usize,
-    k: usize,
+pub(super) struct Dims {
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub o: usize,
+    pub k: usize,
 }
 
 impl Dims {
@@ -65,7 +65,7 @@ fn fill_bordered(xp: &mut [f32], x: &[f32], d: Dims) {
 }
 
 /// Image i's bias: b \[o\] shared, or row i of per-image biases b [n, o].
-fn bias_of(b: &[f32], i: usize, o: usize) -> &[f32] {
+pub(super) fn bias_of(b: &[f32], i: usize, o: usize) -> &[f32] {
     if b.len() == o {
         b
     } else {
@@ -95,10 +95,19 @@ fn row_taps(wt: &[f32], d: Dims) -> Vec<PackedB> {
         .collect()
 }
 
-/// y = conv(x, W) + b for f32 values x [n, h, w, c], W [o, c, k, k], b \[o\] or [n, o]: per
-/// image, one product per kernel row ky, C[h·(w + 2r) × o] += A B_ky with A the bordered map's
-/// rows from ky·(w + 2r), k·c values each (overlapping: row stride c).
+/// y = conv(x, W) + b for f32 values x [n, h, w, c], W [o, c, k, k], b \[o\] or [n, o]: 3×3
+/// kernels by Winograd's F(2×2, 3×3) (`winograd`), others directly.
 fn forward(x: &[f32], wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
+    if d.k == 3 {
+        return super::winograd::conv3x3(x, wt, b, d);
+    }
+    direct(x, wt, b, d)
+}
+
+/// `forward` in the direct form (any odd k): per image, one product per kernel row ky,
+/// C[h·(w + 2r) × o] += A B_ky with A the bordered map's rows from ky·(w + 2r), k·c values each
+/// (overlapping: row stride c).
+pub(super) fn direct(x: &[f32], wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
     let (wp, kc) = (d.wp(), d.k * d.c);
     let taps = row_taps(wt, d);
     let (image_in, image_out) = (d.h * d.w * d.c, d.h * d.w * d.o);
@@ -248,11 +257,7 @@ impl CustomOp3 for ConvOp {
         );
         let d = match (l1.dims(), l2.dims(), l3.dims()) {
             (&[n, h, w, c], &[o, c2, k, k2], b)
-                if c == c2
-                    && (b == [o] || b == [n, o])
-                    && k == self.k
-                    && k2 == k
-                    && k % 2 == 1 =>
+                if c == c2 && (b == [o] || b == [n, o]) && k == self.k && k2 == k && k % 2 == 1 =>
             {
                 Dims { n, h, w, c, o, k }
             }

@@ -91,7 +91,10 @@ impl CustomOp1 for Pool2 {
         let (_, _, w, c) = x.dims4()?;
         let dx = on_values(g, |g| {
             let mut dx = vec![0.0f32; 4 * g.len()];
-            for (row, out) in g.chunks_exact(w / 2 * c).zip(dx.chunks_exact_mut(2 * w * c)) {
+            for (row, out) in g
+                .chunks_exact(w / 2 * c)
+                .zip(dx.chunks_exact_mut(2 * w * c))
+            {
                 let (top, bottom) = out.split_at_mut(w * c);
                 for (px, pair) in row.chunks_exact(c).zip(top.chunks_exact_mut(2 * c)) {
                     for (k, v) in px.iter().enumerate() {
@@ -122,7 +125,10 @@ impl CustomOp2 for CatChannels {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x1, x2) = (contiguous(s1, l1, self.name())?, contiguous(s2, l2, self.name())?);
+        let (x1, x2) = (
+            contiguous(s1, l1, self.name())?,
+            contiguous(s2, l2, self.name())?,
+        );
         let (d1, d2) = (l1.dims(), l2.dims());
         let r = d1.len();
         if r == 0 || d2.len() != r || d1[..r - 1] != d2[..r - 1] {
@@ -173,7 +179,11 @@ mod tests {
     use candle_core::{Tensor, Var};
 
     /// Σ r ⊙ f(x) and its gradient in x.
-    fn value_and_grad(f: &dyn Fn(&Tensor) -> Result<Tensor>, x: &Var, r: &Tensor) -> Result<(Tensor, Tensor)> {
+    fn value_and_grad(
+        f: &dyn Fn(&Tensor) -> Result<Tensor>,
+        x: &Var,
+        r: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         let y = f(x.as_tensor())?;
         let grads = (&y * r)?.sum_all()?.backward()?;
         Ok((y, grads.get(x).expect("a gradient").clone()))
@@ -199,8 +209,14 @@ mod tests {
             let (y, g) = value_and_grad(&op, &xv, &r)?;
             let (y64, g64) = value_and_grad(&op, &x64, &r.to_dtype(candle_core::DType::F64)?)?;
             assert_eq!(y.dims(), &out);
-            assert!(max_diff(&y, &y64.to_dtype(candle_core::DType::F32)?)? < 1e-6, "{name}");
-            assert!(max_diff(&g, &g64.to_dtype(candle_core::DType::F32)?)? < 1e-5, "{name}: dx");
+            assert!(
+                max_diff(&y, &y64.to_dtype(candle_core::DType::F32)?)? < 1e-6,
+                "{name}"
+            );
+            assert!(
+                max_diff(&g, &g64.to_dtype(candle_core::DType::F32)?)? < 1e-5,
+                "{name}: dx"
+            );
         }
         Ok(())
     }
@@ -208,7 +224,10 @@ mod tests {
     /// The concatenation against candle's `cat` on the last axis, values and both gradients.
     #[test]
     fn concatenation_matches_candles_cat() -> Result<()> {
-        let (a, b) = (Var::from_tensor(&randn(&[2, 3, 4, 5], 3)?)?, Var::from_tensor(&randn(&[2, 3, 4, 2], 4)?)?);
+        let (a, b) = (
+            Var::from_tensor(&randn(&[2, 3, 4, 5], 3)?)?,
+            Var::from_tensor(&randn(&[2, 3, 4, 2], 4)?)?,
+        );
         let r = randn(&[2, 3, 4, 7], 5)?;
         let ours = cat_channels(&a, &b)?;
         let theirs = Tensor::cat(&[a.as_tensor(), b.as_tensor()], 3)?;
@@ -216,7 +235,10 @@ mod tests {
         let g1 = (ours * &r)?.sum_all()?.backward()?;
         let g2 = (theirs * &r)?.sum_all()?.backward()?;
         for v in [&a, &b] {
-            assert_eq!(max_diff(g1.get(v).expect("ours"), g2.get(v).expect("candle's"))?, 0.0);
+            assert_eq!(
+                max_diff(g1.get(v).expect("ours"), g2.get(v).expect("candle's"))?,
+                0.0
+            );
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ pub(crate) mod layers;
 mod maps;
 mod norm;
 pub mod spec;
+mod winograd;
 
 use super::config::Arch;
 use super::layers::{TimeEmbedding, Weights};

@@ -129,10 +129,7 @@ pub fn layer_times(n: usize) -> Result<Vec<(String, f64, f64)>> {
     let cats = vec![
         time(&cat, &[n, 7, 7, 64])?,
         time(&cat, &[n, 14, 14, 64])?,
-        time(
-            &|x| cat_channels(x, &x.narrow(3, 0, 32)?),
-            &[n, 28, 28, 64],
-        )?,
+        time(&|x| cat_channels(x, &x.narrow(3, 0, 32)?), &[n, 28, 28, 64])?,
     ];
     total("skip concatenations (3)", cats);
     Ok(rows)
