@@ -10,6 +10,7 @@
 //! forward convolution of dY by the flipped, transposed kernel; dW by kernel row, from the
 //! bordered map's runs against dY.
 
+use super::winograd::add_pixels;
 use crate::flat::with_values;
 use crate::nn::contiguous;
 use crate::nn::fused::split_rows;
@@ -150,8 +151,8 @@ pub(super) fn direct(x: &[f32], wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
 
 /// (dx, dW, db) from the result's cotangent g [n, h, w, o]; db per image [n, o] when
 /// `per_image`, else \[o\]. dx is the forward convolution of g by the flipped, transposed
-/// kernel W'[c', o', ky, kx] = W[o', c', k−1−ky, k−1−kx]; dW by kernel row, from the bordered
-/// map's runs of k·c values against g on the output grid.
+/// kernel W'[c', o', ky, kx] = W[o', c', k−1−ky, k−1−kx]; dW of 3×3 kernels through Winograd's
+/// transforms (`winograd::weight_gradient`), of others directly.
 fn backward(
     x: &[f32],
     wt: &[f32],
@@ -159,7 +160,7 @@ fn backward(
     d: Dims,
     per_image: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (k, kk, wp, kc) = (d.k, d.k * d.k, d.wp(), d.k * d.c);
+    let kk = d.k * d.k;
     let mut flipped = vec![0.0f32; wt.len()];
     for oi in 0..d.o {
         for ci in 0..d.c {
@@ -174,6 +175,25 @@ fn backward(
         ..d
     };
     let dx = forward(g, &flipped, &vec![0.0; d.c], transposed);
+    let (dw, db_images) = if d.k == 3 {
+        super::winograd::weight_gradient(x, g, d)
+    } else {
+        direct_weight_gradient(x, g, d)
+    };
+    let db = if per_image {
+        db_images
+    } else {
+        let mut db = vec![0.0f32; d.o];
+        add_pixels(&mut db, &db_images);
+        db
+    };
+    (dx, dw, db)
+}
+
+/// (dW, db per image [n, o]) in the direct form: per image and kernel row, the bordered map's
+/// runs of k·c values against g on the output grid.
+pub(super) fn direct_weight_gradient(x: &[f32], g: &[f32], d: Dims) -> (Vec<f32>, Vec<f32>) {
+    let (k, kk, wp, kc) = (d.k, d.k * d.k, d.wp(), d.k * d.c);
     let (image_in, image_out) = (d.h * d.w * d.c, d.h * d.w * d.o);
     let mut db_images = vec![0.0f32; d.n * d.o];
     let ranges = image_ranges(d.n);
@@ -195,9 +215,7 @@ fn backward(
                     for yy in 0..d.h {
                         let row = &gi[yy * d.w * d.o..(yy + 1) * d.w * d.o];
                         gp[yy * wp * d.o..][..d.w * d.o].copy_from_slice(row);
-                        for px in row.chunks_exact(d.o) {
-                            db.iter_mut().zip(px).for_each(|(s, v)| *s += v);
-                        }
+                        add_pixels(db, row);
                     }
                     fill_bordered(&mut xp, &x[i * image_in..(i + 1) * image_in], d);
                     packed.pack(&gp, (d.o, 1), d.rows_out(), d.o);
@@ -224,16 +242,7 @@ fn backward(
             }
         }
     }
-    let db = if per_image {
-        db_images
-    } else {
-        let mut db = vec![0.0f32; d.o];
-        for row in db_images.chunks_exact(d.o) {
-            db.iter_mut().zip(row).for_each(|(s, v)| *s += v);
-        }
-        db
-    };
-    (dx, dw, db)
+    (dw, db_images)
 }
 
 impl CustomOp3 for ConvOp {

@@ -39,6 +39,7 @@ fn kernel_transform(wt: &[f32], c: usize, o: usize) -> Vec<PackedB> {
 }
 
 multiversion! {
+    #[allow(clippy::needless_range_loop)]
     /// V[tile] = Bᵀ d B for every tile of one image's bordered map xp [hp × wp × c] (tiles tw
     /// per row, at stride 2), Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]];
     /// V [tiles × 16 × c].
@@ -68,6 +69,7 @@ multiversion! {
 }
 
 multiversion! {
+    #[allow(clippy::needless_range_loop)]
     /// The 2×2 blocks Aᵀ m A + b of every tile of m [tiles × 16 × o] into `blocks`
     /// [tiles × 4 × o], Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]].
     pub fn output_transform(blocks: &mut [f32], m: &[f32], b: &[f32]) {
@@ -150,9 +152,123 @@ pub(super) fn conv3x3(x: &[f32], wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
     y
 }
 
+multiversion! {
+    #[allow(clippy::needless_range_loop)]
+    /// dM[tile] = A dY A^T for every tile's 2×2 block of a cotangent gp [2th × 2tw × o] (zero
+    /// past the image), A = [[1, 0], [1, 1], [1, −1], [0, −1]]: the cotangent of M in
+    /// `output_transform`; dM [tiles × 16 × o].
+    pub fn cotangent_transform(dm: &mut [f32], gp: &[f32], tw: usize, o: usize) {
+        let row = 2 * tw * o;
+        assert!(gp.len() >= dm.len() / 4);
+        for (t, mt) in dm.chunks_exact_mut(16 * o).enumerate() {
+            let base = 2 * (t / tw) * row + 2 * (t % tw) * o;
+            for oi in 0..o {
+                // SAFETY: the tile's 2×2 block lies inside gp (asserted: gp has 4 values per
+                // tile and channel), and k·o + oi < 16o = mt.len()
+                let y = |a: usize, e: usize| unsafe { *gp.get_unchecked(base + a * row + e * o + oi) };
+                let cols: [[f32; 4]; 2] = std::array::from_fn(|e| {
+                    let (y0, y1) = (y(0, e), y(1, e));
+                    [y0, y0 + y1, y0 - y1, -y1]
+                });
+                for i in 0..4 {
+                    let (c0, c1) = (cols[0][i], cols[1][i]);
+                    for (j, v) in [c0, c0 + c1, c0 - c1, -c1].into_iter().enumerate() {
+                        unsafe { *mt.get_unchecked_mut((i * 4 + j) * o + oi) = v };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// (dW [o, c, 3, 3], db per image [n, o]) of the 3×3 convolution from its cotangent g [n, h, w, o],
+/// by the transpose of F(2×2, 3×3): dU_ξ [c × o] = Σ_tiles V_ξᵀ dM_ξ, then dW = Gᵀ dU G per
+/// (o', c'), 16 products of depth `tiles` per image where the direct form takes 9 of depth h·w.
+pub(super) fn weight_gradient(x: &[f32], g: &[f32], d: Dims) -> (Vec<f32>, Vec<f32>) {
+    let (th, tw) = (d.h.div_ceil(2), d.w.div_ceil(2));
+    let (hp, wp, tiles) = (2 * th + 2, 2 * tw + 2, th * tw);
+    let (image_in, image_out) = (d.h * d.w * d.c, d.h * d.w * d.o);
+    let mut db = vec![0.0f32; d.n * d.o];
+    let ranges = image_ranges(d.n);
+    let db_parts = split_rows(&mut db, &ranges, d.o);
+    let jobs = ranges
+        .iter()
+        .cloned()
+        .zip(db_parts)
+        .map(|(imgs, db_part)| {
+            move || {
+                let mut xp = vec![0.0f32; hp * wp * d.c];
+                let mut gp = vec![0.0f32; 4 * tiles * d.o];
+                let mut v = vec![0.0f32; tiles * 16 * d.c];
+                let mut dm = vec![0.0f32; tiles * 16 * d.o];
+                let mut du = vec![0.0f32; 16 * d.c * d.o];
+                let mut packed = PackedB::default();
+                let (row_in, row_out) = (d.w * d.c, d.w * d.o);
+                for (i, db) in imgs.zip(db_part.chunks_exact_mut(d.o)) {
+                    let (xi, gi) = (&x[i * image_in..], &g[i * image_out..(i + 1) * image_out]);
+                    for yy in 0..d.h {
+                        let at = ((yy + 1) * wp + 1) * d.c;
+                        xp[at..at + row_in].copy_from_slice(&xi[yy * row_in..(yy + 1) * row_in]);
+                        let grow = &gi[yy * row_out..(yy + 1) * row_out];
+                        gp[yy * 2 * tw * d.o..][..row_out].copy_from_slice(grow);
+                        add_pixels(db, grow);
+                    }
+                    input_transform(&mut v, &xp, wp, tw, d.c);
+                    cotangent_transform(&mut dm, &gp, tw, d.o);
+                    for xi in 0..16 {
+                        packed.pack(&dm[xi * d.o..], (16 * d.o, 1), tiles, d.o);
+                        let c = &mut du[xi * d.c * d.o..(xi + 1) * d.c * d.o];
+                        let a = &v[xi * d.c..];
+                        let dims = (d.c, d.o, tiles);
+                        gemm(dims, c, d.o, a, (1, 16 * d.c), Rhs::Packed(&packed), true);
+                    }
+                }
+                du
+            }
+        })
+        .collect();
+    let parts = crate::pool::run_all(jobs);
+    // Gᵀ v for a 4-vector v: the adjoint of G's rows [1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]
+    let gt = |v: [f32; 4]| {
+        [
+            v[0] + 0.5 * (v[1] + v[2]),
+            0.5 * (v[1] - v[2]),
+            0.5 * (v[1] + v[2]) + v[3],
+        ]
+    };
+    let mut dw = vec![0.0f32; d.o * d.c * 9];
+    for ci in 0..d.c {
+        for oi in 0..d.o {
+            let du = |xi: usize| {
+                parts
+                    .iter()
+                    .map(|p| p[(xi * d.c + ci) * d.o + oi])
+                    .sum::<f32>()
+            };
+            // Gᵀ over the rows i of dU, then over its columns j
+            let rows: [[f32; 3]; 4] =
+                std::array::from_fn(|i| gt(std::array::from_fn(|j| du(i * 4 + j))));
+            for kx in 0..3 {
+                let col = gt(std::array::from_fn(|i| rows[i][kx]));
+                for (ky, v) in col.into_iter().enumerate() {
+                    dw[(oi * d.c + ci) * 9 + ky * 3 + kx] = v;
+                }
+            }
+        }
+    }
+    (dw, db)
+}
+
+/// db += Σ over the pixels of a run of pixels [.., o].
+pub(super) fn add_pixels(db: &mut [f32], pixels: &[f32]) {
+    for px in pixels.chunks_exact(db.len()) {
+        db.iter_mut().zip(px).for_each(|(s, v)| *s += v);
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::conv::{direct, tests::randn, Dims};
+    use super::super::conv::{direct, direct_weight_gradient, tests::randn, Dims};
     use anyhow::Result;
 
     /// F(2×2, 3×3) against the direct convolution at the U-Net's sizes (even and odd maps, up
@@ -190,6 +306,43 @@ mod tests {
                 err < 1e-5 * scale,
                 "{h}×{h}, {c} → {o}: error {err} at scale {scale}"
             );
+        }
+        Ok(())
+    }
+
+    /// The weight and bias gradients of F(2×2, 3×3) against the direct form's.
+    #[test]
+    fn winograd_weight_gradient_matches_the_direct_form() -> Result<()> {
+        for (s, (n, h, c, o)) in [(2, 28, 32, 32), (3, 7, 64, 64), (2, 5, 3, 17)]
+            .into_iter()
+            .enumerate()
+        {
+            let d = Dims {
+                n,
+                h,
+                w: h,
+                c,
+                o,
+                k: 3,
+            };
+            let s = 10 * s as u64;
+            let x = randn(&[n * h * h * c], s)?.to_vec1::<f32>()?;
+            let g = randn(&[n * h * h * o], s + 1)?.to_vec1::<f32>()?;
+            let (ours, want) = (
+                super::weight_gradient(&x, &g, d),
+                direct_weight_gradient(&x, &g, d),
+            );
+            for (a, b, what) in [(&ours.0, &want.0, "dW"), (&ours.1, &want.1, "db")] {
+                let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let err = a
+                    .iter()
+                    .zip(b)
+                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(
+                    err < 1e-5 * scale,
+                    "{h}×{h}, {c} → {o}: {what} error {err} at scale {scale}"
+                );
+            }
         }
         Ok(())
     }
