@@ -122,7 +122,7 @@ const PAGES: &[(&str, &[&str])] = &[
             "src/data/idx.rs",
             "data/mnist",
             "src/images",
-            "src/experiment/mnist.rs",
+            "src/experiment/mnist",
         ],
     ),
     (
