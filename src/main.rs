@@ -7,6 +7,21 @@ mod cli;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (its position in v2's `mi_option_e`; libmimalloc-sys names
+/// the options around it but not this one): milliseconds before freed memory goes back to the
+/// OS, 10 by default, −1 for never.
+const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keeps freed memory mapped for reuse instead of returning it to the OS 10 ms after it is freed.
+/// A U-Net step frees and reallocates megabytes of activations and scratch every few
+/// milliseconds; returned, each one comes back as fresh pages that the kernel faults in and
+/// zeroes (21,000 page faults in 8 tiny-U-Net training steps, 460 with this; 5% of the step).
+/// The peak resident memory is the same; it is only not given back until the process ends.
+pub fn keep_freed_pages() {
+    // SAFETY: setting an option is a plain store mimalloc reads at its next purge.
+    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, -1) }
+}
+
 fn main() {
     // candle asks for its thread count on every matmul, reading RAYON_NUM_THREADS or else counting
     // CPUs through /proc and cgroup files each time; answer once, before any thread exists.
@@ -39,5 +54,27 @@ fn main() {
         let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
         eprintln!("error: {}", msg.join(": ").replace('\n', "; "));
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Option 15 is the purge delay: its default 10 (ms), its neighbours at theirs (the eager
+    /// commit delay 1, NUMA nodes 0), and `keep_freed_pages` sets it to −1.
+    #[test]
+    fn the_purge_delay_option_is_the_one_set() {
+        use libmimalloc_sys::{
+            mi_option_eager_commit_delay, mi_option_get, mi_option_use_numa_nodes,
+        };
+        // SAFETY: reading options has no preconditions.
+        unsafe {
+            assert_eq!(mi_option_get(mi_option_eager_commit_delay), 1);
+            assert_eq!(mi_option_get(mi_option_use_numa_nodes), 0);
+            if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+                assert_eq!(mi_option_get(super::PURGE_DELAY), 10);
+            }
+            super::keep_freed_pages();
+            assert_eq!(mi_option_get(super::PURGE_DELAY), -1);
+        }
     }
 }

@@ -151,6 +151,12 @@ pub fn run(a: Args) -> Result<()> {
         // cores themselves
         tweedie::pool::serial_candle_ops();
     }
+    if matches!(
+        a.case,
+        Case::UnetTrain { .. } | Case::UnetSample { .. } | Case::UnetLayers { .. }
+    ) {
+        crate::keep_freed_pages();
+    }
     let threads = rayon::current_num_threads();
     let line = match a.case {
         Case::Train {

@@ -83,10 +83,12 @@ impl ModelSource {
         // an EGNN splits its heavy work over the cores itself, a U-Net's element-wise ops are
         // small (read from the header alone, before any candle op): candle's own pool would spin
         // against gemm's threads
-        if Checkpoint::spec(&path)
-            .is_ok_and(|s| matches!(s.arch.network, NetworkKind::Egnn | NetworkKind::Unet))
-        {
+        let network = Checkpoint::spec(&path).map(|s| s.arch.network).ok();
+        if matches!(network, Some(NetworkKind::Egnn | NetworkKind::Unet)) {
             tweedie::pool::serial_candle_ops();
+        }
+        if network == Some(NetworkKind::Unet) {
+            crate::keep_freed_pages();
         }
         train::load_net(&path, !self.no_ema, device)
     }

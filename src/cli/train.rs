@@ -190,6 +190,9 @@ pub fn run(a: Args) -> Result<()> {
     if matches!(cfg.model.network, NetworkKind::Egnn | NetworkKind::Unet) {
         tweedie::pool::serial_candle_ops();
     }
+    if cfg.model.network == NetworkKind::Unet {
+        crate::keep_freed_pages();
+    }
     let device = tweedie::device(&a.device)?;
     let bar = tweedie::progress::bar(cfg.train.steps, 0, a.quiet);
     let opts = TrainOptions {
