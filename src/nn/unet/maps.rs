@@ -1,12 +1,40 @@
 //! The U-Net's data movement on channels-last f32 CPU maps [n, h, w, c] as candle ops of our own:
 //! nearest 2× upsampling, 2×2 average pooling and the concatenation of a skip connection's
-//! channels. Each is one pass forward and one backward, where candle's composites reduced their
-//! gradients over broadcast axes or accumulated narrowed, strided views (together about a tenth
-//! of a training step).
+//! channels. Each is one pass forward and one backward, images split over the threads, where
+//! candle's composites reduced their gradients over broadcast axes or accumulated narrowed,
+//! strided views (together about a tenth of a training step).
 
+use super::conv::image_ranges;
 use crate::flat::with_values;
 use crate::nn::contiguous;
+use crate::nn::fused::split_rows;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+
+/// A buffer of n images' values, each image's part filled by f(image, part), the images split
+/// over the threads.
+fn per_image(len: usize, n: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let mut out = vec![0.0f32; len];
+    if n == 0 {
+        return out;
+    }
+    let size = len / n;
+    let ranges = image_ranges(n);
+    let parts = split_rows(&mut out, &ranges, size);
+    let f = &f;
+    let jobs = ranges
+        .into_iter()
+        .zip(parts)
+        .map(|(images, part)| {
+            move || {
+                for (i, o) in images.zip(part.chunks_exact_mut(size.max(1))) {
+                    f(i, o)
+                }
+            }
+        })
+        .collect();
+    crate::pool::run_all(jobs);
+    out
+}
 
 /// f on the values of a tensor whose op produced f32, as a candle error on failure.
 fn on_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
@@ -24,34 +52,37 @@ impl CustomOp1 for Upsample2 {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = contiguous(s, l, self.name())?;
         let (n, h, w, c) = l.shape().dims4()?;
-        let mut y = vec![0.0f32; 4 * x.len()];
-        for (row, out) in x.chunks_exact(w * c).zip(y.chunks_exact_mut(4 * w * c)) {
-            let (top, bottom) = out.split_at_mut(2 * w * c);
-            for (px, pair) in row.chunks_exact(c).zip(top.chunks_exact_mut(2 * c)) {
-                pair[..c].copy_from_slice(px);
-                pair[c..].copy_from_slice(px);
+        let y = per_image(4 * x.len(), n, |i, y| {
+            let xi = &x[i * h * w * c..(i + 1) * h * w * c];
+            for (row, out) in xi.chunks_exact(w * c).zip(y.chunks_exact_mut(4 * w * c)) {
+                let (top, bottom) = out.split_at_mut(2 * w * c);
+                for (px, pair) in row.chunks_exact(c).zip(top.chunks_exact_mut(2 * c)) {
+                    pair[..c].copy_from_slice(px);
+                    pair[c..].copy_from_slice(px);
+                }
+                bottom.copy_from_slice(top);
             }
-            bottom.copy_from_slice(top);
-        }
+        });
         Ok((CpuStorage::F32(y), Shape::from((n, 2 * h, 2 * w, c))))
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let (_, _, w, c) = x.dims4()?;
+        let (n, h, w, c) = x.dims4()?;
         let dx = on_values(g, |g| {
-            let mut dx = vec![0.0f32; g.len() / 4];
-            for (out, rows) in dx.chunks_exact_mut(w * c).zip(g.chunks_exact(4 * w * c)) {
-                let (top, bottom) = rows.split_at(2 * w * c);
-                for (o, (t, b)) in out
-                    .chunks_exact_mut(c)
-                    .zip(top.chunks_exact(2 * c).zip(bottom.chunks_exact(2 * c)))
-                {
-                    for (k, o) in o.iter_mut().enumerate() {
-                        *o = t[k] + t[c + k] + b[k] + b[c + k];
+            per_image(g.len() / 4, n, |i, dx| {
+                let gi = &g[4 * i * h * w * c..4 * (i + 1) * h * w * c];
+                for (out, rows) in dx.chunks_exact_mut(w * c).zip(gi.chunks_exact(4 * w * c)) {
+                    let (top, bottom) = rows.split_at(2 * w * c);
+                    for (o, (t, b)) in out
+                        .chunks_exact_mut(c)
+                        .zip(top.chunks_exact(2 * c).zip(bottom.chunks_exact(2 * c)))
+                    {
+                        for (k, o) in o.iter_mut().enumerate() {
+                            *o = t[k] + t[c + k] + b[k] + b[c + k];
+                        }
                     }
                 }
-            }
-            dx
+            })
         })?;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }
@@ -71,19 +102,24 @@ impl CustomOp1 for Pool2 {
         if h % 2 != 0 || w % 2 != 0 {
             candle_core::bail!("unet-pool2: a map of {h}×{w} cannot be halved");
         }
-        let mut y = vec![0.0f32; x.len() / 4];
-        for (out, rows) in y.chunks_exact_mut(w / 2 * c).zip(x.chunks_exact(2 * w * c)) {
-            let (top, bottom) = rows.split_at(w * c);
-            for (o, (t, b)) in out
-                .chunks_exact_mut(c)
-                .zip(top.chunks_exact(2 * c).zip(bottom.chunks_exact(2 * c)))
+        let y = per_image(x.len() / 4, n, |i, y| {
+            let xi = &x[i * h * w * c..(i + 1) * h * w * c];
+            for (out, rows) in y
+                .chunks_exact_mut(w / 2 * c)
+                .zip(xi.chunks_exact(2 * w * c))
             {
-                for (k, o) in o.iter_mut().enumerate() {
-                    // the composite's order: rows first, then columns
-                    *o = ((t[k] + b[k]) + (t[c + k] + b[c + k])) * 0.25;
+                let (top, bottom) = rows.split_at(w * c);
+                for (o, (t, b)) in out
+                    .chunks_exact_mut(c)
+                    .zip(top.chunks_exact(2 * c).zip(bottom.chunks_exact(2 * c)))
+                {
+                    for (k, o) in o.iter_mut().enumerate() {
+                        // the composite's order: rows first, then columns
+                        *o = ((t[k] + b[k]) + (t[c + k] + b[c + k])) * 0.25;
+                    }
                 }
             }
-        }
+        });
         Ok((CpuStorage::F32(y), Shape::from((n, h / 2, w / 2, c))))
     }
 
@@ -134,12 +170,23 @@ impl CustomOp2 for CatChannels {
         if r == 0 || d2.len() != r || d1[..r - 1] != d2[..r - 1] {
             candle_core::bail!("unet-cat-channels: maps {d1:?} and {d2:?}");
         }
-        let (a, b) = (d1[r - 1], d2[r - 1]);
-        let mut y = Vec::with_capacity(x1.len() + x2.len());
-        for (p, q) in x1.chunks_exact(a.max(1)).zip(x2.chunks_exact(b.max(1))) {
-            y.extend_from_slice(p);
-            y.extend_from_slice(q);
-        }
+        let (a, b, n) = (d1[r - 1], d2[r - 1], d1[0]);
+        // positions per image
+        let l = x1.len() / (a * n).max(1);
+        let y = per_image(x1.len() + x2.len(), n, |i, y| {
+            let (p, q) = (
+                &x1[i * l * a..(i + 1) * l * a],
+                &x2[i * l * b..(i + 1) * l * b],
+            );
+            for ((o, p), q) in y
+                .chunks_exact_mut((a + b).max(1))
+                .zip(p.chunks_exact(a.max(1)))
+                .zip(q.chunks_exact(b.max(1)))
+            {
+                o[..a].copy_from_slice(p);
+                o[a..].copy_from_slice(q);
+            }
+        });
         let mut dims = d1.to_vec();
         dims[r - 1] = a + b;
         Ok((CpuStorage::F32(y), Shape::from(dims)))
@@ -152,18 +199,25 @@ impl CustomOp2 for CatChannels {
         _y: &Tensor,
         g: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (a, b) = (x1.dims()[x1.rank() - 1], x2.dims()[x2.rank() - 1]);
-        let (g1, g2) = on_values(g, |g| {
-            let (mut g1, mut g2) = (
-                Vec::with_capacity(x1.elem_count()),
-                Vec::with_capacity(x2.elem_count()),
-            );
-            for px in g.chunks_exact((a + b).max(1)) {
-                g1.extend_from_slice(&px[..a]);
-                g2.extend_from_slice(&px[a..]);
-            }
-            (g1, g2)
-        })?;
+        let (a, b, n) = (
+            x1.dims()[x1.rank() - 1],
+            x2.dims()[x2.rank() - 1],
+            x1.dims()[0],
+        );
+        let l = x1.elem_count() / (a * n).max(1);
+        // one channel range [from, from + k) of every position of g
+        let part = |g: &[f32], from: usize, k: usize| {
+            per_image(n * l * k, n, |i, out| {
+                let gi = &g[i * l * (a + b)..(i + 1) * l * (a + b)];
+                for (o, px) in out
+                    .chunks_exact_mut(k.max(1))
+                    .zip(gi.chunks_exact((a + b).max(1)))
+                {
+                    o.copy_from_slice(&px[from..from + k]);
+                }
+            })
+        };
+        let (g1, g2) = on_values(g, |g| (part(g, 0, a), part(g, a, b)))?;
         Ok((
             Some(Tensor::from_vec(g1, x1.shape(), x1.device())?),
             Some(Tensor::from_vec(g2, x2.shape(), x2.device())?),
