@@ -16,8 +16,9 @@ fn kernel_transform(wt: &[f32], c: usize, o: usize) -> Vec<PackedB> {
     let mut u = vec![0.0f32; 16 * c * o];
     // G v for a 3-vector v
     let g3 = |a: f32, b: f32, e: f32| [a, 0.5 * (a + b + e), 0.5 * (a - b + e), e];
-    for oi in 0..o {
-        for ci in 0..c {
+    // o' innermost: each of the 16 outputs is written in order
+    for ci in 0..c {
+        for oi in 0..o {
             let g = &wt[(oi * c + ci) * 9..][..9];
             // the columns of G g, then the rows of (G g) Gᵀ
             let cols: [[f32; 4]; 3] = std::array::from_fn(|j| g3(g[j], g[3 + j], g[6 + j]));
@@ -227,7 +228,11 @@ pub(super) fn weight_gradient(x: &[f32], g: &[f32], d: Dims) -> (Vec<f32>, Vec<f
             }
         })
         .collect();
-    let parts = crate::pool::run_all(jobs);
+    let mut parts = crate::pool::run_all(jobs).into_iter();
+    let mut du = parts.next().unwrap_or_else(|| vec![0.0; 16 * d.c * d.o]);
+    for p in parts {
+        du.iter_mut().zip(&p).for_each(|(s, v)| *s += v);
+    }
     // Gᵀ v for a 4-vector v: the adjoint of G's rows [1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]
     let gt = |v: [f32; 4]| {
         [
@@ -239,12 +244,7 @@ pub(super) fn weight_gradient(x: &[f32], g: &[f32], d: Dims) -> (Vec<f32>, Vec<f
     let mut dw = vec![0.0f32; d.o * d.c * 9];
     for ci in 0..d.c {
         for oi in 0..d.o {
-            let du = |xi: usize| {
-                parts
-                    .iter()
-                    .map(|p| p[(xi * d.c + ci) * d.o + oi])
-                    .sum::<f32>()
-            };
+            let du = |xi: usize| du[(xi * d.c + ci) * d.o + oi];
             // Gᵀ over the rows i of dU, then over its columns j
             let rows: [[f32; 3]; 4] =
                 std::array::from_fn(|i| gt(std::array::from_fn(|j| du(i * 4 + j))));
