@@ -42,10 +42,8 @@ impl ResBlock {
     /// The block on x [n, h, w, i] with the activated embedding e = SiLU(emb) [n, embed].
     pub fn forward(&self, v: &[(String, Var)], x: &Tensor, e: &Tensor) -> Result<Tensor> {
         let temb = self.time.forward(v, e)?;
-        let h = self
-            .conv1
-            .forward_shifted(v, &self.norm1.forward_silu(v, x)?, &temb)?;
-        let h = self.conv2.forward(v, &self.norm2.forward_silu(v, &h)?)?;
+        let h = self.conv1.forward_normed(v, x, &self.norm1, Some(&temb))?;
+        let h = self.conv2.forward_normed(v, &h, &self.norm2, None)?;
         let skip = match &self.skip {
             Some(s) => s.forward_map(v, x)?,
             None => x.clone(),

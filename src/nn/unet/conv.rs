@@ -10,11 +10,14 @@
 //! forward convolution of dY by the flipped, transposed kernel; dW by kernel row, from the
 //! bordered map's runs against dY.
 
+use super::norm::scale_channels;
 use super::winograd::add_pixels;
 use crate::flat::with_values;
 use crate::nn::contiguous;
 use crate::nn::fused::split_rows;
 use crate::nn::gemm::{gemm, PackedB, Rhs};
+use crate::nn::kernels::{bias_act, Keep};
+use crate::nn::Activation;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 /// The op on x [n, h, w, c] (contiguous), W [o, c, k, k], b \[o\] or [n, o]; result [n, h, w, o].
@@ -56,12 +59,47 @@ pub(super) fn image_ranges(n: usize) -> Vec<std::ops::Range<usize>> {
     (0..k).map(|i| i * n / k..(i + 1) * n / k).collect()
 }
 
-/// Copies image `x` [h, w, c] into the interior of the bordered map `xp` (borders untouched).
-fn fill_bordered(xp: &mut [f32], x: &[f32], d: Dims) {
+/// What a convolution reads: maps [n, h, w, c], or SiLU(a x + b) of maps x with per-image,
+/// per-channel a, b [n, c] (a GroupNorm and SiLU, applied as the values are read, so that
+/// their result is never stored).
+#[derive(Clone, Copy)]
+pub(super) enum Input<'a> {
+    Map(&'a [f32]),
+    Normed {
+        x: &'a [f32],
+        a: &'a [f32],
+        b: &'a [f32],
+    },
+}
+
+impl Input<'_> {
+    /// dst ← the values at `from..from + dst.len()` of image i (`image` values each, c channels).
+    pub fn read(&self, i: usize, (image, c): (usize, usize), from: usize, dst: &mut [f32]) {
+        match *self {
+            Input::Map(x) => dst.copy_from_slice(&x[i * image + from..][..dst.len()]),
+            Input::Normed { x, a, b } => {
+                let src = &x[i * image + from..][..dst.len()];
+                scale_channels(dst, src, &a[i * c..(i + 1) * c]);
+                let silu = Some(Activation::Silu);
+                bias_act(
+                    dst,
+                    &b[i * c..(i + 1) * c],
+                    silu,
+                    Keep::Value,
+                    &mut [],
+                    &mut [],
+                );
+            }
+        }
+    }
+}
+
+/// Reads image i of `x` into the interior of the bordered map `xp` (borders untouched).
+fn fill_bordered(xp: &mut [f32], x: Input, i: usize, d: Dims) {
     let (r, wp, row) = (d.k / 2, d.wp(), d.w * d.c);
     for y in 0..d.h {
         let at = ((y + r) * wp + r) * d.c;
-        xp[at..at + row].copy_from_slice(&x[y * row..(y + 1) * row]);
+        x.read(i, (d.h * row, d.c), y * row, &mut xp[at..at + row]);
     }
 }
 
@@ -98,7 +136,7 @@ fn row_taps(wt: &[f32], d: Dims) -> Vec<PackedB> {
 
 /// y = conv(x, W) + b for f32 values x [n, h, w, c], W [o, c, k, k], b \[o\] or [n, o]: 3×3
 /// kernels by Winograd's F(2×2, 3×3) (`winograd`), others directly.
-fn forward(x: &[f32], wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
+pub(super) fn forward(x: Input, wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
     if d.k == 3 {
         return super::winograd::conv3x3(x, wt, b, d);
     }
@@ -108,10 +146,10 @@ fn forward(x: &[f32], wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
 /// `forward` in the direct form (any odd k): per image, one product per kernel row ky,
 /// C[h·(w + 2r) × o] += A B_ky with A the bordered map's rows from ky·(w + 2r), k·c values each
 /// (overlapping: row stride c).
-pub(super) fn direct(x: &[f32], wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
+pub(super) fn direct(x: Input, wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
     let (wp, kc) = (d.wp(), d.k * d.c);
     let taps = row_taps(wt, d);
-    let (image_in, image_out) = (d.h * d.w * d.c, d.h * d.w * d.o);
+    let image_out = d.h * d.w * d.o;
     let mut y = vec![0.0f32; d.n * image_out];
     let ranges = image_ranges(d.n);
     let parts = split_rows(&mut y, &ranges, image_out);
@@ -125,7 +163,7 @@ pub(super) fn direct(x: &[f32], wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
                 let mut xp = vec![0.0f32; d.rows_padded() * d.c];
                 let mut grid = vec![0.0f32; d.rows_out() * d.o];
                 for (i, out) in imgs.zip(out.chunks_exact_mut(image_out)) {
-                    fill_bordered(&mut xp, &x[i * image_in..(i + 1) * image_in], d);
+                    fill_bordered(&mut xp, x, i, d);
                     for (ky, tap) in taps.iter().enumerate() {
                         let a = &xp[ky * wp * d.c..];
                         let dims = (d.rows_out(), d.o, kc);
@@ -149,12 +187,13 @@ pub(super) fn direct(x: &[f32], wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
     y
 }
 
-/// (dx, dW, db) from the result's cotangent g [n, h, w, o]; db per image [n, o] when
-/// `per_image`, else \[o\]. dx is the forward convolution of g by the flipped, transposed
+/// (dx, dW, db) from the result's cotangent g [n, h, w, o] (dx that of what the convolution
+/// read: the normed values for `Input::Normed`); db per image [n, o] when `per_image`, else
+/// \[o\]. dx is the forward convolution of g by the flipped, transposed
 /// kernel W'[c', o', ky, kx] = W[o', c', k−1−ky, k−1−kx]; dW of 3×3 kernels through Winograd's
 /// transforms (`winograd::weight_gradient`), of others directly.
-fn backward(
-    x: &[f32],
+pub(super) fn backward(
+    x: Input,
     wt: &[f32],
     g: &[f32],
     d: Dims,
@@ -174,7 +213,7 @@ fn backward(
         o: d.c,
         ..d
     };
-    let dx = forward(g, &flipped, &vec![0.0; d.c], transposed);
+    let dx = forward(Input::Map(g), &flipped, &vec![0.0; d.c], transposed);
     let (dw, db_images) = if d.k == 3 {
         super::winograd::weight_gradient(x, g, d)
     } else {
@@ -192,9 +231,9 @@ fn backward(
 
 /// (dW, db per image [n, o]) in the direct form: per image and kernel row, the bordered map's
 /// runs of k·c values against g on the output grid.
-pub(super) fn direct_weight_gradient(x: &[f32], g: &[f32], d: Dims) -> (Vec<f32>, Vec<f32>) {
+pub(super) fn direct_weight_gradient(x: Input, g: &[f32], d: Dims) -> (Vec<f32>, Vec<f32>) {
     let (k, kk, wp, kc) = (d.k, d.k * d.k, d.wp(), d.k * d.c);
-    let (image_in, image_out) = (d.h * d.w * d.c, d.h * d.w * d.o);
+    let image_out = d.h * d.w * d.o;
     let mut db_images = vec![0.0f32; d.n * d.o];
     let ranges = image_ranges(d.n);
     let db_parts = split_rows(&mut db_images, &ranges, d.o);
@@ -217,7 +256,7 @@ pub(super) fn direct_weight_gradient(x: &[f32], g: &[f32], d: Dims) -> (Vec<f32>
                         gp[yy * wp * d.o..][..d.w * d.o].copy_from_slice(row);
                         add_pixels(db, row);
                     }
-                    fill_bordered(&mut xp, &x[i * image_in..(i + 1) * image_in], d);
+                    fill_bordered(&mut xp, x, i, d);
                     packed.pack(&gp, (d.o, 1), d.rows_out(), d.o);
                     for ky in 0..k {
                         let a = &xp[ky * wp * d.c..];
@@ -272,7 +311,7 @@ impl CustomOp3 for ConvOp {
             }
             (a, b, c) => candle_core::bail!("unet-conv op: x {a:?}, W {b:?}, b {c:?}"),
         };
-        let y = forward(x, w, b, d);
+        let y = forward(Input::Map(x), w, b, d);
         Ok((CpuStorage::F32(y), Shape::from((d.n, d.h, d.w, d.o))))
     }
 
@@ -296,7 +335,9 @@ impl CustomOp3 for ConvOp {
         };
         let (gx, gw, gb) = with_values::<f32, _>(x, |xv| {
             with_values::<f32, _>(w, |wv| {
-                with_values::<f32, _>(grad, |gv| Ok(backward(xv, wv, gv, d, b.rank() == 2)))
+                with_values::<f32, _>(grad, |gv| {
+                    Ok(backward(Input::Map(xv), wv, gv, d, b.rank() == 2))
+                })
             })
         })
         .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))?;
@@ -324,6 +365,30 @@ pub(super) mod tests {
             .map(|_| rand_distr::Distribution::<f32>::sample(&rand_distr::StandardNormal, &mut rng))
             .collect();
         Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
+    }
+
+    /// The gradients of `vars` in two backward passes agree within `rel` of each expected
+    /// gradient's largest value (at least 1).
+    pub(in crate::nn::unet) fn assert_grads_match(
+        ours: &candle_core::backprop::GradStore,
+        theirs: &candle_core::backprop::GradStore,
+        vars: &[&Var],
+        rel: f32,
+        what: &str,
+    ) -> Result<()> {
+        for (j, var) in vars.iter().enumerate() {
+            let (a, e) = (
+                ours.get(var).expect("ours"),
+                theirs.get(var).expect("theirs"),
+            );
+            let scale = e.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
+            let diff = max_diff(a, e)?;
+            assert!(
+                diff < rel * scale,
+                "{what}, variable {j}: gradients differ by {diff}"
+            );
+        }
+        Ok(())
     }
 
     /// candle's own conv2d (channels-first) on the channels-last x, plus the bias \[o\] or

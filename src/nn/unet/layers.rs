@@ -162,17 +162,40 @@ impl Conv {
         self.forward_composite(v, x)
     }
 
-    /// The convolution plus a shift per image and channel s [n, o] (added to the bias, so that
-    /// on f32 CPU maps it costs no pass of its own).
-    pub fn forward_shifted(&self, v: &[(String, Var)], x: &Tensor, s: &Tensor) -> Result<Tensor> {
+    /// The convolution of SiLU(norm(x)), plus a shift per image and channel s [n, o] when
+    /// given: on f32 CPU maps one op (`normconv::NormConvOp`: the activation is computed as the
+    /// convolution reads it, and the shift rides on the bias), elsewhere the composite.
+    pub fn forward_normed(
+        &self,
+        v: &[(String, Var)],
+        x: &Tensor,
+        norm: &Norm,
+        s: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (weight, bias) = (p(v, self.w), p(v, self.b));
-        if cpu_f32(&[x, weight, bias, s]) {
-            return conv_op(x, weight, &s.broadcast_add(bias)?, self.k);
+        let (gamma, beta) = (p(v, norm.gamma), p(v, norm.beta));
+        if cpu_f32(&[x, weight, bias, gamma, beta]) && s.is_none_or(|s| cpu_f32(&[s])) {
+            let bias = match s {
+                Some(s) => s.broadcast_add(bias)?,
+                None => bias.clone(),
+            };
+            let gb = Tensor::stack(&[gamma, beta], 0)?;
+            let wb = Tensor::cat(&[weight.flatten_all()?, bias.flatten_all()?], 0)?;
+            let op = super::normconv::NormConvOp {
+                norm: norm.op(true),
+                o: weight.dims()[0],
+                k: self.k,
+            };
+            return Ok(x.contiguous()?.apply_op3(&gb, &wb, op)?);
         }
-        let (n, o) = s.dims2()?;
-        Ok(self
-            .forward_composite(v, x)?
-            .broadcast_add(&s.reshape((n, 1, 1, o))?)?)
+        let y = self.forward_composite(v, &silu(&norm.forward_composite(v, x)?)?)?;
+        match s {
+            Some(s) => {
+                let (n, o) = s.dims2()?;
+                Ok(y.broadcast_add(&s.reshape((n, 1, 1, o))?)?)
+            }
+            None => Ok(y),
+        }
     }
 
     /// The convolution as candle ops: im2col by pads, narrows and a concatenation, then one
@@ -235,16 +258,21 @@ impl Norm {
         self.forward_act(v, x, true)
     }
 
+    /// The op of this norm, with SiLU after it when `act`.
+    pub fn op(&self, act: bool) -> super::norm::NormOp {
+        super::norm::NormOp {
+            groups: self.groups,
+            silu: act,
+            eps: NORM_EPS,
+        }
+    }
+
     /// GroupNorm, then SiLU when `act`: on f32 CPU maps the project's own op (`norm::NormOp`),
     /// elsewhere (f64, CUDA) the composite of candle ops.
     pub fn forward_act(&self, v: &[(String, Var)], x: &Tensor, act: bool) -> Result<Tensor> {
         let (gamma, beta) = (p(v, self.gamma), p(v, self.beta));
         if cpu_f32(&[x, gamma, beta]) {
-            let op = super::norm::NormOp {
-                groups: self.groups,
-                silu: act,
-                eps: NORM_EPS,
-            };
+            let op = self.op(act);
             return Ok(x
                 .contiguous()?
                 .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?);

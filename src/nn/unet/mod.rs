@@ -16,6 +16,7 @@ mod conv;
 pub(crate) mod layers;
 mod maps;
 mod norm;
+mod normconv;
 pub mod spec;
 mod winograd;
 
@@ -253,7 +254,7 @@ impl Network for UNet {
                 hs = conv.forward(v, &upsample2(&hs)?)?;
             }
         }
-        let out = l.out_conv.forward(v, &l.out_norm.forward_silu(v, &hs)?)?;
+        let out = l.out_conv.forward_normed(v, &hs, &l.out_norm, None)?;
         Ok(out.permute((0, 3, 1, 2))?.contiguous()?.reshape((n, d))?)
     }
 

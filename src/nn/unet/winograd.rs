@@ -5,7 +5,7 @@
 //! direct form takes 36 (2.25× fewer FLOPs), plus two cheap transforms of additions. The U-Net's
 //! forward pass and its input gradient (the same convolution by the flipped kernel) run here.
 
-use super::conv::{bias_of, image_ranges, Dims};
+use super::conv::{bias_of, image_ranges, Dims, Input};
 use crate::nn::fused::split_rows;
 use crate::nn::gemm::{gemm, PackedB, Rhs};
 use crate::nn::kernels::multiversion;
@@ -101,7 +101,7 @@ multiversion! {
 /// y = conv(x, W) + b for f32 values x [n, h, w, c], W [o, c, 3, 3], b \[o\] or [n, o], by
 /// F(2×2, 3×3): per image, the map zero-bordered to (2⌈h/2⌉ + 2) × (2⌈w/2⌉ + 2), its tiles
 /// transformed, 16 products, the inverse transform.
-pub(super) fn conv3x3(x: &[f32], wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
+pub(super) fn conv3x3(x: Input, wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
     let (th, tw) = (d.h.div_ceil(2), d.w.div_ceil(2));
     let (hp, wp, tiles) = (2 * th + 2, 2 * tw + 2, th * tw);
     let u = kernel_transform(wt, d.c, d.o);
@@ -122,10 +122,9 @@ pub(super) fn conv3x3(x: &[f32], wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
                 let mut blocks = vec![0.0f32; tiles * 4 * d.o];
                 let row = d.w * d.c;
                 for (i, out) in imgs.zip(out.chunks_exact_mut(image_out)) {
-                    let xi = &x[i * image_in..(i + 1) * image_in];
                     for yy in 0..d.h {
                         let at = ((yy + 1) * wp + 1) * d.c;
-                        xp[at..at + row].copy_from_slice(&xi[yy * row..(yy + 1) * row]);
+                        x.read(i, (image_in, d.c), yy * row, &mut xp[at..at + row]);
                     }
                     input_transform(&mut v, &xp, wp, tw, d.c);
                     // product ξ reads V's rows 16c apart and writes M's rows 16o apart
@@ -185,7 +184,7 @@ multiversion! {
 /// (dW [o, c, 3, 3], db per image [n, o]) of the 3×3 convolution from its cotangent g [n, h, w, o],
 /// by the transpose of F(2×2, 3×3): dU_ξ [c × o] = Σ_tiles V_ξᵀ dM_ξ, then dW = Gᵀ dU G per
 /// (o', c'), 16 products of depth `tiles` per image where the direct form takes 9 of depth h·w.
-pub(super) fn weight_gradient(x: &[f32], g: &[f32], d: Dims) -> (Vec<f32>, Vec<f32>) {
+pub(super) fn weight_gradient(x: Input, g: &[f32], d: Dims) -> (Vec<f32>, Vec<f32>) {
     let (th, tw) = (d.h.div_ceil(2), d.w.div_ceil(2));
     let (hp, wp, tiles) = (2 * th + 2, 2 * tw + 2, th * tw);
     let (image_in, image_out) = (d.h * d.w * d.c, d.h * d.w * d.o);
@@ -206,10 +205,10 @@ pub(super) fn weight_gradient(x: &[f32], g: &[f32], d: Dims) -> (Vec<f32>, Vec<f
                 let mut packed = PackedB::default();
                 let (row_in, row_out) = (d.w * d.c, d.w * d.o);
                 for (i, db) in imgs.zip(db_part.chunks_exact_mut(d.o)) {
-                    let (xi, gi) = (&x[i * image_in..], &g[i * image_out..(i + 1) * image_out]);
+                    let gi = &g[i * image_out..(i + 1) * image_out];
                     for yy in 0..d.h {
                         let at = ((yy + 1) * wp + 1) * d.c;
-                        xp[at..at + row_in].copy_from_slice(&xi[yy * row_in..(yy + 1) * row_in]);
+                        x.read(i, (image_in, d.c), yy * row_in, &mut xp[at..at + row_in]);
                         let grow = &gi[yy * row_out..(yy + 1) * row_out];
                         gp[yy * 2 * tw * d.o..][..row_out].copy_from_slice(grow);
                         add_pixels(db, grow);
@@ -268,7 +267,7 @@ pub(super) fn add_pixels(db: &mut [f32], pixels: &[f32]) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::conv::{direct, direct_weight_gradient, tests::randn, Dims};
+    use super::super::conv::{direct, direct_weight_gradient, tests::randn, Dims, Input};
     use anyhow::Result;
 
     /// F(2×2, 3×3) against the direct convolution at the U-Net's sizes (even and odd maps, up
@@ -296,7 +295,10 @@ mod tests {
             let x = randn(&[n * h * h * c], s)?.to_vec1::<f32>()?;
             let wt = randn(&[o * c * 9], s + 1)?.to_vec1::<f32>()?;
             let b = randn(&[n * o], s + 2)?.to_vec1::<f32>()?;
-            let (ours, want) = (super::conv3x3(&x, &wt, &b, d), direct(&x, &wt, &b, d));
+            let (ours, want) = (
+                super::conv3x3(Input::Map(&x), &wt, &b, d),
+                direct(Input::Map(&x), &wt, &b, d),
+            );
             let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             let err = ours
                 .iter()
@@ -329,8 +331,8 @@ mod tests {
             let x = randn(&[n * h * h * c], s)?.to_vec1::<f32>()?;
             let g = randn(&[n * h * h * o], s + 1)?.to_vec1::<f32>()?;
             let (ours, want) = (
-                super::weight_gradient(&x, &g, d),
-                direct_weight_gradient(&x, &g, d),
+                super::weight_gradient(Input::Map(&x), &g, d),
+                direct_weight_gradient(Input::Map(&x), &g, d),
             );
             for (a, b, what) in [(&ours.0, &want.0, "dW"), (&ours.1, &want.1, "db")] {
                 let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));

@@ -1,0 +1,201 @@
+//! GroupNorm, SiLU and the k×k convolution after them as one candle op on channels-last f32 CPU
+//! maps: the residual block's norm1 → conv1 and norm2 → conv2 and the output's norm → conv. The
+//! convolution reads SiLU(a x + b) as it fills its bordered map (`conv::Input::Normed`), so the
+//! activation is never stored and candle's graph holds one full-size tensor fewer per pair
+//! (whose gradient candle would accumulate as a zero tensor plus an addition); the backward pass
+//! is the convolution's (dW, db and the cotangent of the activation) followed by the norm's.
+
+use super::conv::{self, Dims, Input};
+use super::norm::NormOp;
+use crate::flat::with_values;
+use crate::nn::contiguous;
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+
+/// The op on x [n, h, w, c] (contiguous), γβ = [γ; β] [2, c], and W then the bias, flattened:
+/// [o·c·k² + o] (a shared bias) or [o·c·k² + n·o] (one per image); result [n, h, w, o].
+pub(super) struct NormConvOp {
+    pub norm: NormOp,
+    pub o: usize,
+    pub k: usize,
+}
+
+impl NormConvOp {
+    /// The sizes of a call on x of `dims` with `params` weight-and-bias values: its `Dims` and
+    /// whether the bias is per image.
+    fn dims(&self, dims: &[usize], params: usize) -> candle_core::Result<(Dims, bool)> {
+        let &[n, h, w, c] = dims else {
+            candle_core::bail!("unet-norm-conv op: x {dims:?}");
+        };
+        let weights = self.o * c * self.k * self.k;
+        let per_image = match params.checked_sub(weights) {
+            Some(b) if b == self.o => false,
+            Some(b) if b == n * self.o && n > 1 => true,
+            _ => candle_core::bail!(
+                "unet-norm-conv op: {params} weight and bias values for x {dims:?}, {} outputs, k = {}",
+                self.o,
+                self.k
+            ),
+        };
+        let d = Dims {
+            n,
+            h,
+            w,
+            c,
+            o: self.o,
+            k: self.k,
+        };
+        Ok((d, per_image))
+    }
+}
+
+impl CustomOp3 for NormConvOp {
+    fn name(&self) -> &'static str {
+        "unet-norm-conv"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, gb, wb) = (
+            contiguous(s1, l1, self.name())?,
+            contiguous(s2, l2, self.name())?,
+            contiguous(s3, l3, self.name())?,
+        );
+        let (d, _) = self.dims(l1.dims(), wb.len())?;
+        if gb.len() != 2 * d.c || d.c % self.norm.groups != 0 {
+            candle_core::bail!(
+                "unet-norm-conv op: {} scales and shifts for {} channels",
+                gb.len(),
+                d.c
+            );
+        }
+        let (gamma, beta) = gb.split_at(d.c);
+        let (a, b) = self.norm.coefficients(x, gamma, beta, d.n);
+        let (wt, bias) = wb.split_at(d.o * d.c * d.k * d.k);
+        let y = conv::forward(Input::Normed { x, a: &a, b: &b }, wt, bias, d);
+        Ok((CpuStorage::F32(y), Shape::from((d.n, d.h, d.w, d.o))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gb: &Tensor,
+        wb: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (d, per_image) = self.dims(x.dims(), wb.elem_count())?;
+        let grads = with_values::<f32, _>(x, |xv| {
+            with_values::<f32, _>(gb, |gbv| {
+                with_values::<f32, _>(wb, |wbv| {
+                    with_values::<f32, _>(grad, |gv| {
+                        let (gamma, beta) = gbv.split_at(d.c);
+                        let (a, b) = self.norm.coefficients(xv, gamma, beta, d.n);
+                        let wt = &wbv[..d.o * d.c * d.k * d.k];
+                        let normed = Input::Normed {
+                            x: xv,
+                            a: &a,
+                            b: &b,
+                        };
+                        let (da, mut dwb, db) = conv::backward(normed, wt, gv, d, per_image);
+                        let (dx, mut dgb, dbeta) = self.norm.cotangents(xv, gamma, beta, &da, d.n);
+                        dgb.extend(dbeta);
+                        dwb.extend(db);
+                        Ok((dx, dgb, dwb))
+                    })
+                })
+            })
+        })
+        .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))?;
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(grads.0, x.shape(), dev)?),
+            Some(Tensor::from_vec(grads.1, gb.shape(), dev)?),
+            Some(Tensor::from_vec(grads.2, wb.shape(), dev)?),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::conv::tests::{assert_grads_match, randn};
+    use super::super::layers::{silu, Builder};
+    use anyhow::Result;
+    use candle_core::{Device, Var};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    /// The fused op against GroupNorm, SiLU, the convolution and the shift as candle's
+    /// composites: values, and the gradients of x, γ, β, W, the bias and the shift; 3×3 and 1×1
+    /// kernels, even and odd maps, with a shift per image and without.
+    #[test]
+    fn values_and_gradients_match_the_composite() -> Result<()> {
+        let dev = Device::Cpu;
+        for (i, &(n, h, c, o, k, shifted)) in [
+            (2, 6, 16, 8, 3, true),
+            (3, 7, 8, 16, 3, false),
+            (2, 4, 4, 5, 1, true),
+            (1, 5, 8, 4, 3, true),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut rng = ChaCha8Rng::seed_from_u64(i as u64);
+            let mut b = Builder::drawing(&mut rng, &dev);
+            let norm = b.norm("n", c)?;
+            let conv = b.conv("c", c, o, k)?;
+            // γ, β away from their initial 1 and 0
+            for (j, (_, var)) in b.vars.iter().enumerate().take(2) {
+                var.set(&((randn(&[c], 40 + j as u64)? * 0.5)? + 1.0)?)?;
+            }
+            let v = b.vars.clone();
+            let x = Var::from_tensor(&((randn(&[n, h, h, c], 7 + i as u64)? * 3.0)? + 1.0)?)?;
+            let s = Var::from_tensor(&randn(&[n, o], 9 + i as u64)?)?;
+            let shift = shifted.then_some(s.as_tensor());
+            let r = randn(&[n, h, h, o], 11 + i as u64)?;
+            let ours = conv.forward_normed(&v, &x, &norm, shift)?;
+            let mut theirs =
+                conv.forward_composite(&v, &silu(&norm.forward_composite(&v, &x)?)?)?;
+            if shifted {
+                theirs = theirs.broadcast_add(&s.reshape((n, 1, 1, o))?)?;
+            }
+            let scale = theirs.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
+            let diff = (&ours - &theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-5 * scale, "case {i}: values differ by {diff}");
+            let g1 = (ours * &r)?.sum_all()?.backward()?;
+            let g2 = (theirs * &r)?.sum_all()?.backward()?;
+            let mut vars: Vec<&Var> = vec![&x, &v[0].1, &v[1].1, &v[2].1, &v[3].1];
+            if shifted {
+                vars.push(&s);
+            }
+            assert_grads_match(&g1, &g2, &vars, 1e-4, &format!("case {i}"))?;
+        }
+        Ok(())
+    }
+
+    /// Bad sizes are errors, not panics: a weight-and-bias vector of the wrong length.
+    #[test]
+    fn mismatched_parameters_are_refused() -> Result<()> {
+        let x = randn(&[2, 4, 4, 8], 1)?;
+        let gb = randn(&[2, 8], 2)?;
+        let wb = randn(&[4 * 8 * 9 + 3], 3)?;
+        let op = super::NormConvOp {
+            norm: super::NormOp {
+                groups: 4,
+                silu: true,
+                eps: 1e-5,
+            },
+            o: 4,
+            k: 3,
+        };
+        let err = x.apply_op3(&gb, &wb, op).expect_err("refused");
+        assert!(format!("{err}").contains("weight and bias values"), "{err}");
+        Ok(())
+    }
+}
