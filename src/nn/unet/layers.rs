@@ -1,8 +1,10 @@
-//! The U-Net's layers on channels-last feature maps [n, h, w, c], all ordinary differentiable
-//! candle ops (matmuls, pads, narrows, broadcasts): 3×3 convolutions by im2col (one matmul on
-//! [n·h·w, 9c] patches), 1×1 convolutions and linear layers, GroupNorm, nearest 2× upsampling by
-//! broadcasting and 2×2 average pooling. Variables are made by a `Builder` that either draws them
-//! or only counts them (`ModelConfig::parameter_count` walks the same construction).
+//! The U-Net's layers on channels-last feature maps [n, h, w, c]: 3×3 and 1×1 convolutions,
+//! linear layers, GroupNorm (with SiLU, alone or fused into the convolution after it), nearest 2×
+//! upsampling, 2×2 average pooling and the channel concatenation of skips. On f32 CPU maps each
+//! runs as the project's own op (`conv`, `winograd`, `norm`, `normconv`, `maps`); elsewhere (f64,
+//! CUDA) as a composite of candle ops (convolutions by im2col, broadcasts), which the ops' tests
+//! also take as their reference. Variables are made by a `Builder` that either draws them or only
+//! counts them (`ModelConfig::parameter_count` walks the same construction).
 
 use crate::nn::layers::{self, TimeEmbedding};
 use anyhow::{bail, Result};
