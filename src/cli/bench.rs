@@ -139,23 +139,13 @@ pub fn run(a: Args) -> Result<()> {
     if a.repeats == 0 {
         bail!("--repeats must be at least 1");
     }
-    if matches!(
-        a.case,
-        Case::TrainEgnn { .. }
-            | Case::UnetTrain { .. }
-            | Case::UnetSample { .. }
-            | Case::UnetLayers { .. }
-    ) {
-        // before any thread or candle op, as `tweedie train` and `sample` do for these networks:
-        // the EGNN's fused edges and the U-Net's convolutions and norms split the batch over the
-        // cores themselves
-        tweedie::pool::serial_candle_ops();
-    }
-    if matches!(
-        a.case,
-        Case::UnetTrain { .. } | Case::UnetSample { .. } | Case::UnetLayers { .. }
-    ) {
-        crate::keep_freed_pages();
+    // as `tweedie train` and `sample` do for these networks
+    match a.case {
+        Case::TrainEgnn { .. } => super::prepare_for(NetworkKind::Egnn),
+        Case::UnetTrain { .. } | Case::UnetSample { .. } | Case::UnetLayers { .. } => {
+            super::prepare_for(NetworkKind::Unet)
+        }
+        _ => {}
     }
     let threads = rayon::current_num_threads();
     let line = match a.case {

@@ -87,9 +87,8 @@ pub fn run(a: Args) -> Result<()> {
         },
     };
     config.validate()?;
-    // the classifier's element-wise ops are many and small, as the U-Net's
-    tweedie::pool::serial_candle_ops();
-    crate::keep_freed_pages();
+    // the classifier is built from the U-Net's blocks
+    super::prepare_for(tweedie::nn::NetworkKind::Unet);
     let device = tweedie::device(&a.device)?;
     eprintln!(
         "classifier: {} parameters, {} training and {} test images",

@@ -80,15 +80,9 @@ impl ModelSource {
     /// The network of run folder `run` (EMA weights unless --no-ema) and its checkpoint.
     pub fn load_run(&self, run: &std::path::Path, device: &Device) -> Result<(Model, Checkpoint)> {
         let path = run.join(CHECKPOINT);
-        // an EGNN splits its heavy work over the cores itself, a U-Net's element-wise ops are
-        // small (read from the header alone, before any candle op): candle's own pool would spin
-        // against gemm's threads
-        let network = Checkpoint::spec(&path).map(|s| s.arch.network).ok();
-        if matches!(network, Some(NetworkKind::Egnn | NetworkKind::Unet)) {
-            tweedie::pool::serial_candle_ops();
-        }
-        if network == Some(NetworkKind::Unet) {
-            crate::keep_freed_pages();
+        // the network read from the header alone, before any candle op
+        if let Ok(spec) = Checkpoint::spec(&path) {
+            super::prepare_for(spec.arch.network);
         }
         train::load_net(&path, !self.no_ema, device)
     }

@@ -184,15 +184,7 @@ pub fn run(a: Args) -> Result<()> {
     a.parameterisation.inspect(|v| m.parameterisation = *v);
     a.sigma_data.inspect(|v| m.sigma_data = Some(*v));
 
-    // an EGNN splits its heavy work over the cores itself, and a U-Net's element-wise ops are
-    // many and small: candle's own pool would spin against gemm's threads (a tiny U-Net step on
-    // 2 busy cores: 6.5 s with it, 2.3 s without)
-    if matches!(cfg.model.network, NetworkKind::Egnn | NetworkKind::Unet) {
-        tweedie::pool::serial_candle_ops();
-    }
-    if cfg.model.network == NetworkKind::Unet {
-        crate::keep_freed_pages();
-    }
+    super::prepare_for(cfg.model.network);
     let device = tweedie::device(&a.device)?;
     let bar = tweedie::progress::bar(cfg.train.steps, 0, a.quiet);
     let opts = TrainOptions {

@@ -10,15 +10,14 @@
 //! forward convolution of dY by the flipped, transposed kernel; dW by kernel row, from the
 //! bordered map's runs against dY.
 
-use super::norm::scale_channels;
 use super::winograd::add_pixels;
 use crate::flat::with_values;
 use crate::nn::contiguous;
 use crate::nn::fused::split_rows;
 use crate::nn::gemm::{gemm, PackedB, Rhs};
-use crate::nn::kernels::{bias_act, Keep};
 use crate::nn::Activation;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use std::ops::Range;
 
 /// The op on x [n, h, w, c] (contiguous), W [o, c, k, k], b \[o\] or [n, o]; result [n, h, w, o].
 pub(super) struct ConvOp {
@@ -53,23 +52,34 @@ impl Dims {
     }
 }
 
-/// The images (samples) 0..n in one range per thread (at most n).
-pub(super) fn image_ranges(n: usize) -> Vec<std::ops::Range<usize>> {
+/// f(images, part) over the threads: the images (samples) 0..n in one range per thread (at
+/// most n), each with its part of `out` (`out.len() / n` values per image); the results in
+/// range order.
+pub(super) fn over_images<R: Send>(
+    out: &mut [f32],
+    n: usize,
+    f: impl Fn(Range<usize>, &mut [f32]) -> R + Sync,
+) -> Vec<R> {
     let k = rayon::current_num_threads().clamp(1, n.max(1));
-    (0..k).map(|i| i * n / k..(i + 1) * n / k).collect()
+    let ranges: Vec<Range<usize>> = (0..k).map(|i| i * n / k..(i + 1) * n / k).collect();
+    let size = out.len().checked_div(n).unwrap_or(0);
+    let parts = split_rows(out, &ranges, size);
+    let f = &f;
+    let jobs = ranges
+        .into_iter()
+        .zip(parts)
+        .map(|(images, part)| move || f(images, part))
+        .collect();
+    crate::pool::run_all(jobs)
 }
 
 /// What a convolution reads: maps [n, h, w, c], or SiLU(a x + b) of maps x with per-image,
-/// per-channel a, b [n, c] (a GroupNorm and SiLU, applied as the values are read, so that
-/// their result is never stored).
+/// per-channel coefficients ab = [a; b] [n, 2c] (a GroupNorm and SiLU, applied as the values are
+/// read, so that their result is never stored).
 #[derive(Clone, Copy)]
 pub(super) enum Input<'a> {
     Map(&'a [f32]),
-    Normed {
-        x: &'a [f32],
-        a: &'a [f32],
-        b: &'a [f32],
-    },
+    Normed { x: &'a [f32], ab: &'a [f32] },
 }
 
 impl Input<'_> {
@@ -77,18 +87,10 @@ impl Input<'_> {
     pub fn read(&self, i: usize, (image, c): (usize, usize), from: usize, dst: &mut [f32]) {
         match *self {
             Input::Map(x) => dst.copy_from_slice(&x[i * image + from..][..dst.len()]),
-            Input::Normed { x, a, b } => {
+            Input::Normed { x, ab } => {
+                let (a, b) = ab[2 * i * c..2 * (i + 1) * c].split_at(c);
                 let src = &x[i * image + from..][..dst.len()];
-                scale_channels(dst, src, &a[i * c..(i + 1) * c]);
-                let silu = Some(Activation::Silu);
-                bias_act(
-                    dst,
-                    &b[i * c..(i + 1) * c],
-                    silu,
-                    Keep::Value,
-                    &mut [],
-                    &mut [],
-                );
+                super::norm::activate(dst, src, (a, b), Some(Activation::Silu));
             }
         }
     }
@@ -151,39 +153,28 @@ pub(super) fn direct(x: Input, wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
     let taps = row_taps(wt, d);
     let image_out = d.h * d.w * d.o;
     let mut y = vec![0.0f32; d.n * image_out];
-    let ranges = image_ranges(d.n);
-    let parts = split_rows(&mut y, &ranges, image_out);
-    let taps = &taps;
-    let jobs = ranges
-        .iter()
-        .cloned()
-        .zip(parts)
-        .map(|(imgs, out)| {
-            move || {
-                let mut xp = vec![0.0f32; d.rows_padded() * d.c];
-                let mut grid = vec![0.0f32; d.rows_out() * d.o];
-                for (i, out) in imgs.zip(out.chunks_exact_mut(image_out)) {
-                    fill_bordered(&mut xp, x, i, d);
-                    for (ky, tap) in taps.iter().enumerate() {
-                        let a = &xp[ky * wp * d.c..];
-                        let dims = (d.rows_out(), d.o, kc);
-                        gemm(dims, &mut grid, d.o, a, (d.c, 1), Rhs::Packed(tap), ky > 0);
-                    }
-                    let b = bias_of(b, i, d.o);
-                    for yy in 0..d.h {
-                        for xx in 0..d.w {
-                            let src = &grid[(yy * wp + xx) * d.o..][..d.o];
-                            let dst = &mut out[(yy * d.w + xx) * d.o..][..d.o];
-                            for ((o, s), bias) in dst.iter_mut().zip(src).zip(b) {
-                                *o = s + bias;
-                            }
-                        }
+    over_images(&mut y, d.n, |imgs, out| {
+        let mut xp = vec![0.0f32; d.rows_padded() * d.c];
+        let mut grid = vec![0.0f32; d.rows_out() * d.o];
+        for (i, out) in imgs.zip(out.chunks_exact_mut(image_out)) {
+            fill_bordered(&mut xp, x, i, d);
+            for (ky, tap) in taps.iter().enumerate() {
+                let a = &xp[ky * wp * d.c..];
+                let dims = (d.rows_out(), d.o, kc);
+                gemm(dims, &mut grid, d.o, a, (d.c, 1), Rhs::Packed(tap), ky > 0);
+            }
+            let b = bias_of(b, i, d.o);
+            for yy in 0..d.h {
+                for xx in 0..d.w {
+                    let src = &grid[(yy * wp + xx) * d.o..][..d.o];
+                    let dst = &mut out[(yy * d.w + xx) * d.o..][..d.o];
+                    for ((o, s), bias) in dst.iter_mut().zip(src).zip(b) {
+                        *o = s + bias;
                     }
                 }
             }
-        })
-        .collect();
-    crate::pool::run_all(jobs);
+        }
+    });
     y
 }
 
@@ -235,41 +226,31 @@ pub(super) fn direct_weight_gradient(x: Input, g: &[f32], d: Dims) -> (Vec<f32>,
     let (k, kk, wp, kc) = (d.k, d.k * d.k, d.wp(), d.k * d.c);
     let image_out = d.h * d.w * d.o;
     let mut db_images = vec![0.0f32; d.n * d.o];
-    let ranges = image_ranges(d.n);
-    let db_parts = split_rows(&mut db_images, &ranges, d.o);
-    let jobs = ranges
-        .iter()
-        .cloned()
-        .zip(db_parts)
-        .map(|(imgs, db_part)| {
-            move || {
-                let mut xp = vec![0.0f32; d.rows_padded() * d.c];
-                // g on the output grid, its last 2r columns zero
-                let mut gp = vec![0.0f32; d.rows_out() * d.o];
-                let mut packed = PackedB::default();
-                // dW by kernel row [k][(kx, c') × o]
-                let mut dw = vec![0.0f32; k * kc * d.o];
-                for (i, db) in imgs.zip(db_part.chunks_exact_mut(d.o)) {
-                    let gi = &g[i * image_out..(i + 1) * image_out];
-                    for yy in 0..d.h {
-                        let row = &gi[yy * d.w * d.o..(yy + 1) * d.w * d.o];
-                        gp[yy * wp * d.o..][..d.w * d.o].copy_from_slice(row);
-                        add_pixels(db, row);
-                    }
-                    fill_bordered(&mut xp, x, i, d);
-                    packed.pack(&gp, (d.o, 1), d.rows_out(), d.o);
-                    for ky in 0..k {
-                        let a = &xp[ky * wp * d.c..];
-                        let c = &mut dw[ky * kc * d.o..(ky + 1) * kc * d.o];
-                        let dims = (kc, d.o, d.rows_out());
-                        gemm(dims, c, d.o, a, (1, d.c), Rhs::Packed(&packed), true);
-                    }
-                }
-                dw
+    let sums = over_images(&mut db_images, d.n, |imgs, db_part| {
+        let mut xp = vec![0.0f32; d.rows_padded() * d.c];
+        // g on the output grid, its last 2r columns zero
+        let mut gp = vec![0.0f32; d.rows_out() * d.o];
+        let mut packed = PackedB::default();
+        // dW by kernel row [k][(kx, c') × o]
+        let mut dw = vec![0.0f32; k * kc * d.o];
+        for (i, db) in imgs.zip(db_part.chunks_exact_mut(d.o)) {
+            let gi = &g[i * image_out..(i + 1) * image_out];
+            for yy in 0..d.h {
+                let row = &gi[yy * d.w * d.o..(yy + 1) * d.w * d.o];
+                gp[yy * wp * d.o..][..d.w * d.o].copy_from_slice(row);
+                add_pixels(db, row);
             }
-        })
-        .collect();
-    let sums = crate::pool::run_all(jobs);
+            fill_bordered(&mut xp, x, i, d);
+            packed.pack(&gp, (d.o, 1), d.rows_out(), d.o);
+            for ky in 0..k {
+                let a = &xp[ky * wp * d.c..];
+                let c = &mut dw[ky * kc * d.o..(ky + 1) * kc * d.o];
+                let dims = (kc, d.o, d.rows_out());
+                gemm(dims, c, d.o, a, (1, d.c), Rhs::Packed(&packed), true);
+            }
+        }
+        dw
+    });
     let mut dw = vec![0.0f32; d.o * d.c * kk];
     for part_w in &sums {
         // [t][c'][o'] → [o'][c'][t]

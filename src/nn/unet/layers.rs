@@ -190,7 +190,7 @@ impl Conv {
             };
             return Ok(x.contiguous()?.apply_op3(&gb, &wb, op)?);
         }
-        let y = self.forward_composite(v, &silu(&norm.forward_composite(v, x)?)?)?;
+        let y = self.forward(v, &norm.forward_silu(v, x)?)?;
         match s {
             Some(s) => {
                 let (n, o) = s.dims2()?;

@@ -4,35 +4,21 @@
 //! candle's composites reduced their gradients over broadcast axes or accumulated narrowed,
 //! strided views (together about a tenth of a training step).
 
-use super::conv::image_ranges;
+use super::conv::over_images;
 use crate::flat::with_values;
 use crate::nn::contiguous;
-use crate::nn::fused::split_rows;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
 /// A buffer of n images' values, each image's part filled by f(image, part), the images split
 /// over the threads.
 fn per_image(len: usize, n: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
     let mut out = vec![0.0f32; len];
-    if n == 0 {
-        return out;
-    }
-    let size = len / n;
-    let ranges = image_ranges(n);
-    let parts = split_rows(&mut out, &ranges, size);
-    let f = &f;
-    let jobs = ranges
-        .into_iter()
-        .zip(parts)
-        .map(|(images, part)| {
-            move || {
-                for (i, o) in images.zip(part.chunks_exact_mut(size.max(1))) {
-                    f(i, o)
-                }
-            }
-        })
-        .collect();
-    crate::pool::run_all(jobs);
+    let size = len.checked_div(n).unwrap_or(0).max(1);
+    over_images(&mut out, n, |images, part| {
+        for (i, o) in images.zip(part.chunks_exact_mut(size)) {
+            f(i, o)
+        }
+    });
     out
 }
 

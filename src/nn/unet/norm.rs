@@ -4,10 +4,9 @@
 //! subtractions and divisions, the affine map, SiLU) made a full-size tensor per step and more
 //! in its backward pass. Statistics are summed in f64.
 
-use super::conv::image_ranges;
+use super::conv::over_images;
 use crate::flat::with_values;
 use crate::nn::contiguous;
-use crate::nn::fused::split_rows;
 use crate::nn::kernels::{bias_act, multiversion, Keep};
 use crate::nn::Activation;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
@@ -61,6 +60,12 @@ multiversion! {
             }
         }
     }
+}
+
+/// y = a(a x + b) per channel over x [l, c] (a x + b without an activation).
+pub fn activate(y: &mut [f32], x: &[f32], (a, b): (&[f32], &[f32]), act: Option<Activation>) {
+    scale_channels(y, x, a);
+    bias_act(y, b, act, Keep::Value, &mut [], &mut []);
 }
 
 multiversion! {
@@ -148,32 +153,21 @@ impl NormOp {
         (a, b)
     }
 
-    /// Each image's map z = a x + b [n, c] (a = γ/σ, b = β − a μ) of x [n, l, c], the images
-    /// split over the threads.
-    pub fn coefficients(
-        &self,
-        x: &[f32],
-        gamma: &[f32],
-        beta: &[f32],
-        n: usize,
-    ) -> (Vec<f32>, Vec<f32>) {
+    /// Each image's map z = a x + b as [a; b] [n, 2c] (a = γ/σ, b = β − a μ) of x [n, l, c], the
+    /// images split over the threads.
+    pub fn coefficients(&self, x: &[f32], gamma: &[f32], beta: &[f32], n: usize) -> Vec<f32> {
         let c = gamma.len();
-        let size = x.len() / n.max(1);
-        let jobs = image_ranges(n)
-            .into_iter()
-            .map(|images| {
-                move || {
-                    images
-                        .map(|i| {
-                            Self::affine(&self.stats(&x[i * size..(i + 1) * size], c), gamma, beta)
-                        })
-                        .collect::<Vec<_>>()
-                }
-            })
-            .collect();
-        let (a, b): (Vec<Vec<f32>>, Vec<Vec<f32>>) =
-            crate::pool::run_all(jobs).into_iter().flatten().unzip();
-        (a.concat(), b.concat())
+        let size = x.len().checked_div(n).unwrap_or(0);
+        let mut ab = vec![0.0f32; n * 2 * c];
+        over_images(&mut ab, n, |images, part| {
+            for (i, p) in images.zip(part.chunks_exact_mut(2 * c)) {
+                let (a, b) =
+                    Self::affine(&self.stats(&x[i * size..(i + 1) * size], c), gamma, beta);
+                p[..c].copy_from_slice(&a);
+                p[c..].copy_from_slice(&b);
+            }
+        });
+        ab
     }
 
     /// (dx, dγ, dβ) of n images x [n, l, c] from the cotangent g of the op's result.
@@ -193,24 +187,13 @@ impl NormOp {
     fn forward(&self, x: &[f32], gamma: &[f32], beta: &[f32], d: Dims) -> Vec<f32> {
         let size = d.l * d.c;
         let mut y = vec![0.0f32; x.len()];
-        let ranges = image_ranges(d.n);
-        let parts = split_rows(&mut y, &ranges, size);
-        let jobs = ranges
-            .iter()
-            .cloned()
-            .zip(parts)
-            .map(|(samples, y)| {
-                move || {
-                    for (i, y) in samples.zip(y.chunks_exact_mut(size)) {
-                        let xi = &x[i * size..(i + 1) * size];
-                        let (a, b) = Self::affine(&self.stats(xi, d.c), gamma, beta);
-                        scale_channels(y, xi, &a);
-                        bias_act(y, &b, self.act(), Keep::Value, &mut [], &mut []);
-                    }
-                }
-            })
-            .collect();
-        crate::pool::run_all(jobs);
+        over_images(&mut y, d.n, |samples, y| {
+            for (i, y) in samples.zip(y.chunks_exact_mut(size)) {
+                let xi = &x[i * size..(i + 1) * size];
+                let (a, b) = Self::affine(&self.stats(xi, d.c), gamma, beta);
+                activate(y, xi, (&a, &b), self.act());
+            }
+        });
         y
     }
 
@@ -228,52 +211,42 @@ impl NormOp {
         let (size, cg) = (d.l * d.c, d.c / self.groups);
         let count = (size / self.groups) as f64;
         let mut dx = vec![0.0f32; x.len()];
-        let ranges = image_ranges(d.n);
-        let parts = split_rows(&mut dx, &ranges, size);
-        let jobs = ranges
-            .iter()
-            .cloned()
-            .zip(parts)
-            .map(|(samples, dx)| {
-                move || {
-                    let (mut dgamma, mut dbeta) = (vec![0.0f64; d.c], vec![0.0f64; d.c]);
-                    // a'(z) of one sample, and z's value (overwritten by a(z))
-                    let (mut d1, mut z) = (vec![1.0f32; size], vec![0.0f32; size]);
-                    for (i, dx) in samples.zip(dx.chunks_exact_mut(size)) {
-                        let (xi, gi) = (&x[i * size..(i + 1) * size], &g[i * size..(i + 1) * size]);
-                        let st = self.stats(xi, d.c);
-                        let (a, b) = Self::affine(&st, gamma, beta);
-                        let (mut s1, mut s2) = (vec![0.0f64; d.c], vec![0.0f64; d.c]);
-                        dx.copy_from_slice(gi);
-                        if self.silu {
-                            scale_channels(&mut z, xi, &a);
-                            bias_act(&mut z, &b, self.act(), Keep::First, &mut d1, &mut []);
-                        }
-                        cotangent_moments(dx, &d1, xi, &st.mean, (&mut s1, &mut s2));
-                        // dx's coefficient of dz is a = γ/σ
-                        let (ca, mut cb, mut cc) = (a, vec![0.0f32; d.c], vec![0.0f32; d.c]);
-                        for grp in 0..self.groups {
-                            let chans = grp * cg..(grp + 1) * cg;
-                            let r = st.rstd[grp * cg] as f64;
-                            let (mut m1, mut m2) = (0.0, 0.0);
-                            for ch in chans.clone() {
-                                let gm = gamma[ch] as f64;
-                                m1 += gm * s1[ch];
-                                m2 += gm * r * s2[ch];
-                                dgamma[ch] += r * s2[ch];
-                                dbeta[ch] += s1[ch];
-                            }
-                            let (m1, m2) = (m1 / count, m2 / count);
-                            cb[chans.clone()].fill((-r * r * m2) as f32);
-                            cc[chans.clone()].fill((-r * m1) as f32);
-                        }
-                        input_cotangent(dx, xi, &st.mean, (&ca, &cb, &cc));
-                    }
-                    (dgamma, dbeta)
+        let sums = over_images(&mut dx, d.n, |samples, dx| {
+            let (mut dgamma, mut dbeta) = (vec![0.0f64; d.c], vec![0.0f64; d.c]);
+            // a'(z) of one sample, and z's value (overwritten by a(z))
+            let (mut d1, mut z) = (vec![1.0f32; size], vec![0.0f32; size]);
+            for (i, dx) in samples.zip(dx.chunks_exact_mut(size)) {
+                let (xi, gi) = (&x[i * size..(i + 1) * size], &g[i * size..(i + 1) * size]);
+                let st = self.stats(xi, d.c);
+                let (a, b) = Self::affine(&st, gamma, beta);
+                let (mut s1, mut s2) = (vec![0.0f64; d.c], vec![0.0f64; d.c]);
+                dx.copy_from_slice(gi);
+                if self.silu {
+                    scale_channels(&mut z, xi, &a);
+                    bias_act(&mut z, &b, self.act(), Keep::First, &mut d1, &mut []);
                 }
-            })
-            .collect();
-        let sums = crate::pool::run_all(jobs);
+                cotangent_moments(dx, &d1, xi, &st.mean, (&mut s1, &mut s2));
+                // dx's coefficient of dz is a = γ/σ
+                let (ca, mut cb, mut cc) = (a, vec![0.0f32; d.c], vec![0.0f32; d.c]);
+                for grp in 0..self.groups {
+                    let chans = grp * cg..(grp + 1) * cg;
+                    let r = st.rstd[grp * cg] as f64;
+                    let (mut m1, mut m2) = (0.0, 0.0);
+                    for ch in chans.clone() {
+                        let gm = gamma[ch] as f64;
+                        m1 += gm * s1[ch];
+                        m2 += gm * r * s2[ch];
+                        dgamma[ch] += r * s2[ch];
+                        dbeta[ch] += s1[ch];
+                    }
+                    let (m1, m2) = (m1 / count, m2 / count);
+                    cb[chans.clone()].fill((-r * r * m2) as f32);
+                    cc[chans.clone()].fill((-r * m1) as f32);
+                }
+                input_cotangent(dx, xi, &st.mean, (&ca, &cb, &cc));
+            }
+            (dgamma, dbeta)
+        });
         let (mut dgamma, mut dbeta) = (vec![0.0f64; d.c], vec![0.0f64; d.c]);
         for (a, b) in &sums {
             dgamma.iter_mut().zip(a).for_each(|(s, v)| *s += v);

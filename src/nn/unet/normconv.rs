@@ -76,9 +76,9 @@ impl CustomOp3 for NormConvOp {
             );
         }
         let (gamma, beta) = gb.split_at(d.c);
-        let (a, b) = self.norm.coefficients(x, gamma, beta, d.n);
+        let ab = self.norm.coefficients(x, gamma, beta, d.n);
         let (wt, bias) = wb.split_at(d.o * d.c * d.k * d.k);
-        let y = conv::forward(Input::Normed { x, a: &a, b: &b }, wt, bias, d);
+        let y = conv::forward(Input::Normed { x, ab: &ab }, wt, bias, d);
         Ok((CpuStorage::F32(y), Shape::from((d.n, d.h, d.w, d.o))))
     }
 
@@ -96,13 +96,9 @@ impl CustomOp3 for NormConvOp {
                 with_values::<f32, _>(wb, |wbv| {
                     with_values::<f32, _>(grad, |gv| {
                         let (gamma, beta) = gbv.split_at(d.c);
-                        let (a, b) = self.norm.coefficients(xv, gamma, beta, d.n);
+                        let ab = self.norm.coefficients(xv, gamma, beta, d.n);
                         let wt = &wbv[..d.o * d.c * d.k * d.k];
-                        let normed = Input::Normed {
-                            x: xv,
-                            a: &a,
-                            b: &b,
-                        };
+                        let normed = Input::Normed { x: xv, ab: &ab };
                         let (da, mut dwb, db) = conv::backward(normed, wt, gv, d, per_image);
                         let (dx, mut dgb, dbeta) = self.norm.cotangents(xv, gamma, beta, &da, d.n);
                         dgb.extend(dbeta);

@@ -5,8 +5,7 @@
 //! direct form takes 36 (2.25× fewer FLOPs), plus two cheap transforms of additions. The U-Net's
 //! forward pass and its input gradient (the same convolution by the flipped kernel) run here.
 
-use super::conv::{bias_of, image_ranges, Dims, Input};
-use crate::nn::fused::split_rows;
+use super::conv::{bias_of, over_images, Dims, Input};
 use crate::nn::gemm::{gemm, PackedB, Rhs};
 use crate::nn::kernels::multiversion;
 
@@ -107,48 +106,37 @@ pub(super) fn conv3x3(x: Input, wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
     let u = kernel_transform(wt, d.c, d.o);
     let (image_in, image_out) = (d.h * d.w * d.c, d.h * d.w * d.o);
     let mut y = vec![0.0f32; d.n * image_out];
-    let ranges = image_ranges(d.n);
-    let parts = split_rows(&mut y, &ranges, image_out);
-    let u = &u;
-    let jobs = ranges
-        .iter()
-        .cloned()
-        .zip(parts)
-        .map(|(imgs, out)| {
-            move || {
-                let mut xp = vec![0.0f32; hp * wp * d.c];
-                let mut v = vec![0.0f32; tiles * 16 * d.c];
-                let mut m = vec![0.0f32; tiles * 16 * d.o];
-                let mut blocks = vec![0.0f32; tiles * 4 * d.o];
-                let row = d.w * d.c;
-                for (i, out) in imgs.zip(out.chunks_exact_mut(image_out)) {
-                    for yy in 0..d.h {
-                        let at = ((yy + 1) * wp + 1) * d.c;
-                        x.read(i, (image_in, d.c), yy * row, &mut xp[at..at + row]);
-                    }
-                    input_transform(&mut v, &xp, wp, tw, d.c);
-                    // product ξ reads V's rows 16c apart and writes M's rows 16o apart
-                    for (xi, uxi) in u.iter().enumerate() {
-                        let (a, c) = (&v[xi * d.c..], &mut m[xi * d.o..]);
-                        let dims = (tiles, d.o, d.c);
-                        gemm(dims, c, 16 * d.o, a, (16 * d.c, 1), Rhs::Packed(uxi), false);
-                    }
-                    output_transform(&mut blocks, &m, bias_of(b, i, d.o));
-                    // each tile's 2×2 block where it lies inside the image
-                    for (t, blk) in blocks.chunks_exact(4 * d.o).enumerate() {
-                        let (ty, tx) = (2 * (t / tw), 2 * (t % tw));
-                        for (k, px) in blk.chunks_exact(d.o).enumerate() {
-                            let (yy, xx) = (ty + k / 2, tx + k % 2);
-                            if yy < d.h && xx < d.w {
-                                out[(yy * d.w + xx) * d.o..][..d.o].copy_from_slice(px);
-                            }
-                        }
+    over_images(&mut y, d.n, |imgs, out| {
+        let mut xp = vec![0.0f32; hp * wp * d.c];
+        let mut v = vec![0.0f32; tiles * 16 * d.c];
+        let mut m = vec![0.0f32; tiles * 16 * d.o];
+        let mut blocks = vec![0.0f32; tiles * 4 * d.o];
+        let row = d.w * d.c;
+        for (i, out) in imgs.zip(out.chunks_exact_mut(image_out)) {
+            for yy in 0..d.h {
+                let at = ((yy + 1) * wp + 1) * d.c;
+                x.read(i, (image_in, d.c), yy * row, &mut xp[at..at + row]);
+            }
+            input_transform(&mut v, &xp, wp, tw, d.c);
+            // product ξ reads V's rows 16c apart and writes M's rows 16o apart
+            for (xi, uxi) in u.iter().enumerate() {
+                let (a, c) = (&v[xi * d.c..], &mut m[xi * d.o..]);
+                let dims = (tiles, d.o, d.c);
+                gemm(dims, c, 16 * d.o, a, (16 * d.c, 1), Rhs::Packed(uxi), false);
+            }
+            output_transform(&mut blocks, &m, bias_of(b, i, d.o));
+            // each tile's 2×2 block where it lies inside the image
+            for (t, blk) in blocks.chunks_exact(4 * d.o).enumerate() {
+                let (ty, tx) = (2 * (t / tw), 2 * (t % tw));
+                for (k, px) in blk.chunks_exact(d.o).enumerate() {
+                    let (yy, xx) = (ty + k / 2, tx + k % 2);
+                    if yy < d.h && xx < d.w {
+                        out[(yy * d.w + xx) * d.o..][..d.o].copy_from_slice(px);
                     }
                 }
             }
-        })
-        .collect();
-    crate::pool::run_all(jobs);
+        }
+    });
     y
 }
 
@@ -189,45 +177,36 @@ pub(super) fn weight_gradient(x: Input, g: &[f32], d: Dims) -> (Vec<f32>, Vec<f3
     let (hp, wp, tiles) = (2 * th + 2, 2 * tw + 2, th * tw);
     let (image_in, image_out) = (d.h * d.w * d.c, d.h * d.w * d.o);
     let mut db = vec![0.0f32; d.n * d.o];
-    let ranges = image_ranges(d.n);
-    let db_parts = split_rows(&mut db, &ranges, d.o);
-    let jobs = ranges
-        .iter()
-        .cloned()
-        .zip(db_parts)
-        .map(|(imgs, db_part)| {
-            move || {
-                let mut xp = vec![0.0f32; hp * wp * d.c];
-                let mut gp = vec![0.0f32; 4 * tiles * d.o];
-                let mut v = vec![0.0f32; tiles * 16 * d.c];
-                let mut dm = vec![0.0f32; tiles * 16 * d.o];
-                let mut du = vec![0.0f32; 16 * d.c * d.o];
-                let mut packed = PackedB::default();
-                let (row_in, row_out) = (d.w * d.c, d.w * d.o);
-                for (i, db) in imgs.zip(db_part.chunks_exact_mut(d.o)) {
-                    let gi = &g[i * image_out..(i + 1) * image_out];
-                    for yy in 0..d.h {
-                        let at = ((yy + 1) * wp + 1) * d.c;
-                        x.read(i, (image_in, d.c), yy * row_in, &mut xp[at..at + row_in]);
-                        let grow = &gi[yy * row_out..(yy + 1) * row_out];
-                        gp[yy * 2 * tw * d.o..][..row_out].copy_from_slice(grow);
-                        add_pixels(db, grow);
-                    }
-                    input_transform(&mut v, &xp, wp, tw, d.c);
-                    cotangent_transform(&mut dm, &gp, tw, d.o);
-                    for xi in 0..16 {
-                        packed.pack(&dm[xi * d.o..], (16 * d.o, 1), tiles, d.o);
-                        let c = &mut du[xi * d.c * d.o..(xi + 1) * d.c * d.o];
-                        let a = &v[xi * d.c..];
-                        let dims = (d.c, d.o, tiles);
-                        gemm(dims, c, d.o, a, (1, 16 * d.c), Rhs::Packed(&packed), true);
-                    }
-                }
-                du
+    let mut parts = over_images(&mut db, d.n, |imgs, db_part| {
+        let mut xp = vec![0.0f32; hp * wp * d.c];
+        let mut gp = vec![0.0f32; 4 * tiles * d.o];
+        let mut v = vec![0.0f32; tiles * 16 * d.c];
+        let mut dm = vec![0.0f32; tiles * 16 * d.o];
+        let mut du = vec![0.0f32; 16 * d.c * d.o];
+        let mut packed = PackedB::default();
+        let (row_in, row_out) = (d.w * d.c, d.w * d.o);
+        for (i, db) in imgs.zip(db_part.chunks_exact_mut(d.o)) {
+            let gi = &g[i * image_out..(i + 1) * image_out];
+            for yy in 0..d.h {
+                let at = ((yy + 1) * wp + 1) * d.c;
+                x.read(i, (image_in, d.c), yy * row_in, &mut xp[at..at + row_in]);
+                let grow = &gi[yy * row_out..(yy + 1) * row_out];
+                gp[yy * 2 * tw * d.o..][..row_out].copy_from_slice(grow);
+                add_pixels(db, grow);
             }
-        })
-        .collect();
-    let mut parts = crate::pool::run_all(jobs).into_iter();
+            input_transform(&mut v, &xp, wp, tw, d.c);
+            cotangent_transform(&mut dm, &gp, tw, d.o);
+            for xi in 0..16 {
+                packed.pack(&dm[xi * d.o..], (16 * d.o, 1), tiles, d.o);
+                let c = &mut du[xi * d.c * d.o..(xi + 1) * d.c * d.o];
+                let a = &v[xi * d.c..];
+                let dims = (d.c, d.o, tiles);
+                gemm(dims, c, d.o, a, (1, 16 * d.c), Rhs::Packed(&packed), true);
+            }
+        }
+        du
+    })
+    .into_iter();
     let mut du = parts.next().unwrap_or_else(|| vec![0.0; 16 * d.c * d.o]);
     for p in parts {
         du.iter_mut().zip(&p).for_each(|(s, v)| *s += v);
@@ -270,6 +249,16 @@ mod tests {
     use super::super::conv::{direct, direct_weight_gradient, tests::randn, Dims, Input};
     use anyhow::Result;
 
+    /// Every value of `ours` within 1e-5 of the largest of `want`.
+    fn assert_close(ours: &[f32], want: &[f32], what: &str) {
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let err = ours
+            .iter()
+            .zip(want)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(err < 1e-5 * scale, "{what}: error {err} at scale {scale}");
+    }
+
     /// F(2×2, 3×3) against the direct convolution at the U-Net's sizes (even and odd maps, up
     /// to 128 input channels, a bias per image), relative to the result's scale.
     #[test]
@@ -299,15 +288,7 @@ mod tests {
                 super::conv3x3(Input::Map(&x), &wt, &b, d),
                 direct(Input::Map(&x), &wt, &b, d),
             );
-            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let err = ours
-                .iter()
-                .zip(&want)
-                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(
-                err < 1e-5 * scale,
-                "{h}×{h}, {c} → {o}: error {err} at scale {scale}"
-            );
+            assert_close(&ours, &want, &format!("{h}×{h}, {c} → {o}"));
         }
         Ok(())
     }
@@ -334,17 +315,8 @@ mod tests {
                 super::weight_gradient(Input::Map(&x), &g, d),
                 direct_weight_gradient(Input::Map(&x), &g, d),
             );
-            for (a, b, what) in [(&ours.0, &want.0, "dW"), (&ours.1, &want.1, "db")] {
-                let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                let err = a
-                    .iter()
-                    .zip(b)
-                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-                assert!(
-                    err < 1e-5 * scale,
-                    "{h}×{h}, {c} → {o}: {what} error {err} at scale {scale}"
-                );
-            }
+            assert_close(&ours.0, &want.0, &format!("{h}×{h}, {c} → {o}: dW"));
+            assert_close(&ours.1, &want.1, &format!("{h}×{h}, {c} → {o}: db"));
         }
         Ok(())
     }
