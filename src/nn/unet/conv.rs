@@ -11,12 +11,12 @@
 //! bordered map's runs against dY.
 
 use super::winograd::add_pixels;
-use crate::flat::with_values;
 use crate::nn::contiguous;
 use crate::nn::fused::split_rows;
 use crate::nn::gemm::{gemm, PackedB, Rhs};
 use crate::nn::Activation;
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// The op on x [n, h, w, c] (contiguous), W [o, c, k, k], b \[o\] or [n, o]; result [n, h, w, o].
@@ -52,6 +52,12 @@ impl Dims {
     }
 }
 
+/// The images 0..n in one range per thread (at most n).
+fn image_ranges(n: usize) -> Vec<Range<usize>> {
+    let k = rayon::current_num_threads().clamp(1, n.max(1));
+    (0..k).map(|i| i * n / k..(i + 1) * n / k).collect()
+}
+
 /// f(images, part) over the threads: the images (samples) 0..n in one range per thread (at
 /// most n), each with its part of `out` (`out.len() / n` values per image); the results in
 /// range order.
@@ -60,8 +66,7 @@ pub(super) fn over_images<R: Send>(
     n: usize,
     f: impl Fn(Range<usize>, &mut [f32]) -> R + Sync,
 ) -> Vec<R> {
-    let k = rayon::current_num_threads().clamp(1, n.max(1));
-    let ranges: Vec<Range<usize>> = (0..k).map(|i| i * n / k..(i + 1) * n / k).collect();
+    let ranges = image_ranges(n);
     let size = out.len().checked_div(n).unwrap_or(0);
     let parts = split_rows(out, &ranges, size);
     let f = &f;
@@ -71,6 +76,84 @@ pub(super) fn over_images<R: Send>(
         .map(|(images, part)| move || f(images, part))
         .collect();
     crate::pool::run_all(jobs)
+}
+
+/// `over_images` on a new buffer of `len` zeros, each thread zeroing its own part first: a
+/// full-size output zeroed before the split is a serial pass over memory (with the page faults
+/// of its first touch), which the other thread waits out.
+pub(super) fn over_new_images<R: Send>(
+    len: usize,
+    n: usize,
+    f: impl Fn(Range<usize>, &mut [f32]) -> R + Sync,
+) -> (Vec<f32>, Vec<R>) {
+    let ranges = image_ranges(n);
+    let size = len.checked_div(n).unwrap_or(0);
+    let mut out = Vec::<f32>::with_capacity(len);
+    let mut rest = &mut out.spare_capacity_mut()[..len];
+    let mut parts = Vec::with_capacity(ranges.len());
+    for r in &ranges {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * size);
+        parts.push(head);
+        rest = tail;
+    }
+    rest.fill(MaybeUninit::new(0.0));
+    let f = &f;
+    let jobs = ranges
+        .into_iter()
+        .zip(parts)
+        .map(|(images, part)| {
+            move || {
+                part.fill(MaybeUninit::new(0.0));
+                // SAFETY: every value of the part is initialised, and MaybeUninit<f32> has
+                // f32's layout
+                let part = unsafe { &mut *(part as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                f(images, part)
+            }
+        })
+        .collect();
+    let results = crate::pool::run_all(jobs);
+    // SAFETY: the parts and the remainder cover the first `len` values, all set to zero above
+    unsafe { out.set_len(len) };
+    (out, results)
+}
+
+/// f on the f32 values of tensors (each made contiguous first); candle's error where one is not
+/// an f32 CPU tensor. The ops' backward passes read their inputs and cotangent this way.
+pub(super) fn on_f32s<const N: usize, R>(
+    ts: [&Tensor; N],
+    f: impl FnOnce([&[f32]; N]) -> R,
+) -> candle_core::Result<R> {
+    let ts = ts
+        .iter()
+        .map(|t| t.contiguous())
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
+    let mut values = Vec::with_capacity(N);
+    for (storage, layout) in &guards {
+        let (Storage::Cpu(cpu), Some((a, b))) = (&**storage, layout.contiguous_offsets()) else {
+            candle_core::bail!("the unet's ops run on CPU tensors only");
+        };
+        values.push(&cpu.as_slice::<f32>()?[a..b]);
+    }
+    match values.try_into() {
+        Ok(values) => Ok(f(values)),
+        Err(_) => candle_core::bail!("the unet's ops: {N} tensors expected"),
+    }
+}
+
+/// θ cut into consecutive parts of the given sizes; `None` when the sizes do not add up to θ's
+/// length. The fused ops take their layers' parameters as one flat θ.
+pub(super) fn split_params<'a>(theta: &'a [f32], sizes: &[usize]) -> Option<Vec<&'a [f32]>> {
+    if theta.len() != sizes.iter().sum::<usize>() {
+        return None;
+    }
+    let mut rest = theta;
+    let parts = sizes.iter().map(|&s| {
+        let (a, b) = rest.split_at(s);
+        rest = b;
+        a
+    });
+    Some(parts.collect())
 }
 
 /// What a convolution reads: maps [n, h, w, c], or SiLU(a x + b) of maps x with per-image,
@@ -152,8 +235,7 @@ pub(super) fn direct(x: Input, wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
     let (wp, kc) = (d.wp(), d.k * d.c);
     let taps = row_taps(wt, d);
     let image_out = d.h * d.w * d.o;
-    let mut y = vec![0.0f32; d.n * image_out];
-    over_images(&mut y, d.n, |imgs, out| {
+    let (y, _) = over_new_images(d.n * image_out, d.n, |imgs, out| {
         let mut xp = vec![0.0f32; d.rows_padded() * d.c];
         let mut grid = vec![0.0f32; d.rows_out() * d.o];
         for (i, out) in imgs.zip(out.chunks_exact_mut(image_out)) {
@@ -180,9 +262,7 @@ pub(super) fn direct(x: Input, wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
 
 /// (dx, dW, db) from the result's cotangent g [n, h, w, o] (dx that of what the convolution
 /// read: the normed values for `Input::Normed`); db per image [n, o] when `per_image`, else
-/// \[o\]. dx is the forward convolution of g by the flipped, transposed
-/// kernel W'[c', o', ky, kx] = W[o', c', k−1−ky, k−1−kx]; dW of 3×3 kernels through Winograd's
-/// transforms (`winograd::weight_gradient`), of others directly.
+/// \[o\].
 pub(super) fn backward(
     x: Input,
     wt: &[f32],
@@ -190,6 +270,13 @@ pub(super) fn backward(
     d: Dims,
     per_image: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (dw, db) = weight_gradient(x, g, d, per_image);
+    (input_gradient(wt, g, d), dw, db)
+}
+
+/// dx from the result's cotangent g: the forward convolution of g by the flipped, transposed
+/// kernel W'[c', o', ky, kx] = W[o', c', k−1−ky, k−1−kx].
+pub(super) fn input_gradient(wt: &[f32], g: &[f32], d: Dims) -> Vec<f32> {
     let kk = d.k * d.k;
     let mut flipped = vec![0.0f32; wt.len()];
     for oi in 0..d.o {
@@ -204,20 +291,28 @@ pub(super) fn backward(
         o: d.c,
         ..d
     };
-    let dx = forward(Input::Map(g), &flipped, &vec![0.0; d.c], transposed);
+    forward(Input::Map(g), &flipped, &vec![0.0; d.c], transposed)
+}
+
+/// (dW, db) from the result's cotangent g; db per image [n, o] when `per_image`, else \[o\].
+/// 3×3 kernels through Winograd's transforms (`winograd::weight_gradient`), others directly.
+pub(super) fn weight_gradient(
+    x: Input,
+    g: &[f32],
+    d: Dims,
+    per_image: bool,
+) -> (Vec<f32>, Vec<f32>) {
     let (dw, db_images) = if d.k == 3 {
         super::winograd::weight_gradient(x, g, d)
     } else {
         direct_weight_gradient(x, g, d)
     };
-    let db = if per_image {
-        db_images
-    } else {
-        let mut db = vec![0.0f32; d.o];
-        add_pixels(&mut db, &db_images);
-        db
-    };
-    (dx, dw, db)
+    if per_image {
+        return (dw, db_images);
+    }
+    let mut db = vec![0.0f32; d.o];
+    add_pixels(&mut db, &db_images);
+    (dw, db)
 }
 
 /// (dW, db per image [n, o]) in the direct form: per image and kernel row, the bordered map's
@@ -314,17 +409,16 @@ impl CustomOp3 for ConvOp {
             o,
             k: self.k,
         };
-        let (gx, gw, gb) = with_values::<f32, _>(x, |xv| {
-            with_values::<f32, _>(w, |wv| {
-                with_values::<f32, _>(grad, |gv| {
-                    Ok(backward(Input::Map(xv), wv, gv, d, b.rank() == 2))
-                })
-            })
-        })
-        .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))?;
+        // the network's input (noised data) needs no gradient: dx only where x is tracked
+        let (gx, gw, gb) = on_f32s([x, w, grad], |[xv, wv, gv]| {
+            let dx = x.track_op().then(|| input_gradient(wv, gv, d));
+            let (dw, db) = weight_gradient(Input::Map(xv), gv, d, b.rank() == 2);
+            (dx, dw, db)
+        })?;
         let dev = x.device();
         Ok((
-            Some(Tensor::from_vec(gx, x.shape(), dev)?),
+            gx.map(|gx| Tensor::from_vec(gx, x.shape(), dev))
+                .transpose()?,
             Some(Tensor::from_vec(gw, w.shape(), dev)?),
             Some(Tensor::from_vec(gb, b.shape(), dev)?),
         ))

@@ -122,6 +122,11 @@ pub(super) struct Linear {
 }
 
 impl Linear {
+    /// (W [o, i], b \[o\]).
+    pub fn params<'v>(&self, v: &'v [(String, Var)]) -> (&'v Tensor, &'v Tensor) {
+        (p(v, self.w), p(v, self.b))
+    }
+
     /// The layer as a 1×1 convolution over the channels of maps x [n, h, w, i]: on f32 CPU maps
     /// the project's op (whose backward sums the bias gradient in the same pass), elsewhere
     /// `forward`.
@@ -154,6 +159,11 @@ pub(super) struct Conv {
 }
 
 impl Conv {
+    /// (W [o, i, k, k], b \[o\]).
+    pub fn params<'v>(&self, v: &'v [(String, Var)]) -> (&'v Tensor, &'v Tensor) {
+        (p(v, self.w), p(v, self.b))
+    }
+
     /// The convolution: on f32 CPU maps the project's own op (`conv::ConvOp`), elsewhere (f64,
     /// CUDA) the composite of candle ops (`forward_composite`).
     pub fn forward(&self, v: &[(String, Var)], x: &Tensor) -> Result<Tensor> {
@@ -228,7 +238,7 @@ impl Conv {
 }
 
 /// Whether every tensor is f32 on the CPU (where the project's own ops run).
-fn cpu_f32(ts: &[&Tensor]) -> bool {
+pub(super) fn cpu_f32(ts: &[&Tensor]) -> bool {
     ts.iter()
         .all(|t| t.dtype() == DType::F32 && t.device().is_cpu())
 }
@@ -250,6 +260,11 @@ pub(super) struct Norm {
 }
 
 impl Norm {
+    /// (γ \[c\], β \[c\]).
+    pub fn params<'v>(&self, v: &'v [(String, Var)]) -> (&'v Tensor, &'v Tensor) {
+        (p(v, self.gamma), p(v, self.beta))
+    }
+
     /// GroupNorm.
     pub fn forward(&self, v: &[(String, Var)], x: &Tensor) -> Result<Tensor> {
         self.forward_act(v, x, false)

@@ -4,27 +4,25 @@
 //! candle's composites reduced their gradients over broadcast axes or accumulated narrowed,
 //! strided views (together about a tenth of a training step).
 
-use super::conv::over_images;
-use crate::flat::with_values;
+use super::conv::{on_f32s, over_new_images};
 use crate::nn::contiguous;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
 /// A buffer of n images' values, each image's part filled by f(image, part), the images split
 /// over the threads.
 fn per_image(len: usize, n: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
-    let mut out = vec![0.0f32; len];
     let size = len.checked_div(n).unwrap_or(0).max(1);
-    over_images(&mut out, n, |images, part| {
+    over_new_images(len, n, |images, part| {
         for (i, o) in images.zip(part.chunks_exact_mut(size)) {
             f(i, o)
         }
-    });
-    out
+    })
+    .0
 }
 
-/// f on the values of a tensor whose op produced f32, as a candle error on failure.
+/// f on the f32 values of a tensor.
 fn on_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
-    with_values::<f32, _>(t, |v| Ok(f(v))).map_err(|e| candle_core::Error::Msg(format!("{e:#}")))
+    on_f32s([t], |[v]| f(v))
 }
 
 /// [n, h, w, c] → [n, 2h, 2w, c], each value copied to its 2×2 block.

@@ -10,6 +10,7 @@
 //! maps are channels-last [n, h, w, c], so that convolutions and attention are matmuls.
 
 mod attention;
+mod blockop;
 mod blocks;
 pub mod classifier;
 mod conv;

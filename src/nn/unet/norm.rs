@@ -4,8 +4,7 @@
 //! subtractions and divisions, the affine map, SiLU) made a full-size tensor per step and more
 //! in its backward pass. Statistics are summed in f64.
 
-use super::conv::over_images;
-use crate::flat::with_values;
+use super::conv::{on_f32s, over_images, over_new_images};
 use crate::nn::contiguous;
 use crate::nn::kernels::{bias_act, multiversion, Keep};
 use crate::nn::Activation;
@@ -13,6 +12,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 /// The op on x [n, ..., c] (contiguous), γ \[c\], β \[c\]: y = γ x̂ + β, or SiLU of it when
 /// `silu`, x̂ normalised over each sample's positions and each group's c/groups channels.
+#[derive(Clone, Copy)]
 pub(super) struct NormOp {
     pub groups: usize,
     pub silu: bool,
@@ -186,8 +186,7 @@ impl NormOp {
 
     fn forward(&self, x: &[f32], gamma: &[f32], beta: &[f32], d: Dims) -> Vec<f32> {
         let size = d.l * d.c;
-        let mut y = vec![0.0f32; x.len()];
-        over_images(&mut y, d.n, |samples, y| {
+        let (y, _) = over_new_images(x.len(), d.n, |samples, y| {
             for (i, y) in samples.zip(y.chunks_exact_mut(size)) {
                 let xi = &x[i * size..(i + 1) * size];
                 let (a, b) = Self::affine(&self.stats(xi, d.c), gamma, beta);
@@ -210,8 +209,7 @@ impl NormOp {
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let (size, cg) = (d.l * d.c, d.c / self.groups);
         let count = (size / self.groups) as f64;
-        let mut dx = vec![0.0f32; x.len()];
-        let sums = over_images(&mut dx, d.n, |samples, dx| {
+        let (dx, sums) = over_new_images(x.len(), d.n, |samples, dx| {
             let (mut dgamma, mut dbeta) = (vec![0.0f64; d.c], vec![0.0f64; d.c]);
             // a'(z) of one sample, and z's value (overwritten by a(z))
             let (mut d1, mut z) = (vec![1.0f32; size], vec![0.0f32; size]);
@@ -310,14 +308,9 @@ impl CustomOp3 for NormOp {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let d = self.dims(x.dims(), gamma.elem_count())?;
-        let (gx, gg, gb) = with_values::<f32, _>(x, |xv| {
-            with_values::<f32, _>(gamma, |gv| {
-                with_values::<f32, _>(beta, |bv| {
-                    with_values::<f32, _>(grad, |dv| Ok(self.backward(xv, gv, bv, dv, d)))
-                })
-            })
-        })
-        .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))?;
+        let (gx, gg, gb) = on_f32s([x, gamma, beta, grad], |[xv, gv, bv, dv]| {
+            self.backward(xv, gv, bv, dv, d)
+        })?;
         let dev = x.device();
         Ok((
             Some(Tensor::from_vec(gx, x.shape(), dev)?),

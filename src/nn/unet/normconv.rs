@@ -5,9 +5,8 @@
 //! (whose gradient candle would accumulate as a zero tensor plus an addition); the backward pass
 //! is the convolution's (dW, db and the cotangent of the activation) followed by the norm's.
 
-use super::conv::{self, Dims, Input};
+use super::conv::{self, on_f32s, Dims, Input};
 use super::norm::NormOp;
-use crate::flat::with_values;
 use crate::nn::contiguous;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
@@ -91,24 +90,17 @@ impl CustomOp3 for NormConvOp {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (d, per_image) = self.dims(x.dims(), wb.elem_count())?;
-        let grads = with_values::<f32, _>(x, |xv| {
-            with_values::<f32, _>(gb, |gbv| {
-                with_values::<f32, _>(wb, |wbv| {
-                    with_values::<f32, _>(grad, |gv| {
-                        let (gamma, beta) = gbv.split_at(d.c);
-                        let ab = self.norm.coefficients(xv, gamma, beta, d.n);
-                        let wt = &wbv[..d.o * d.c * d.k * d.k];
-                        let normed = Input::Normed { x: xv, ab: &ab };
-                        let (da, mut dwb, db) = conv::backward(normed, wt, gv, d, per_image);
-                        let (dx, mut dgb, dbeta) = self.norm.cotangents(xv, gamma, beta, &da, d.n);
-                        dgb.extend(dbeta);
-                        dwb.extend(db);
-                        Ok((dx, dgb, dwb))
-                    })
-                })
-            })
-        })
-        .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))?;
+        let grads = on_f32s([x, gb, wb, grad], |[xv, gbv, wbv, gv]| {
+            let (gamma, beta) = gbv.split_at(d.c);
+            let ab = self.norm.coefficients(xv, gamma, beta, d.n);
+            let wt = &wbv[..d.o * d.c * d.k * d.k];
+            let normed = Input::Normed { x: xv, ab: &ab };
+            let (da, mut dwb, db) = conv::backward(normed, wt, gv, d, per_image);
+            let (dx, mut dgb, dbeta) = self.norm.cotangents(xv, gamma, beta, &da, d.n);
+            dgb.extend(dbeta);
+            dwb.extend(db);
+            (dx, dgb, dwb)
+        })?;
         let dev = x.device();
         Ok((
             Some(Tensor::from_vec(grads.0, x.shape(), dev)?),

@@ -5,7 +5,7 @@
 //! direct form takes 36 (2.25× fewer FLOPs), plus two cheap transforms of additions. The U-Net's
 //! forward pass and its input gradient (the same convolution by the flipped kernel) run here.
 
-use super::conv::{bias_of, over_images, Dims, Input};
+use super::conv::{bias_of, over_images, over_new_images, Dims, Input};
 use crate::nn::gemm::{gemm, PackedB, Rhs};
 use crate::nn::kernels::multiversion;
 
@@ -105,8 +105,7 @@ pub(super) fn conv3x3(x: Input, wt: &[f32], b: &[f32], d: Dims) -> Vec<f32> {
     let (hp, wp, tiles) = (2 * th + 2, 2 * tw + 2, th * tw);
     let u = kernel_transform(wt, d.c, d.o);
     let (image_in, image_out) = (d.h * d.w * d.c, d.h * d.w * d.o);
-    let mut y = vec![0.0f32; d.n * image_out];
-    over_images(&mut y, d.n, |imgs, out| {
+    let (y, _) = over_new_images(d.n * image_out, d.n, |imgs, out| {
         let mut xp = vec![0.0f32; hp * wp * d.c];
         let mut v = vec![0.0f32; tiles * 16 * d.c];
         let mut m = vec![0.0f32; tiles * 16 * d.o];
