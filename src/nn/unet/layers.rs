@@ -174,25 +174,14 @@ impl Conv {
         self.forward_composite(v, x)
     }
 
-    /// The convolution of SiLU(norm(x)), plus a shift per image and channel s [n, o] when
-    /// given: on f32 CPU maps one op (`normconv::NormConvOp`: the activation is computed as the
-    /// convolution reads it, and the shift rides on the bias), elsewhere the composite.
-    pub fn forward_normed(
-        &self,
-        v: &[(String, Var)],
-        x: &Tensor,
-        norm: &Norm,
-        s: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let (weight, bias) = (p(v, self.w), p(v, self.b));
-        let (gamma, beta) = (p(v, norm.gamma), p(v, norm.beta));
-        if cpu_f32(&[x, weight, bias, gamma, beta]) && s.is_none_or(|s| cpu_f32(&[s])) {
-            let bias = match s {
-                Some(s) => s.broadcast_add(bias)?,
-                None => bias.clone(),
-            };
+    /// The convolution of SiLU(norm(x)): on f32 CPU maps one op (`normconv::NormConvOp`: the
+    /// activation is computed as the convolution reads it), elsewhere the composite.
+    pub fn forward_normed(&self, v: &[(String, Var)], x: &Tensor, norm: &Norm) -> Result<Tensor> {
+        let (weight, bias) = self.params(v);
+        let (gamma, beta) = norm.params(v);
+        if cpu_f32(&[x, weight, bias, gamma, beta]) {
             let gb = Tensor::stack(&[gamma, beta], 0)?;
-            let wb = Tensor::cat(&[weight.flatten_all()?, bias.flatten_all()?], 0)?;
+            let wb = Tensor::cat(&[weight.flatten_all()?, bias.clone()], 0)?;
             let op = super::normconv::NormConvOp {
                 norm: norm.op(true),
                 o: weight.dims()[0],
@@ -200,14 +189,7 @@ impl Conv {
             };
             return Ok(x.contiguous()?.apply_op3(&gb, &wb, op)?);
         }
-        let y = self.forward(v, &norm.forward_silu(v, x)?)?;
-        match s {
-            Some(s) => {
-                let (n, o) = s.dims2()?;
-                Ok(y.broadcast_add(&s.reshape((n, 1, 1, o))?)?)
-            }
-            None => Ok(y),
-        }
+        self.forward(v, &norm.forward_silu(v, x)?)
     }
 
     /// The convolution as candle ops: im2col by pads, narrows and a concatenation, then one

@@ -255,7 +255,7 @@ impl Network for UNet {
                 hs = conv.forward(v, &upsample2(&hs)?)?;
             }
         }
-        let out = l.out_conv.forward_normed(v, &hs, &l.out_norm, None)?;
+        let out = l.out_conv.forward_normed(v, &hs, &l.out_norm)?;
         Ok(out.permute((0, 3, 1, 2))?.contiguous()?.reshape((n, d))?)
     }
 

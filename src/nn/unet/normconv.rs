@@ -1,17 +1,16 @@
 //! GroupNorm, SiLU and the k×k convolution after them as one candle op on channels-last f32 CPU
-//! maps: the residual block's norm1 → conv1 and norm2 → conv2 and the output's norm → conv. The
-//! convolution reads SiLU(a x + b) as it fills its bordered map (`conv::Input::Normed`), so the
-//! activation is never stored and candle's graph holds one full-size tensor fewer per pair
-//! (whose gradient candle would accumulate as a zero tensor plus an addition); the backward pass
-//! is the convolution's (dW, db and the cotangent of the activation) followed by the norm's.
+//! maps: the output layer's norm → conv (the residual blocks fuse the same pairs inside
+//! `blockop`). The convolution reads SiLU(a x + b) as it fills its bordered map
+//! (`conv::Input::Normed`), so the activation is never stored; the backward pass is the
+//! convolution's (dW, db and the cotangent of the activation) followed by the norm's.
 
 use super::conv::{self, on_f32s, Dims, Input};
 use super::norm::NormOp;
 use crate::nn::contiguous;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
-/// The op on x [n, h, w, c] (contiguous), γβ = [γ; β] [2, c], and W then the bias, flattened:
-/// [o·c·k² + o] (a shared bias) or [o·c·k² + n·o] (one per image); result [n, h, w, o].
+/// The op on x [n, h, w, c] (contiguous), γβ = [γ; β] [2, c], and W then the bias, flattened
+/// [o·c·k² + o]; result [n, h, w, o].
 pub(super) struct NormConvOp {
     pub norm: NormOp,
     pub o: usize,
@@ -19,31 +18,23 @@ pub(super) struct NormConvOp {
 }
 
 impl NormConvOp {
-    /// The sizes of a call on x of `dims` with `params` weight-and-bias values: its `Dims` and
-    /// whether the bias is per image.
-    fn dims(&self, dims: &[usize], params: usize) -> candle_core::Result<(Dims, bool)> {
-        let &[n, h, w, c] = dims else {
-            candle_core::bail!("unet-norm-conv op: x {dims:?}");
-        };
-        let weights = self.o * c * self.k * self.k;
-        let per_image = match params.checked_sub(weights) {
-            Some(b) if b == self.o => false,
-            Some(b) if b == n * self.o && n > 1 => true,
+    /// The sizes of a call on x of `dims` with `params` weight-and-bias values.
+    fn dims(&self, dims: &[usize], params: usize) -> candle_core::Result<Dims> {
+        match *dims {
+            [n, h, w, c] if params == self.o * (c * self.k * self.k + 1) => Ok(Dims {
+                n,
+                h,
+                w,
+                c,
+                o: self.o,
+                k: self.k,
+            }),
             _ => candle_core::bail!(
                 "unet-norm-conv op: {params} weight and bias values for x {dims:?}, {} outputs, k = {}",
                 self.o,
                 self.k
             ),
-        };
-        let d = Dims {
-            n,
-            h,
-            w,
-            c,
-            o: self.o,
-            k: self.k,
-        };
-        Ok((d, per_image))
+        }
     }
 }
 
@@ -66,7 +57,7 @@ impl CustomOp3 for NormConvOp {
             contiguous(s2, l2, self.name())?,
             contiguous(s3, l3, self.name())?,
         );
-        let (d, _) = self.dims(l1.dims(), wb.len())?;
+        let d = self.dims(l1.dims(), wb.len())?;
         if gb.len() != 2 * d.c || d.c % self.norm.groups != 0 {
             candle_core::bail!(
                 "unet-norm-conv op: {} scales and shifts for {} channels",
@@ -89,13 +80,13 @@ impl CustomOp3 for NormConvOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (d, per_image) = self.dims(x.dims(), wb.elem_count())?;
+        let d = self.dims(x.dims(), wb.elem_count())?;
         let grads = on_f32s([x, gb, wb, grad], |[xv, gbv, wbv, gv]| {
             let (gamma, beta) = gbv.split_at(d.c);
             let ab = self.norm.coefficients(xv, gamma, beta, d.n);
             let wt = &wbv[..d.o * d.c * d.k * d.k];
             let normed = Input::Normed { x: xv, ab: &ab };
-            let (da, mut dwb, db) = conv::backward(normed, wt, gv, d, per_image);
+            let (da, mut dwb, db) = conv::backward(normed, wt, gv, d, false);
             let (dx, mut dgb, dbeta) = self.norm.cotangents(xv, gamma, beta, &da, d.n);
             dgb.extend(dbeta);
             dwb.extend(db);
@@ -119,17 +110,16 @@ mod tests {
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
-    /// The fused op against GroupNorm, SiLU, the convolution and the shift as candle's
-    /// composites: values, and the gradients of x, γ, β, W, the bias and the shift; 3×3 and 1×1
-    /// kernels, even and odd maps, with a shift per image and without.
+    /// The fused op against GroupNorm, SiLU and the convolution as candle's composites: values,
+    /// and the gradients of x, γ, β, W and the bias; 3×3 and 1×1 kernels, even and odd maps.
     #[test]
     fn values_and_gradients_match_the_composite() -> Result<()> {
         let dev = Device::Cpu;
-        for (i, &(n, h, c, o, k, shifted)) in [
-            (2, 6, 16, 8, 3, true),
-            (3, 7, 8, 16, 3, false),
-            (2, 4, 4, 5, 1, true),
-            (1, 5, 8, 4, 3, true),
+        for (i, &(n, h, c, o, k)) in [
+            (2, 6, 16, 8, 3),
+            (3, 7, 8, 16, 3),
+            (2, 4, 4, 5, 1),
+            (1, 5, 8, 4, 3),
         ]
         .iter()
         .enumerate()
@@ -144,24 +134,15 @@ mod tests {
             }
             let v = b.vars.clone();
             let x = Var::from_tensor(&((randn(&[n, h, h, c], 7 + i as u64)? * 3.0)? + 1.0)?)?;
-            let s = Var::from_tensor(&randn(&[n, o], 9 + i as u64)?)?;
-            let shift = shifted.then_some(s.as_tensor());
             let r = randn(&[n, h, h, o], 11 + i as u64)?;
-            let ours = conv.forward_normed(&v, &x, &norm, shift)?;
-            let mut theirs =
-                conv.forward_composite(&v, &silu(&norm.forward_composite(&v, &x)?)?)?;
-            if shifted {
-                theirs = theirs.broadcast_add(&s.reshape((n, 1, 1, o))?)?;
-            }
+            let ours = conv.forward_normed(&v, &x, &norm)?;
+            let theirs = conv.forward_composite(&v, &silu(&norm.forward_composite(&v, &x)?)?)?;
             let scale = theirs.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
             let diff = (&ours - &theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(diff < 1e-5 * scale, "case {i}: values differ by {diff}");
             let g1 = (ours * &r)?.sum_all()?.backward()?;
             let g2 = (theirs * &r)?.sum_all()?.backward()?;
-            let mut vars: Vec<&Var> = vec![&x, &v[0].1, &v[1].1, &v[2].1, &v[3].1];
-            if shifted {
-                vars.push(&s);
-            }
+            let vars: Vec<&Var> = vec![&x, &v[0].1, &v[1].1, &v[2].1, &v[3].1];
             assert_grads_match(&g1, &g2, &vars, 1e-4, &format!("case {i}"))?;
         }
         Ok(())
