@@ -363,6 +363,8 @@ const CASES: &[(&str, &str, &[&str])] = &[
     ("train --potential unknown", "train --data {good.npy} --potential dw5 --objective mixed --steps 2 --out {r1}", &["dw5"]),
     ("train idem without --potential", "train --objective idem --steps 2 --out {r1}", &["data.potential"]),
     ("train idem on a data file", "train --objective idem --potential anisotropic3 --data {good.npy} --steps 2 --out {r1}", &["replay", "good.npy"]),
+    ("train ssm on a U-Net (no tangents)", "train --network unet --data mnist --objective ssm_vr --steps 2 --out {r1}", &["ssm", "unet", "fd_ssm"]),
+    ("train ism on an EGNN (no tangents)", "train --network egnn --data {good.npy} --objective ism --steps 2 --out {r1}", &["ism", "egnn", "fd_ssm"]),
     ("data replay without idem", "train --data replay --steps 2 --out {r1}", &["replay", "idem"]),
     ("train --kt without --potential", "train --data {good.npy} --kt 2 --steps 2 --out {r1}", &["--kt", "--potential"]),
     ("mcmc --chains 0", "mcmc --potential dw4 --chains 0 --out {mc} --quiet", &["chains"]),

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use std::path::PathBuf;
 use tweedie::config::RunConfig;
-use tweedie::nn::{Activation, NetworkKind};
+use tweedie::nn::{Activation, Arch, NetworkKind};
 use tweedie::objective::{ObjectiveConfig, Weighting};
 use tweedie::process::{ProcessConfig, Space};
 use tweedie::score::Parameterisation;
@@ -84,6 +84,7 @@ pub struct Args {
     /// Objective, e.g. dsm, dsm_level, ncsn, esm, ism, ssm, ssm_vr, fd_ssm, force, mixed, edm, or
     /// idem (energy only: no data, needs --potential; its buffer and K in [objective])
     /// (continuous ones use --weighting; single-level ones --level-t; full control in [objective]).
+    /// ism, ssm and ssm_vr need an MLP or ResMLP (the U-Net and EGNN: fd_ssm or dsm).
     #[arg(long)]
     objective: Option<String>,
     /// Weighting λ(t) of continuous objectives (dsm, force, mixed; default sigma2): sigma2 (ε-MSE),
@@ -184,6 +185,7 @@ pub fn run(a: Args) -> Result<()> {
     a.parameterisation.inspect(|v| m.parameterisation = *v);
     a.sigma_data.inspect(|v| m.sigma_data = Some(*v));
 
+    stein_needs_tangents(&cfg.objective, &cfg.model)?;
     super::prepare_for(cfg.model.network);
     let device = tweedie::device(&a.device)?;
     let bar = tweedie::progress::bar(cfg.train.steps, 0, a.quiet);
@@ -203,6 +205,26 @@ pub fn run(a: Args) -> Result<()> {
         summary.final_loss,
         summary.checkpoint.display()
     );
+    Ok(())
+}
+
+/// ISM and SSM train through the score's input-Jacobian, which must reach θ as ordinary
+/// differentiable ops: forward-mode tangents (MLP, ResMLP) or an energy's jets. The U-Net and
+/// the EGNN have neither; their vᵀJv comes by reverse mode as a value without a graph, so such a
+/// run would train nothing (gradient norm 0 at every step). Refused, with what to use instead.
+fn stein_needs_tangents(objective: &ObjectiveConfig, model: &Arch) -> Result<()> {
+    let name = match objective {
+        ObjectiveConfig::Ism { .. } => "ism",
+        ObjectiveConfig::Ssm { .. } => "ssm",
+        _ => return Ok(()),
+    };
+    let reverse_only = matches!(model.network, NetworkKind::Unet | NetworkKind::Egnn);
+    if reverse_only && model.parameterisation != Parameterisation::Energy {
+        anyhow::bail!(
+            "objective {name} needs the network's input-Jacobian as differentiable ops (forward-mode tangents), which the {} network does not have: its Jacobian comes by reverse mode and would carry no gradient to the weights, so training would change nothing; use fd_ssm (finite differences of forward passes) or dsm, or network = \"mlp\" / \"resmlp\"",
+            format!("{:?}", model.network).to_lowercase()
+        );
+    }
     Ok(())
 }
 
