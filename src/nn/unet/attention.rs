@@ -349,11 +349,14 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     /// The op against the composite: values, and the gradients of x and every parameter, on
-    /// maps of 7×7 and 3×5 positions.
+    /// maps of 7×7 and 3×5 positions, and one image of 2×3.
     #[test]
     fn values_and_gradients_match_the_composite() -> Result<()> {
         let dev = Device::Cpu;
-        for (case, &(n, h, w, c)) in [(3, 7, 7, 16), (2, 3, 5, 8)].iter().enumerate() {
+        for (case, &(n, h, w, c)) in [(3, 7, 7, 16), (2, 3, 5, 8), (1, 2, 3, 8)]
+            .iter()
+            .enumerate()
+        {
             let mut rng = ChaCha8Rng::seed_from_u64(case as u64);
             let mut b = Builder::drawing(&mut rng, &dev);
             let att = Attention::new(&mut b, "a", c)?;

@@ -222,11 +222,11 @@ mod tests {
     /// The block as one op against the same block as candle's composites (GroupNorm, SiLU,
     /// im2col convolutions, the broadcast shift, the residual sum): values, and the gradients of
     /// x, the embedding and every parameter; with a 1×1 skip (i ≠ o) and without, odd and even
-    /// maps.
+    /// maps, one image and several.
     #[test]
     fn values_and_gradients_match_the_composite() -> Result<()> {
         let dev = Device::Cpu;
-        for (case, &(n, h, i, o)) in [(2, 6, 8, 16), (3, 5, 16, 16), (2, 7, 16, 8)]
+        for (case, &(n, h, i, o)) in [(2, 6, 8, 16), (3, 5, 16, 16), (2, 7, 16, 8), (1, 5, 8, 8)]
             .iter()
             .enumerate()
         {
