@@ -168,10 +168,10 @@ fn a_unet_checkpoint_round_trips_with_identical_outputs() -> Result<()> {
     Ok(())
 }
 
-/// The classifier from the command line: trained a few steps, it judges samples (`eval
-/// --classifier`) and guides a U-Net's sampling (`sample --classifier`); a score run given as a
-/// classifier, a labels count that differs from the samples and samples of another shape are
-/// one-line errors.
+/// The classifier from the command line: trained a few steps (and resumed to more), it judges
+/// samples (`eval --classifier`) and guides a U-Net's sampling (`sample --classifier`); a score
+/// run given as a classifier, a labels count that differs from the samples and samples of
+/// another shape are one-line errors.
 #[test]
 fn a_classifier_trains_judges_samples_and_guides_sampling() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -200,6 +200,23 @@ fn a_classifier_trains_judges_samples_and_guides_sampling() -> Result<()> {
             .code(),
         Some(1)
     );
+    // --resume goes on from the checkpoint to more steps; with none left it is refused
+    ok(&tweedie(&[
+        "classifier",
+        "--out",
+        &cls,
+        "--resume",
+        "--steps",
+        "5",
+        "--quiet",
+    ]));
+    let acc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        Path::new(&cls).join("accuracy.json"),
+    )?)?;
+    assert_eq!(acc["steps"].as_u64(), Some(5));
+    let again = tweedie(&["classifier", "--out", &cls, "--resume", "--quiet"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--steps"));
     train_two_steps(&unet);
     let samples = p("s.npy");
     ok(&tweedie(&[

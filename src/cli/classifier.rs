@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use clap::Parser;
 use std::path::PathBuf;
 use tweedie::images::train::train_run;
-use tweedie::images::{ClassifierConfig, ClassifierTraining};
+use tweedie::images::{ClassifierConfig, ClassifierTraining, NoisyClassifier};
 use tweedie::nn::unet::classifier::{Classifier, ClassifierSpec};
 use tweedie::process::ProcessConfig;
 
@@ -27,9 +27,9 @@ pub struct Args {
     /// σ_max of the VE process.
     #[arg(long, default_value_t = 11.3)]
     sigma_max: f64,
-    /// Optimiser steps.
-    #[arg(long, default_value_t = ClassifierTraining::default().steps)]
-    steps: usize,
+    /// Optimiser steps (default 1500; with --resume, the run's own).
+    #[arg(long)]
+    steps: Option<usize>,
     /// Images per step.
     #[arg(long, default_value_t = ClassifierTraining::default().batch)]
     batch: usize,
@@ -48,6 +48,10 @@ pub struct Args {
     /// Replace a run already in OUT.
     #[arg(long)]
     overwrite: bool,
+    /// Go on with the run in OUT from its last checkpoint (written every 100 steps) up to its
+    /// steps, or to --steps; the other settings are the run's.
+    #[arg(long, conflicts_with = "overwrite")]
+    resume: bool,
     /// Compute device: cpu or cuda.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -63,33 +67,39 @@ pub fn run(a: Args) -> Result<()> {
             a.data
         );
     }
+    // the classifier is built from the U-Net's blocks
+    super::prepare_for(tweedie::nn::NetworkKind::Unet);
     let checkpoint = a.out.join(tweedie::train::CHECKPOINT);
-    if checkpoint.exists() && !a.overwrite {
+    if checkpoint.exists() && !a.overwrite && !a.resume {
         bail!(
-            "{}: the folder already holds a run; choose another --out, or replace it with --overwrite",
+            "{}: the folder already holds a run; go on with it (--resume), choose another --out, or replace it with --overwrite",
             checkpoint.display()
         );
     }
     let (train, test) = tweedie::data::mnist::split()?;
-    let mut spec = ClassifierSpec::small(&train.shape, 10);
-    spec.channels = a.channels;
-    let config = ClassifierConfig {
-        data: a.data.clone(),
-        process: ProcessConfig::from_name(&a.process, a.sigma_max)?,
-        spec,
-        train: ClassifierTraining {
-            steps: a.steps,
-            batch: a.batch,
-            lr: a.lr,
-            clean_fraction: a.clean_fraction,
-            seed: a.seed,
-            ..ClassifierTraining::default()
-        },
+    let device = tweedie::device(&a.device)?;
+    let config = if a.resume {
+        let mut config = NoisyClassifier::load_run(&a.out, &device)?.config;
+        a.steps.inspect(|s| config.train.steps = *s);
+        config
+    } else {
+        let mut spec = ClassifierSpec::small(&train.shape, 10);
+        spec.channels = a.channels;
+        ClassifierConfig {
+            data: a.data.clone(),
+            process: ProcessConfig::from_name(&a.process, a.sigma_max)?,
+            spec,
+            train: ClassifierTraining {
+                steps: a.steps.unwrap_or(ClassifierTraining::default().steps),
+                batch: a.batch,
+                lr: a.lr,
+                clean_fraction: a.clean_fraction,
+                seed: a.seed,
+                ..ClassifierTraining::default()
+            },
+        }
     };
     config.validate()?;
-    // the classifier is built from the U-Net's blocks
-    super::prepare_for(tweedie::nn::NetworkKind::Unet);
-    let device = tweedie::device(&a.device)?;
     eprintln!(
         "classifier: {} parameters, {} training and {} test images",
         Classifier::parameter_count(&config.spec).unwrap_or(0),
@@ -98,8 +108,16 @@ pub fn run(a: Args) -> Result<()> {
     );
     let bar = tweedie::progress::bar(config.train.steps, 0, a.quiet);
     let callback = tweedie::progress::train_callback(bar.clone());
-    let summary = train_run(&config, &train, &test, &a.out, Some(&callback), &device)
-        .inspect_err(|_| bar.abandon())?;
+    let summary = train_run(
+        &config,
+        &train,
+        &test,
+        &a.out,
+        a.resume,
+        Some(&callback),
+        &device,
+    )
+    .inspect_err(|_| bar.abandon())?;
     bar.finish();
     eprintln!(
         "trained {} steps in {:.1} s; final loss {:.4}; test accuracy at t_min {:.4} ({} images)",

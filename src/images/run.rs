@@ -1,10 +1,12 @@
 //! A classifier run: its settings (`config.toml`), its checkpoint (one safetensors file, written
 //! atomically, with the settings and step in the header and the weights under `params.` beside
-//! the time embedding's `embed.W`), and the loaded classifier read under its noising process.
+//! the time embedding's `embed.W`; during training also Adam's moments and the draw's position),
+//! and the loaded classifier read under its noising process.
 
 use crate::nn::layers::EMBED_W;
 use crate::nn::unet::classifier::{check_times, Classifier, ClassifierSpec};
 use crate::process::{Process, ProcessConfig};
+use crate::train::adam::Adam;
 use crate::train::CHECKPOINT;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -12,6 +14,13 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
+
+/// What training needs beyond the weights to go on exactly where it stopped.
+pub struct TrainingState {
+    pub adam: Adam,
+    /// The position (in 32-bit words) of the training draw's ChaCha8 stream.
+    pub draw_position: u128,
+}
 
 /// Value of the checkpoint's `format` header key.
 pub const FORMAT: &str = "tweedie.classifier.v1";
@@ -149,20 +158,29 @@ impl NoisyClassifier {
         Ok(())
     }
 
-    /// Writes the weights and settings to `path` atomically.
-    pub fn save(&self, path: &Path) -> Result<()> {
+    /// Writes the weights and settings to `path` atomically; with `state`, also what training
+    /// needs to go on from here (Adam's moments under `adam.m.`/`adam.v.`, the draw's position).
+    pub fn save(&self, path: &Path, state: Option<(&Adam, u128)>) -> Result<()> {
         let buffers = self.net.w.buffers();
         let mut tensors: Vec<(String, &Tensor)> =
             buffers.iter().map(|(n, t)| (n.clone(), t)).collect();
         for (name, v) in self.net.vars() {
             tensors.push((format!("params.{name}"), v.as_tensor()));
         }
-        let meta: HashMap<String, String> = [
+        let mut meta: HashMap<String, String> = [
             ("format".to_string(), FORMAT.to_string()),
             ("config".to_string(), serde_json::to_string(&self.config)?),
             ("step".to_string(), self.step.to_string()),
         ]
         .into();
+        if let Some((adam, position)) = state {
+            for (((name, _), m), v) in self.net.vars().iter().zip(&adam.m).zip(&adam.v) {
+                tensors.push((format!("adam.m.{name}"), m));
+                tensors.push((format!("adam.v.{name}"), v));
+            }
+            meta.insert("adam_step".into(), adam.step.to_string());
+            meta.insert("draw_position".into(), position.to_string());
+        }
         let bytes = safetensors::serialize(tensors, Some(meta))
             .map_err(|e| anyhow!("{}: cannot encode the classifier ({e})", path.display()))?;
         crate::io::write_atomic_bytes(path, &bytes)
@@ -183,6 +201,11 @@ impl NoisyClassifier {
 
     /// Reads a classifier from the bytes of its checkpoint.
     pub fn from_bytes(bytes: &[u8], device: &Device) -> Result<Self> {
+        Ok(Self::with_state(bytes, device)?.0)
+    }
+
+    /// A classifier and, where its checkpoint has one, the training state saved with it.
+    fn with_state(bytes: &[u8], device: &Device) -> Result<(Self, Option<TrainingState>)> {
         let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
             .map_err(|e| anyhow!("corrupt or truncated safetensors file ({e})"))?;
         let meta = header.metadata().clone().unwrap_or_default();
@@ -227,11 +250,59 @@ impl NoisyClassifier {
         }
         let w = take(EMBED_W)?;
         model.net.w.set_buffer(EMBED_W, w, "classifier")?;
-        Ok(model)
+        let (Some(adam_step), Some(position)) = (meta.get("adam_step"), meta.get("draw_position"))
+        else {
+            return Ok((model, None));
+        };
+        let mut adam = Adam::new(model.net.vars())?;
+        adam.step = adam_step.parse().context("bad 'adam_step' header")?;
+        for (k, (name, var)) in model.net.vars().iter().enumerate() {
+            for (moments, key) in [(&mut adam.m, "m"), (&mut adam.v, "v")] {
+                let t = take(&format!("adam.{key}.{name}"))?;
+                if t.dims() != var.dims() {
+                    bail!(
+                        "tensor adam.{key}.{name} has shape {:?}, not {:?}",
+                        t.dims(),
+                        var.dims()
+                    );
+                }
+                moments[k] = t.to_dtype(var.dtype())?;
+            }
+        }
+        let draw_position = position.parse().context("bad 'draw_position' header")?;
+        Ok((
+            model,
+            Some(TrainingState {
+                adam,
+                draw_position,
+            }),
+        ))
     }
 
     /// The classifier of run folder `dir` (its `checkpoint.safetensors`).
     pub fn load_run(dir: &Path, device: &Device) -> Result<Self> {
         Self::load(&dir.join(CHECKPOINT), device)
+    }
+
+    /// The classifier of run folder `dir` with the training state to resume from; an error
+    /// naming the file where it has none.
+    pub fn load_for_resume(dir: &Path, device: &Device) -> Result<(Self, TrainingState)> {
+        let path = dir.join(CHECKPOINT);
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!(
+                "{}: cannot read the checkpoint to resume from",
+                path.display()
+            )
+        })?;
+        let (model, state) = Self::with_state(&bytes, device)
+            .with_context(|| format!("{}: not a usable tweedie classifier", path.display()))?;
+        let Some(state) = state else {
+            bail!(
+                "{}: the checkpoint holds no training state (written before resumable runs); train \
+                 afresh with --overwrite",
+                path.display()
+            );
+        };
+        Ok((model, state))
     }
 }

@@ -5,7 +5,7 @@
 use super::guidance::{log_prob_gradient, ClassifierGuided};
 use super::quality::image_quality;
 use super::run::{ClassifierConfig, ClassifierTraining, NoisyClassifier};
-use super::train::{fit, noisy_batch, step};
+use super::train::{fit, noisy_batch, step, train_run, CHECKPOINT_EVERY};
 use crate::data::images::Images;
 use crate::data::Points;
 use crate::nn::unet::classifier::{Classifier, ClassifierSpec};
@@ -104,11 +104,11 @@ fn training_then_a_checkpoint_round_trip_gives_identical_outputs() -> Result<()>
     let dir = tempfile::tempdir()?;
     let mut model = NoisyClassifier::new(config(10), &Device::Cpu)?;
     let mut log = Vec::new();
-    let losses = fit(&mut model, &images(30)?, Some(&mut log), None)?;
+    let losses = fit(&mut model, &images(30)?, Some(&mut log), None, None, None)?;
     assert_eq!((losses.len(), model.step), (10, 10));
     assert_eq!(String::from_utf8(log)?.lines().count(), 2);
     let path = dir.path().join("c.safetensors");
-    model.save(&path)?;
+    model.save(&path, None)?;
     let back = NoisyClassifier::load(&path, &Device::Cpu)?;
     assert_eq!((back.step, &back.config), (10, &model.config));
     let x = Tensor::rand(-1f32, 1f32, (3, 64), &Device::Cpu)?;
@@ -238,10 +238,75 @@ fn guidance_adds_the_scaled_gradient_for_cycled_classes() -> Result<()> {
     Ok(())
 }
 
+/// A run stopped part-way (its folder copied at a checkpoint) and resumed from there ends with
+/// the weights of the same run done in one go (Adam's moments and the draw's position saved with the weights); resuming
+/// with other settings, or with no more steps to take, is refused.
+#[test]
+fn a_resumed_run_matches_an_uninterrupted_one() -> Result<()> {
+    let dev = Device::Cpu;
+    let (train, test) = (images(30)?, images(9)?);
+    let (whole, parts) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let steps = CHECKPOINT_EVERY + 5;
+    // the interrupted run: the folder as it stood after the checkpoint of step CHECKPOINT_EVERY
+    let (from, to) = (whole.path().to_path_buf(), parts.path().to_path_buf());
+    let snapshot: crate::sample::Callback<crate::train::TrainStep> = Box::new(move |s| {
+        if s.step == CHECKPOINT_EVERY {
+            for f in [
+                crate::train::CHECKPOINT,
+                crate::train::METRICS_LOG,
+                "config.toml",
+            ] {
+                std::fs::copy(from.join(f), to.join(f)).expect("copy the run folder");
+            }
+        }
+    });
+    let c = config(steps);
+    train_run(
+        &c,
+        &train,
+        &test,
+        whole.path(),
+        false,
+        Some(&snapshot),
+        &dev,
+    )?;
+    let summary = train_run(&c, &train, &test, parts.path(), true, None, &dev)?;
+    assert_eq!(summary.steps, steps);
+    let (a, b) = (
+        NoisyClassifier::load_run(whole.path(), &dev)?,
+        NoisyClassifier::load_run(parts.path(), &dev)?,
+    );
+    for ((name, va), (_, vb)) in a.net.vars().iter().zip(b.net.vars()) {
+        let (va, vb) = (
+            va.flatten_all()?.to_vec1::<f32>()?,
+            vb.flatten_all()?.to_vec1::<f32>()?,
+        );
+        assert_eq!(va, vb, "{name}");
+    }
+    let log = std::fs::read_to_string(parts.path().join(crate::train::METRICS_LOG))?;
+    assert_eq!(log.lines().count(), steps.div_ceil(5));
+    let mut other = config(steps + 10);
+    other.train.lr = 1e-3;
+    let e = train_run(&other, &train, &test, parts.path(), true, None, &dev).err();
+    assert!(e.is_some_and(|e| format!("{e:#}").contains("only --steps may change")));
+    let e = train_run(
+        &config(steps),
+        &train,
+        &test,
+        parts.path(),
+        true,
+        None,
+        &dev,
+    )
+    .err();
+    assert!(e.is_some_and(|e| format!("{e:#}").contains("--steps")));
+    Ok(())
+}
+
 #[test]
 fn sample_quality_numbers_and_their_errors() -> Result<()> {
     let mut model = NoisyClassifier::new(config(40), &Device::Cpu)?;
-    fit(&mut model, &images(60)?, None, None)?;
+    fit(&mut model, &images(60)?, None, None, None, None)?;
     let test = images(30)?;
     let real = test.to_points()?;
     let labels: Vec<u32> = (0..30).map(|i| i % 3).collect();

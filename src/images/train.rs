@@ -4,7 +4,7 @@
 //! warm-up, a half-cosine decay and global-norm clipping. Accuracy on test images at fixed
 //! noise levels; the run folder's checkpoint, log and settings.
 
-use super::run::{ClassifierConfig, NoisyClassifier, ACCURACY};
+use super::run::{ClassifierConfig, NoisyClassifier, TrainingState, ACCURACY};
 use crate::data::images::Images;
 use crate::train::adam::{collect_grads, global_norm, Adam, AdamStep};
 use crate::train::{TrainStep, CHECKPOINT, METRICS_LOG};
@@ -131,13 +131,21 @@ fn draw(model: &NoisyClassifier, n_images: usize, rng: &mut ChaCha8Rng) -> (Vec<
     (rows, times)
 }
 
-/// Trains `model` on the labelled `images` for its configured steps; calls `callback` after each
-/// step and writes a line to `log` every `log_every` steps.
+/// Steps between the checkpoints a run folder's training writes (and at its last step).
+pub const CHECKPOINT_EVERY: usize = 100;
+
+/// Trains `model` on the labelled `images` up to its configured steps, from step 0 or, with
+/// `resume`, from the model's step with the saved Adam state and draw position (the same steps
+/// as an uninterrupted run); calls `callback` after each step, writes a line to `log` every
+/// `log_every` steps and, with `checkpoint`, the weights and training state there every
+/// `CHECKPOINT_EVERY` steps.
 pub fn fit(
     model: &mut NoisyClassifier,
     images: &Images,
     mut log: Option<&mut dyn Write>,
     callback: Option<&crate::sample::Callback<TrainStep>>,
+    resume: Option<TrainingState>,
+    checkpoint: Option<&Path>,
 ) -> Result<Vec<f64>> {
     if images.shape.as_slice() != model.config.spec.event.as_slice() {
         bail!(
@@ -151,11 +159,20 @@ pub fn fit(
     }
     let device = model.net.w.embed.w.device().clone();
     let mut rng = ChaCha8Rng::seed_from_u64(model.config.train.seed.wrapping_add(1));
-    let mut adam = Adam::new(model.net.vars())?;
     let (total, every) = (model.config.train.steps, model.config.train.log_every);
-    let mut losses = Vec::with_capacity(total);
-    let (mut window, mut right, mut began) = (0.0, 0.0, Instant::now());
-    for s in 0..total {
+    let (mut adam, start) = match resume {
+        Some(state) => {
+            rng.set_word_pos(state.draw_position);
+            (state.adam, model.step)
+        }
+        None => (Adam::new(model.net.vars())?, 0),
+    };
+    if start >= total {
+        bail!("the run has {start} steps already; ask for more (--steps) to go on");
+    }
+    let mut losses = Vec::with_capacity(total - start);
+    let (mut window, mut right, mut seen, mut began) = (0.0, 0.0, 0usize, Instant::now());
+    for s in start..total {
         let (rows, times) = draw(model, images.n, &mut rng);
         let mut dq = ChaCha8Rng::seed_from_u64(rng.random());
         let batch = noisy_batch(
@@ -170,10 +187,10 @@ pub fn fit(
         let lr = learning_rate(&model.config, s);
         let (loss, acc, norm) = step(model, &mut adam, &batch, lr)?;
         losses.push(loss);
-        (window, right) = (window + loss, right + acc);
+        (window, right, seen) = (window + loss, right + acc, seen + 1);
         model.step = s + 1;
         let logged = (model.step.is_multiple_of(every) || model.step == total).then(|| {
-            let k = (s % every + 1) as f64;
+            let k = seen as f64;
             (window / k, right / k, k / began.elapsed().as_secs_f64())
         });
         if let (Some((loss, acc, rate)), Some(w)) = (logged, log.as_deref_mut()) {
@@ -188,13 +205,18 @@ pub fn fit(
             writeln!(w, "{}", serde_json::to_string(&line)?)?;
         }
         if logged.is_some() {
-            (window, right, began) = (0.0, 0.0, Instant::now());
+            (window, right, seen, began) = (0.0, 0.0, 0, Instant::now());
+        }
+        if let Some(path) = checkpoint
+            .filter(|_| model.step.is_multiple_of(CHECKPOINT_EVERY) || model.step == total)
+        {
+            model.save(path, Some((&adam, rng.get_word_pos())))?;
         }
         if let Some(c) = callback {
             c(&TrainStep {
                 step: model.step,
                 total,
-                start: 0,
+                start,
                 loss,
                 logged_loss: logged.map(|l| l.0),
                 lr,
@@ -290,27 +312,56 @@ bin centres) whose arg-max logit is their label at t = t_min; levels: the same a
 σ_t ε for each t (noise = σ_t/α_t), one fixed noise draw";
 
 /// Trains a classifier of `config` on `train`, measures it on `test`, and writes the run folder
-/// `dir` (config.toml, metrics.jsonl, checkpoint.safetensors, accuracy.json).
+/// `dir` (config.toml, metrics.jsonl, checkpoint.safetensors, accuracy.json). With `resume`, goes
+/// on from the folder's checkpoint (its weights, Adam state and draw position) up to `config`'s
+/// steps, appending to its log; the rest of `config` must be the run's.
 pub fn train_run(
     config: &ClassifierConfig,
     train: &Images,
     test: &Images,
     dir: &Path,
+    resume: bool,
     callback: Option<&crate::sample::Callback<TrainStep>>,
     device: &Device,
 ) -> Result<ClassifierSummary> {
     config.validate()?;
+    let (mut model, state) = if resume {
+        let (mut model, state) = NoisyClassifier::load_for_resume(dir, device)?;
+        let mut same = model.config.clone();
+        same.train.steps = config.train.steps;
+        if &same != config {
+            bail!(
+                "{}: the run's settings differ from the ones given (only --steps may change on --resume)",
+                dir.display()
+            );
+        }
+        model.config.train.steps = config.train.steps;
+        (model, Some(state))
+    } else {
+        (NoisyClassifier::new(config.clone(), device)?, None)
+    };
     std::fs::create_dir_all(dir)
         .with_context(|| format!("{}: cannot create run folder", dir.display()))?;
     crate::io::write_atomic_bytes(&dir.join("config.toml"), config.to_toml()?.as_bytes())?;
-    let mut model = NoisyClassifier::new(config.clone(), device)?;
     let log_path = dir.join(METRICS_LOG);
-    let mut log = std::fs::File::create(&log_path)
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(resume)
+        .write(true)
+        .truncate(!resume)
+        .open(&log_path)
         .with_context(|| format!("{}: cannot open", log_path.display()))?;
     let began = Instant::now();
-    let losses = fit(&mut model, train, Some(&mut log), callback)?;
+    let checkpoint = dir.join(CHECKPOINT);
+    let losses = fit(
+        &mut model,
+        train,
+        Some(&mut log),
+        callback,
+        state,
+        Some(&checkpoint),
+    )?;
     let wall = began.elapsed().as_secs_f64();
-    model.save(&dir.join(CHECKPOINT))?;
     let levels = accuracy(&model, test, &report_times(&model), config.train.seed)?;
     let k = config.train.log_every.min(losses.len()).max(1);
     let summary = ClassifierSummary {

@@ -54,7 +54,7 @@ impl Judge {
                 };
                 let mut model = NoisyClassifier::new(config, &Device::Cpu)?;
                 let began = Instant::now();
-                fit_classifier(&mut model, train, None, None)?;
+                fit_classifier(&mut model, train, None, None, None, None)?;
                 let what = format!(
                     "a classifier trained here: `tweedie classifier`'s network and recipe with {} steps of batch 64 and every image at t = t_min (clean fraction 1), {:.0} s",
                     s.classifier_steps,
