@@ -42,6 +42,30 @@ fn train_two_steps(run: &str) {
     ]));
 }
 
+/// The GPU config (`configs/mnist-base.toml`, the base preset) reads and takes a training step on
+/// the CPU: a U-Net of 5,149,761 parameters for class-conditional 1×28×28 digits.
+#[test]
+fn the_base_config_builds_and_takes_a_step() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let run = dir.path().join("base").to_string_lossy().into_owned();
+    ok(&tweedie(&[
+        "train",
+        "--config",
+        "configs/mnist-base.toml",
+        "--steps",
+        "1",
+        "--batch",
+        "2",
+        "--out",
+        &run,
+        "--quiet",
+    ]));
+    let ck = Checkpoint::load(&Path::new(&run).join(CHECKPOINT))?;
+    assert_eq!(ck.model.event, vec![1, 28, 28]);
+    assert_eq!(ck.model.parameter_count(), Some(5_149_761));
+    Ok(())
+}
+
 #[test]
 fn the_mnist_config_trains_samples_a_class_and_draws_a_grid() -> Result<()> {
     let dir = tempfile::tempdir()?;
