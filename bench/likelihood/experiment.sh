@@ -13,7 +13,8 @@ PY=${PY:-${TWEEDIE_BENCH_VENV:-bench/.venv}/bin/python}  # numpy: the environmen
 W=target/release/tweedie
 mkdir -p "$DIR/runs"
 cargo build --release -q
-common=(--steps 20000 --batch 512 --lr 1e-3 --quiet)
+# the page's settings (the peer's network and the defaults of 2026-11-26: bench/likelihood/peer.toml)
+common=(--config bench/likelihood/peer.toml --quiet)
 train() {  # name, flags...
     local name=$1; shift
     [ -n "${EVAL_ONLY:-}" ] && return
