@@ -78,14 +78,15 @@ pub fn run(a: Args) -> Result<()> {
     }
     let (train, test) = tweedie::data::mnist::split()?;
     let device = tweedie::device(&a.device)?;
-    let config = if a.resume {
-        let mut config = NoisyClassifier::load_run(&a.out, &device)?.config;
+    let (config, start) = if a.resume {
+        let run = NoisyClassifier::load_run(&a.out, &device)?;
+        let mut config = run.config;
         a.steps.inspect(|s| config.train.steps = *s);
-        config
+        (config, run.step)
     } else {
         let mut spec = ClassifierSpec::small(&train.shape, 10);
         spec.channels = a.channels;
-        ClassifierConfig {
+        let config = ClassifierConfig {
             data: a.data.clone(),
             process: ProcessConfig::from_name(&a.process, a.sigma_max)?,
             spec,
@@ -97,7 +98,8 @@ pub fn run(a: Args) -> Result<()> {
                 seed: a.seed,
                 ..ClassifierTraining::default()
             },
-        }
+        };
+        (config, 0)
     };
     config.validate()?;
     eprintln!(
@@ -106,7 +108,7 @@ pub fn run(a: Args) -> Result<()> {
         train.n,
         test.n
     );
-    let bar = tweedie::progress::bar(config.train.steps, 0, a.quiet);
+    let bar = tweedie::progress::bar(config.train.steps, start, a.quiet);
     let callback = tweedie::progress::train_callback(bar.clone());
     let summary = train_run(
         &config,
@@ -120,7 +122,8 @@ pub fn run(a: Args) -> Result<()> {
     .inspect_err(|_| bar.abandon())?;
     bar.finish();
     eprintln!(
-        "trained {} steps in {:.1} s; final loss {:.4}; test accuracy at t_min {:.4} ({} images)",
+        "trained steps {}..{} in {:.1} s; final loss {:.4}; test accuracy at t_min {:.4} ({} images)",
+        start,
         summary.steps,
         summary.wall_seconds,
         summary.final_loss,
