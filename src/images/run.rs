@@ -201,11 +201,16 @@ impl NoisyClassifier {
 
     /// Reads a classifier from the bytes of its checkpoint.
     pub fn from_bytes(bytes: &[u8], device: &Device) -> Result<Self> {
-        Ok(Self::with_state(bytes, device)?.0)
+        Ok(Self::with_state(bytes, device, false)?.0)
     }
 
-    /// A classifier and, where its checkpoint has one, the training state saved with it.
-    fn with_state(bytes: &[u8], device: &Device) -> Result<(Self, Option<TrainingState>)> {
+    /// A classifier and, when `state` asks for it and the checkpoint has one, the training
+    /// state saved with it.
+    fn with_state(
+        bytes: &[u8],
+        device: &Device,
+        state: bool,
+    ) -> Result<(Self, Option<TrainingState>)> {
         let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
             .map_err(|e| anyhow!("corrupt or truncated safetensors file ({e})"))?;
         let meta = header.metadata().clone().unwrap_or_default();
@@ -250,7 +255,8 @@ impl NoisyClassifier {
         }
         let w = take(EMBED_W)?;
         model.net.w.set_buffer(EMBED_W, w, "classifier")?;
-        let (Some(adam_step), Some(position)) = (meta.get("adam_step"), meta.get("draw_position"))
+        let (true, Some(adam_step), Some(position)) =
+            (state, meta.get("adam_step"), meta.get("draw_position"))
         else {
             return Ok((model, None));
         };
@@ -294,7 +300,7 @@ impl NoisyClassifier {
                 path.display()
             )
         })?;
-        let (model, state) = Self::with_state(&bytes, device)
+        let (model, state) = Self::with_state(&bytes, device, true)
             .with_context(|| format!("{}: not a usable tweedie classifier", path.display()))?;
         let Some(state) = state else {
             bail!(

@@ -8,6 +8,7 @@
 
 use super::conv::{self, on_f32s, over_images, split_params, Dims, Input};
 use super::norm::NormOp;
+use super::normconv;
 use super::winograd::add_pixels;
 use crate::nn::contiguous;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
@@ -176,18 +177,18 @@ impl CustomOp3 for ResBlockOp {
         let d2 = Dims { c: d1.o, ..d1 };
         let grads = on_f32s([x, theta, grad], |[xv, tv, g]| {
             let p = self.params(tv, d1.c)?;
-            let h2 = Input::Normed {
-                x: &sv.h,
-                ab: &sv.ab2,
-            };
-            let (dz2, dw2, dbias2) = conv::backward(h2, p.w2, g, d2, false);
-            let (dh, dg2, db2) = self.norm2.cotangents(&sv.h, p.g2, p.b2, &dz2, d1.n);
-            let x1 = Input::Normed { x: xv, ab: &sv.ab1 };
-            let (dz1, dw1, ds) = conv::backward(x1, p.w1, &dh, d1, true);
+            let (h, two) = ((&sv.h[..], &sv.ab2[..]), (p.g2, p.b2));
+            let g2 = normconv::backward(&self.norm2, h, two, p.w2, g, d2, false);
+            let (x1, one) = ((xv, &sv.ab1[..]), (p.g1, p.b1));
+            let g1 = normconv::backward(&self.norm1, x1, one, p.w1, &g2.dx, d1, true);
+            // conv1's bias gradient per image is the shift's
             let mut dbias1 = vec![0.0f32; d1.o];
-            add_pixels(&mut dbias1, &ds);
-            let (mut dx, dg1, db1) = self.norm1.cotangents(xv, p.g1, p.b1, &dz1, d1.n);
-            let mut dtheta = [dg1, db1, dw1, dbias1, dg2, db2, dw2, dbias2].concat();
+            add_pixels(&mut dbias1, &g1.db);
+            let (mut dx, ds) = (g1.dx, g1.db);
+            let dtheta = [
+                g1.dgamma, g1.dbeta, g1.dw, dbias1, g2.dgamma, g2.dbeta, g2.dw, g2.db,
+            ];
+            let mut dtheta = dtheta.concat();
             match p.skip {
                 Some((ws, _)) => {
                     let d = Dims { k: 1, ..d1 };

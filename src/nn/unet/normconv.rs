@@ -38,6 +38,38 @@ impl NormConvOp {
     }
 }
 
+/// The gradients of conv(SiLU(norm(x))) with respect to x, γ, β, W and the bias.
+pub(super) struct NormConvGrads {
+    pub dx: Vec<f32>,
+    pub dgamma: Vec<f32>,
+    pub dbeta: Vec<f32>,
+    pub dw: Vec<f32>,
+    /// Per image [n, o] when asked for, else \[o\].
+    pub db: Vec<f32>,
+}
+
+/// The gradients of conv(SiLU(norm(x))) from its result's cotangent g: the convolution's
+/// backward pass on the normed values (`ab` the norm's coefficients of x), then the norm's.
+pub(super) fn backward(
+    norm: &NormOp,
+    (x, ab): (&[f32], &[f32]),
+    (gamma, beta): (&[f32], &[f32]),
+    wt: &[f32],
+    g: &[f32],
+    d: Dims,
+    per_image: bool,
+) -> NormConvGrads {
+    let (dz, dw, db) = conv::backward(Input::Normed { x, ab }, wt, g, d, per_image);
+    let (dx, dgamma, dbeta) = norm.cotangents(x, gamma, beta, &dz, d.n);
+    NormConvGrads {
+        dx,
+        dgamma,
+        dbeta,
+        dw,
+        db,
+    }
+}
+
 impl CustomOp3 for NormConvOp {
     fn name(&self) -> &'static str {
         "unet-norm-conv"
@@ -85,12 +117,8 @@ impl CustomOp3 for NormConvOp {
             let (gamma, beta) = gbv.split_at(d.c);
             let ab = self.norm.coefficients(xv, gamma, beta, d.n);
             let wt = &wbv[..d.o * d.c * d.k * d.k];
-            let normed = Input::Normed { x: xv, ab: &ab };
-            let (da, mut dwb, db) = conv::backward(normed, wt, gv, d, false);
-            let (dx, mut dgb, dbeta) = self.norm.cotangents(xv, gamma, beta, &da, d.n);
-            dgb.extend(dbeta);
-            dwb.extend(db);
-            (dx, dgb, dwb)
+            let g = backward(&self.norm, (xv, &ab), (gamma, beta), wt, gv, d, false);
+            (g.dx, [g.dgamma, g.dbeta].concat(), [g.dw, g.db].concat())
         })?;
         let dev = x.device();
         Ok((
